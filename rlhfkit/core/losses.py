@@ -1,0 +1,359 @@
+"""Losses: loss reduction, PPO policy (clip and penalty) and value losses, reward-model and DPO
+losses, SFT negative log-likelihood.
+
+Implementation details and their sources:
+
+1. Reduction is its own function, `aggregate_loss`, and takes the *global* normaliser (tokens or
+   sequences in the whole optimiser step, over all micro-batches and processes). Then the sum of
+   micro-batch gradients equals the big-batch gradient; dividing each micro-batch by its own
+   count does not (the bug behind TRL/OpenRLHF gradient-accumulation issues and "Dr. GRPO",
+   Liu et al. 2025 §3). How a trainer must call it is in its docstring.
+2. PPO-Clip (Schulman et al. 2017 eq. 7): per token max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε)) with
+   ρ = exp(logprobs − old_logprobs); diagnostics as in CleanRL ppo.py: clip fraction and
+   approx_kl = mean((ρ − 1) − log ρ) (Schulman's k3 estimator of KL(π_old ‖ π)).
+3. PPO-Penalty (Schulman et al. 2017 eq. 8): −ρ·A + β·KL(π_old ‖ π) with the per-token k3
+   estimate (ρ − 1) − log ρ, unbiased under samples from π_old.
+4. Clipped value loss (OpenAI baselines ppo2, CleanRL `clip_vloss`, MOSS-RLHF PPO-Max):
+   ½·max((V − R)², (V_old + clip(V − V_old, −c, c) − R)²).
+5. Bradley–Terry reward-model loss −log σ(r_w − r_l − m) (InstructGPT eq. 1; margin from Llama 2,
+   Touvron et al. 2023 §3.2.2); K-way ranking as the mean over all K(K−1)/2 ordered pairs
+   (InstructGPT: all pairs of a prompt in one batch element).
+6. DPO (Rafailov et al. 2023 eq. 7), conservative label smoothing (Mitchell 2023, cDPO) and
+   IPO (Azar et al. 2023 eq. 17), checked against TRL `DPOTrainer.dpo_loss`.
+7. `logsigmoid` is used instead of log(sigmoid(·)) so large margins do not underflow.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from rlhfkit.core.logprobs import gather_logprobs
+from rlhfkit.core.stats import masked_mean, masked_sum
+
+__all__ = [
+    "DPOLossOutput",
+    "LossMode",
+    "PairwiseLossOutput",
+    "PolicyLossOutput",
+    "SFTLossOutput",
+    "ValueLossOutput",
+    "aggregate_loss",
+    "dpo_loss",
+    "pairwise_loss",
+    "ppo_penalty_loss",
+    "ppo_policy_loss",
+    "ranking_loss",
+    "sft_loss",
+    "value_loss",
+]
+
+LossMode = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum"]
+
+
+def _bool(mask: torch.Tensor) -> torch.Tensor:
+    return mask if mask.dtype == torch.bool else mask != 0
+
+
+def aggregate_loss(
+    per_token: torch.Tensor,
+    mask: torch.Tensor,
+    mode: LossMode,
+    *,
+    num_tokens: float | torch.Tensor | None = None,
+    num_seqs: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Reduce a (B, T) per-token loss to a scalar so that accumulation matches one big batch.
+
+    Modes (ℓ = per_token, m = mask, True = valid; masked values, even NaN, are ignored):
+    - "token_mean": Σ_{b,t} m·ℓ / N, N = `num_tokens` (default: Σ m of this batch).
+    - "seq_mean_token_mean": Σ_b (Σ_t m·ℓ / max(1, Σ_t m)) / S, S = `num_seqs` (default: B).
+    - "seq_mean_token_sum": Σ_b Σ_t m·ℓ / S.
+
+    How a trainer calls it so that 1 batch × 8 ≡ 8 micro-batches × 1 ≡ W processes:
+    1. Before the optimiser step, count the valid tokens N (token_mean) or the sequences S
+       (seq_mean_*) of *all* micro-batches that the step will accumulate, summed over all
+       processes (an all-reduce of the count).
+    2. On each micro-batch call `aggregate_loss(..., num_tokens=N / W)` (resp. `num_seqs=S / W`),
+       where W is the number of data-parallel processes whose gradients DDP/FSDP/ZeRO *average*
+       (W = 1 on one process), and call `backward()` on the result unscaled: gradients sum over
+       micro-batches and average over processes, which gives ∇(Σ_all m·ℓ / N).
+    3. Accelerate's `accelerator.backward` divides the loss by `gradient_accumulation_steps` M;
+       with it, pass `num_tokens = N / (W·M)` instead.
+    Reference: Liu et al. 2025 ("Understanding R1-Zero-like training", Dr. GRPO) §3; OpenRLHF
+    and verl `agg_loss` offer the same modes.
+    """
+    mask = _bool(mask)
+    if per_token.shape != mask.shape or per_token.dim() != 2:
+        raise ValueError(
+            f"aggregate_loss: per_token {tuple(per_token.shape)} and mask {tuple(mask.shape)} "
+            "must both be (B, T)"
+        )
+    if mode == "token_mean":
+        denominator = mask.sum() if num_tokens is None else num_tokens
+        return masked_sum(per_token, mask) / denominator
+    seqs = mask.shape[0] if num_seqs is None else num_seqs
+    if mode == "seq_mean_token_mean":
+        return masked_mean(per_token, mask, dim=1).sum() / seqs
+    if mode == "seq_mean_token_sum":
+        return masked_sum(per_token, mask, dim=1).sum() / seqs
+    raise ValueError(
+        f"aggregate_loss: unknown mode {mode!r}; use 'token_mean', 'seq_mean_token_mean' "
+        "or 'seq_mean_token_sum'"
+    )
+
+
+class PolicyLossOutput(NamedTuple):
+    """`loss` carries the gradient; the rest are detached token-mean diagnostics of this batch."""
+
+    loss: torch.Tensor
+    clipfrac: torch.Tensor  # fraction of valid tokens where the clipped term was chosen
+    approx_kl: torch.Tensor  # mean of (ρ − 1) − log ρ, estimates KL(π_old ‖ π)
+    ratio_mean: torch.Tensor  # mean of ρ = π/π_old
+    ratio_max: torch.Tensor  # max of ρ over valid tokens
+
+
+class ValueLossOutput(NamedTuple):
+    loss: torch.Tensor
+    clipfrac: torch.Tensor  # fraction of valid tokens where the clipped error was larger
+    value_error: torch.Tensor  # mean of (V − R)², unclipped, detached
+
+
+def _ratio_stats(
+    log_ratio: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    ratio = torch.exp(log_ratio)
+    with torch.no_grad():
+        approx_kl = masked_mean(ratio - 1.0 - log_ratio, mask)
+        ratio_mean = masked_mean(ratio, mask)
+        ratio_max = torch.where(mask, ratio, torch.full_like(ratio, -torch.inf)).max()
+    return ratio, approx_kl, ratio_mean, ratio_max
+
+
+def _log_ratio(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor):
+    # zero at masked positions so exp() of garbage never reaches a gradient (NaN * 0 = NaN).
+    return torch.where(mask, logprobs - old_logprobs.detach(), torch.zeros_like(logprobs))
+
+
+def ppo_policy_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_eps: float,
+    mode: LossMode = "token_mean",
+    *,
+    num_tokens: float | torch.Tensor | None = None,
+    num_seqs: float | torch.Tensor | None = None,
+) -> PolicyLossOutput:
+    """PPO-Clip surrogate loss (to minimise).
+
+    ρ_t = exp(logprobs_t − old_logprobs_t); ℓ_t = max(−A_t·ρ_t, −A_t·clip(ρ_t, 1−ε, 1+ε));
+    loss = aggregate_loss(ℓ, mask, mode, num_tokens=…, num_seqs=…). Where the clip is active
+    (ρ > 1+ε with A > 0, or ρ < 1−ε with A < 0) the token's gradient is exactly 0.
+    Shapes: all (B, T), mask True = valid; `old_logprobs` and `advantages` are treated as
+    constants. Reference: Schulman et al. 2017 eq. 7; CleanRL ppo.py (`pg_loss`, `clipfracs`,
+    `approx_kl`); TRL `PPOTrainer`.
+    """
+    mask = _bool(mask)
+    log_ratio = _log_ratio(logprobs, old_logprobs, mask)
+    ratio, approx_kl, ratio_mean, ratio_max = _ratio_stats(log_ratio, mask)
+    advantages = torch.where(mask, advantages.detach(), torch.zeros_like(advantages))
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+    per_token = torch.maximum(unclipped, clipped)
+    loss = aggregate_loss(per_token, mask, mode, num_tokens=num_tokens, num_seqs=num_seqs)
+    clipfrac = masked_mean((clipped > unclipped).to(per_token.dtype), mask).detach()
+    return PolicyLossOutput(loss, clipfrac, approx_kl, ratio_mean, ratio_max)
+
+
+def ppo_penalty_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    kl_coef: float,
+    mode: LossMode = "token_mean",
+    *,
+    num_tokens: float | torch.Tensor | None = None,
+    num_seqs: float | torch.Tensor | None = None,
+) -> PolicyLossOutput:
+    """PPO-Penalty (KL-penalised surrogate) loss (to minimise).
+
+    ℓ_t = −ρ_t·A_t + β·((ρ_t − 1) − log ρ_t), ρ_t = exp(logprobs_t − old_logprobs_t), the second
+    term the k3 estimate of KL(π_old ‖ π) at the sampled token; loss = aggregate_loss(ℓ, …).
+    Adapt β between updates with `AdaptiveKLController` on `approx_kl` (the paper's rule).
+    `clipfrac` is 0 (nothing is clipped); the output type matches `ppo_policy_loss` so trainers
+    log both alike. Shapes: (B, T), mask True = valid. Reference: Schulman et al. 2017 eq. 8.
+    """
+    mask = _bool(mask)
+    log_ratio = _log_ratio(logprobs, old_logprobs, mask)
+    ratio, approx_kl, ratio_mean, ratio_max = _ratio_stats(log_ratio, mask)
+    advantages = torch.where(mask, advantages.detach(), torch.zeros_like(advantages))
+    per_token = -advantages * ratio + kl_coef * (ratio - 1.0 - log_ratio)
+    loss = aggregate_loss(per_token, mask, mode, num_tokens=num_tokens, num_seqs=num_seqs)
+    return PolicyLossOutput(loss, torch.zeros_like(approx_kl), approx_kl, ratio_mean, ratio_max)
+
+
+def value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    clip_eps: float | None = None,
+    mode: LossMode = "token_mean",
+    *,
+    num_tokens: float | torch.Tensor | None = None,
+    num_seqs: float | torch.Tensor | None = None,
+) -> ValueLossOutput:
+    """Critic loss, optionally clipped around the rollout values.
+
+    Unclipped: ℓ_t = ½·(V_t − R_t)². Clipped (clip_eps = c):
+    ℓ_t = ½·max((V_t − R_t)², (clip(V_t, V_old_t − c, V_old_t + c) − R_t)²).
+    loss = aggregate_loss(ℓ, mask, mode, …). Shapes: (B, T), mask True = valid; `old_values`
+    and `returns` are constants. Reference: OpenAI baselines ppo2 `vf_losses`; CleanRL ppo.py
+    `clip_vloss`; MOSS-RLHF PPO-Max value clipping.
+    """
+    mask = _bool(mask)
+    zero = torch.zeros_like(values)
+    returns = torch.where(mask, returns.detach(), zero)
+    values = torch.where(mask, values, zero)
+    error = (values - returns).square()
+    if clip_eps is None:
+        per_token = 0.5 * error
+        clipfrac = torch.zeros((), dtype=values.dtype, device=values.device)
+    else:
+        old_values = torch.where(mask, old_values.detach(), zero)
+        clipped_values = old_values + torch.clamp(values - old_values, -clip_eps, clip_eps)
+        clipped_error = (clipped_values - returns).square()
+        per_token = 0.5 * torch.maximum(error, clipped_error)
+        clipfrac = masked_mean((clipped_error > error).to(values.dtype), mask).detach()
+    loss = aggregate_loss(per_token, mask, mode, num_tokens=num_tokens, num_seqs=num_seqs)
+    return ValueLossOutput(loss, clipfrac, masked_mean(error, mask).detach())
+
+
+class PairwiseLossOutput(NamedTuple):
+    loss: torch.Tensor
+    accuracy: torch.Tensor  # fraction of pairs with preferred score > other score (detached)
+    score_gap: torch.Tensor  # mean of preferred score − other score (detached)
+
+
+def pairwise_loss(
+    chosen_scores: torch.Tensor,
+    rejected_scores: torch.Tensor,
+    margin: float | torch.Tensor = 0.0,
+) -> PairwiseLossOutput:
+    """Bradley–Terry reward-model loss: mean_b −log σ(r_w,b − r_l,b − m_b).
+
+    Shapes: `chosen_scores`, `rejected_scores` (B,); `margin` a float or (B,) tensor (Llama 2's
+    preference-strength margin; 0 gives the InstructGPT loss). Reference: InstructGPT eq. 1;
+    Touvron et al. 2023 eq. 2; TRL `RewardTrainer.compute_loss`.
+    """
+    if chosen_scores.shape != rejected_scores.shape or chosen_scores.dim() != 1:
+        raise ValueError(
+            f"pairwise_loss: chosen {tuple(chosen_scores.shape)} and rejected "
+            f"{tuple(rejected_scores.shape)} must both be (B,)"
+        )
+    gap = chosen_scores - rejected_scores
+    loss = -F.logsigmoid(gap - margin).mean()
+    gap = gap.detach()
+    return PairwiseLossOutput(loss, (gap > 0).to(gap.dtype).mean(), gap.mean())
+
+
+def ranking_loss(scores: torch.Tensor) -> PairwiseLossOutput:
+    """K-way ranking loss: mean over the B·K(K−1)/2 pairs (i < j) of −log σ(s_{b,i} − s_{b,j}).
+
+    Shapes: `scores` (B, K), column 0 the most preferred answer, K ≥ 2. With K = 2 this is
+    `pairwise_loss(scores[:, 0], scores[:, 1])`. Reference: InstructGPT eq. 1 (all pairs of the
+    K ranked answers to a prompt, averaged over the K choose 2 comparisons).
+    """
+    if scores.dim() != 2 or scores.shape[1] < 2:
+        raise ValueError(
+            f"ranking_loss: scores must be (B, K) with K >= 2, got {tuple(scores.shape)}"
+        )
+    k = scores.shape[1]
+    upper = torch.triu(torch.ones(k, k, dtype=torch.bool, device=scores.device), diagonal=1)
+    # gap[b, i, j] = s_i - s_j; pairs with i < j say answer i beat answer j.
+    gaps = (scores.unsqueeze(2) - scores.unsqueeze(1))[:, upper]
+    loss = -F.logsigmoid(gaps).mean()
+    gaps = gaps.detach()
+    return PairwiseLossOutput(loss, (gaps > 0).to(gaps.dtype).mean(), gaps.mean())
+
+
+class DPOLossOutput(NamedTuple):
+    loss: torch.Tensor
+    chosen_rewards: torch.Tensor  # (B,) β·(log π(y_w) − log π_ref(y_w)), detached
+    rejected_rewards: torch.Tensor  # (B,) β·(log π(y_l) − log π_ref(y_l)), detached
+    accuracy: torch.Tensor  # fraction with chosen reward > rejected reward
+    margin: torch.Tensor  # mean of chosen − rejected reward
+
+
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float,
+    loss_type: Literal["sigmoid", "ipo"] = "sigmoid",
+    label_smoothing: float = 0.0,
+) -> DPOLossOutput:
+    """Direct preference optimisation loss from sequence log-probabilities.
+
+    h = (log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l)).
+    "sigmoid": mean −(1−s)·log σ(β·h) − s·log σ(−β·h), s = `label_smoothing` (cDPO; s = 0 is DPO).
+    "ipo": mean (h − 1/(2β))². Shapes: all four (B,) (sums of token log-probs over each response,
+    or their means for length-normalised IPO) → scalar loss. With h = 0 the sigmoid loss is log 2.
+    Reference: Rafailov et al. 2023 eq. 7; Azar et al. 2023 eq. 17; TRL `DPOTrainer.dpo_loss`.
+    """
+    chosen_log_ratio = policy_chosen_logps - ref_chosen_logps.detach()
+    rejected_log_ratio = policy_rejected_logps - ref_rejected_logps.detach()
+    h = chosen_log_ratio - rejected_log_ratio
+    if loss_type == "sigmoid":
+        losses = -(1.0 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(
+            -beta * h
+        )
+    elif loss_type == "ipo":
+        losses = (h - 1.0 / (2.0 * beta)).square()
+    else:
+        raise ValueError(f"dpo_loss: unknown loss_type {loss_type!r}; use 'sigmoid' or 'ipo'")
+    chosen_rewards = beta * chosen_log_ratio.detach()
+    rejected_rewards = beta * rejected_log_ratio.detach()
+    reward_gap = chosen_rewards - rejected_rewards
+    return DPOLossOutput(
+        losses.mean(),
+        chosen_rewards,
+        rejected_rewards,
+        (reward_gap > 0).to(reward_gap.dtype).mean(),
+        reward_gap.mean(),
+    )
+
+
+class SFTLossOutput(NamedTuple):
+    loss: torch.Tensor
+    nll: torch.Tensor  # token-mean NLL of this batch (detached); exp(nll) is its perplexity
+    num_tokens: torch.Tensor  # valid tokens in this batch
+
+
+def sft_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    mask: torch.Tensor,
+    mode: LossMode = "token_mean",
+    *,
+    num_tokens: float | torch.Tensor | None = None,
+    num_seqs: float | torch.Tensor | None = None,
+) -> SFTLossOutput:
+    """Negative log-likelihood of `labels` under `logits`, reduced by `aggregate_loss`.
+
+    ℓ_t = −log softmax(logits_t)[labels_t]; loss = aggregate_loss(ℓ, mask, mode, …), token mean
+    by default. Shapes: `logits` (B, T, V) any float dtype (log-softmax in float32), `labels` and
+    `mask` (B, T), mask True = a token to learn (response tokens); `logits[:, t]` must already
+    predict `labels[:, t]` (shift before calling). Reference: InstructGPT SFT; TRL `SFTTrainer`
+    completion-only loss.
+    """
+    mask = _bool(mask)
+    per_token = -gather_logprobs(logits, labels)
+    loss = aggregate_loss(per_token, mask, mode, num_tokens=num_tokens, num_seqs=num_seqs)
+    return SFTLossOutput(loss, masked_mean(per_token, mask).detach(), mask.sum())
