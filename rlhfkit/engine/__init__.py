@@ -1,1 +1,32 @@
-"""rlhfkit.engine."""
+"""The engine: the one place that sets up devices, precision, processes, seeding, run
+directories, metrics, optimisers and checkpoints. Every trainer runs through it, so
+`accelerate launch` (DDP / FSDP / DeepSpeed) works for all of them without code changes."""
+
+from rlhfkit.engine.checkpoint import (
+    atomic_write_text,
+    capture_rng_state,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from rlhfkit.engine.engine import Engine, EngineConfig
+from rlhfkit.engine.metrics import MetricsLogger
+from rlhfkit.engine.optim import OptimConfig, build_optimizer, build_scheduler
+from rlhfkit.engine.rundir import RunDir
+
+__all__ = [
+    "Engine",
+    "EngineConfig",
+    "MetricsLogger",
+    "OptimConfig",
+    "RunDir",
+    "atomic_write_text",
+    "build_optimizer",
+    "build_scheduler",
+    "capture_rng_state",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "restore_rng_state",
+    "save_checkpoint",
+]

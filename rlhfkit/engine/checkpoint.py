@@ -1,0 +1,105 @@
+"""Checkpoints that survive a kill at any moment.
+
+A checkpoint is a directory `checkpoints/step_00000100/` holding Accelerate's `save_state`
+output (every prepared model, optimiser and scheduler, and each process's RNG states, sharded
+correctly under FSDP / DeepSpeed) plus `trainer_state.pt` (the trainer's own state: step, data
+position, KL controller, running statistics, extra generators). It is written under a temporary
+name and renamed into place only when complete; the `latest` file, itself replaced atomically,
+names the newest complete checkpoint. A kill leaves either the old or the new checkpoint, never a
+half-written one that resume would pick up.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+LATEST = "latest"
+TRAINER_STATE = "trainer_state.pt"
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` via a temporary file in the same folder and `os.replace`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch CPU (and CUDA when present) RNG states of this process."""
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(
+    accelerator: Any, root: str | Path, step: int, trainer_state: dict[str, Any], keep_last: int = 2
+) -> Path:
+    """Save everything needed to resume at `step`; every process must call this."""
+    root = Path(root)
+    final = root / f"step_{step:08d}"
+    tmp = root / f".tmp-step_{step:08d}"
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # debris from a run killed mid-save
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    if accelerator.is_main_process:
+        state = dict(trainer_state, step=step, rng=capture_rng_state())
+        torch.save(state, tmp / TRAINER_STATE)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        atomic_write_text(root / LATEST, final.name + "\n")
+        if keep_last > 0:
+            done = sorted(p for p in root.glob("step_*") if p.is_dir())
+            for old in done[:-keep_last]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    """The newest complete checkpoint under `root`, or None."""
+    pointer = Path(root) / LATEST
+    if not pointer.is_file():
+        return None
+    path = Path(root) / pointer.read_text(encoding="utf-8").strip()
+    return path if (path / TRAINER_STATE).is_file() else None
+
+
+def load_checkpoint(accelerator: Any, path: str | Path) -> dict[str, Any]:
+    """Restore models/optimisers/schedulers/RNG into the prepared objects; return trainer state."""
+    path = Path(path)
+    accelerator.load_state(str(path))
+    state = torch.load(path / TRAINER_STATE, weights_only=False)
+    restore_rng_state(state.pop("rng"))
+    return state

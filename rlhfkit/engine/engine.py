@@ -1,0 +1,153 @@
+"""`Engine`: Accelerate, seeding, the run directory, metrics, progress and checkpoints in one object.
+
+A trainer does:
+
+    engine = Engine(cfg.engine, cfg.out_dir, cfg)       # accelerator, seed, run dir, config.yaml
+    policy, optimizer = engine.accelerator.prepare(policy, optimizer)
+    state = engine.resume()                              # None, or the saved trainer state
+    for step in ...:
+        ...
+        engine.log({"loss/policy": ...}, step)
+        engine.save(step, {"data_position": ...})        # every `checkpoint_every` steps
+    engine.close()
+
+Run under `accelerate launch` the same code becomes DDP / FSDP / DeepSpeed; on one CPU it is a
+plain loop. Only the main process writes files.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from pydantic import BaseModel
+from rich.console import Console
+
+from rlhfkit.config import ConfigBase
+from rlhfkit.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from rlhfkit.engine.metrics import MetricsLogger
+from rlhfkit.engine.rundir import RunDir
+
+T = TypeVar("T")
+
+
+class EngineConfig(ConfigBase):
+    seed: int = 0
+    """Seed for Python, NumPy and torch; a run is reproducible from it on the same hardware."""
+    device: Literal["auto", "cpu"] = "auto"
+    """auto: the GPU when there is one (or what `accelerate launch` chose); cpu: force the CPU."""
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    """Autocast precision for forward passes; log-prob math stays float32 either way."""
+    threads: int | None = None
+    """torch intra-op threads on CPU (null: torch's default, one per core)."""
+    log_with: list[Literal["tensorboard", "wandb", "mlflow"]] = []
+    """Extra metric trackers besides RUN/metrics.jsonl (which is always written)."""
+    checkpoint_every: int = 0
+    """Save a resumable checkpoint every N steps (0: only at the end)."""
+    keep_checkpoints: int = 2
+    """How many recent checkpoints to keep (older ones are deleted)."""
+    resume: bool = True
+    """Resume from RUN/checkpoints/latest when the run directory already has one."""
+
+
+class Engine:
+    def __init__(self, cfg: EngineConfig, out_dir: str | Path, full_config: BaseModel):
+        self.cfg = cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.accelerator = Accelerator(
+            cpu=cfg.device == "cpu",
+            mixed_precision=cfg.mixed_precision,
+            log_with=list(cfg.log_with) or None,
+            project_dir=str(out_dir),
+        )
+        set_seed(cfg.seed)
+        self.run = RunDir(out_dir)
+        if self.is_main:
+            self.run.create()
+            self.run.save_config(full_config)
+        if cfg.log_with:
+            self.accelerator.init_trackers("rlhfkit", config=_flat(full_config.model_dump(mode="json")))
+        self.metrics = MetricsLogger(self.run.metrics_file, self.accelerator, enabled=self.is_main)
+        self.console = Console(stderr=True, quiet=not self.is_main)
+
+    # -- facts about the processes -------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def num_processes(self) -> int:
+        return self.accelerator.num_processes
+
+    # -- output --------------------------------------------------------------------------------
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        self.metrics.log(metrics, step)
+
+    def print(self, *args: Any) -> None:
+        self.console.print(*args)
+
+    def progress(self, items: Iterable[T], total: int | None = None, desc: str = "") -> Iterator[T]:
+        """Iterate with progress shown on the main process: a live bar on a terminal, a line
+        every ~10 % (and at the end) otherwise, so CI logs and files show progress too."""
+        total = total if total is not None else (len(items) if hasattr(items, "__len__") else None)
+        if not self.is_main:
+            yield from items
+            return
+        if self.console.is_terminal:
+            from rich.progress import track
+
+            yield from track(items, total=total, description=desc, console=self.console)
+            return
+        every = max(1, math.ceil((total or 10) / 10))
+        t0 = time.perf_counter()
+        n = 0
+        for n, item in enumerate(items, 1):
+            yield item
+            if n % every == 0 or n == total:
+                of = f"/{total}" if total else ""
+                self.console.print(f"{desc} {n}{of} ({time.perf_counter() - t0:.1f}s)")
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def save(self, step: int, trainer_state: dict[str, Any]) -> Path:
+        return save_checkpoint(
+            self.accelerator, self.run.checkpoints, step, trainer_state, self.cfg.keep_checkpoints
+        )
+
+    def should_save(self, step: int) -> bool:
+        return self.cfg.checkpoint_every > 0 and step % self.cfg.checkpoint_every == 0
+
+    def resume(self) -> dict[str, Any] | None:
+        """Load the latest checkpoint into the prepared objects, if resuming is on and one exists."""
+        if not self.cfg.resume:
+            return None
+        path = latest_checkpoint(self.run.checkpoints)
+        if path is None:
+            return None
+        self.print(f"resuming from {path}")
+        return load_checkpoint(self.accelerator, path)
+
+    def close(self) -> None:
+        self.metrics.close()
+        if self.cfg.log_with:
+            self.accelerator.end_training()
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out
