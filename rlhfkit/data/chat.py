@@ -1,0 +1,89 @@
+"""Chat formatting: dialogue → prompt text, reply → token ids, and the pad token.
+
+Implementation details:
+
+- `format_prompt` uses the tokenizer's chat template with `add_generation_prompt=True` when it has
+  one (transformers `apply_chat_template`), else the HH-RLHF format of Bai et al. 2022:
+  `"\\n\\nHuman: …\\n\\nAssistant: …\\n\\nHuman: …\\n\\nAssistant:"`; a system message, which HH has
+  no slot for, is written as plain text before the first turn.
+- The prompt is tokenized *alone* (`encode_prompt`) and the reply alone (`encode_response`), so
+  the prompt/response boundary of `prompt_ids + response_ids` is exact; tokenizing the joined
+  text could merge tokens across the boundary. With a chat template the template already holds
+  any BOS, so special tokens are not added again; with the HH format the tokenizer adds its usual
+  ones (e.g. Llama's BOS).
+- HH replies are encoded with a leading space (`"Assistant:" + " reply"`), as the transcripts
+  write them; byte-level BPE tokenizers then use their common space-prefixed tokens, and
+  sentencepiece tokenizers, which add a dummy prefix anyway, give the same ids either way.
+- The reply ends with the tokenizer's EOS so a policy learns to stop and the reward model reads
+  its score at EOS. (Chat models whose end-of-turn token differs from EOS, e.g. Llama 3's
+  `<|eot_id|>`, get EOS here: a documented limitation.)
+- `ensure_pad_token`: when the tokenizer has no pad token, reuse UNK, else EOS, as the pad *id*;
+  a new token is added only when neither exists (the caller must then resize the embeddings).
+  This is safe because rlhfkit never infers validity from the pad id: collators build masks from
+  the sequence lengths, so a pad equal to EOS cannot hide a real EOS.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rlhfkit.types import Dialogue
+
+_HH_ROLE = {"user": "Human", "assistant": "Assistant"}
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    """Whether `format_prompt` will use the tokenizer's chat template."""
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def format_prompt(tokenizer: Any, dialogue: Dialogue) -> str:
+    """The prompt text a model continues with its reply (chat template, else HH format)."""
+    if not dialogue:
+        raise ValueError("format_prompt: empty dialogue")
+    if has_chat_template(tokenizer):
+        messages = [{"role": m.role, "content": m.content} for m in dialogue]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return format_hh(dialogue)
+
+
+def format_hh(dialogue: Dialogue) -> str:
+    """`"\\n\\nHuman: …\\n\\nAssistant:"` for a dialogue (system text, if any, goes first)."""
+    parts = []
+    for m in dialogue:
+        if m.role == "system":
+            parts.append(m.content)
+        else:
+            parts.append(f"\n\n{_HH_ROLE[m.role]}: {m.content}")
+    return "".join(parts) + "\n\nAssistant:"
+
+
+def encode_prompt(tokenizer: Any, dialogue: Dialogue) -> list[int]:
+    """Token ids of `format_prompt(tokenizer, dialogue)`, with the tokenizer's special tokens
+    only when no chat template already wrote them."""
+    text = format_prompt(tokenizer, dialogue)
+    return list(tokenizer(text, add_special_tokens=not has_chat_template(tokenizer))["input_ids"])
+
+
+def encode_response(tokenizer: Any, text: str) -> list[int]:
+    """The reply's token ids followed by EOS (a leading space in the HH format, see above)."""
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("tokenizer has no EOS token; set tokenizer.eos_token before encoding")
+    if not has_chat_template(tokenizer):
+        text = " " + text
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) + [eos]
+
+
+def ensure_pad_token(tokenizer: Any) -> int:
+    """Give `tokenizer` a pad token if it has none (UNK, else EOS, else a new `<pad>`); return
+    the pad id. Validity always comes from attention masks, never from comparing with this id."""
+    if tokenizer.pad_token_id is not None:
+        return int(tokenizer.pad_token_id)
+    if tokenizer.unk_token is not None:
+        tokenizer.pad_token = tokenizer.unk_token
+    elif tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    else:
+        tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    return int(tokenizer.pad_token_id)
