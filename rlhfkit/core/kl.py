@@ -49,8 +49,11 @@ def kl_penalty(
     if estimator == "k2":
         return 0.5 * d.square()
     if estimator == "k3":
-        # expm1 keeps precision when d is tiny: exp(-d) - 1 + d ~ d^2/2.
-        return torch.expm1(-d) + d
+        # expm1(-d) + d cancels catastrophically for tiny d (it returns 0 for |d| < 1e-17 in
+        # float64, so k3 would be 0 for different logprobs); below |d| = 1e-3 use the Taylor
+        # series d²/2 − d³/6 + d⁴/24 − d⁵/120 + d⁶/720 (relative error < 1e-18 there).
+        series = d.square() * (0.5 - d * (1 / 6 - d * (1 / 24 - d * (1 / 120 - d / 720))))
+        return torch.where(d.abs() < 1e-3, series, torch.expm1(-d) + d)
     raise ValueError(f"kl_penalty: unknown estimator {estimator!r}; use 'k1', 'k2' or 'k3'")
 
 
