@@ -101,7 +101,7 @@ def _set_dotted(data: dict[str, Any], keys: list[str], value: Any, origin: str) 
 def _origin_of(loc: tuple[Any, ...], overrides: dict[str, str], files: list[Path]) -> str:
     dotted = ".".join(str(p) for p in loc)
     for key, origin in overrides.items():
-        if dotted == key or dotted.startswith(key + "."):
+        if dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + "."):
             return origin
     return ", ".join(str(f) for f in files) if files else "defaults"
 

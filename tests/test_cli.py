@@ -1,0 +1,35 @@
+"""The command line: help, version, selfcheck, config errors shown as messages (no traceback)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from rlhfkit.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for name in ("selfcheck", "config"):
+        assert name in result.output
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.startswith("rlhfkit ")
+
+
+def test_selfcheck_passes():
+    result = runner.invoke(app, ["selfcheck"])
+    assert result.exit_code == 0, result.output
+    assert "all checks passed" in result.output
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "rlhfkit.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and "rlhfkit" in out.stdout
