@@ -1,0 +1,112 @@
+"""Judges: who decides which reply is better, and how to ask them fairly.
+
+Three kinds of judge, all plain callables so a user can plug in anything (a rule, an external
+API, an LLM judge):
+
+- a **pointwise judge** `(prompts, replies) -> list[float]`, higher is better: the simulated
+  world's gold scorer (`gold_judge`), or a reward model (`rlhfkit.models` scorers wrapped by the
+  caller). This is the same signature PPO's `judges={"gold": fn}` expects.
+- a **pairwise judge** `(prompt, reply_a, reply_b) -> P(a is better)` in [0, 1] (the
+  `PairwiseJudge` protocol).
+- `pairwise_from_pointwise` turns a pointwise score into a pairwise verdict: 1 if a scores higher,
+  0 if lower, ½ on a tie (|Δ| ≤ `tie_tol`).
+
+Implementation details and their sources:
+
+1. Position bias: LLM judges prefer the reply shown first (or second) at rates far from chance
+   (Zheng et al. 2023, "Judging LLM-as-a-Judge with MT-Bench and Chatbot Arena", §3.3; Wang et
+   al. 2023, "Large Language Models are not Fair Evaluators"). `symmetric_preference` queries the
+   judge in both orders and averages, p = ½·(J(x, a, b) + 1 − J(x, b, a)) — the "swap and average"
+   remedy of both papers. Any additive position bias J(x, a, b) = q(a, b) + c with
+   q(b, a) = 1 − q(a, b) cancels exactly, and the result is order-symmetric by construction:
+   p(x, a, b) + p(x, b, a) = 1 for every judge.
+2. Ties count half (the convention of AlpacaEval and Chatbot Arena win rates): a pairwise verdict
+   of ½ adds half a win.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from rlhfkit.types import Dialogue
+
+__all__ = [
+    "PairwiseJudge",
+    "PointwiseJudge",
+    "gold_judge",
+    "gold_judgements",
+    "pairwise_from_pointwise",
+    "pairwise_outcomes",
+    "symmetric_preference",
+]
+
+Prompt = Dialogue | str
+PointwiseJudge = Callable[[Sequence[Any], Sequence[str]], list[float]]
+
+
+class PairwiseJudge(Protocol):
+    """`judge(prompt, reply_a, reply_b)` → probability in [0, 1] that `reply_a` is the better reply."""
+
+    def __call__(self, prompt: Any, reply_a: str, reply_b: str) -> float: ...
+
+
+def symmetric_preference(judge: PairwiseJudge, prompt: Any, reply_a: str, reply_b: str) -> float:
+    """P(a better than b), asked in both orders and averaged to cancel position bias.
+
+    p = ½·(J(x, a, b) + 1 − J(x, b, a)). Order-symmetric for any judge: p(a, b) = 1 − p(b, a);
+    an additive bias toward the first (or second) position cancels exactly. Raises ValueError if
+    the judge answers outside [0, 1]. Reference: Zheng et al. 2023 §3.3; Wang et al. 2023.
+    """
+    first = float(judge(prompt, reply_a, reply_b))
+    second = float(judge(prompt, reply_b, reply_a))
+    for value, order in ((first, "(a, b)"), (second, "(b, a)")):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"pairwise judge returned {value} for order {order}; expected [0, 1]")
+    return 0.5 * (first + 1.0 - second)
+
+
+def pairwise_outcomes(
+    judge: PairwiseJudge, prompts: Sequence[Any], replies_a: Sequence[str], replies_b: Sequence[str]
+) -> list[float]:
+    """`symmetric_preference` for each (prompt, a, b) triple: the outcomes a win rate averages."""
+    if not len(prompts) == len(replies_a) == len(replies_b):
+        raise ValueError(
+            f"pairwise_outcomes: {len(prompts)} prompts, {len(replies_a)} replies a, "
+            f"{len(replies_b)} replies b; they must be the same length"
+        )
+    return [
+        symmetric_preference(judge, p, a, b)
+        for p, a, b in zip(prompts, replies_a, replies_b, strict=True)
+    ]
+
+
+def pairwise_from_pointwise(
+    score: Callable[[Any, str], float], tie_tol: float = 1e-9
+) -> PairwiseJudge:
+    """A pairwise judge from a pointwise score s(x, y): 1 if s(x, a) > s(x, b) + tol, 0 if
+    s(x, a) < s(x, b) − tol, ½ otherwise (a tie counts half). Position-free by construction."""
+
+    def judge(prompt: Any, reply_a: str, reply_b: str) -> float:
+        diff = score(prompt, reply_a) - score(prompt, reply_b)
+        return 1.0 if diff > tie_tol else 0.0 if diff < -tie_tol else 0.5
+
+    return judge
+
+
+def gold_judgements(prompts: Sequence[Any], replies: Sequence[str]) -> list[Any]:
+    """The simulated world's `GoldJudgement(score, family, behaviour)` for each (prompt, reply).
+
+    Prompts may be `Dialogue`s, strings (one user turn) or messages lists; raises the world's
+    `PromptParseError` for a prompt the world did not write.
+    """
+    from rlhfkit.sim.gold import judge  # the gold scorer belongs to the simulated world only
+
+    if len(prompts) != len(replies):
+        raise ValueError(f"gold judge: {len(prompts)} prompts but {len(replies)} replies")
+    return [judge(p, r) for p, r in zip(prompts, replies, strict=True)]
+
+
+def gold_judge(prompts: Sequence[Any], replies: Sequence[str]) -> list[float]:
+    """Pointwise gold judge (the simulated world's true preference): the gold score per reply."""
+    return [j.score for j in gold_judgements(prompts, replies)]

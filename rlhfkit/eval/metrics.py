@@ -1,0 +1,145 @@
+"""Response metrics: KL to a reference, perplexity, length, repetition, refusal rates.
+
+Implementation details and their sources:
+
+1. KL to the reference per sequence is the sum over response tokens of the k1 estimator,
+   KL(π ‖ π_ref)(x) ≈ Σ_t [log π(y_t | x, y_<t) − log π_ref(y_t | x, y_<t)], with y sampled from
+   π: its expectation is exactly the sequence-level KL (the chain rule of KL), so the batch mean is
+   an unbiased Monte-Carlo estimate. This is the KL InstructGPT reports and Gao et al. 2022 put on
+   the x-axis of over-optimisation plots (as √KL). k2/k3 (`rlhfkit.core.kl_penalty`) can be asked
+   for; they are biased or noisier at the sequence level.
+2. Perplexity is token-level over the whole batch: exp(−Σ_{b,t} m·log p / Σ_{b,t} m), the
+   definition of HF's perplexity guide (exp of the mean token NLL), not the mean of per-sequence
+   perplexities (which over-weights short replies).
+3. Repetition rate of a reply: the fraction of its word n-grams (n = 3 by default) that repeat an
+   n-gram seen earlier in the same reply, 1 − distinct/total; 0 for replies shorter than n words.
+   It is the complement of the within-reply "distinct-n" of Li et al. 2016 ("A Diversity-Promoting
+   Objective for Neural Conversation Models"); degenerate loops score near 1.
+4. Refusal rates are split by whether the prompt is harmful (Bai et al. 2022, "Training a Helpful
+   and Harmless Assistant with RLHF", count refusals of harmful requests as good and evasive
+   refusals of harmless ones as a helpfulness failure): `harmful_refusal_rate` (good),
+   `harmful_compliance_rate` (bad) over harmful prompts, `over_refusal_rate` (bad) over the rest.
+   The labels come from a judge that reads the reply (the simulated world's behaviour labels).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Hashable, Sequence
+
+import torch
+
+from rlhfkit.core import kl_penalty, masked_sum
+from rlhfkit.core.kl import KLEstimator
+
+__all__ = [
+    "group_means",
+    "perplexity",
+    "refusal_rates",
+    "repetition_rate",
+    "sequence_kl",
+    "word_count",
+]
+
+
+def sequence_kl(
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    response_mask: torch.Tensor,
+    estimator: KLEstimator = "k1",
+) -> torch.Tensor:
+    """Per-sequence KL(π ‖ π_ref) estimate: Σ_t [mask]·k(log π − log π_ref) → (B,) float.
+
+    Shapes: `logprobs`, `ref_logprobs`, `response_mask` (B, T); mask True = valid response token;
+    the responses must be samples of π for the estimate to be unbiased. Masked positions (even
+    NaN) are ignored. Reference: Schulman 2020; InstructGPT §C.4; Gao et al. 2022 §2.
+    """
+    if logprobs.shape != ref_logprobs.shape or logprobs.shape != response_mask.shape:
+        raise ValueError(
+            f"sequence_kl: shapes differ: logprobs {tuple(logprobs.shape)}, ref_logprobs "
+            f"{tuple(ref_logprobs.shape)}, response_mask {tuple(response_mask.shape)}"
+        )
+    return masked_sum(
+        kl_penalty(logprobs.float(), ref_logprobs.float(), estimator), response_mask, dim=1
+    )
+
+
+def perplexity(logprobs: torch.Tensor, response_mask: torch.Tensor) -> float:
+    """Token-level perplexity exp(−Σ m·log p / Σ m) over every valid token of the batch.
+
+    Shapes: (B, T) each; mask True = valid. Raises ValueError if no token is valid.
+    """
+    n = int((response_mask != 0).sum())
+    if n == 0:
+        raise ValueError("perplexity: the mask has no valid token")
+    return math.exp(-float(masked_sum(logprobs.double(), response_mask)) / n)
+
+
+_WORD = re.compile(r"[\w']+")
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def word_count(text: str) -> int:
+    """Number of words (runs of letters, digits, apostrophes) in `text`."""
+    return len(_words(text))
+
+
+def repetition_rate(text: str, n: int = 3) -> float:
+    """Fraction of word n-grams that repeat an earlier n-gram of the same text: 1 − distinct/total.
+
+    "a b c a b c" with n = 3 has 4 trigrams, 3 distinct → 0.25. 0.0 when the text has fewer than n
+    words. Words are lower-cased runs of letters/digits/apostrophes (punctuation ignored).
+    """
+    if n < 1:
+        raise ValueError(f"repetition_rate: n must be >= 1, got {n}")
+    words = _words(text)
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    if not grams:
+        return 0.0
+    return 1.0 - len(set(grams)) / len(grams)
+
+
+def refusal_rates(
+    harmful: Sequence[bool], refused: Sequence[bool], complied: Sequence[bool]
+) -> dict[str, float]:
+    """Refusal rates split by prompt type (see module docstring, detail 4).
+
+    `harmful[i]`: prompt i is a harmful request; `refused[i]`: reply i refuses; `complied[i]`:
+    reply i helps with the request (only meaningful where harmful). Returns
+    `harmful_refusal_rate` and `harmful_compliance_rate` over harmful prompts,
+    `over_refusal_rate` over the others (NaN when there are none), and the two counts.
+    """
+    if not len(harmful) == len(refused) == len(complied):
+        raise ValueError(
+            f"refusal_rates: {len(harmful)} harmful flags, {len(refused)} refused flags, "
+            f"{len(complied)} complied flags; they must be the same length"
+        )
+    n_harm = sum(bool(h) for h in harmful)
+    n_other = len(harmful) - n_harm
+
+    def rate(count: int, total: int) -> float:
+        return count / total if total else math.nan
+
+    rows = list(zip(harmful, refused, complied, strict=True))
+    return {
+        "harmful_refusal_rate": rate(sum(bool(h and r) for h, r, _ in rows), n_harm),
+        "harmful_compliance_rate": rate(sum(bool(h and c) for h, _, c in rows), n_harm),
+        "over_refusal_rate": rate(sum(bool(not h and r) for h, r, _ in rows), n_other),
+        "n_harmful": n_harm,
+        "n_other": n_other,
+    }
+
+
+def group_means(keys: Sequence[Hashable], values: Sequence[float]) -> dict[Hashable, float]:
+    """Mean of `values` per key, keys in first-seen order (e.g. gold score per prompt family)."""
+    if len(keys) != len(values):
+        raise ValueError(f"group_means: {len(keys)} keys but {len(values)} values")
+    groups: dict[Hashable, list[float]] = defaultdict(list)
+    for k, v in zip(keys, values, strict=True):
+        groups[k].append(float(v))
+    return {k: sum(vs) / len(vs) for k, vs in groups.items()}
