@@ -1,1 +1,47 @@
-"""rlhfkit.models."""
+"""rlhfkit.models: loading the policy / reference (causal LMs) and the reward model / critic.
+
+- `ModelConfig` (+ `LoraSettings`): what to load and how (dtype, LoRA, gradient checkpointing).
+- `load_tokenizer(name_or_path)`: a tokenizer with a pad token guaranteed (pad = EOS if missing).
+- `load_policy(cfg)`: a causal LM (a `peft.PeftModel` under LoRA).
+- `ScalarModel`: body + scalar head; `values(ids, mask)` (B, T) and `score(ids, mask)` (B,) at the
+  last real token, float32, score normalisation applied; `save(dir, tokenizer)`.
+- `build_scalar_model(cfg)` (trainable, from a causal LM or a reward model),
+  `load_reward_model(path)` (frozen), `load_critic(path_or_cfg)` (trainable, from the RM).
+"""
+
+from rlhfkit.models.config import LoraSettings, ModelConfig
+from rlhfkit.models.loading import (
+    apply_lora,
+    enable_gradient_checkpointing,
+    load_policy,
+    load_tokenizer,
+    resolve_dtype,
+)
+from rlhfkit.models.scalar import (
+    SCORE_OFFSET_KEY,
+    SCORE_SCALE_KEY,
+    ScalarModel,
+    ScalarOutput,
+    build_scalar_model,
+    load_critic,
+    load_reward_model,
+    position_ids_from_mask,
+)
+
+__all__ = [
+    "SCORE_OFFSET_KEY",
+    "SCORE_SCALE_KEY",
+    "LoraSettings",
+    "ModelConfig",
+    "ScalarModel",
+    "ScalarOutput",
+    "apply_lora",
+    "build_scalar_model",
+    "enable_gradient_checkpointing",
+    "load_critic",
+    "load_policy",
+    "load_reward_model",
+    "load_tokenizer",
+    "position_ids_from_mask",
+    "resolve_dtype",
+]

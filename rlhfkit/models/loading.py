@@ -1,0 +1,144 @@
+"""Loading tokenizers and causal LMs (the policy and the reference), with LoRA and checkpointing.
+
+Implementation details and their sources:
+
+1. A tokenizer without a pad token gets pad = EOS (the convention of TRL, OpenRLHF and most HF
+   examples), so no embedding row has to be added; every consumer must therefore find real
+   tokens from the attention mask, never by comparing ids with the pad id (see `ScalarModel`).
+   A tokenizer with neither pad nor EOS gets pad = UNK, and failing that an error.
+2. dtype "auto" picks bfloat16 only where the hardware runs it natively (a CUDA device with
+   `torch.cuda.is_bf16_supported()`); on CPU it stays float32, since bf16 *parameters* lose
+   precision in the optimiser update. CPU bf16 speed comes from autocast instead
+   (`engine.mixed_precision=bf16`), which keeps float32 master weights.
+3. LoRA through peft (`LoraConfig` + `get_peft_model`); "all-linear" is peft's own shortcut that
+   skips the output head. With gradient checkpointing and LoRA the input embeddings must
+   require grad or no gradient reaches the adapters (`enable_input_require_grads`, as in
+   peft's docs and TRL's `SFTTrainer`).
+4. Gradient checkpointing uses transformers' non-reentrant variant (`use_reentrant=False`),
+   which works with frozen inputs and with DDP.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from rlhfkit.models.config import DType, LoraSettings, ModelConfig
+
+__all__ = [
+    "apply_lora",
+    "enable_gradient_checkpointing",
+    "load_policy",
+    "load_tokenizer",
+    "resolve_dtype",
+]
+
+
+def resolve_dtype(dtype: DType | torch.dtype) -> torch.dtype:
+    """ "auto" → bfloat16 on a bf16-capable GPU, float32 elsewhere; names → torch dtypes."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if cuda_bf16 else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def load_tokenizer(name_or_path: str | Path, **kwargs: Any) -> PreTrainedTokenizerBase:
+    """`AutoTokenizer.from_pretrained` with a pad token guaranteed (pad = EOS when missing)."""
+    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), **kwargs)
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        elif tokenizer.unk_token is not None:
+            tokenizer.pad_token = tokenizer.unk_token
+        else:
+            raise ValueError(
+                f"{name_or_path}: the tokenizer has no pad, EOS or UNK token; add a pad token to "
+                "it (tokenizer.add_special_tokens) and resize the model's embeddings"
+            )
+    return tokenizer
+
+
+def _from_pretrained_kwargs(cfg: ModelConfig) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "dtype": resolve_dtype(cfg.dtype),
+        "trust_remote_code": cfg.trust_remote_code,
+    }
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    return kwargs
+
+
+def _check_source(cfg: ModelConfig) -> None:
+    if not cfg.name_or_path:
+        raise ValueError("model.name_or_path is empty: give a local model folder or a hub name")
+    path = Path(cfg.name_or_path)
+    looks_local = path.is_absolute() or cfg.name_or_path.startswith((".", "~"))
+    if looks_local and not path.is_dir():
+        raise FileNotFoundError(f"model.name_or_path: no such model folder: {cfg.name_or_path}")
+
+
+def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
+    """Turn on non-reentrant activation checkpointing (and input grads, needed under LoRA)."""
+    kwargs = {"use_reentrant": False}
+    # transformers 5.2x renamed gradient_checkpointing_* to activation_checkpointing_*
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    model.config.use_cache = False  # a KV cache is useless in training and conflicts with it
+
+
+def is_checkpointing(model: PreTrainedModel) -> bool:
+    """Whether activation (gradient) checkpointing is on, under either transformers name."""
+    flag = getattr(type(model), "is_activation_checkpointing", None)
+    if flag is not None:
+        return bool(model.is_activation_checkpointing)
+    return bool(getattr(model, "is_gradient_checkpointing", False))
+
+
+def apply_lora(model: PreTrainedModel, lora: LoraSettings, task_type: str, head: str | None = None):
+    """Wrap `model` with LoRA adapters; `head` names a module trained in full (the scalar head).
+
+    Only adapter weights (and `head`) require grad afterwards. Returns the `PeftModel`; the
+    wrapped modules are changed in place, so references into `model` stay valid except for
+    `head`, which peft replaces by a wrapper (look it up again after this call).
+    """
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type=task_type,
+        modules_to_save=[head] if head else None,
+    )
+    peft_model = get_peft_model(model, config)
+    if is_checkpointing(model):
+        model.enable_input_require_grads()
+    return peft_model
+
+
+def load_policy(cfg: ModelConfig) -> PreTrainedModel:
+    """A causal LM from `cfg.name_or_path` with the configured dtype, checkpointing and LoRA.
+
+    The result is a `transformers` causal LM, or a `peft.PeftModel` wrapping one when
+    `cfg.lora` is set (its `disable_adapter()` context then gives the reference model for free).
+    """
+    _check_source(cfg)
+    model = AutoModelForCausalLM.from_pretrained(cfg.name_or_path, **_from_pretrained_kwargs(cfg))
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    if cfg.lora is not None:
+        model = apply_lora(model, cfg.lora, task_type="CAUSAL_LM")
+    return model

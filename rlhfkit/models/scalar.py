@@ -1,0 +1,280 @@
+"""`ScalarModel`: a transformer body with a linear scalar head — the reward model and the critic.
+
+One object type serves both roles: `values(input_ids, attention_mask)` reads the head at every
+token (the critic), `score(...)` at the last real token of each row (the reward model).
+
+Implementation details and their sources:
+
+1. The model *is* a `transformers` `AutoModelForSequenceClassification(num_labels=1)` (GPT-2,
+   Llama, Qwen2, Mistral, Gemma… all name the head `score`), so a saved folder loads with that
+   class too. But the head is applied here, not in HF's `forward`: HF reads the rightmost token
+   whose id differs from `pad_token_id`, which is wrong when pad = EOS (the default of
+   `load_tokenizer`) and a reply ends in EOS — it then reads the token *before* the EOS with
+   right padding (and the EOS itself only by luck with left padding). Here the last real token
+   comes from the attention mask (`core.last_valid_index`), which is right under left padding,
+   right padding and pad = EOS. Where pad ≠ EOS and replies carry no trailing pad-id tokens, HF's
+   own class gives the same scores (tested); otherwise load with `load_reward_model`.
+2. Position ids are computed from the mask (cumsum − 1), so a left-padded row sees the same
+   positions as the same row right-padded, and scores do not depend on the padding side
+   (HF's generation code does the same for left-padded prompts).
+3. The head runs in float32 even when the body runs in bf16 or under autocast: scores feed a
+   sigmoid loss and PPO rewards, where bf16's 3 significant digits are visible.
+4. Score normalisation (Stiennon et al. 2020 §3.4: the RM is shifted so reference summaries score
+   0 on average): score = scale·(raw − offset), applied to `values` and `score` alike so the
+   score equals the value at the last real token. Offset and scale are stored in the folder's
+   config.json (`rlhfkit_score_offset`, `rlhfkit_score_scale`) and applied on load.
+   `AutoModelForSequenceClassification` ignores them (its logits are the raw scores).
+5. The language-model head for the MOSS-RLHF imitation term (Zheng et al. 2023, "Secrets of RLHF
+   Part I" §4.1: β_rm · NLL of the chosen reply) reads the same body. With tied embeddings
+   (GPT-2, stories260K) it *is* the body's input embedding matrix; untied models get their own
+   `lm_head` copied from the causal LM. It is training-only and is not written by `save`.
+6. LoRA (peft, task SEQ_CLS): the head is trained in full (`modules_to_save`); `save` merges the
+   adapters into a copy so the folder is a plain HF model.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedModel
+
+from rlhfkit.core import last_valid_index
+from rlhfkit.models.config import ModelConfig
+from rlhfkit.models.loading import (
+    _check_source,
+    _from_pretrained_kwargs,
+    apply_lora,
+    enable_gradient_checkpointing,
+    resolve_dtype,
+)
+
+__all__ = [
+    "SCORE_OFFSET_KEY",
+    "SCORE_SCALE_KEY",
+    "ScalarModel",
+    "ScalarOutput",
+    "build_scalar_model",
+    "load_critic",
+    "load_reward_model",
+    "position_ids_from_mask",
+]
+
+SCORE_OFFSET_KEY = "rlhfkit_score_offset"
+SCORE_SCALE_KEY = "rlhfkit_score_scale"
+HEAD_NAME = "score"  # the scalar head's attribute in every *ForSequenceClassification of a decoder
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only: cumsum(mask) − 1, clamped at 0 on left pads."""
+    mask = attention_mask.long()
+    return (mask.cumsum(dim=1) - 1).clamp(min=0)
+
+
+class ScalarOutput(NamedTuple):
+    scores: torch.Tensor  # (B,) float32, the (normalised) head at the last real token
+    values: torch.Tensor | None  # (B, T) float32 per-token (normalised) head, when asked for
+    hidden: torch.Tensor | None  # (B, T, H) last hidden states (model dtype), when asked for
+
+
+class ScalarModel(nn.Module):
+    """A reward model / critic. Tensors in, float32 tensors out; masks True = real token."""
+
+    def __init__(self, model: nn.Module, score_offset: float = 0.0, score_scale: float = 1.0):
+        super().__init__()
+        self.model = model  # a *ForSequenceClassification, or a peft.PeftModel wrapping one
+        self.score_offset = float(score_offset)
+        self.score_scale = float(score_scale)
+        self.lm_head: nn.Linear | None = None  # untied LM head for the imitation term
+        self._tied_lm_head = False
+        if not isinstance(getattr(self._inner, HEAD_NAME, None), nn.Module):
+            raise ValueError(
+                f"{type(self._inner).__name__} has no `{HEAD_NAME}` head; rlhfkit reward models "
+                "need a decoder architecture whose sequence-classification class names its head "
+                f"`{HEAD_NAME}` (GPT-2, Llama, Qwen2, Mistral, Gemma, Phi, ...)"
+            )
+
+    # -- parts ---------------------------------------------------------------------------------
+    @property
+    def _inner(self) -> PreTrainedModel:
+        """The transformers model (under the peft wrapper, when there is one)."""
+        get_base = getattr(self.model, "get_base_model", None)
+        return get_base() if callable(get_base) else self.model
+
+    @property
+    def body(self) -> nn.Module:
+        return self._inner.base_model
+
+    @property
+    def head(self) -> nn.Module:
+        return getattr(self._inner, HEAD_NAME)
+
+    @property
+    def config(self) -> Any:
+        return self._inner.config
+
+    @property
+    def is_lora(self) -> bool:
+        return self.model is not self._inner
+
+    # -- computation ---------------------------------------------------------------------------
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids and mask → (B, T, H) final hidden states (after the final norm)."""
+        out = self.body(
+            input_ids=input_ids,
+            attention_mask=attention_mask.long(),
+            position_ids=position_ids_from_mask(attention_mask),
+            use_cache=False,
+        )
+        return out.last_hidden_state
+
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Normalised scalar head in float32: scale·(w·h + b − offset), shape (...)."""
+        head = self.head
+        if hasattr(head, "modules_to_save"):  # peft wrapper: the active adapter's trained copy
+            head = head.modules_to_save[head.active_adapter]
+        weight, bias = head.weight, getattr(head, "bias", None)
+        with torch.autocast(device_type=hidden.device.type, enabled=False):
+            raw = F.linear(
+                hidden.float(), weight.float(), None if bias is None else bias.float()
+            ).squeeze(-1)
+        if self.score_offset == 0.0 and self.score_scale == 1.0:
+            return raw
+        return (raw - self.score_offset) * self.score_scale
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        *,
+        return_values: bool = False,
+        return_hidden: bool = False,
+    ) -> ScalarOutput:
+        """Scores at the last real token (B,), optionally per-token values and hidden states."""
+        hidden = self.hidden_states(input_ids, attention_mask)
+        last = last_valid_index(attention_mask)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        scores = self._head(hidden[rows, last])
+        values = self._head(hidden) if return_values else None
+        return ScalarOutput(scores, values, hidden if return_hidden else None)
+
+    def values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T) float32 per-token values; positions where the mask is False hold garbage."""
+        return self._head(self.hidden_states(input_ids, attention_mask))
+
+    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B,) float32 score of each row, read at its last real token (from `attention_mask`)."""
+        return self.forward(input_ids, attention_mask).scores
+
+    # -- the LM head for the imitation term ----------------------------------------------------
+    def attach_lm_head(self, causal_lm_path: str | Path) -> None:
+        """Give the body an LM head from the causal LM at `causal_lm_path` (MOSS-RLHF's RM LM
+        term). Tied models reuse the body's input embeddings; others get a trainable copy."""
+        cfg = self._inner.config
+        if getattr(cfg, "tie_word_embeddings", False):
+            self._tied_lm_head = True
+            return
+        lm = AutoModelForCausalLM.from_pretrained(str(causal_lm_path), dtype=self._dtype())
+        source = lm.get_output_embeddings()
+        head = nn.Linear(source.in_features, source.out_features, bias=source.bias is not None)
+        head.load_state_dict(source.state_dict())
+        self.lm_head = head.to(device=self._device(), dtype=self._dtype())
+
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, T, H) hidden states → (B, T, V) next-token logits of the attached LM head."""
+        if self._tied_lm_head:
+            return F.linear(hidden, self.body.get_input_embeddings().weight)
+        if self.lm_head is None:
+            raise RuntimeError("no LM head: call attach_lm_head(causal_lm_path) first")
+        return self.lm_head(hidden)
+
+    # -- normalisation and saving --------------------------------------------------------------
+    def set_normalization(self, offset: float, scale: float = 1.0) -> None:
+        """From now on score = scale·(raw − offset); stored by `save`."""
+        if not scale > 0:
+            raise ValueError(f"score scale must be positive, got {scale}")
+        self.score_offset = float(offset)
+        self.score_scale = float(scale)
+
+    def save(self, path: str | Path, tokenizer: Any = None) -> Path:
+        """Write a Hugging Face folder (weights, config with the score normalisation, tokenizer).
+
+        LoRA adapters are merged into a copy first, so the folder is a plain model that both
+        `load_reward_model` and `AutoModelForSequenceClassification` read.
+        """
+        path = Path(path)
+        model = self._inner
+        if self.is_lora:
+            model = copy.deepcopy(self.model).merge_and_unload()
+        model.config.num_labels = 1
+        setattr(model.config, SCORE_OFFSET_KEY, self.score_offset)
+        setattr(model.config, SCORE_SCALE_KEY, self.score_scale)
+        if tokenizer is not None:
+            model.config.pad_token_id = tokenizer.pad_token_id
+        model.save_pretrained(str(path), safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(path))
+        return path
+
+    def _dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def _load_seq_cls(cfg: ModelConfig) -> PreTrainedModel:
+    _check_source(cfg)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        cfg.name_or_path, num_labels=1, **_from_pretrained_kwargs(cfg)
+    )
+    # HF's own forward refuses batches without a pad id; ours never uses it, but a folder saved
+    # from this model should load and run with the HF class as well.
+    if model.config.pad_token_id is None:
+        eos = model.config.eos_token_id
+        model.config.pad_token_id = eos[0] if isinstance(eos, list) else eos
+    return model
+
+
+def build_scalar_model(cfg: ModelConfig) -> ScalarModel:
+    """A trainable `ScalarModel` from any causal LM (new head) or a saved reward model.
+
+    Used by the RM trainer (initialised from the SFT model) and for the PPO critic; honours
+    `cfg.dtype`, `cfg.gradient_checkpointing` and `cfg.lora` (the head then trains in full).
+    """
+    model = _load_seq_cls(cfg)
+    offset = float(getattr(model.config, SCORE_OFFSET_KEY, 0.0) or 0.0)
+    scale = float(getattr(model.config, SCORE_SCALE_KEY, 1.0) or 1.0)
+    if cfg.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    if cfg.lora is not None:
+        model = apply_lora(model, cfg.lora, task_type="SEQ_CLS", head=HEAD_NAME)
+    return ScalarModel(model, score_offset=offset, score_scale=scale)
+
+
+def load_reward_model(
+    path: str | Path, dtype: str | torch.dtype = "auto", device: str | torch.device | None = None
+) -> ScalarModel:
+    """A frozen reward model (eval mode, no grads) from a folder saved by `ScalarModel.save`,
+    with its stored score offset/scale applied."""
+    dtype_name = dtype if isinstance(dtype, str) else "auto"
+    model = build_scalar_model(ModelConfig(name_or_path=str(path), dtype=dtype_name))
+    if isinstance(dtype, torch.dtype):
+        model.to(resolve_dtype(dtype))
+    if device is not None:
+        model.to(device)
+    model.eval().requires_grad_(False)
+    return model
+
+
+def load_critic(source: str | Path | ModelConfig) -> ScalarModel:
+    """A trainable critic: the reward model's body and head (MOSS-RLHF PPO-Max initialises the
+    critic from the RM) or any causal LM with a new head. Pass a `ModelConfig` for LoRA,
+    checkpointing or a dtype; the stored score normalisation is kept, so the critic's first
+    value at the last token equals the RM's score."""
+    cfg = source if isinstance(source, ModelConfig) else ModelConfig(name_or_path=str(source))
+    return build_scalar_model(cfg).train()
