@@ -1,0 +1,555 @@
+"""The run report: one self-contained HTML file built from a run directory's saved files.
+
+`build_report(RUN)` reads only files, so `rlhfkit eval report RUN` rebuilds the report of any
+finished (or killed) run:
+
+    RUN/summary.json              headline figures (see `rlhfkit.demo` for the keys); optional
+    RUN/<stage>/metrics.jsonl     training curves, one stage per sub-directory (sft, rm, ppo, ...)
+    RUN/eval/samples.jsonl        per evaluation prompt: prompt, family, and for each policy P in
+                                  `summary["policies"]` (default sft, ppo): P_reply, P_gold, P_rm
+    RUN/summary.json["rm_calibration"]   bins {"p": mean predicted P(chosen), "frac": observed
+                                  fraction chosen, "n": pairs} for the calibration plot
+
+Sections: summary table; training curves per stage; proxy (RM) and gold reward against √KL for
+every RL stage (Gao et al. 2022), with and without the KL penalty; gold mean per prompt family
+before/after; behaviour rates; the reward model's calibration; a table of sample replies.
+
+Implementation details:
+1. Plots are drawn with matplotlib's Agg backend (no display needed) into PNG bytes and embedded
+   as `data:image/png;base64` URIs, so the file opens in any browser without a server or network.
+2. Every string taken from data (prompts, replies, metric names) is HTML-escaped.
+3. A section whose inputs are missing says so instead of failing: a report of a half-finished run
+   is still useful.
+4. Training curves: for each stage, numeric metric keys are plotted against `step` in namespace
+   order (loss/, reward/, eval/, then the rest; `time` and perf/ are left out), at most
+   `MAX_CURVES` per stage; noisy curves get a moving average drawn over the raw points.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # file output only; never needs a display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from rlhfkit.engine.metrics import read_metrics  # noqa: E402
+from rlhfkit.eval.overopt import overoptimisation_curve  # noqa: E402
+
+__all__ = ["build_report", "figure_to_data_uri", "read_samples"]
+
+MAX_CURVES = 8
+SAMPLE_ROWS = 24
+_KEY_ORDER = ("loss/", "reward/", "eval/", "rm/", "policy/", "critic/", "train/")
+_SKIP_KEYS = {"step", "time", "epoch"}
+_STAGE_TITLES = {
+    "sft": "Supervised fine-tuning",
+    "rm": "Reward model",
+    "ppo": "PPO (PPO-Max preset)",
+    "ppo_nokl": "PPO ablation: no KL penalty",
+}
+
+
+def figure_to_data_uri(fig: Any) -> str:
+    """Render a matplotlib figure as a `data:image/png;base64,...` URI and close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def read_samples(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a samples JSONL file; a torn last line (killed run) is skipped."""
+    rows = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if isinstance(value, bool) or value is None:
+        return "–" if value is None else str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return "–" if not math.isfinite(value) else f"{value:.{digits}f}"
+    return _esc(value)
+
+
+def _pct(value: Any) -> str:
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return f"{100 * value:.1f}%"
+    return "–"
+
+
+def _img(uri: str, alt: str) -> str:
+    return f'<img src="{uri}" alt="{_esc(alt)}">'
+
+
+def _missing(what: str) -> str:
+    return f'<p class="missing">Not available: {_esc(what)}.</p>'
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------------------------
+
+
+def _numeric_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key in _SKIP_KEYS or key.startswith("perf/") or isinstance(value, bool):
+                continue
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                counts[key] = counts.get(key, 0) + 1
+    keys = [k for k, c in counts.items() if c >= 2]
+
+    def rank(key: str) -> tuple[int, str]:
+        for i, prefix in enumerate(_KEY_ORDER):
+            if key.startswith(prefix):
+                return i, key
+        return len(_KEY_ORDER), key
+
+    return sorted(keys, key=rank)
+
+
+def _moving_average(values: list[float], width: int) -> list[float]:
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= width:
+            total -= values[i - width]
+        out.append(total / min(i + 1, width))
+    return out
+
+
+def _curves_figure(rows: Sequence[dict[str, Any]], keys: list[str]) -> str:
+    cols = 4 if len(keys) > 4 else len(keys)
+    nrows = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.3 * cols, 2.5 * nrows), squeeze=False)
+    for ax, key in zip(axes.flat, keys, strict=False):
+        pts = [
+            (r["step"], float(r[key]))
+            for r in rows
+            if isinstance(r.get(key), (int, float)) and math.isfinite(r[key]) and "step" in r
+        ]
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        if len(pts) > 30:
+            ax.plot(xs, ys, color="#9bb8d8", lw=0.8)
+            ax.plot(xs, _moving_average(ys, max(3, len(ys) // 20)), color="#1f5fa8", lw=1.6)
+        else:
+            ax.plot(xs, ys, color="#1f5fa8", lw=1.6, marker="o", ms=3)
+        ax.set_title(key, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys) :]:
+        ax.axis("off")
+    fig.tight_layout()
+    return figure_to_data_uri(fig)
+
+
+def _overopt_figure(curves: dict[str, Any]) -> str:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    styles = {"ppo": "-", "ppo_nokl": "--"}
+    for name, curve in curves.items():
+        label = {"ppo": "with KL penalty", "ppo_nokl": "no KL penalty"}.get(name, name)
+        style = styles.get(name, ":")
+        rm0, gold0 = curve.rm[0], curve.gold[0]
+        axes[0].plot(
+            curve.sqrt_kl,
+            [r - rm0 for r in curve.rm],
+            style,
+            color="#c0392b",
+            marker="o",
+            ms=3,
+            label=f"RM (proxy), {label}",
+        )
+        axes[0].plot(
+            curve.sqrt_kl,
+            [g - gold0 for g in curve.gold],
+            style,
+            color="#1e8449",
+            marker="s",
+            ms=3,
+            label=f"gold, {label}",
+        )
+        axes[1].plot(curve.step, curve.kl, style, color="#555", marker="o", ms=3, label=label)
+    axes[0].axhline(0, color="#999", lw=0.8)
+    axes[0].set_xlabel("√KL(π ‖ π_ref)  (√nats)")
+    axes[0].set_ylabel("score change from the SFT policy")
+    axes[0].set_title("Proxy vs gold reward against √KL (Gao et al. 2022)", fontsize=10)
+    axes[0].legend(fontsize=7)
+    axes[1].set_xlabel("PPO iteration")
+    axes[1].set_ylabel("KL to reference (nats / reply)")
+    axes[1].set_title("KL to the SFT policy", fontsize=10)
+    axes[1].legend(fontsize=7)
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return figure_to_data_uri(fig)
+
+
+def _family_figure(per_family: dict[str, dict[str, float]], policies: list[str]) -> str:
+    families = list(per_family)
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(families)), 3.4))
+    width = 0.8 / max(1, len(policies))
+    colours = ["#95a5a6", "#2e86c1", "#e67e22", "#8e44ad"]
+    for i, policy in enumerate(policies):
+        values = [per_family[f].get(policy, math.nan) for f in families]
+        xs = [j + (i - (len(policies) - 1) / 2) * width for j in range(len(families))]
+        ax.bar(xs, values, width, label=policy.upper(), color=colours[i % len(colours)])
+    ax.set_xticks(range(len(families)), families, fontsize=8)
+    ax.axhline(0, color="#333", lw=0.8)
+    ax.set_ylabel("mean gold score")
+    ax.set_title("Gold score per prompt family, before and after RLHF", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return figure_to_data_uri(fig)
+
+
+def _calibration_figure(bins: list[dict[str, float]]) -> str:
+    fig, ax = plt.subplots(figsize=(4.2, 3.8))
+    ax.plot([0, 1], [0, 1], ":", color="#999", label="perfect calibration")
+    ps = [b["p"] for b in bins]
+    fr = [b["frac"] for b in bins]
+    ns = [b.get("n", 1) for b in bins]
+    biggest = max(ns) if ns else 1
+    ax.plot(ps, fr, color="#c0392b", lw=1.4)
+    ax.scatter(
+        ps,
+        fr,
+        s=[20 + 120 * n / biggest for n in ns],
+        color="#c0392b",
+        zorder=3,
+        label="RM (marker size: pairs in bin)",
+    )
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("predicted P(chosen ≻ rejected) = σ(Δr)")
+    ax.set_ylabel("observed fraction chosen")
+    ax.set_title("Reward model calibration (held-out pairs)", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return figure_to_data_uri(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------------------------
+
+
+def _summary_section(s: dict[str, Any], policies: list[str]) -> str:
+    gold, rm = s.get("gold", {}), s.get("rm", {})
+    rates = s.get("rates", {})
+    rows: list[tuple[str, ...]] = []
+    head = "".join(f"<th>{_esc(p.upper())}</th>" for p in policies)
+    rows.append(
+        ("Gold score, mean (true preference)", *(_fmt(gold.get(f"{p}_mean")) for p in policies))
+    )
+    rows.append(
+        ("Reward-model score, mean (proxy)", *(_fmt(rm.get(f"{p}_mean")) for p in policies))
+    )
+    for key, label in (
+        ("harmful_compliance_rate", "Harmful compliance (bad)"),
+        ("harmful_refusal_rate", "Refusal of harmful requests (good)"),
+        ("over_refusal_rate", "Over-refusal of harmless requests (bad)"),
+        ("repetition_rate", "Repetition rate (repeated 3-grams)"),
+    ):
+        rows.append((label, *(_pct(rates.get(p, {}).get(key)) for p in policies)))
+    rows.append(
+        (
+            "Mean reply length (words)",
+            *(_fmt(rates.get(p, {}).get("mean_words"), 1) for p in policies),
+        )
+    )
+    rows.append(
+        ("KL to SFT (nats / reply)", *(_fmt(rates.get(p, {}).get("kl_to_ref")) for p in policies))
+    )
+    rows.append(
+        (
+            "Perplexity of own replies",
+            *(_fmt(rates.get(p, {}).get("perplexity"), 2) for p in policies),
+        )
+    )
+    body = "".join(
+        "<tr><th class='row'>"
+        + _esc(r[0])
+        + "</th>"
+        + "".join(f"<td>{c}</td>" for c in r[1:])
+        + "</tr>"
+        for r in rows
+    )
+    table = f"<table class='summary'><tr><th></th>{head}</tr>{body}</table>"
+
+    wr = s.get("win_rate_vs_sft")
+    ci = s.get("win_rate_ci") or [None, None]
+    detail = s.get("win_rate_detail", {})
+    wr_text = (
+        f"<b>{_pct(wr)}</b> (95% Wilson CI {_pct(ci[0])} – {_pct(ci[1])}; "
+        f"{_esc(detail.get('wins', '?'))} wins, {_esc(detail.get('ties', '?'))} ties, "
+        f"{_esc(detail.get('losses', '?'))} losses over {_esc(detail.get('n', '?'))} held-out prompts)"
+        if isinstance(wr, (int, float))
+        else "–"
+    )
+    facts = [
+        ("Win rate of PPO vs SFT under the gold judge (ties half)", wr_text),
+        ("KL of the PPO policy to the SFT reference", _fmt(s.get("kl_to_ref")) + " nats / reply"),
+        ("Reward model agreement with gold on held-out pairs", _pct(s.get("rm_gold_accuracy"))),
+    ]
+    abl = s.get("ablation")
+    if abl:
+        facts.append(
+            (
+                f"Ablation (kl_coef = {_fmt(abl.get('kl_coef'))}): change over training",
+                f"RM {_fmt(abl.get('rm_change'), 2)}, gold {_fmt(abl.get('gold_change'), 2)}, "
+                f"final KL {_fmt(abl.get('kl_to_ref'), 1)} nats"
+                + (
+                    " — <b>reward hacking: the RM score rose while the gold score fell</b>"
+                    if abl.get("hacked")
+                    else ""
+                ),
+            )
+        )
+    timings = s.get("timings", {})
+    if timings:
+        facts.append(
+            ("Time per stage (s)", ", ".join(f"{_esc(k)} {v:.0f}" for k, v in timings.items()))
+        )
+    fact_rows = "".join(f"<tr><th class='row'>{_esc(k)}</th><td>{v}</td></tr>" for k, v in facts)
+    return (
+        "<h2>Summary</h2>"
+        "<p>Scores on held-out evaluation prompts. The gold score is the simulated world's true "
+        "preference (never seen in training); the reward-model score is what PPO optimised.</p>"
+        f"{table}<table class='facts'>{fact_rows}</table>"
+    )
+
+
+def _stages(run: Path, summary: dict[str, Any]) -> dict[str, Path]:
+    declared = summary.get("stages")
+    if isinstance(declared, dict):
+        found = {name: run / rel for name, rel in declared.items()}
+    else:
+        found = {p.parent.name: p.parent for p in sorted(run.glob("*/metrics.jsonl"))}
+        # pipeline order first (sft, rm, ppo, ablation), then anything else alphabetically
+        order = list(_STAGE_TITLES)
+        found = dict(
+            sorted(
+                found.items(),
+                key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0]),
+            )
+        )
+    return {name: path for name, path in found.items() if (path / "metrics.jsonl").is_file()}
+
+
+def _curves_section(stages: dict[str, Path]) -> str:
+    parts = ["<h2>Training curves</h2>"]
+    if not stages:
+        return parts[0] + _missing("no stage metrics.jsonl under the run directory")
+    for name, path in stages.items():
+        rows = read_metrics(path / "metrics.jsonl")
+        keys = _numeric_keys(rows)[:MAX_CURVES]
+        title = _STAGE_TITLES.get(name, name)
+        if not keys:
+            parts.append(
+                f"<h3>{_esc(title)}</h3>"
+                + _missing(f"numeric metrics in {path.name}/metrics.jsonl")
+            )
+            continue
+        parts.append(f"<h3>{_esc(title)}</h3>" + _img(_curves_figure(rows, keys), title))
+    return "".join(parts)
+
+
+def _overopt_section(stages: dict[str, Path]) -> str:
+    curves = {}
+    for name, path in stages.items():
+        curve = overoptimisation_curve(read_metrics(path / "metrics.jsonl"))
+        if len(curve) >= 2:
+            curves[name] = curve
+    head = (
+        "<h2>Over-optimisation: proxy reward vs gold reward</h2>"
+        "<p>Every few PPO iterations the policy's samples are scored by the reward model (the "
+        "proxy PPO maximises) and by the gold judge. While the two rise together RLHF is working; "
+        "where the RM score keeps rising but the gold score falls, the policy has found replies "
+        "the reward model over-rates (reward hacking). The KL penalty keeps the policy close to the "
+        "SFT model (small √KL) and so within the region where the RM is right.</p>"
+    )
+    if not curves:
+        return head + _missing("no RL stage logged eval/kl_to_ref, eval/rm_score and eval/gold")
+    return head + _img(_overopt_figure(curves), "proxy and gold reward against sqrt KL")
+
+
+def _family_section(summary: dict[str, Any], policies: list[str]) -> str:
+    head = "<h2>Per-family gold score, before and after</h2>"
+    per_family = summary.get("per_family")
+    if not per_family:
+        return head + _missing("summary.json has no per_family")
+    fams = list(per_family)
+    rows = "".join(
+        f"<tr><th class='row'>{_esc(f)}</th>"
+        + "".join(f"<td>{_fmt(per_family[f].get(p), 2)}</td>" for p in policies)
+        + f"<td>{_fmt(per_family[f].get('n'))}</td></tr>"
+        for f in fams
+    )
+    table = (
+        "<table class='summary'><tr><th>family</th>"
+        + "".join(f"<th>{_esc(p.upper())}</th>" for p in policies)
+        + f"<th>prompts</th></tr>{rows}</table>"
+    )
+    return head + _img(_family_figure(per_family, policies), "gold score per family") + table
+
+
+def _behaviour_section(summary: dict[str, Any], policies: list[str]) -> str:
+    counts = summary.get("behaviours")
+    if not counts:
+        return ""
+    names = sorted({b for p in policies for b in counts.get(p, {})})
+    totals = {p: sum(counts.get(p, {}).values()) or 1 for p in policies}
+    rows = "".join(
+        f"<tr><th class='row'>{_esc(b)}</th>"
+        + "".join(f"<td>{_pct(counts.get(p, {}).get(b, 0) / totals[p])}</td>" for p in policies)
+        + "</tr>"
+        for b in names
+    )
+    return (
+        "<h2>Behaviours the gold judge detected</h2>"
+        "<p>Share of held-out replies per behaviour (a good reply with a style fault is counted "
+        "under the fault).</p><table class='summary'><tr><th>behaviour</th>"
+        + "".join(f"<th>{_esc(p.upper())}</th>" for p in policies)
+        + f"</tr>{rows}</table>"
+    )
+
+
+def _calibration_section(summary: dict[str, Any]) -> str:
+    head = "<h2>Reward model calibration</h2>"
+    bins = summary.get("rm_calibration")
+    if not bins:
+        return head + _missing("summary.json has no rm_calibration bins")
+    text = (
+        "<p>Held-out preference pairs binned by the RM's predicted probability that the chosen "
+        "reply wins, σ(r_chosen − r_rejected), against how often it actually was the chosen one. "
+        "Points on the diagonal: well calibrated. The labels are noisy simulated annotators, so "
+        "even a perfect RM cannot reach 100 %.</p>"
+    )
+    return head + text + _img(_calibration_figure(bins), "reward model calibration")
+
+
+def _samples_section(run: Path, policies: list[str]) -> str:
+    head = "<h2>Sample replies</h2>"
+    path = run / "eval" / "samples.jsonl"
+    if not path.is_file():
+        return head + _missing("eval/samples.jsonl")
+    rows = read_samples(path)
+    # Show the prompts where the policies differ most first: the interesting ones.
+    a, b = policies[0], policies[-1]
+
+    def delta(r: dict[str, Any]) -> float:
+        try:
+            return abs(float(r.get(f"{b}_gold", 0)) - float(r.get(f"{a}_gold", 0)))
+        except (TypeError, ValueError):
+            return 0.0
+
+    chosen = sorted(rows, key=delta, reverse=True)[: SAMPLE_ROWS // 2]
+    chosen += [r for r in rows if r not in chosen][: SAMPLE_ROWS - len(chosen)]
+    header = (
+        "<tr><th>family</th><th>prompt</th>"
+        + "".join(f"<th>{_esc(p.upper())} reply</th><th>gold</th><th>RM</th>" for p in policies)
+        + "</tr>"
+    )
+    body = []
+    for r in chosen:
+        cells = [
+            f"<td>{_esc(r.get('family', ''))}</td>",
+            f"<td class='text'>{_esc(r.get('prompt', ''))}</td>",
+        ]
+        for p in policies:
+            g = r.get(f"{p}_gold")
+            cls = "good" if isinstance(g, (int, float)) and g > 0 else "bad"
+            cells.append(f"<td class='text'>{_esc(r.get(f'{p}_reply', ''))}</td>")
+            cells.append(f"<td class='{cls}'>{_fmt(g, 2)}</td><td>{_fmt(r.get(f'{p}_rm'), 2)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    note = (
+        f"<p>{len(chosen)} of {len(rows)} held-out prompts: first those where the gold score "
+        f"changed most between {_esc(a.upper())} and {_esc(b.upper())}, then others.</p>"
+    )
+    return head + note + "<table class='samples'>" + header + "".join(body) + "</table>"
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1150px;
+margin:24px auto;padding:0 16px;color:#222;line-height:1.45}
+h1{margin-bottom:4px}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:36px}
+.meta{color:#666;font-size:13px}img{max-width:100%;display:block;margin:10px 0}
+table{border-collapse:collapse;margin:10px 0;font-size:14px}
+td,th{border:1px solid #ddd;padding:4px 8px;text-align:right;vertical-align:top}
+th{background:#f4f6f8}th.row{text-align:left;font-weight:normal;background:#fafafa}
+table.facts td{text-align:left}table.samples{font-size:12.5px}
+td.text{text-align:left;max-width:260px}td.good{color:#1e8449}td.bad{color:#c0392b}
+.missing{color:#a04000;font-style:italic}
+"""
+
+
+def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write the self-contained HTML report of a run directory; return its path.
+
+    Reads RUN/summary.json (optional), RUN/<stage>/metrics.jsonl and RUN/eval/samples.jsonl
+    (see the module docstring); writes `out` (default RUN/report.html). Raises
+    FileNotFoundError if `run_dir` is not a directory, ValueError if summary.json is not JSON.
+    """
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise FileNotFoundError(f"{run}: no such run directory")
+    summary: dict[str, Any] = {}
+    summary_path = run / "summary.json"
+    if summary_path.is_file():
+        try:
+            summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{summary_path}:{e.lineno}: invalid JSON ({e.msg})") from None
+    policies = list(summary.get("policies", ["sft", "ppo"]))
+    stages = _stages(run, summary)
+    title = summary.get("title", f"rlhfkit run report: {run.name}")
+    meta = ", ".join(
+        f"{k} {_esc(summary[k])}"
+        for k in ("seed", "quick", "code_version", "finished")
+        if k in summary
+    )
+    sections = [
+        f"<h1>{_esc(title)}</h1><p class='meta'>{meta}</p>",
+        _summary_section(summary, policies),
+        _family_section(summary, policies),
+        _behaviour_section(summary, policies),
+        _overopt_section(stages),
+        _curves_section(stages),
+        _calibration_section(summary),
+        _samples_section(run, policies),
+    ]
+    page = (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
+        + "\n".join(sections)
+        + "</body></html>\n"
+    )
+    target = Path(out) if out is not None else run / "report.html"
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(target)  # a reader never sees a half-written report
+    return target
