@@ -1,0 +1,114 @@
+"""Forward passes over (prompt | response) sequences that compute only what PPO needs.
+
+Layout used everywhere in rollout and PPO: `input_ids = cat(prompt_ids, response_ids)` with the
+prompt left-padded to P columns and the response right-padded to R columns, `attention_mask` the
+matching True = valid mask. Response token t (column P + t) is predicted from the hidden state at
+column P + t − 1; its value V_t is read from the critic at the same column (the state in which the
+action is taken, as TRL `PPOTrainer` does with `values[:, context_length - 1 : -1]`).
+
+Implementation details and their sources:
+
+1. Position ids come from the mask (cumsum − 1), so a left-padded prompt starts at position 0
+   exactly as an unpadded one does (HF `generate` does the same in
+   `prepare_inputs_for_generation`); without it GPT-2 would give different logits per padding.
+2. The vocabulary projection is applied only at the R response positions: hidden states are
+   sliced *before* the LM head (for the tiny GPT-2 of the benchmark the head is ~25 % of the
+   forward FLOPs, and prompt columns are ~half of the sequence). `logits_to_keep` in HF does the
+   same for the last positions only.
+3. Log-probs and entropy come from one forward (`response_logprobs(..., with_entropy=True)`),
+   in float32 (`rlhfkit.core.gather_logprobs`, `entropy_from_logits`); logits are divided by the
+   sampling temperature first, the same scaling the sampler used (TRL `PPOTrainer` and OpenRLHF
+   divide by the temperature in both places).
+4. Reward models and critics are `rlhfkit.models.ScalarModel`s (score at the last valid token
+   by mask, values at every token); this module only handles the causal LM side.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rlhfkit.core import entropy_from_logits, gather_logprobs
+from rlhfkit.models import position_ids_from_mask
+
+__all__ = [
+    "causal_lm_parts",
+    "response_logprobs",
+    "trim_padding",
+]
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The transformers model inside a peft `PeftModel` (LoRA layers stay injected in it)."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def causal_lm_parts(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """(backbone, lm_head) of a transformers causal LM (or a peft model wrapping one).
+
+    The backbone returns the final-normed hidden states (GPT-2 `transformer`, Llama `model`,
+    found through `base_model`); the head maps them to logits. Models whose logits are not
+    `lm_head(hidden)` (e.g. with logit soft-capping) are rejected rather than silently wrong.
+    """
+    hf = _unwrap(model)
+    backbone = getattr(hf, "base_model", None)
+    head = hf.get_output_embeddings() if hasattr(hf, "get_output_embeddings") else None
+    if backbone is None or backbone is hf or head is None:
+        raise TypeError(
+            f"{type(hf).__name__} is not a transformers causal LM with a backbone and an "
+            "output-embedding head"
+        )
+    if getattr(hf.config, "final_logit_softcapping", None):
+        raise TypeError(
+            f"{type(hf).__name__} soft-caps its logits; response_logprobs cannot slice it"
+        )
+    return backbone, head
+
+
+def trim_padding(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Drop prompt columns that are padding in every row (left) and response columns likewise
+    (right), so no forward pass computes a column that no row needs. Returns the trimmed ids,
+    mask and the new prompt length."""
+    valid_cols = attention_mask.bool().any(dim=0)
+    first = (
+        int(valid_cols[:prompt_len].long().argmax()) if bool(valid_cols[:prompt_len].any()) else 0
+    )
+    resp = valid_cols[prompt_len:]
+    last = prompt_len + (int(resp.nonzero().max()) + 1 if bool(resp.any()) else 0)
+    # keep at least one response column so shapes stay (B, R >= 1)
+    last = max(last, prompt_len + 1) if input_ids.shape[1] > prompt_len else last
+    return input_ids[:, first:last], attention_mask[:, first:last], prompt_len - first
+
+
+def response_logprobs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prompt_len: int,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-probs (and optionally entropies) of the response tokens under `model`.
+
+    logprobs[b, t] = log softmax(lm_head(h[b, P+t−1]) / temperature)[input_ids[b, P+t]], for the
+    R = T − P response columns; entropy[b, t] = H(softmax(lm_head(h[b, P+t−1]) / temperature)).
+    Shapes: `input_ids`, `attention_mask` (B, T = P + R), True = valid → (B, R) float32 each.
+    Padding positions get finite meaningless values; mask them downstream. Gradients flow when
+    called outside `torch.no_grad()`.
+    """
+    backbone, head = causal_lm_parts(model)
+    hidden = backbone(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+    ).last_hidden_state
+    logits = head(hidden[:, prompt_len - 1 : -1])
+    if temperature != 1.0:
+        logits = logits.float() / temperature
+    logprobs = gather_logprobs(logits, input_ids[:, prompt_len:])
+    entropy = entropy_from_logits(logits) if with_entropy else None
+    return logprobs, entropy

@@ -1,0 +1,200 @@
+"""Batched sampling from a causal LM with a KV cache: the rollout half of PPO, GRPO and best-of-N.
+
+Implementation details and their sources:
+
+1. A small sampling loop over the model's backbone and a `DynamicCache` (one prefill of the
+   left-padded prompts, then one token per step), rather than `model.generate`: it returns the
+   log-prob of each sampled token under softmax(logits / temperature) from the logits it already
+   computed, so PPO's `old_logprobs` need no second forward pass (tested equal to a full forward
+   within float tolerance), and it avoids `generate`'s per-step logits-processor machinery.
+   Positions come from the attention mask, as in HF `generate` for left padding.
+2. Temperature, then top-k, then top-p (nucleus, Holtzman et al. 2020) filtering of the scaled
+   logits, in the order HF's `TopKLogitsWarper`/`TopPLogitsWarper` apply them; the recorded
+   log-probs are those of the *unfiltered* tempered distribution, the one PPO's ratio uses
+   (TRL `PPOTrainer`, OpenRLHF likewise).
+3. Stopping: a row is finished after its first EOS (or after the token that completes a stop
+   string); later columns are padding, masked False, and never scored. The loop ends when every
+   row has finished or after `max_new_tokens`; no column beyond the longest response is kept.
+4. Randomness only from the `torch.Generator` passed in, so a rollout is reproducible from its
+   state (which a checkpoint stores).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import DynamicCache
+
+from rlhfkit.config import ConfigBase
+from rlhfkit.models import position_ids_from_mask
+from rlhfkit.rollout.forward import causal_lm_parts
+
+__all__ = ["Rollout", "RolloutConfig", "generate"]
+
+
+class RolloutConfig(ConfigBase):
+    max_new_tokens: int = 32
+    """Longest response, in tokens (a response that reaches it without EOS is truncated)."""
+    temperature: float = 1.0
+    """Softmax temperature for sampling; PPO divides training logits by the same value."""
+    top_k: int = 0
+    """Keep only the k most likely tokens before sampling (0: off)."""
+    top_p: float = 1.0
+    """Nucleus sampling: keep the smallest set of tokens with probability ≥ top_p (1.0: off)."""
+    stop_strings: list[str] = []
+    """Finish a response at the token that completes any of these strings (besides EOS)."""
+    batch_size: int = 64
+    """Prompts sampled together in one generation batch (memory/speed trade-off only)."""
+
+
+@dataclass
+class Rollout:
+    """Prompts and sampled responses, ready to be scored.
+
+    `prompt_ids`/`prompt_mask` (B, P) left-padded; `response_ids`/`response_mask` (B, R)
+    right-padded, mask True up to and including the first EOS; `logprobs` (B, R) float32 of the
+    sampled tokens under softmax(logits / temperature) (0 at padding), or None when not kept.
+    """
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    response_ids: torch.Tensor
+    response_mask: torch.Tensor
+    logprobs: torch.Tensor | None = None
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return torch.cat([self.prompt_ids, self.response_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return torch.cat([self.prompt_mask, self.response_mask], dim=1)
+
+    @property
+    def prompt_len(self) -> int:
+        return self.prompt_ids.shape[1]
+
+
+def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Set logits outside the top-k / nucleus to −inf (HF `TopKLogitsWarper`, `TopPLogitsWarper`)."""
+    if 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, -torch.inf)
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=False)
+        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        # drop the low tail whose total mass is ≤ 1 − top_p; the most likely token always stays
+        drop_sorted = cumulative <= 1.0 - top_p
+        drop_sorted[:, -1] = False
+        drop = drop_sorted.scatter(1, order, drop_sorted)
+        logits = logits.masked_fill(drop, -torch.inf)
+    return logits
+
+
+def _sample(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One draw per row from softmax(logits): argmax_v p_v / E_v with E_v ~ Exp(1) i.i.d.
+
+    P(argmax = v) = p_v (the exponential race; vLLM's sampler uses the same identity). On CPU it is
+    several times faster than `torch.multinomial` for a (64, 4096) batch.
+    """
+    probs = torch.softmax(logits, dim=-1)
+    race = torch.empty_like(probs).exponential_(generator=generator)
+    return (probs / race).argmax(dim=-1)
+
+
+def _hits_stop_string(texts: Sequence[str], stop_strings: Sequence[str]) -> list[bool]:
+    return [any(s in text for s in stop_strings) for text in texts]
+
+
+@torch.no_grad()
+def generate(
+    policy: nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    cfg: RolloutConfig,
+    generator: torch.Generator | None,
+    *,
+    eos_token_id: int | Sequence[int],
+    pad_token_id: int,
+    tokenizer: object | None = None,
+    keep_logprobs: bool = True,
+) -> Rollout:
+    """Sample one response per prompt with a KV cache; stop at EOS, a stop string or the budget.
+
+    Shapes: `prompt_ids`, `prompt_mask` (B, P), left-padded, mask True = valid → a `Rollout`
+    with `response_ids`, `response_mask`, `logprobs` (B, R), R ≤ `cfg.max_new_tokens` the length
+    of the longest response. `tokenizer` (anything with `batch_decode`) is needed only for
+    `cfg.stop_strings`. Runs in `no_grad`; the caller picks eval mode and autocast.
+    """
+    if prompt_ids.shape != prompt_mask.shape or prompt_ids.dim() != 2:
+        raise ValueError(
+            f"generate: prompt_ids {tuple(prompt_ids.shape)} and prompt_mask "
+            f"{tuple(prompt_mask.shape)} must both be (B, P)"
+        )
+    if cfg.stop_strings and tokenizer is None:
+        raise ValueError("generate: rollout.stop_strings needs a tokenizer to decode responses")
+    prompt_mask = prompt_mask.bool()
+    if not bool(prompt_mask[:, -1].all()):
+        raise ValueError("generate: prompts must be left-padded (last column valid in every row)")
+    backbone, head = causal_lm_parts(policy)
+    eos_ids = torch.tensor(
+        [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id),
+        device=prompt_ids.device,
+    )
+    batch = prompt_ids.shape[0]
+    cache = DynamicCache()
+    attention = prompt_mask.long()
+    positions = position_ids_from_mask(attention)
+    out = backbone(
+        input_ids=prompt_ids,
+        attention_mask=attention,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+    )
+    next_pos = positions[:, -1:] + 1
+    logits = head(out.last_hidden_state[:, -1])
+
+    done = torch.zeros(batch, dtype=torch.bool, device=prompt_ids.device)
+    tokens, valid, logprobs = [], [], []
+    pad = torch.full((batch,), pad_token_id, dtype=prompt_ids.dtype, device=prompt_ids.device)
+    for step in range(cfg.max_new_tokens):
+        scaled = logits.float() / cfg.temperature
+        log_dist = torch.log_softmax(scaled, dim=-1)
+        sample_logits = _filter_logits(scaled, cfg.top_k, cfg.top_p)
+        token = _sample(sample_logits, generator)
+        token = torch.where(done, pad, token)
+        alive = ~done
+        tokens.append(token)
+        valid.append(alive)
+        if keep_logprobs:
+            picked = log_dist.gather(1, token.unsqueeze(1)).squeeze(1)
+            logprobs.append(torch.where(alive, picked, torch.zeros_like(picked)))
+        done = done | (alive & torch.isin(token, eos_ids))
+        if cfg.stop_strings:
+            texts = tokenizer.batch_decode(torch.stack(tokens, dim=1), skip_special_tokens=True)
+            done = done | (alive & torch.tensor(_hits_stop_string(texts, cfg.stop_strings)))
+        if bool(done.all()) or step == cfg.max_new_tokens - 1:
+            break
+        attention = torch.cat([attention, alive.long().unsqueeze(1)], dim=1)
+        out = backbone(
+            input_ids=token.unsqueeze(1),
+            attention_mask=attention,
+            position_ids=next_pos,
+            past_key_values=cache,
+            use_cache=True,
+        )
+        next_pos = next_pos + 1
+        logits = head(out.last_hidden_state[:, -1])
+
+    response_ids = torch.stack(tokens, dim=1)
+    return Rollout(
+        prompt_ids=prompt_ids,
+        prompt_mask=prompt_mask,
+        response_ids=response_ids,
+        response_mask=torch.stack(valid, dim=1),
+        logprobs=torch.stack(logprobs, dim=1) if keep_logprobs else None,
+    )

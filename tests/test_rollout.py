@@ -1,0 +1,379 @@
+"""Rollout engine: sampling, stopping, log-probs reused from sampling, scoring placement, scorers,
+and the LoRA reference (adapters disabled) — each against a naive oracle on tiny models."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
+
+from rlhfkit.core import gather_logprobs
+from rlhfkit.models import ScalarModel
+from rlhfkit.rollout import (
+    CallableScorer,
+    RetokenizingRewardModelScorer,
+    RewardModelScorer,
+    Rollout,
+    RolloutConfig,
+    generate,
+    import_callable,
+    make_experience,
+    response_logprobs,
+    trim_padding,
+)
+from rlhfkit.rollout.generate import _filter_logits, _sample
+
+VOCAB, EOS, PAD = 12, 0, 1
+
+
+def tiny_lm(seed: int = 0, vocab: int = VOCAB) -> GPT2LMHeadModel:
+    torch.manual_seed(seed)
+    cfg = GPT2Config(
+        vocab_size=vocab,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=64,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+    )
+    return GPT2LMHeadModel(cfg).eval()
+
+
+def tiny_rm(seed: int = 1, vocab: int = VOCAB) -> GPT2ForSequenceClassification:
+    torch.manual_seed(seed)
+    cfg = GPT2Config(
+        vocab_size=vocab,
+        n_embd=32,
+        n_layer=2,
+        n_head=2,
+        n_positions=64,
+        num_labels=1,
+        pad_token_id=PAD,
+    )
+    return GPT2ForSequenceClassification(cfg).eval()
+
+
+def left_padded(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), PAD)
+    mask = torch.zeros((len(rows), width), dtype=torch.bool)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.tensor(row)
+        mask[i, width - len(row) :] = True
+    return ids, mask
+
+
+PROMPTS = [[3, 4, 5], [6, 7, 8, 9, 10], [2, 3], [11, 5, 6, 7]]
+
+
+def naive_logprobs(model, prompt: list[int], response: list[int], temperature: float):
+    """Unpadded full forward of one sequence; log-softmax(logits / T) of each response token."""
+    ids = torch.tensor([prompt + response])
+    with torch.no_grad():
+        logits = model(ids).logits[0].float() / temperature
+    logp = torch.log_softmax(logits, dim=-1)
+    p = len(prompt)
+    return torch.stack([logp[p - 1 + t, tok] for t, tok in enumerate(response)])
+
+
+def test_sampling_logprobs_equal_full_forward_of_each_unpadded_row():
+    policy = tiny_lm()
+    ids, mask = left_padded(PROMPTS)
+    cfg = RolloutConfig(max_new_tokens=10, temperature=0.7)
+    out = generate(
+        policy, ids, mask, cfg, torch.Generator().manual_seed(0), eos_token_id=EOS, pad_token_id=PAD
+    )
+    assert out.logprobs is not None
+    for b, prompt in enumerate(PROMPTS):
+        n = int(out.response_mask[b].sum())
+        response = out.response_ids[b, :n].tolist()
+        expected = naive_logprobs(policy, prompt, response, 0.7)
+        torch.testing.assert_close(out.logprobs[b, :n], expected, rtol=0, atol=2e-5)
+        assert (out.logprobs[b, n:] == 0).all()
+    # the batched padded forward used in training agrees with sampling too
+    full, _ = response_logprobs(policy, out.input_ids, out.attention_mask, out.prompt_len, 0.7)
+    valid = out.response_mask
+    torch.testing.assert_close(full[valid], out.logprobs[valid], rtol=0, atol=2e-5)
+
+
+def test_responses_stop_after_first_eos_and_mask_is_a_prefix():
+    policy = tiny_lm(seed=3, vocab=4)  # 4 tokens: EOS comes often
+    ids, mask = left_padded([[2, 3], [3, 2, 2], [2], [3, 3, 3, 3]] * 4)
+    cfg = RolloutConfig(max_new_tokens=6, temperature=1.0)
+    out = generate(
+        policy, ids, mask, cfg, torch.Generator().manual_seed(1), eos_token_id=EOS, pad_token_id=PAD
+    )
+    seen_eos = seen_truncated = False
+    for ids_row, mask_row in zip(out.response_ids, out.response_mask, strict=True):
+        n = int(mask_row.sum())
+        assert mask_row[:n].all() and not mask_row[n:].any()  # valid tokens form a prefix
+        assert (ids_row[n:] == PAD).all()
+        eos_at = (ids_row[:n] == EOS).nonzero().flatten().tolist()
+        if eos_at:
+            assert eos_at == [n - 1]  # exactly one EOS, the last valid token
+            seen_eos = True
+        else:
+            assert n == cfg.max_new_tokens  # no EOS: the response ran to the budget
+            seen_truncated = True
+    assert seen_eos and seen_truncated
+    assert out.response_ids.shape[1] <= cfg.max_new_tokens
+
+
+def test_generation_is_reproducible_from_the_generator_state():
+    policy = tiny_lm()
+    ids, mask = left_padded(PROMPTS)
+    cfg = RolloutConfig(max_new_tokens=8, temperature=1.3, top_k=5, top_p=0.9)
+    a = generate(
+        policy, ids, mask, cfg, torch.Generator().manual_seed(7), eos_token_id=EOS, pad_token_id=PAD
+    )
+    b = generate(
+        policy, ids, mask, cfg, torch.Generator().manual_seed(7), eos_token_id=EOS, pad_token_id=PAD
+    )
+    assert torch.equal(a.response_ids, b.response_ids)
+
+
+def test_exponential_race_sampler_matches_softmax_frequencies():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -torch.inf]])
+    n = 60_000
+    draws = _sample(logits.expand(n, -1), torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws, minlength=5).double() / n
+    p = torch.softmax(logits[0].double(), dim=0)
+    # 5 standard errors of a binomial proportion
+    tol = 5 * torch.sqrt(p * (1 - p) / n) + 1e-12
+    assert ((freq - p).abs() <= tol).all(), (freq, p)
+    assert freq[4] == 0
+
+
+def test_top_k_top_p_filter_matches_definition():
+    logits = torch.tensor([[0.1, 3.0, 2.0, -1.0, 1.0, 0.5]])
+    out = _filter_logits(logits, top_k=3, top_p=1.0)
+    assert torch.isinf(out).sum() == 3 and set(
+        torch.isfinite(out[0]).nonzero().flatten().tolist()
+    ) == {1, 2, 4}
+    # nucleus: smallest set of most likely tokens whose mass reaches top_p
+    p = torch.softmax(logits[0], dim=0)
+    order = torch.argsort(p, descending=True).tolist()
+    top_p = 0.8
+    kept, mass = [], 0.0
+    for i in order:
+        kept.append(i)
+        mass += float(p[i])
+        if mass >= top_p:
+            break
+    out = _filter_logits(logits, top_k=0, top_p=top_p)
+    assert set(torch.isfinite(out[0]).nonzero().flatten().tolist()) == set(kept)
+
+
+def test_stop_strings_end_a_response():
+    class Decoder:
+        def batch_decode(self, ids, skip_special_tokens=True):
+            return ["".join("x" if t == 5 else "." for t in row.tolist()) for row in ids]
+
+    policy = tiny_lm(seed=5, vocab=7)
+    ids, mask = left_padded([[2, 3]] * 16)
+    cfg = RolloutConfig(max_new_tokens=12, stop_strings=["x"])
+    out = generate(
+        policy,
+        ids,
+        mask,
+        cfg,
+        torch.Generator().manual_seed(0),
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        tokenizer=Decoder(),
+    )
+    stopped = 0
+    for ids_row, mask_row in zip(out.response_ids, out.response_mask, strict=True):
+        valid = ids_row[mask_row].tolist()
+        if 5 in valid:
+            assert valid.index(5) == len(valid) - 1  # the stop token is the last valid token
+            stopped += 1
+    assert stopped > 0
+
+
+def test_trim_padding_drops_only_all_padding_columns():
+    ids = torch.arange(2 * 7).view(2, 7)
+    mask = torch.tensor([[0, 0, 1, 1, 1, 0, 0], [0, 1, 1, 1, 1, 1, 0]], dtype=torch.bool)
+    t_ids, t_mask, p = trim_padding(ids, mask, prompt_len=4)
+    assert p == 3 and torch.equal(t_ids, ids[:, 1:6]) and torch.equal(t_mask, mask[:, 1:6])
+
+
+# -- score placement ------------------------------------------------------------------------------
+
+
+def naive_score(rm, tokens: list[int]) -> float:
+    with torch.no_grad():
+        hidden = rm.transformer(torch.tensor([tokens])).last_hidden_state
+        return float(rm.score(hidden[0, -1]))
+
+
+@pytest.mark.parametrize("response_pad_side", ["right", "left"])
+def test_reward_model_score_lands_on_the_last_real_token(response_pad_side):
+    rm = tiny_rm()
+    prompts = [[3, 4, 5], [6, 7], [2, 3, 4, 5]]
+    # row 0 ends with EOS; row 1 is truncated without EOS; row 2 is short with EOS then padding
+    responses = [[8, 9, EOS], [10, 11, 9, 8, 7], [4, EOS]]
+    width = max(map(len, responses))
+    p_ids, p_mask = left_padded(prompts)
+    r_ids = torch.full((3, width), PAD)
+    r_mask = torch.zeros((3, width), dtype=torch.bool)
+    for i, r in enumerate(responses):
+        sl = slice(0, len(r)) if response_pad_side == "right" else slice(width - len(r), width)
+        r_ids[i, sl] = torch.tensor(r)
+        r_mask[i, sl] = True
+    rollout = Rollout(p_ids, p_mask, r_ids, r_mask)
+    scores = RewardModelScorer(rm)(["?"] * 3, ["?"] * 3, rollout)
+    expected = torch.tensor(
+        [naive_score(rm, p + r) for p, r in zip(prompts, responses, strict=True)]
+    )
+    torch.testing.assert_close(scores, expected, rtol=0, atol=1e-5)
+
+
+def test_retokenizing_scorer_equals_id_scorer_when_tokenizers_agree():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<eos>": EOS, "<pad>": PAD, **{f"w{i}": i for i in range(2, VOCAB)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<eos>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
+    rm = tiny_rm()
+    prompts = [[3, 4, 5], [6, 7]]
+    responses = [[8, 9], [10, 11, 9]]
+    texts_p = [" ".join(f"w{t}" for t in p) for p in prompts]
+    texts_r = [" " + " ".join(f"w{t}" for t in r) for r in responses]
+    scores = RetokenizingRewardModelScorer(rm, hf_tok)(texts_p, texts_r)
+    expected = torch.tensor(
+        [naive_score(rm, p + r) for p, r in zip(prompts, responses, strict=True)]
+    )
+    torch.testing.assert_close(scores, expected, rtol=0, atol=1e-5)
+
+
+def test_callable_scorer_and_import_by_name():
+    scorer = CallableScorer(lambda p, r: [len(x) for x in r])
+    assert scorer(["a", "b"], ["xyz", ""]).tolist() == [3.0, 0.0]
+    with pytest.raises(ValueError, match="returned 1 scores for 2"):
+        CallableScorer(lambda p, r: [1.0])(["a", "b"], ["x", "y"])
+    assert import_callable("math:sqrt") is math.sqrt
+    with pytest.raises(ValueError, match="expected 'package.module:function'"):
+        import_callable("math.sqrt")
+    with pytest.raises(ValueError, match="has no 'nope'"):
+        import_callable("math:nope")
+
+
+# -- scoring pass -----------------------------------------------------------------------------------
+
+
+def test_make_experience_matches_naive_per_row_forwards():
+    policy, ref = tiny_lm(0), tiny_lm(9)
+    critic = ScalarModel(tiny_rm(4))
+    rm = tiny_rm(5)
+    ids, mask = left_padded(PROMPTS)
+    cfg = RolloutConfig(max_new_tokens=6, temperature=0.8)
+    out = generate(
+        policy, ids, mask, cfg, torch.Generator().manual_seed(2), eos_token_id=EOS, pad_token_id=PAD
+    )
+    exp = make_experience(
+        out,
+        ["p"] * 4,
+        ["r"] * 4,
+        policy=policy,
+        ref_policy=ref,
+        critic=critic,
+        scorer=RewardModelScorer(rm),
+        temperature=0.8,
+    )
+    for b, prompt in enumerate(PROMPTS):
+        n = int(exp.response_mask[b].sum())
+        response = exp.response_ids[b, :n].tolist()
+        torch.testing.assert_close(
+            exp.ref_logprobs[b, :n], naive_logprobs(ref, prompt, response, 0.8), rtol=0, atol=2e-5
+        )
+        torch.testing.assert_close(
+            exp.old_logprobs[b, :n],
+            naive_logprobs(policy, prompt, response, 0.8),
+            rtol=0,
+            atol=2e-5,
+        )
+        with torch.no_grad():
+            h = critic.model.transformer(torch.tensor([prompt + response])).last_hidden_state[0]
+            values = critic.model.score(h).squeeze(-1)
+        p = len(prompt)
+        torch.testing.assert_close(
+            exp.old_values[b, :n], values[p - 1 : p - 1 + n], rtol=0, atol=2e-5
+        )
+        assert exp.scores[b].item() == pytest.approx(naive_score(rm, prompt + response), abs=1e-5)
+        assert (exp.ref_logprobs[b, n:] == 0).all() and (exp.old_values[b, n:] == 0).all()
+
+
+def test_lora_reference_with_adapters_disabled_equals_base_model():
+    from peft import LoraConfig, get_peft_model
+
+    base = tiny_lm(0)
+    frozen_copy = copy.deepcopy(base)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn", "c_fc"], init_lora_weights=False)
+    policy = get_peft_model(base, lora).eval()
+    ids, mask = left_padded(PROMPTS)
+    out = generate(
+        policy,
+        ids,
+        mask,
+        RolloutConfig(max_new_tokens=5),
+        torch.Generator().manual_seed(0),
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+    )
+    critic = ScalarModel(tiny_rm(4))
+    exp = make_experience(
+        out,
+        ["p"] * 4,
+        ["r"] * 4,
+        policy=policy,
+        ref_policy=None,
+        critic=critic,
+        scorer=CallableScorer(lambda p, r: [0.0] * len(r)),
+        temperature=1.0,
+    )
+    with torch.no_grad():
+        base_lp, _ = response_logprobs(
+            frozen_copy, exp.input_ids, exp.attention_mask, exp.prompt_len
+        )
+    m = exp.response_mask
+    torch.testing.assert_close(exp.ref_logprobs[m], base_lp[m], rtol=0, atol=1e-6)
+    # the adapters are active again afterwards and do change the distribution
+    assert (exp.old_logprobs[m] - base_lp[m]).abs().max() > 1e-3
+
+
+def test_gather_logprobs_used_on_sliced_logits_matches_full_logits():
+    """response_logprobs slices hidden states before the head: same numbers as slicing logits."""
+    policy = tiny_lm()
+    ids, mask = left_padded(PROMPTS)
+    out = generate(
+        policy,
+        ids,
+        mask,
+        RolloutConfig(max_new_tokens=4),
+        torch.Generator().manual_seed(0),
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+    )
+    from rlhfkit.models import position_ids_from_mask
+
+    with torch.no_grad():
+        logits = policy(
+            out.input_ids,
+            attention_mask=out.attention_mask,
+            position_ids=position_ids_from_mask(out.attention_mask),
+        ).logits
+        p = out.prompt_len
+        expected = gather_logprobs(logits[:, p - 1 : -1], out.response_ids)
+        got, entropy = response_logprobs(
+            policy, out.input_ids, out.attention_mask, p, with_entropy=True
+        )
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
+    probs = torch.softmax(logits[:, p - 1 : -1].float(), -1)
+    torch.testing.assert_close(entropy, -(probs * probs.log()).sum(-1), rtol=0, atol=1e-5)
