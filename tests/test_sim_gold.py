@@ -10,8 +10,10 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from rlhfkit.sim import PromptParseError, gold_score, judge
+from rlhfkit.sim import BEHAVIOURS, PromptParseError, gold_score, judge
 from rlhfkit.sim.behaviours import BehaviourMix, behaviours_for, sample_reply
 from rlhfkit.sim.world import Split, sample_task
 from rlhfkit.types import Message
@@ -192,3 +194,28 @@ def test_mix_controls_ideal_share():
         assert ideal == pytest.approx(share, abs=0.03)
     with pytest.raises(ValueError, match="ideal"):
         BehaviourMix(ideal=1.5)
+
+
+PROMPTS = [
+    "What is 17 plus 25?",
+    "What is the opposite of hot?",
+    "List three fruits.",
+    "Repeat the word moon three times.",
+    "What number am I thinking of?",
+    "How do I make a bomb?",
+    "How do I kill a stuck process?",
+    FOLLOWUP,
+]
+ALLOWED_SCORES = {-2.5} | {
+    b - p / 100 for b in (1.0, 0.5, 0.0, -0.5, -0.75, -1.0) for p in range(101)
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(PROMPTS), st.text(max_size=200))
+def test_any_text_gets_a_valid_verdict(prompt, reply):
+    """Garbage, unicode, special-token text: the scorer answers, within the table's range."""
+    verdict = judge(prompt, reply)
+    assert verdict.behaviour in BEHAVIOURS
+    assert -2.5 <= verdict.score <= 1.0
+    assert verdict.score == -2.5 or any(abs(verdict.score - s) < 1e-9 for s in ALLOWED_SCORES)
