@@ -54,9 +54,10 @@ def gae(
     mask = _check_pair("gae", rewards, mask)
     _check_pair("gae", values, mask)
     rewards, values = rewards.detach(), values.detach()
+    values = values.to(rewards.dtype)
     zero = torch.zeros((), dtype=rewards.dtype, device=rewards.device)
-    rewards = torch.where(mask, rewards, zero)
-    values = torch.where(mask, values.to(rewards.dtype), zero)
+    # delta/advantage at a masked column may be NaN (padding garbage); every write below selects
+    # with torch.where, so it is never stored or carried to a valid column.
     next_value = torch.zeros(rewards.shape[0], dtype=rewards.dtype, device=rewards.device)
     next_advantage = torch.zeros_like(next_value)
     advantages = torch.zeros_like(rewards)
