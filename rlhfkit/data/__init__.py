@@ -2,78 +2,71 @@
 
 Read (`read_sft`, `read_preferences`, `read_ranked`, `read_prompts` → `ReadResult`), format and
 tokenize (`ensure_pad_token`, `format_prompt`, `encode_response`, `encode_*`), batch
-(`collate_*`, `pack_sft`, `TokenBudgetSampler`, `split_records`). Module map: `sources` (files
-and datasets → rows), `formats` (row → record, per published schema), `readers` (validation,
-policies, task conversion), `chat` and `tokenize` (text → ids, truncation), `collate` (ids →
-tensors), `sampling` (batches, splits), `config` (`DataConfig`), `cli` (`rlhfkit data inspect`).
+(`collate_*`, `pack_sft`, `TokenBudgetSampler`, `split_records`), configure (`DataConfig`,
+`load_data`). Module map: `sources` (files and datasets → rows), `formats` (row → record, per
+published schema), `readers` (validation, policies, task conversion), `chat` and `tokenize`
+(text → ids, truncation), `collate` (ids → tensors), `sampling` (batches, splits), `config`,
+`cli` (`rlhfkit data inspect`).
+
+Names are imported on first use (PEP 562 `__getattr__`), so `rlhfkit --help`, which loads the
+`data` command group, does not pay for importing torch and transformers.
 """
 
-from rlhfkit.data.chat import encode_prompt, encode_response, ensure_pad_token, format_prompt
-from rlhfkit.data.collate import (
-    collate_pairs,
-    collate_prompts,
-    collate_ranked,
-    collate_sft,
-    pack_sft,
-)
-from rlhfkit.data.formats import split_hh_transcript, strip_citations
-from rlhfkit.data.problems import DataError, Problem, ReadResult
-from rlhfkit.data.readers import (
-    expand_pairs,
-    read,
-    read_preferences,
-    read_prompts,
-    read_ranked,
-    read_sft,
-)
-from rlhfkit.data.sampling import (
-    TokenBudgetSampler,
-    fixed_batches,
-    padding_fraction,
-    split_records,
-)
-from rlhfkit.data.tokenize import (
-    EncodedPair,
-    EncodedPrompt,
-    EncodedRanked,
-    EncodedSFT,
-    encode_pairs,
-    encode_prompts,
-    encode_ranked,
-    encode_sft,
-)
+from __future__ import annotations
 
-__all__ = [
-    "DataError",
-    "EncodedPair",
-    "EncodedPrompt",
-    "EncodedRanked",
-    "EncodedSFT",
-    "Problem",
-    "ReadResult",
-    "TokenBudgetSampler",
-    "collate_pairs",
-    "collate_prompts",
-    "collate_ranked",
-    "collate_sft",
-    "encode_pairs",
-    "encode_prompt",
-    "encode_prompts",
-    "encode_ranked",
-    "encode_response",
-    "encode_sft",
-    "ensure_pad_token",
-    "expand_pairs",
-    "fixed_batches",
-    "format_prompt",
-    "pack_sft",
-    "padding_fraction",
-    "read",
-    "read_preferences",
-    "read_prompts",
-    "read_ranked",
-    "read_sft",
-    "split_hh_transcript",
-    "split_records",
-    "strip_citations",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "rlhfkit.data.chat": ["encode_prompt", "encode_response", "ensure_pad_token", "format_prompt"],
+    "rlhfkit.data.collate": [
+        "collate_pairs",
+        "collate_prompts",
+        "collate_ranked",
+        "collate_sft",
+        "pack_sft",
+    ],
+    "rlhfkit.data.config": ["DataConfig", "LoadedData", "load_data"],
+    "rlhfkit.data.formats": ["split_hh_transcript", "strip_citations"],
+    "rlhfkit.data.problems": ["DataError", "Problem", "ReadResult"],
+    "rlhfkit.data.readers": [
+        "expand_pairs",
+        "read",
+        "read_preferences",
+        "read_prompts",
+        "read_ranked",
+        "read_sft",
+    ],
+    "rlhfkit.data.sampling": [
+        "TokenBudgetSampler",
+        "fixed_batches",
+        "padding_fraction",
+        "split_records",
+    ],
+    "rlhfkit.data.tokenize": [
+        "EncodedPair",
+        "EncodedPrompt",
+        "EncodedRanked",
+        "EncodedSFT",
+        "encode_pairs",
+        "encode_prompts",
+        "encode_ranked",
+        "encode_sft",
+    ],
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rlhfkit.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -62,7 +62,9 @@ def encode_prompt(tokenizer: Any, dialogue: Dialogue) -> list[int]:
     """Token ids of `format_prompt(tokenizer, dialogue)`, with the tokenizer's special tokens
     only when no chat template already wrote them."""
     text = format_prompt(tokenizer, dialogue)
-    return list(tokenizer(text, add_special_tokens=not has_chat_template(tokenizer))["input_ids"])
+    # verbose=False: rlhfkit truncates itself, so the "longer than model_max_length" notice is noise.
+    ids = tokenizer(text, add_special_tokens=not has_chat_template(tokenizer), verbose=False)
+    return list(ids["input_ids"])
 
 
 def encode_response(tokenizer: Any, text: str) -> list[int]:
@@ -72,7 +74,7 @@ def encode_response(tokenizer: Any, text: str) -> list[int]:
         raise ValueError("tokenizer has no EOS token; set tokenizer.eos_token before encoding")
     if not has_chat_template(tokenizer):
         text = " " + text
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"]) + [eos]
+    return list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]) + [eos]
 
 
 def ensure_pad_token(tokenizer: Any) -> int:

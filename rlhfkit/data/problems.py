@@ -62,6 +62,7 @@ class ReadResult(Generic[R]):
     equal to an earlier one (same prompt and replies; `source`/`meta` ignored), dropped only when
     asked. `n_dropped`: rows dropped on purpose by an option (SHP ratio filter, WebGPT ties).
     `notes`: counts of rows that needed special handling, by reason (kept, but worth knowing).
+    `format`: the format the rows were parsed as (the sniffed one under `format="auto"`).
     """
 
     records: list[R] = field(default_factory=list)
@@ -71,3 +72,4 @@ class ReadResult(Generic[R]):
     n_duplicates: int = 0
     n_dropped: int = 0
     notes: Counter[str] = field(default_factory=Counter)
+    format: str = ""

@@ -127,7 +127,8 @@ def read(
         file, line, row = item
         result.n_rows += 1
         if parser is None:
-            parser = formats.PARSERS[formats.sniff_format(row) if format == "auto" else format]
+            result.format = formats.sniff_format(row) if format == "auto" else format
+            parser = formats.PARSERS[result.format]
         ctx = formats.Context(f"{Path(file).name}:{line}", columns, opts, notes)
         try:
             native = parser(row, ctx)
@@ -175,6 +176,36 @@ def read(
             sample,
         )
     return result
+
+
+def guess_task(
+    source: str | Path,
+    format: Format = "auto",
+    columns: dict[str, str] | None = None,
+    split: str = "train",
+) -> Task:
+    """The task the first parseable row of `source` naturally serves (its native record type);
+    "preferences" when no row parses."""
+    for item in iter_rows(source, split):
+        if isinstance(item, Problem):
+            continue
+        file, line, row = item
+        fmt = "generic" if columns and format == "auto" else format
+        parser = formats.PARSERS[formats.sniff_format(row) if fmt == "auto" else fmt]
+        try:
+            native = parser(
+                row, formats.Context(f"{file}:{line}", dict(columns or {}), {}, Counter())
+            )
+        except (RowError, formats.Drop):
+            continue
+        if isinstance(native, (RankedList, formats.RatedReply)):
+            return "ranked"
+        if isinstance(native, SFTExample):
+            return "sft"
+        if isinstance(native, PromptRecord):
+            return "prompts"
+        return "preferences"
+    return "preferences"
 
 
 # ---------------------------------------------------------------------------- conversions
