@@ -327,3 +327,29 @@ def test_bad_arguments_are_programmer_errors() -> None:
         read_preferences(FIX / "shp.jsonl", format="nope")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="unknown reader option"):
         read_preferences(FIX / "shp.jsonl", min_ratio=2)
+
+
+def test_reads_every_file_the_simulated_world_writes(tmp_path: Path) -> None:
+    make = pytest.importorskip("rlhfkit.sim.make", reason="the simulated world is not built here")
+    sizes = dict(n_sft=40, n_sft_val=10, n_pref=40, n_pref_val=10, n_pref_test=10, n_ranked=10)
+    sizes |= dict(n_ranked_test=5, n_prompts=20, n_eval_prompts=10, vocab_size=0)
+    make.make_world(tmp_path, seed=0, **sizes)
+    readers = {
+        "sft": read_sft,
+        "preferences": read_preferences,
+        "hh": read_preferences,
+        "ranked": read_ranked,
+        "prompts": read_prompts,
+    }
+    for path in sorted(tmp_path.rglob("*.jsonl")):
+        res = readers[path.parent.name](path)  # default policy: any bad row would raise
+        n_lines = sum(1 for line in path.read_text("utf-8").splitlines() if line.strip())
+        assert len(res.records) == res.n_rows == n_lines, path
+    # The HH transcripts hold the same pairs as the prompt/chosen/rejected file.
+    for split in ("train", "validation", "test"):
+        hh = read_preferences(tmp_path / "hh" / f"{split}.jsonl").records
+        plain = read_preferences(tmp_path / "preferences" / f"{split}.jsonl").records
+        assert [(r.prompt, r.chosen, r.rejected) for r in hh] == [
+            (r.prompt, r.chosen, r.rejected) for r in plain
+        ]
+        assert all("family" in r.meta for r in plain)
