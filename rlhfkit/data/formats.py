@@ -411,9 +411,6 @@ def _reply(value: Any, field: str) -> tuple[Dialogue | None, str]:
 
 def parse_generic(row: dict[str, Any], ctx: Context) -> NativeRecord:
     col = {name: ctx.columns.get(name, name) for name in CANONICAL}
-    unknown = [c for c in ctx.columns if c not in CANONICAL]
-    if unknown:
-        raise ValueError(f"columns: unknown canonical name(s) {unknown}; use {list(CANONICAL)}")
     has = {name for name in CANONICAL if row.get(col[name]) is not None}
     used = {col[n] for n in has}
     meta = _meta(row, used)

@@ -7,6 +7,9 @@ Implementation details:
   without losing randomness, indices are shuffled, cut into large buckets (`bucket_size`), sorted
   by length inside each bucket, and packed greedily into batches; the batch order is shuffled
   again. With `shuffle=False` the buckets are taken in index order and batches keep their order.
+  `bucket_size` trades randomness for padding: a bucket holding the whole data set sorts it
+  globally (least padding, batch *contents* nearly the same every epoch, only their order
+  changes); small buckets mix more and pad more.
 - Deterministic: the order depends only on (`seed`, epoch); `set_epoch(e)` changes it per epoch
   the way `torch.utils.data.DistributedSampler.set_epoch` does.
 - `group_keys`: items with different keys never share a batch (e.g. ranked lists of different K,
