@@ -38,6 +38,7 @@ __all__ = [
     "gold_judgements",
     "pairwise_from_pointwise",
     "pairwise_outcomes",
+    "score_outcomes",
     "symmetric_preference",
 ]
 
@@ -88,10 +89,22 @@ def pairwise_from_pointwise(
     s(x, a) < s(x, b) − tol, ½ otherwise (a tie counts half). Position-free by construction."""
 
     def judge(prompt: Any, reply_a: str, reply_b: str) -> float:
-        diff = score(prompt, reply_a) - score(prompt, reply_b)
-        return 1.0 if diff > tie_tol else 0.0 if diff < -tie_tol else 0.5
+        return score_outcomes([score(prompt, reply_a)], [score(prompt, reply_b)], tie_tol)[0]
 
     return judge
+
+
+def score_outcomes(
+    scores_a: Sequence[float], scores_b: Sequence[float], tie_tol: float = 1e-9
+) -> list[float]:
+    """Per-item outcome of a against b under a pointwise score: 1 if a > b + tol, 0 if
+    a < b − tol, ½ otherwise (a tie counts half)."""
+    if len(scores_a) != len(scores_b):
+        raise ValueError(f"score_outcomes: {len(scores_a)} scores a but {len(scores_b)} scores b")
+    return [
+        1.0 if a - b > tie_tol else 0.0 if b - a > tie_tol else 0.5
+        for a, b in zip(scores_a, scores_b, strict=True)
+    ]
 
 
 def gold_judgements(prompts: Sequence[Any], replies: Sequence[str]) -> list[Any]:
