@@ -14,6 +14,7 @@ from rlhfkit.rollout.forward import (
     causal_lm_parts,
     response_logprobs,
     trim_padding,
+    use_fused_gelu,
 )
 from rlhfkit.rollout.generate import Rollout, RolloutConfig, generate
 from rlhfkit.rollout.scorers import (
@@ -41,4 +42,5 @@ __all__ = [
     "reference_context",
     "response_logprobs",
     "trim_padding",
+    "use_fused_gelu",
 ]

@@ -1,0 +1,98 @@
+"""Watching a PPO run: rollout statistics and the pattern-collapse warnings.
+
+Implementation details and their sources:
+
+1. Pattern collapse (Zheng et al. 2023 §4.1 and Figure 4: the reward keeps rising while the
+   policy drifts into a few repeated patterns; perplexity, response length and KL to the
+   reference move far from where they started). `CollapseMonitor` takes the mean of the first
+   `window` iterations as the baseline and warns when the reward is above its baseline while
+   (a) the mean response length changed by more than `length_change` (relative), (b) policy
+   perplexity fell below `perplexity_drop` × its baseline, (c) KL to the reference exceeds
+   `max_kl` nats, or (d) more than `max_repetition` of responses repeat themselves.
+2. A response "repeats itself" when fewer than half of its token trigrams are distinct (the
+   distinct-n measure of Li et al. 2016, applied per response).
+3. Explained variance 1 − Var(R − V)/Var(R) over valid tokens (OpenAI baselines
+   `explained_variance`; CleanRL logs the same).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from rlhfkit.core import masked_mean, masked_var
+
+__all__ = ["CollapseMonitor", "explained_variance", "repetition_fraction"]
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
+    """1 − Var(returns − values) / Var(returns) over valid positions (nan when Var(returns)=0)."""
+    if int(mask.sum()) < 2:
+        return float("nan")
+    var_returns = float(masked_var(returns, mask))
+    if var_returns == 0.0:
+        return float("nan")
+    return 1.0 - float(masked_var(returns - values, mask)) / var_returns
+
+
+def repetition_fraction(response_ids: torch.Tensor, response_mask: torch.Tensor) -> float:
+    """Share of responses (with ≥ 4 tokens) whose distinct trigrams are < half of their trigrams."""
+    repetitive = counted = 0
+    for ids, mask in zip(response_ids.tolist(), response_mask.tolist(), strict=True):
+        tokens = [t for t, m in zip(ids, mask, strict=True) if m]
+        if len(tokens) < 4:
+            continue
+        trigrams = list(zip(tokens, tokens[1:], tokens[2:], strict=False))
+        counted += 1
+        repetitive += len(set(trigrams)) < 0.5 * len(trigrams)
+    return repetitive / counted if counted else 0.0
+
+
+@dataclass
+class CollapseMonitor:
+    window: int = 5
+    length_change: float = 0.5
+    perplexity_drop: float = 0.5
+    max_kl: float = 20.0
+    max_repetition: float = 0.5
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def check(self, metrics: dict[str, float]) -> list[str]:
+        """Record one iteration's metrics; return the warnings it triggers (empty if none)."""
+        keys = ("reward/score_mean", "response/length_mean", "policy/perplexity")
+        self.history.append({k: float(metrics[k]) for k in keys})
+        if len(self.history) <= self.window:
+            return []
+        base = {k: sum(h[k] for h in self.history[: self.window]) / self.window for k in keys}
+        if metrics["reward/score_mean"] <= base["reward/score_mean"]:
+            return []
+        warnings = []
+        length, base_length = metrics["response/length_mean"], base["response/length_mean"]
+        if base_length > 0 and abs(length - base_length) / base_length > self.length_change:
+            warnings.append(f"response length moved from {base_length:.1f} to {length:.1f}")
+        ppl, base_ppl = metrics["policy/perplexity"], base["policy/perplexity"]
+        if ppl < self.perplexity_drop * base_ppl:
+            warnings.append(f"policy perplexity fell from {base_ppl:.2f} to {ppl:.2f}")
+        if metrics["policy/kl_to_ref"] > self.max_kl:
+            warnings.append(f"KL to the reference is {metrics['policy/kl_to_ref']:.1f} nats")
+        if metrics["response/repetition"] > self.max_repetition:
+            warnings.append(f"{metrics['response/repetition']:.0%} of responses repeat themselves")
+        return [f"pattern collapse? reward rose while {w}" for w in warnings]
+
+    def state_dict(self) -> dict[str, list[dict[str, float]]]:
+        return {"history": list(self.history)}
+
+    def load_state_dict(self, state: dict[str, list[dict[str, float]]]) -> None:
+        self.history = list(state["history"])
+
+
+def sequence_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> float:
+    """Mean over sequences of Σ_t (log π − log π_ref) on valid tokens (k1 summed per response)."""
+    per_seq = torch.where(mask, logprobs - ref_logprobs, torch.zeros_like(logprobs)).sum(dim=1)
+    return float(per_seq.mean())
+
+
+def token_perplexity(logprobs: torch.Tensor, mask: torch.Tensor) -> float:
+    """exp(−mean log-prob) over valid tokens."""
+    return float(torch.exp(-masked_mean(logprobs, mask)))
