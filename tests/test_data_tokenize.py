@@ -3,6 +3,7 @@ the truncation policy, Chinese text through a byte-level BPE, and the pad-less s
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,7 @@ def test_truncation_policy_oracle() -> None:
 
 
 def test_pairs_and_ranked_share_one_prompt_cut(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="rlhfkit.data")
     tok = tiny_tokenizer()
     long_prompt = user("The quick brown fox jumps over the lazy dog. " * 20)
     pair = PreferencePair(long_prompt, "Four.", "The quick brown fox jumps over the lazy dog. " * 2)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,7 @@ def test_message_lists_at_most_max_shown_problems(tmp_path: Path) -> None:
 
 
 def test_skip_policy_logs_a_sample(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="rlhfkit.data")
     path = _write(tmp_path, [GOOD, "{bad", GOOD])
     res = read_preferences(path, on_error="skip")
     assert res.n_skipped == 1

@@ -74,15 +74,20 @@ def inspect(
     from rlhfkit.data.readers import guess_task, read
 
     console = Console(highlight=False)
-    # The table below reports skipped rows; the readers' own warning would say it twice.
-    logging.getLogger("rlhfkit.data").setLevel(logging.ERROR)
     if task not in TASKS:
         _fail(f"--task must be one of {', '.join(TASKS)}, got {task!r}")
     try:
         cols = parse_columns(columns)
         if task == "auto":
             task = guess_task(path, format, cols, split)  # type: ignore[arg-type]
-        result = read(path, task, format, cols or None, "skip", split=split)  # type: ignore[arg-type]
+        # The table below reports skipped rows; the reader's own warning would say it twice.
+        logger = logging.getLogger("rlhfkit.data")
+        level = logger.level
+        logger.setLevel(logging.ERROR)
+        try:
+            result = read(path, task, format, cols or None, "skip", split=split)  # type: ignore[arg-type]
+        finally:
+            logger.setLevel(level)
     except (DataError, ValueError) as e:
         _fail(f"error: {e}")
 
