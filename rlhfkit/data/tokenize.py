@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlhfkit.data.chat import encode_prompt, encode_response
-from rlhfkit.types import PreferencePair, PromptRecord, RankedList, SFTExample
+from rlhfkit.types import Dialogue, PreferencePair, PromptRecord, RankedList, SFTExample
 
 log = logging.getLogger("rlhfkit.data")
 
@@ -139,15 +139,8 @@ def encode_sft(
 ) -> list[EncodedSFT]:
     """Tokenize demonstrations; see the module docstring for the truncation policy."""
     out = []
-    bos = tokenizer.bos_token_id
     for rec in records:
-        p, (r,), cut = truncate(
-            encode_prompt(tokenizer, rec.prompt),
-            [encode_response(tokenizer, rec.response)],
-            max_length,
-            max_prompt_length,
-            bos,
-        )
+        p, (r,), cut = _encode(tokenizer, rec.prompt, [rec.response], max_length, max_prompt_length)
         out.append(EncodedSFT(p + r, len(p), cut, rec.source))
     _warn("encode_sft", out, f"max_length={max_length}")
     return out
@@ -161,15 +154,9 @@ def encode_pairs(
 ) -> list[EncodedPair]:
     """Tokenize preference pairs; chosen and rejected share the (same-cut) prompt."""
     out = []
-    bos = tokenizer.bos_token_id
     for rec in records:
-        p, (c, r), cut = truncate(
-            encode_prompt(tokenizer, rec.prompt),
-            [encode_response(tokenizer, rec.chosen), encode_response(tokenizer, rec.rejected)],
-            max_length,
-            max_prompt_length,
-            bos,
-        )
+        replies = [rec.chosen, rec.rejected]
+        p, (c, r), cut = _encode(tokenizer, rec.prompt, replies, max_length, max_prompt_length)
         out.append(EncodedPair(p + c, p + r, len(p), rec.margin, cut, rec.source))
     _warn("encode_pairs", out, f"max_length={max_length}")
     return out
@@ -183,18 +170,28 @@ def encode_ranked(
 ) -> list[EncodedRanked]:
     """Tokenize ranked lists (best first); all K replies share the same-cut prompt."""
     out = []
-    bos = tokenizer.bos_token_id
     for rec in records:
-        p, rs, cut = truncate(
-            encode_prompt(tokenizer, rec.prompt),
-            [encode_response(tokenizer, text) for text in rec.responses],
-            max_length,
-            max_prompt_length,
-            bos,
-        )
+        p, rs, cut = _encode(tokenizer, rec.prompt, rec.responses, max_length, max_prompt_length)
         out.append(EncodedRanked(tuple(p + r for r in rs), len(p), cut, rec.source))
     _warn("encode_ranked", out, f"max_length={max_length}")
     return out
+
+
+def _encode(
+    tokenizer: Any,
+    prompt: Dialogue,
+    replies: Sequence[str],
+    max_length: int,
+    max_prompt_length: int | None,
+) -> tuple[list[int], list[list[int]], bool]:
+    """Prompt and reply ids of one record, truncated together (one prompt cut for all)."""
+    return truncate(
+        encode_prompt(tokenizer, prompt),
+        [encode_response(tokenizer, text) for text in replies],
+        max_length,
+        max_prompt_length,
+        tokenizer.bos_token_id,
+    )
 
 
 def encode_prompts(
