@@ -77,7 +77,10 @@ def _fake_run(root):
             "sft": {"harmful_compliance_rate": 0.2, "over_refusal_rate": 0.1},
             "ppo": {"harmful_compliance_rate": 0.0, "over_refusal_rate": 0.05},
         },
-        "rm_calibration": [{"p": 0.3, "frac": 0.35, "n": 20}, {"p": 0.7, "frac": 0.65, "n": 25}],
+        "rm_calibration": [
+            {"confidence": 0.6, "accuracy": 0.55, "count": 20},
+            {"confidence": 0.8, "accuracy": 0.75, "count": 25},
+        ],
         "ablation": {"kl_coef": 0.0, "rm_change": 0.9, "gold_change": -0.6, "hacked": True},
         "timings": {"sft": 10.0, "rm": 5.0},
     }

@@ -7,8 +7,9 @@ finished (or killed) run:
     RUN/<stage>/metrics.jsonl     training curves, one stage per sub-directory (sft, rm, ppo, ...)
     RUN/eval/samples.jsonl        per evaluation prompt: prompt, family, and for each policy P in
                                   `summary["policies"]` (default sft, ppo): P_reply, P_gold, P_rm
-    RUN/summary.json["rm_calibration"]   bins {"p": mean predicted P(chosen), "frac": observed
-                                  fraction chosen, "n": pairs} for the calibration plot
+    RUN/summary.json["rm_calibration"]   reliability bins {"confidence": mean σ(|r_a − r_b|) of
+                                  the RM's pick, "accuracy": how often the pick is the labelled
+                                  one, "count": pairs} (`rlhfkit.algos.rm.calibration_table`)
 
 Sections: summary table; training curves per stage; proxy (RM) and gold reward against √KL for
 every RL stage (Gao et al. 2022), with and without the KL penalty; gold mean per prompt family
@@ -56,6 +57,12 @@ _STAGE_TITLES = {
     "ppo": "PPO (PPO-Max preset)",
     "ppo_nokl": "PPO ablation: no KL penalty",
 }
+
+_LABELS = {"sft": "SFT", "ppo": "PPO", "ppo_nokl": "PPO, no KL"}
+
+
+def _label(policy: str) -> str:
+    return _LABELS.get(policy, policy)
 
 
 def figure_to_data_uri(fig: Any) -> str:
@@ -214,7 +221,7 @@ def _family_figure(per_family: dict[str, dict[str, float]], policies: list[str])
     for i, policy in enumerate(policies):
         values = [per_family[f].get(policy, math.nan) for f in families]
         xs = [j + (i - (len(policies) - 1) / 2) * width for j in range(len(families))]
-        ax.bar(xs, values, width, label=policy.upper(), color=colours[i % len(colours)])
+        ax.bar(xs, values, width, label=_label(policy), color=colours[i % len(colours)])
     ax.set_xticks(range(len(families)), families, fontsize=8)
     ax.axhline(0, color="#333", lw=0.8)
     ax.set_ylabel("mean gold score")
@@ -226,25 +233,19 @@ def _family_figure(per_family: dict[str, dict[str, float]], policies: list[str])
 
 
 def _calibration_figure(bins: list[dict[str, float]]) -> str:
-    fig, ax = plt.subplots(figsize=(4.2, 3.8))
-    ax.plot([0, 1], [0, 1], ":", color="#999", label="perfect calibration")
-    ps = [b["p"] for b in bins]
-    fr = [b["frac"] for b in bins]
-    ns = [b.get("n", 1) for b in bins]
-    biggest = max(ns) if ns else 1
-    ax.plot(ps, fr, color="#c0392b", lw=1.4)
-    ax.scatter(
-        ps,
-        fr,
-        s=[20 + 120 * n / biggest for n in ns],
-        color="#c0392b",
-        zorder=3,
-        label="RM (marker size: pairs in bin)",
-    )
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("predicted P(chosen ≻ rejected) = σ(Δr)")
-    ax.set_ylabel("observed fraction chosen")
+    fig, ax = plt.subplots(figsize=(4.4, 3.9))
+    ax.plot([0.5, 1], [0.5, 1], ":", color="#999", label="perfect calibration")
+    conf = [b["confidence"] for b in bins]
+    acc = [b["accuracy"] for b in bins]
+    counts = [b["count"] for b in bins]
+    biggest = max(counts)
+    ax.plot(conf, acc, color="#c0392b", lw=1.4)
+    ax.scatter(conf, acc, s=[20 + 120 * n / biggest for n in counts], color="#c0392b", zorder=3,
+               label="RM (marker area: pairs in bin)")  # fmt: skip
+    ax.set_xlim(0.5, 1.0)
+    ax.set_ylim(min(0.0, min(acc) - 0.05), 1.0)
+    ax.set_xlabel("RM confidence in its pick, σ(|r_a − r_b|)")
+    ax.set_ylabel("fraction where its pick is the label")
     ax.set_title("Reward model calibration (held-out pairs)", fontsize=10)
     ax.legend(fontsize=7, loc="upper left")
     ax.grid(alpha=0.3)
@@ -261,7 +262,7 @@ def _summary_section(s: dict[str, Any], policies: list[str]) -> str:
     gold, rm = s.get("gold", {}), s.get("rm", {})
     rates = s.get("rates", {})
     rows: list[tuple[str, ...]] = []
-    head = "".join(f"<th>{_esc(p.upper())}</th>" for p in policies)
+    head = "".join(f"<th>{_esc(_label(p))}</th>" for p in policies)
     rows.append(
         ("Gold score, mean (true preference)", *(_fmt(gold.get(f"{p}_mean")) for p in policies))
     )
@@ -411,7 +412,7 @@ def _family_section(summary: dict[str, Any], policies: list[str]) -> str:
     )
     table = (
         "<table class='summary'><tr><th>family</th>"
-        + "".join(f"<th>{_esc(p.upper())}</th>" for p in policies)
+        + "".join(f"<th>{_esc(_label(p))}</th>" for p in policies)
         + f"<th>prompts</th></tr>{rows}</table>"
     )
     return head + _img(_family_figure(per_family, policies), "gold score per family") + table
@@ -433,7 +434,7 @@ def _behaviour_section(summary: dict[str, Any], policies: list[str]) -> str:
         "<h2>Behaviours the gold judge detected</h2>"
         "<p>Share of held-out replies per behaviour (a good reply with a style fault is counted "
         "under the fault).</p><table class='summary'><tr><th>behaviour</th>"
-        + "".join(f"<th>{_esc(p.upper())}</th>" for p in policies)
+        + "".join(f"<th>{_esc(_label(p))}</th>" for p in policies)
         + f"</tr>{rows}</table>"
     )
 
@@ -444,15 +445,17 @@ def _calibration_section(summary: dict[str, Any]) -> str:
     if not bins:
         return head + _missing("summary.json has no rm_calibration bins")
     text = (
-        "<p>Held-out preference pairs binned by the RM's predicted probability that the chosen "
-        "reply wins, σ(r_chosen − r_rejected), against how often it actually was the chosen one. "
-        "Points on the diagonal: well calibrated. The labels are noisy simulated annotators, so "
-        "even a perfect RM cannot reach 100 %.</p>"
+        "<p>Held-out preference pairs binned by the RM's confidence in the reply it scores "
+        "higher, σ(|r_a − r_b|) (its Bradley–Terry probability), against how often that reply "
+        "is the one the annotator chose. Points on the diagonal: well calibrated; below it: "
+        "over-confident. The labels come from noisy simulated annotators, so even a perfect "
+        "model of the gold preference cannot reach 100 %.</p>"
     )
     return head + text + _img(_calibration_figure(bins), "reward model calibration")
 
 
 def _samples_section(run: Path, policies: list[str]) -> str:
+    """The sample table; `policies` are the columns (first = before, last = after)."""
     head = "<h2>Sample replies</h2>"
     path = run / "eval" / "samples.jsonl"
     if not path.is_file():
@@ -471,7 +474,7 @@ def _samples_section(run: Path, policies: list[str]) -> str:
     chosen += [r for r in rows if r not in chosen][: SAMPLE_ROWS - len(chosen)]
     header = (
         "<tr><th>family</th><th>prompt</th>"
-        + "".join(f"<th>{_esc(p.upper())} reply</th><th>gold</th><th>RM</th>" for p in policies)
+        + "".join(f"<th>{_esc(_label(p))} reply</th><th>gold</th><th>RM</th>" for p in policies)
         + "</tr>"
     )
     body = []
@@ -488,7 +491,7 @@ def _samples_section(run: Path, policies: list[str]) -> str:
         body.append("<tr>" + "".join(cells) + "</tr>")
     note = (
         f"<p>{len(chosen)} of {len(rows)} held-out prompts: first those where the gold score "
-        f"changed most between {_esc(a.upper())} and {_esc(b.upper())}, then others.</p>"
+        f"changed most between {_esc(_label(a))} and {_esc(_label(b))}, then others.</p>"
     )
     return head + note + "<table class='samples'>" + header + "".join(body) + "</table>"
 
@@ -540,7 +543,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         _overopt_section(stages),
         _curves_section(stages),
         _calibration_section(summary),
-        _samples_section(run, policies),
+        _samples_section(run, list(summary.get("sample_policies", policies[:2]))),
     ]
     page = (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
