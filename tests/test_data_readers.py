@@ -353,3 +353,30 @@ def test_reads_every_file_the_simulated_world_writes(tmp_path: Path) -> None:
             (r.prompt, r.chosen, r.rejected) for r in plain
         ]
         assert all("family" in r.meta for r in plain)
+
+
+def test_datasets_dict_split_and_hub_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+
+    folder = tmp_path / "dd"
+    datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_list(ROWS[:1]),
+            "test": datasets.Dataset.from_list(ROWS[1:]),
+        }
+    ).save_to_disk(str(folder))
+    assert [r.chosen for r in read_preferences(folder, split="test").records] == ["Hello"]
+    with pytest.raises(DataError, match=r"dd:0: <source>: .*no split 'dev'"):
+        read_preferences(folder, split="dev")
+
+    # A name that is not a local path goes to datasets.load_dataset (the network call is faked).
+    calls = []
+
+    def fake_load_dataset(name: str, split: str) -> datasets.Dataset:
+        calls.append((name, split))
+        return datasets.Dataset.from_list(ROWS)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    res = read_preferences("someone/prefs", split="validation")
+    assert calls == [("someone/prefs", "validation")] and len(res.records) == 2
+    assert res.records[0].source == "someone/prefs[validation]:1"

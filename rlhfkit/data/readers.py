@@ -117,6 +117,7 @@ def read(
     parser = None
     convert = _CONVERT[task]
     natives: list[tuple[str, int, formats.NativeRecord]] = []
+    short: dict[str, str] = {}
     for item in iter_rows(source, split):
         if isinstance(item, Problem):
             if item.line == 0:  # the source itself is unreadable: no policy can skip that
@@ -129,7 +130,9 @@ def read(
         if parser is None:
             result.format = formats.sniff_format(row) if format == "auto" else format
             parser = formats.PARSERS[result.format]
-        ctx = formats.Context(f"{Path(file).name}:{line}", columns, opts, notes)
+        if file not in short:  # records name local files by base name, hub datasets in full
+            short[file] = Path(file).name if Path(file).exists() else file
+        ctx = formats.Context(f"{short[file]}:{line}", columns, opts, notes)
         try:
             native = parser(row, ctx)
         except formats.Drop as reason:
