@@ -2,10 +2,9 @@
 
 Implementation details and their sources:
 
-1. A tokenizer without a pad token gets pad = EOS (the convention of TRL, OpenRLHF and most HF
-   examples), so no embedding row has to be added; every consumer must therefore find real
-   tokens from the attention mask, never by comparing ids with the pad id (see `ScalarModel`).
-   A tokenizer with neither pad nor EOS gets pad = UNK, and failing that an error.
+1. A tokenizer without a pad token gets one from `rlhfkit.data.ensure_pad_token` (UNK, else
+   EOS), so no embedding row has to be added; since pad may equal EOS, every consumer finds
+   real tokens from the attention mask, never by comparing ids with the pad id (`ScalarModel`).
 2. dtype "auto" picks bfloat16 only where the hardware runs it natively (a CUDA device with
    `torch.cuda.is_bf16_supported()`); on CPU it stays float32, since bf16 *parameters* lose
    precision in the optimiser update. CPU bf16 speed comes from autocast instead
@@ -31,6 +30,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from rlhfkit.data import ensure_pad_token
 from rlhfkit.models.config import DType, LoraSettings, ModelConfig
 
 __all__ = [
@@ -53,18 +53,10 @@ def resolve_dtype(dtype: DType | torch.dtype) -> torch.dtype:
 
 
 def load_tokenizer(name_or_path: str | Path, **kwargs: Any) -> PreTrainedTokenizerBase:
-    """`AutoTokenizer.from_pretrained` with a pad token guaranteed (pad = EOS when missing)."""
+    """`AutoTokenizer.from_pretrained` with a pad token guaranteed (`data.ensure_pad_token`:
+    UNK, else EOS, else a new `<pad>`, in which case the model's embeddings need resizing)."""
     tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), **kwargs)
-    if tokenizer.pad_token_id is None:
-        if tokenizer.eos_token is not None:
-            tokenizer.pad_token = tokenizer.eos_token
-        elif tokenizer.unk_token is not None:
-            tokenizer.pad_token = tokenizer.unk_token
-        else:
-            raise ValueError(
-                f"{name_or_path}: the tokenizer has no pad, EOS or UNK token; add a pad token to "
-                "it (tokenizer.add_special_tokens) and resize the model's embeddings"
-            )
+    ensure_pad_token(tokenizer)
     return tokenizer
 
 

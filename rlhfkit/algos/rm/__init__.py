@@ -1,0 +1,25 @@
+"""Stage 2: reward-model training (`rlhfkit rm`). See `trainer` for the implementation notes."""
+
+from rlhfkit.algos.rm.config import RMConfig, RMDataConfig
+from rlhfkit.algos.rm.evaluate import (
+    calibration_table,
+    expected_calibration_error,
+    gold_gaps_of,
+    pair_metrics,
+    score_pairs,
+)
+from rlhfkit.algos.rm.trainer import RMResult, evaluate, fit_normalization, train
+
+__all__ = [
+    "RMConfig",
+    "RMDataConfig",
+    "RMResult",
+    "calibration_table",
+    "evaluate",
+    "expected_calibration_error",
+    "fit_normalization",
+    "gold_gaps_of",
+    "pair_metrics",
+    "score_pairs",
+    "train",
+]

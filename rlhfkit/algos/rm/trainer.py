@@ -1,0 +1,378 @@
+"""Reward-model training: Bradley–Terry on comparisons, K-way rankings, the MOSS-RLHF LM term.
+
+Implementation details and their sources:
+
+1. One forward pass per reply: a micro-batch of B pairs is one (2B, T) batch, chosen rows then
+   rejected rows (`data.collate_pairs`); a ranked list of K replies is K rows, and the ranking
+   loss takes all K(K−1)/2 pairs from those K scores (InstructGPT §3.5: "much faster, because it
+   only requires a single forward pass of the RM for each completion (rather than K choose 2
+   forward passes)").
+2. Scores are read at the last real token of each row from the attention mask (`ScalarModel`),
+   in float32.
+3. Loss: −log σ(r_c − r_r − m) with m = margin_scale·margin when `use_margin` (Llama 2 §3.2.2),
+   averaged over every comparison of the optimiser step; K-way: mean over all pairs i < j of
+   −log σ(r_i − r_j) (`core.ranking_loss`).
+4. LM imitation term (MOSS-RLHF, Zheng et al. 2023 §4.1): + β_rm · token-mean NLL of the chosen
+   (best) reply given the prompt, from an LM head on the same body (`ScalarModel.lm_logits`).
+5. Gradient accumulation equals one big batch: every micro-batch loss is divided by the step's
+   global count of comparisons (and of chosen-reply tokens for the LM term), known beforehand
+   from the data plan, times the W processes whose gradients DDP averages (`core.aggregate_loss`
+   docstring).
+6. Token-budget batching (`data.TokenBudgetSampler`): length-bucketed micro-batches whose padded
+   cost, all rows counted, stays within `data.max_tokens`; `data.max_pairs` also caps the
+   comparisons per batch (a fixed batch size when the budget is large).
+7. After training, scores are shifted (and optionally scaled) so the training replies score mean
+   0 (Stiennon et al. 2020 §3.4 normalise their RM so reference summaries score 0); the offset is
+   stored in the saved folder and applied on load.
+8. Evaluation on held-out pairs: accuracy, mean margin, calibration (reliability table and ECE),
+   and on the simulated world agreement with the gold preference (`evaluate.pair_metrics`).
+9. Resume: the data plan depends only on (seed, epoch); checkpoints hold model, optimiser,
+   scheduler and RNG states, so a killed and resumed run ends equal to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhfkit.algos.rm.config import RMConfig
+from rlhfkit.algos.rm.evaluate import gold_gaps_of, pair_metrics, score_pairs
+from rlhfkit.core import aggregate_loss, gather_logprobs, pairwise_loss, ranking_loss
+from rlhfkit.data import (
+    DataError,
+    TokenBudgetSampler,
+    collate_pairs,
+    collate_ranked,
+    encode_pairs,
+    encode_ranked,
+    expand_pairs,
+    read_preferences,
+    read_ranked,
+    split_records,
+)
+from rlhfkit.engine import Engine, build_optimizer, build_scheduler
+from rlhfkit.models import ScalarModel, build_scalar_model, load_tokenizer
+from rlhfkit.types import PreferencePair, RankedList
+
+
+@dataclass
+class RMResult:
+    model_dir: Path  # RUN/model: the reward model (HF folder, score normalisation stored)
+    run_dir: Path
+    metrics: dict[str, Any] = field(default_factory=dict)  # final eval/* and last train metrics
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Pairs or ranked lists: how to read, encode and collate them, and how many rows and
+    comparisons one item brings. Chosen once at setup."""
+
+    read: Callable[..., Any]
+    encode: Callable[..., list]
+    collate: Callable[..., dict]
+    rows: Callable[[Any], int]  # forward rows of one item
+    comparisons: Callable[[Any], int]  # pairs the loss averages over, per item
+
+
+VARIANTS = {
+    "pairs": Variant(read_preferences, encode_pairs, collate_pairs, lambda it: 2, lambda it: 1),
+    "ranked": Variant(
+        read_ranked,
+        encode_ranked,
+        collate_ranked,
+        lambda it: len(it.sequences),
+        lambda it: len(it.sequences) * (len(it.sequences) - 1) // 2,
+    ),
+}
+
+
+def chosen_target_tokens(item: Any) -> int:
+    """Tokens the LM term scores: positions t ≥ max(prompt_length, 1) of the chosen/best reply."""
+    ids = item.chosen_ids if hasattr(item, "chosen_ids") else item.sequences[0]
+    return max(0, len(ids) - max(item.prompt_length, 1))
+
+
+def plan_steps(
+    sampler: TokenBudgetSampler, accum: int, world: int, epochs: int, max_steps: int | None
+) -> list[list[list[int]]]:
+    """Micro-batches (index lists) of every optimiser step: `accum` per process, `world`
+    processes, over `epochs` passes or `max_steps` steps (cycling epochs as needed)."""
+    per_step = accum * world
+    flat: list[list[int]] = []
+    e = 0
+    while True:
+        sampler.set_epoch(e)
+        flat.extend(list(b) for b in sampler.batches())
+        e += 1
+        if (len(flat) >= max_steps * per_step) if max_steps else e >= epochs:
+            break
+    n = max_steps if max_steps else len(flat) // per_step
+    if n == 0:
+        raise ValueError(
+            f"not enough data for one optimiser step ({len(flat)} micro-batches, {per_step} "
+            "needed); lower grad_accum_steps or data.max_tokens"
+        )
+    return [flat[s * per_step : (s + 1) * per_step] for s in range(n)]
+
+
+def _read(cfg: RMConfig, variant: Variant) -> tuple[list, list[PreferencePair]]:
+    """Training records (pairs or ranked lists) and validation pairs."""
+    d = cfg.data
+    if not d.train:
+        raise DataError([], header="data.train is empty: give a comparisons file")
+    train = variant.read(d.train, d.format, on_error=d.on_error).records
+    if d.validation:
+        val = read_preferences(d.validation, d.format, on_error=d.on_error).records
+    elif d.validation_fraction > 0:
+        frac = d.validation_fraction
+        train, val = split_records(train, (1.0 - frac, frac), seed=cfg.engine.seed)
+    else:
+        val = []
+    val = [p for rec in val for p in (expand_pairs(rec) if isinstance(rec, RankedList) else [rec])]
+    if cfg.use_margin and not d.ranked:
+        missing = [p.source for p in train if p.margin is None]
+        if missing:
+            raise DataError(
+                [],
+                header=f"use_margin=true but {len(missing)} training pair(s) have no margin "
+                f"(first: {missing[0]})",
+            )
+    return train, val
+
+
+def _lm_loss(
+    rm: ScalarModel, hidden: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, n_tokens: float
+) -> torch.Tensor:
+    """Σ NLL of the masked next tokens / n_tokens, from the LM head on the RM's body."""
+    logits = rm.lm_logits(hidden[:, :-1])
+    nll = -gather_logprobs(logits, ids[:, 1:])
+    return aggregate_loss(nll, mask[:, 1:], "token_mean", num_tokens=n_tokens)
+
+
+@torch.no_grad()
+def evaluate(
+    rm: torch.nn.Module,
+    engine: Engine,
+    items: Sequence,
+    pairs: Sequence[PreferencePair],
+    cfg: RMConfig,
+    pad_id: int,
+) -> dict[str, Any]:
+    """Held-out metrics (see `evaluate.pair_metrics`), gathered over processes."""
+    was_training = rm.training
+    rm.eval()
+    acc = engine.accelerator
+    idx, chosen, rejected = score_pairs(
+        rm,
+        items,
+        pad_id,
+        cfg.data.max_tokens,
+        engine.device,
+        acc.process_index,
+        engine.num_processes,
+    )
+    if engine.num_processes > 1:
+        idx, chosen, rejected = (
+            acc.gather_for_metrics(t.to(engine.device), use_gather_object=True).cpu()
+            for t in (idx, chosen, rejected)
+        )
+    order = torch.argsort(idx)
+    chosen, rejected = chosen[order], rejected[order]
+    rm.train(was_training)
+    gold = gold_gaps_of(pairs)
+    return pair_metrics(chosen, rejected, gold, cfg.calibration_bins)
+
+
+@torch.no_grad()
+def fit_normalization(
+    rm: ScalarModel,
+    items: Sequence,
+    variant: Variant,
+    cfg: RMConfig,
+    pad_id: int,
+    device: torch.device,
+) -> tuple[float, float]:
+    """(offset, scale) so that the first `normalize_samples` training replies score mean 0 (and
+    unit variance under "standardize"); (0, 1) for "none"."""
+    if cfg.normalize == "none":
+        return 0.0, 1.0
+    was_training = rm.training
+    rm.eval()
+    rm.set_normalization(0.0, 1.0)
+    raw: list[torch.Tensor] = []
+    n_rows = 0
+    rows_budget = max(cfg.data.max_tokens // max(variant.rows(items[0]), 1), 1)
+    sampler = TokenBudgetSampler([it.length for it in items], rows_budget, False)
+    for b in sampler:
+        if n_rows >= cfg.normalize_samples:
+            break
+        batch = variant.collate([items[i] for i in b], pad_id)
+        scores = rm(batch["input_ids"].to(device), batch["attention_mask"].to(device)).scores
+        raw.append(scores.double().cpu())
+        n_rows += scores.numel()
+    rm.train(was_training)
+    values = torch.cat(raw)[: cfg.normalize_samples]
+    offset = float(values.mean())
+    scale = 1.0
+    if cfg.normalize == "standardize" and values.numel() > 1:
+        scale = 1.0 / max(float(values.std()), 1e-6)
+    return offset, scale
+
+
+def train(cfg: RMConfig) -> RMResult:
+    """Train a reward model on comparisons; returns the saved folder and final metrics."""
+    variant = VARIANTS["ranked" if cfg.data.ranked else "pairs"]
+    engine = Engine(cfg.engine, cfg.out_dir, cfg)
+    acc = engine.accelerator
+
+    # 1. data: read (every bad row reported before anything trains), split, tokenize, plan
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model.name_or_path)
+    pad_id = tokenizer.pad_token_id
+    d = cfg.data
+    train_recs, val_pairs = _read(cfg, variant)
+    items = variant.encode(tokenizer, train_recs, d.max_length, d.max_prompt_length)
+    val_items = encode_pairs(tokenizer, val_pairs, d.max_length, d.max_prompt_length)
+    max_rows = max(variant.rows(it) for it in items)
+    budget = d.max_tokens // max_rows  # the sampler counts items, each `max_rows` rows at most
+    # a floor on each item's length caps the items per batch at max_pairs (cost = n × longest)
+    floor = math.ceil(budget / d.max_pairs) if d.max_pairs else 0
+    sampler = TokenBudgetSampler(
+        [max(it.length, floor) for it in items],
+        budget,
+        shuffle=True,
+        seed=cfg.engine.seed,
+        group_keys=[variant.rows(it) for it in items] if d.ranked else None,
+    )
+    plan = plan_steps(
+        sampler, cfg.grad_accum_steps, engine.num_processes, cfg.epochs, cfg.max_steps
+    )
+    engine.print(
+        f"rm: {len(items)} training {'lists' if d.ranked else 'pairs'}, {len(val_items)} "
+        f"validation pairs, {len(plan)} optimiser steps"
+    )
+
+    # 2. model (from the SFT model: a new scalar head on its body), optimiser, schedule
+    rm = build_scalar_model(cfg.model)
+    if cfg.beta_rm > 0:
+        rm.attach_lm_head(cfg.model.name_or_path)
+    optimizer = build_optimizer(rm.parameters(), cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, len(plan))
+    model, optimizer = acc.prepare(rm, optimizer)
+    acc.register_for_checkpointing(scheduler)  # prepared schedulers step once per process
+    model.train()
+
+    # 3. resume
+    state = engine.resume()
+    start = state["step"] if state else 0
+
+    # 4. loop
+    world, rank = engine.num_processes, acc.process_index
+    metrics: dict[str, Any] = {}
+    t_last, tokens_since = time.perf_counter(), 0
+    for step in engine.progress(
+        range(start + 1, len(plan) + 1), total=len(plan) - start, desc="rm"
+    ):
+        groups = plan[step - 1]
+        n_cmp = sum(variant.comparisons(items[i]) for b in groups for i in b)
+        n_lm = sum(chosen_target_tokens(items[i]) for b in groups for i in b)
+        mine = groups[rank::world]
+        sums = torch.zeros(4, device=engine.device)  # loss/rm, loss/lm, correct, gap sum
+        for k, b in enumerate(mine):
+            batch = variant.collate([items[i] for i in b], pad_id)
+            ids = batch["input_ids"].to(engine.device)
+            mask = batch["attention_mask"].to(engine.device)
+            sync = k == len(mine) - 1  # DDP: all-reduce only on the step's last micro-batch
+            with contextlib.nullcontext() if sync else acc.no_sync(model):
+                out = model(ids, mask, return_hidden=cfg.beta_rm > 0)
+                # 4a. preference loss: the batch mean × its comparisons / (global count / W)
+                if d.ranked:
+                    scores = out.scores.view(-1, batch["group_size"])
+                    pref = ranking_loss(scores)
+                    count = scores.shape[0] * variant.comparisons(items[b[0]])
+                    best_rows = torch.arange(
+                        0, out.scores.numel(), scores.shape[1], device=ids.device
+                    )
+                else:
+                    n = batch["num_pairs"]
+                    margin = (
+                        cfg.margin_scale * batch["margin"].to(ids.device) if cfg.use_margin else 0.0
+                    )
+                    pref = pairwise_loss(out.scores[:n], out.scores[n:], margin)
+                    count = n
+                    best_rows = torch.arange(n, device=ids.device)
+                pref_loss = pref.loss * count / (n_cmp / world)
+                loss = pref_loss
+                # 4b. LM imitation term on the chosen (best) replies
+                lm_loss = torch.zeros((), device=ids.device)
+                if cfg.beta_rm > 0:
+                    resp = batch["response_mask"].to(engine.device)
+                    lm_loss = _lm_loss(
+                        acc.unwrap_model(model),
+                        out.hidden[best_rows],
+                        ids[best_rows],
+                        resp[best_rows],
+                        n_lm / world,
+                    )
+                    loss = loss + cfg.beta_rm * lm_loss
+                acc.backward(loss)
+            sums += torch.stack(
+                [
+                    pref_loss.detach(),
+                    lm_loss.detach(),
+                    pref.accuracy * count,
+                    pref.score_gap * count,
+                ]
+            )
+            tokens_since += int(mask.sum())
+        grad_norm = None
+        if cfg.optim.max_grad_norm is not None:
+            grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        # 5. log, evaluate, checkpoint
+        if step % cfg.log_every == 0 or step == len(plan):
+            now = time.perf_counter()
+            total = acc.reduce(sums, "sum")
+            metrics = {
+                "loss/rm": float(total[0]) / world,
+                "rm/accuracy": float(total[2]) / n_cmp,
+                "rm/margin": float(total[3]) / n_cmp,
+                "optim/lr": scheduler.get_last_lr()[0],
+                "perf/tokens_per_s": tokens_since * world / max(now - t_last, 1e-9),
+            }
+            if cfg.beta_rm > 0:
+                metrics["loss/lm"] = float(total[1]) / world
+            if grad_norm is not None:
+                metrics["optim/grad_norm"] = float(grad_norm)
+            engine.log(metrics, step)
+            t_last, tokens_since = now, 0
+        if val_items and cfg.eval_every and step % cfg.eval_every == 0 and step != len(plan):
+            engine.log(evaluate(model, engine, val_items, val_pairs, cfg, pad_id), step)
+        if engine.should_save(step) or step == len(plan):
+            engine.save(step, {"step": step})
+
+    # 6. normalise scores on the reference set, evaluate, save the folder
+    reward_model: ScalarModel = acc.unwrap_model(model)
+    offset, scale = fit_normalization(reward_model, items, variant, cfg, pad_id, engine.device)
+    reward_model.set_normalization(offset, scale)
+    metrics.update({"rm/score_offset": offset, "rm/score_scale": scale})
+    if val_items:
+        final = evaluate(model, engine, val_items, val_pairs, cfg, pad_id)
+        engine.log({**final, "rm/score_offset": offset, "rm/score_scale": scale}, len(plan))
+        metrics.update(final)
+    model_dir = engine.run.path / "model"
+    acc.wait_for_everyone()
+    if engine.is_main:
+        reward_model.save(model_dir, tokenizer)
+    acc.wait_for_everyone()
+    engine.close()
+    return RMResult(model_dir, engine.run.path, metrics)

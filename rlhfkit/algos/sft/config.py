@@ -1,0 +1,63 @@
+"""`SFTConfig`: every knob of `rlhfkit sft`, with its help text."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from rlhfkit.config import ConfigBase
+from rlhfkit.core import LossMode
+from rlhfkit.engine import EngineConfig, OptimConfig
+from rlhfkit.models import ModelConfig
+
+
+class SFTDataConfig(ConfigBase):
+    train: str = ""
+    """Demonstrations: a file (.jsonl[.gz], .json, .csv, .parquet), a `datasets` folder or a hub
+    name. Pairs and ranked lists also work (their best reply is the demonstration)."""
+    validation: str | None = None
+    """Held-out demonstrations; null: split `validation_fraction` off `train` (by prompt)."""
+    validation_fraction: float = Field(0.05, ge=0.0, lt=1.0)
+    """Share of `train` prompts held out when `validation` is null (0: no evaluation)."""
+    format: Literal["auto", "hh", "shp", "summarize", "summarize_axis", "webgpt", "generic"] = (
+        "auto"
+    )
+    """Row format of the source (auto: sniffed from the first row)."""
+    on_error: Literal["stop", "skip"] = "stop"
+    """Bad rows: stop (list every problem, then fail) or skip (count and warn)."""
+    max_length: int = Field(512, ge=2)
+    """Longest prompt + response in tokens (longer ones are truncated, see `rlhfkit.data`)."""
+    max_prompt_length: int | None = None
+    """Keep at most the last N prompt tokens (null: only `max_length` applies)."""
+    max_tokens: int = Field(8192, ge=2)
+    """Token budget of one micro-batch: rows × longest row ≤ max_tokens (length-bucketed)."""
+    packing: bool = False
+    """Pack several demonstrations into each row of `max_length` tokens (block-diagonal
+    attention, positions restart per demonstration: exact, no cross-talk)."""
+
+
+class SFTConfig(ConfigBase):
+    out_dir: str = "runs/sft"
+    """Run directory (config, metrics, checkpoints; the trained model in OUT_DIR/model)."""
+    model: ModelConfig = ModelConfig()
+    """The causal LM to fine-tune (a local folder, or a hub name)."""
+    tokenizer: str | None = None
+    """Tokenizer folder or name (null: the model's own)."""
+    data: SFTDataConfig = SFTDataConfig()
+    optim: OptimConfig = OptimConfig(lr=2e-5)
+    """AdamW and schedule (InstructGPT SFT: cosine decay, 16 epochs; here lr 2e-5 by default)."""
+    engine: EngineConfig = EngineConfig()
+    epochs: int = Field(1, ge=1)
+    """Passes over the training data (ignored when max_steps is set)."""
+    max_steps: int | None = Field(None, ge=1)
+    """Optimiser steps to run (null: `epochs` passes)."""
+    grad_accum_steps: int = Field(1, ge=1)
+    """Micro-batches per optimiser step; the gradient equals one big batch (global token count)."""
+    loss_mode: LossMode = "token_mean"
+    """Reduction: token_mean (every target token weighs the same), seq_mean_token_mean,
+    seq_mean_token_sum (see core.aggregate_loss)."""
+    log_every: int = Field(10, ge=1)
+    """Log training metrics every N optimiser steps."""
+    eval_every: int = Field(0, ge=0)
+    """Evaluate on the validation split every N steps (0: only at the end)."""

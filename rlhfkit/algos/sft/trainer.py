@@ -1,0 +1,294 @@
+"""Supervised fine-tuning: next-token loss on the response tokens of demonstrations.
+
+Implementation details and their sources:
+
+1. Loss on response tokens only: `logits[:, :-1]` predict `input_ids[:, 1:]`, masked by
+   `response_mask[:, 1:]` (prompt tokens are context, not targets; InstructGPT SFT, TRL
+   `SFTTrainer(completion_only_loss=True)`). `core.sft_loss` does the float32 log-softmax.
+2. Gradient accumulation equals one big batch: before each optimiser step the number of target
+   tokens N of *all* its micro-batches (on all processes) is known from the data plan, and each
+   micro-batch's loss is `aggregate_loss(…, num_tokens=N / W)` (W processes, whose gradients DDP
+   averages). The plain mean per micro-batch would weight short batches too much (the
+   gradient-accumulation bug fixed in transformers 4.46, and Dr. GRPO §3).
+3. Token-budget batching (`data.TokenBudgetSampler`, fairseq's `max_tokens`): rows × longest row
+   ≤ `data.max_tokens` per micro-batch, length-bucketed, so little compute goes to padding.
+4. Packing (optional): `data.pack_sft` puts several demonstrations in a row with positions
+   restarting per demonstration; here the attention mask is made block-diagonal causal (a 4-D
+   additive mask, which transformers passes to SDPA and eager attention unchanged), so packed
+   training computes exactly the unpacked loss (tested).
+5. The data plan is a pure function of (seed, epoch): the micro-batches of step s are the same in
+   every run, so resuming needs only the step number; the engine restores weights, optimiser,
+   scheduler and RNG states (dropout), and a resumed run ends equal to an uninterrupted one.
+6. Evaluation: token-mean NLL of the validation split's response tokens and its exponential, the
+   perplexity (the sums are reduced over processes before dividing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhfkit.algos.sft.config import SFTConfig
+from rlhfkit.core import sft_loss
+from rlhfkit.data import (
+    DataError,
+    EncodedSFT,
+    TokenBudgetSampler,
+    collate_sft,
+    encode_sft,
+    pack_sft,
+    read_sft,
+    split_records,
+)
+from rlhfkit.engine import Engine, build_optimizer, build_scheduler
+from rlhfkit.models import load_policy, load_tokenizer
+
+
+@dataclass
+class SFTResult:
+    model_dir: Path  # RUN/model: the fine-tuned causal LM and its tokenizer (HF folder)
+    run_dir: Path
+    metrics: dict[str, float] = field(default_factory=dict)  # final eval/* and last train metrics
+
+
+def target_tokens(item: EncodedSFT) -> int:
+    """Tokens the loss scores in `item`: positions t ≥ 1 of the response (see `collate_sft`)."""
+    return max(0, item.length - max(item.prompt_length, 1))
+
+
+def packed_attention_mask(segment_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, T) segment ids (0 = padding) → (B, 1, T, T) additive mask: 0 where token i may attend
+    to token j (same segment, j ≤ i), the dtype's minimum elsewhere."""
+    t = segment_ids.shape[1]
+    causal = torch.ones(t, t, dtype=torch.bool, device=segment_ids.device).tril()
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    allowed = same & causal & (segment_ids[:, :, None] > 0)
+    # padding rows attend to themselves only, so softmax never sees an all-masked row (NaN)
+    allowed |= torch.eye(t, dtype=torch.bool, device=segment_ids.device)
+    zero = torch.zeros((), dtype=dtype, device=segment_ids.device)
+    return torch.where(allowed, zero, torch.finfo(dtype).min)[:, None]
+
+
+class MicroBatches:
+    """The data plan: token-budget micro-batches over epochs, grouped into optimiser steps."""
+
+    def __init__(self, items: Sequence[Any], lengths: Sequence[int], max_tokens: int, seed: int):
+        self.items = items
+        self.sampler = TokenBudgetSampler(lengths, max_tokens, shuffle=True, seed=seed)
+
+    def epoch(self, e: int) -> list[list[int]]:
+        self.sampler.set_epoch(e)
+        return [list(b) for b in self.sampler.batches()]
+
+    def steps(self, accum: int, world: int, epochs: int, max_steps: int | None) -> list:
+        """Per optimiser step, the list of micro-batches (index lists) of every process."""
+        per_step = accum * world
+        flat: list[list[int]] = []
+        e = 0
+        while True:
+            flat.extend(self.epoch(e))
+            e += 1
+            enough = len(flat) >= max_steps * per_step if max_steps else e >= epochs
+            if enough:
+                break
+        n = max_steps if max_steps else len(flat) // per_step
+        if n == 0:
+            raise ValueError(
+                f"not enough data for one optimiser step ({len(flat)} micro-batches, "
+                f"{per_step} needed); lower grad_accum_steps or data.max_tokens"
+            )
+        return [flat[s * per_step : (s + 1) * per_step] for s in range(n)]
+
+
+def _read(cfg: SFTConfig) -> tuple[list, list]:
+    d = cfg.data
+    if not d.train:
+        raise DataError([], header="data.train is empty: give a demonstrations file")
+    train = read_sft(d.train, d.format, on_error=d.on_error).records
+    if d.validation:
+        return train, read_sft(d.validation, d.format, on_error=d.on_error).records
+    if d.validation_fraction == 0:
+        return train, []
+    frac = d.validation_fraction
+    train, val = split_records(train, (1.0 - frac, frac), seed=cfg.engine.seed)
+    return train, val
+
+
+def _batch(items: Sequence[EncodedSFT], cfg: SFTConfig, pad_id: int, dtype: torch.dtype) -> dict:
+    if not cfg.data.packing:
+        return collate_sft(items, pad_id)
+    batch = pack_sft(items, cfg.data.max_length, pad_id)
+    batch["packed_mask"] = packed_attention_mask(batch.pop("segment_ids"), dtype)
+    return batch
+
+
+def _forward(model: torch.nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
+    ids = batch["input_ids"].to(device)
+    if "packed_mask" in batch:
+        mask = batch["packed_mask"].to(device)
+        pos = batch["position_ids"].to(device)
+        return model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits
+    mask = batch["attention_mask"].to(device)
+    return model(input_ids=ids, attention_mask=mask.long(), use_cache=False).logits
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    engine: Engine,
+    items: Sequence[EncodedSFT],
+    cfg: SFTConfig,
+    pad_id: int,
+    dtype: torch.dtype,
+) -> dict[str, float]:
+    """Token-mean NLL and perplexity of the response tokens of `items`."""
+    was_training = model.training
+    model.eval()
+    acc = engine.accelerator
+    order = sorted(range(len(items)), key=lambda i: items[i].length)
+    sampler = TokenBudgetSampler([items[i].length for i in order], cfg.data.max_tokens, False)
+    nll_sum = torch.zeros((), dtype=torch.float64, device=engine.device)
+    count = torch.zeros((), dtype=torch.float64, device=engine.device)
+    for k, b in enumerate(sampler):
+        if k % engine.num_processes != acc.process_index:
+            continue
+        batch = _batch([items[order[i]] for i in b], cfg, pad_id, dtype)
+        logits = _forward(model, batch, engine.device)
+        ids = batch["input_ids"].to(engine.device)
+        mask = batch["response_mask"].to(engine.device)[:, 1:]
+        out = sft_loss(logits[:, :-1], ids[:, 1:], mask, "token_mean")
+        nll_sum += out.nll.double() * out.num_tokens
+        count += out.num_tokens
+    nll_sum, count = acc.reduce(nll_sum, "sum"), acc.reduce(count, "sum")
+    model.train(was_training)
+    nll = float(nll_sum / count.clamp(min=1))
+    return {
+        "eval/loss": nll,
+        "eval/perplexity": math.exp(min(nll, 50.0)),
+        "eval/tokens": float(count),
+    }
+
+
+def save_policy(model: torch.nn.Module, tokenizer: Any, path: Path) -> Path:
+    """Write a plain HF folder (LoRA adapters merged into a copy) with the tokenizer."""
+    if hasattr(model, "merge_and_unload"):
+        model = copy.deepcopy(model).merge_and_unload()
+    model.save_pretrained(str(path), safe_serialization=True)
+    tokenizer.save_pretrained(str(path))
+    return path
+
+
+def train(cfg: SFTConfig) -> SFTResult:
+    """Fine-tune `cfg.model` on demonstrations; returns the saved model folder and metrics."""
+    if cfg.data.packing and cfg.loss_mode != "token_mean":
+        raise ValueError(
+            "data.packing needs loss_mode=token_mean (a packed row is not one sequence)"
+        )
+    engine = Engine(cfg.engine, cfg.out_dir, cfg)
+    acc = engine.accelerator
+
+    # 1. data: read (every bad row reported before anything trains), split, tokenize
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model.name_or_path)
+    pad_id = tokenizer.pad_token_id
+    train_recs, val_recs = _read(cfg)
+    train_items = encode_sft(tokenizer, train_recs, cfg.data.max_length, cfg.data.max_prompt_length)
+    val_items = encode_sft(tokenizer, val_recs, cfg.data.max_length, cfg.data.max_prompt_length)
+    plan = MicroBatches(
+        train_items, [it.length for it in train_items], cfg.data.max_tokens, cfg.engine.seed
+    ).steps(cfg.grad_accum_steps, engine.num_processes, cfg.epochs, cfg.max_steps)
+    engine.print(
+        f"sft: {len(train_items)} train / {len(val_items)} validation demonstrations, "
+        f"{len(plan)} optimiser steps"
+    )
+
+    # 2. model, optimiser, schedule (the scheduler is registered, not prepared: prepared
+    # schedulers step once per process)
+    policy = load_policy(cfg.model)
+    if len(tokenizer) > policy.get_input_embeddings().num_embeddings:
+        policy.resize_token_embeddings(len(tokenizer))
+    dtype = next(policy.parameters()).dtype
+    optimizer = build_optimizer(policy.parameters(), cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, len(plan))
+    policy, optimizer = acc.prepare(policy, optimizer)
+    acc.register_for_checkpointing(scheduler)
+    policy.train()
+
+    # 3. resume
+    state = engine.resume()
+    start = state["step"] if state else 0
+
+    # 4. loop: one optimiser step per planned group of micro-batches
+    world, rank = engine.num_processes, acc.process_index
+    metrics: dict[str, float] = {}
+    t_last, tokens_since = time.perf_counter(), 0
+    for step in engine.progress(
+        range(start + 1, len(plan) + 1), total=len(plan) - start, desc="sft"
+    ):
+        groups = plan[step - 1]
+        n_tokens = sum(target_tokens(train_items[i]) for b in groups for i in b)
+        n_seqs = sum(len(b) for b in groups)
+        mine = groups[rank::world]
+        loss_sum = torch.zeros((), device=engine.device)
+        for k, b in enumerate(mine):
+            batch = _batch([train_items[i] for i in b], cfg, pad_id, dtype)
+            sync = k == len(mine) - 1
+            # DDP: all-reduce gradients only on the step's last micro-batch
+            with contextlib.nullcontext() if sync else acc.no_sync(policy):
+                logits = _forward(policy, batch, engine.device)
+                ids = batch["input_ids"].to(engine.device)
+                mask = batch["response_mask"].to(engine.device)[:, 1:]
+                out = sft_loss(
+                    logits[:, :-1],
+                    ids[:, 1:],
+                    mask,
+                    cfg.loss_mode,
+                    num_tokens=n_tokens / world,
+                    num_seqs=n_seqs / world,
+                )
+                acc.backward(out.loss)
+            loss_sum += out.loss.detach()
+            tokens_since += int(batch["attention_mask"].sum())
+        grad_norm = None
+        if cfg.optim.max_grad_norm is not None:
+            grad_norm = acc.clip_grad_norm_(policy.parameters(), cfg.optim.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        # 5. log, evaluate, checkpoint
+        if step % cfg.log_every == 0 or step == len(plan):
+            now = time.perf_counter()
+            metrics = {
+                "loss/sft": float(acc.reduce(loss_sum, "mean")),
+                "optim/lr": scheduler.get_last_lr()[0],
+                "perf/tokens_per_s": tokens_since * world / max(now - t_last, 1e-9),
+            }
+            if grad_norm is not None:
+                metrics["optim/grad_norm"] = float(grad_norm)
+            engine.log(metrics, step)
+            t_last, tokens_since = now, 0
+        if val_items and cfg.eval_every and step % cfg.eval_every == 0 and step != len(plan):
+            engine.log(evaluate(policy, engine, val_items, cfg, pad_id, dtype), step)
+        if engine.should_save(step) or step == len(plan):
+            engine.save(step, {"step": step})
+
+    # 6. final evaluation and the model folder
+    if val_items:
+        final = evaluate(policy, engine, val_items, cfg, pad_id, dtype)
+        engine.log(final, len(plan))
+        metrics.update(final)
+    model_dir = engine.run.path / "model"
+    acc.wait_for_everyone()
+    if engine.is_main:
+        save_policy(acc.unwrap_model(policy), tokenizer, model_dir)
+    acc.wait_for_everyone()
+    engine.close()
+    return SFTResult(model_dir, engine.run.path, metrics)
