@@ -328,3 +328,13 @@ def test_sft_loss_is_token_mean_nll():
     assert out.loss.item() == pytest.approx(sum(nll) / 6, rel=1e-12)
     assert out.nll.item() == pytest.approx(sum(nll) / 6, rel=1e-12)
     assert int(out.num_tokens) == 6
+
+
+def test_all_padding_batch_gives_zero_loss_and_zero_gradient():
+    x = torch.full((2, 3), torch.nan, dtype=torch.float64, requires_grad=True)
+    mask = torch.zeros(2, 3, dtype=torch.bool)
+    for mode in MODES:
+        loss = aggregate_loss(x * 1.0, mask, mode)
+        assert loss.item() == 0.0
+        (grad,) = torch.autograd.grad(loss, x)
+        assert bool((grad == 0).all())

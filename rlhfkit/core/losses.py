@@ -68,7 +68,7 @@ def aggregate_loss(
     """Reduce a (B, T) per-token loss to a scalar so that accumulation matches one big batch.
 
     Modes (ℓ = per_token, m = mask, True = valid; masked values, even NaN, are ignored):
-    - "token_mean": Σ_{b,t} m·ℓ / N, N = `num_tokens` (default: Σ m of this batch).
+    - "token_mean": Σ_{b,t} m·ℓ / N, N = `num_tokens` (default: max(1, Σ m) of this batch).
     - "seq_mean_token_mean": Σ_b (Σ_t m·ℓ / max(1, Σ_t m)) / S, S = `num_seqs` (default: B).
     - "seq_mean_token_sum": Σ_b Σ_t m·ℓ / S.
 
@@ -92,7 +92,8 @@ def aggregate_loss(
             "must both be (B, T)"
         )
     if mode == "token_mean":
-        denominator = mask.sum() if num_tokens is None else num_tokens
+        # an all-padding batch with no global count given: loss 0 (and zero gradient), not 0/0.
+        denominator = mask.sum().clamp(min=1) if num_tokens is None else num_tokens
         return masked_sum(per_token, mask) / denominator
     seqs = mask.shape[0] if num_seqs is None else num_seqs
     if mode == "seq_mean_token_mean":
@@ -132,7 +133,9 @@ def _ratio_stats(
     return ratio, approx_kl, ratio_mean, ratio_max
 
 
-def _log_ratio(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor):
+def _log_ratio(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
     # zero at masked positions so exp() of garbage never reaches a gradient (NaN * 0 = NaN).
     return torch.where(mask, logprobs - old_logprobs.detach(), torch.zeros_like(logprobs))
 
