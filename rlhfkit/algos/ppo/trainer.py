@@ -176,6 +176,8 @@ def read_prompt_texts(path: str, cfg: PPOConfig, tokenizer: Any) -> list[str]:
 
 def encode_texts(tokenizer: Any, texts: list[str], max_len: int, raw: bool) -> list[list[int]]:
     """Token ids of each prompt, keeping the last `max_len` tokens."""
+    if not texts:
+        return []
     add_special = raw is False and not getattr(tokenizer, "chat_template", None)
     encoded = tokenizer(texts, add_special_tokens=add_special)["input_ids"]
     return [list(ids[-max_len:]) for ids in encoded]
@@ -398,10 +400,10 @@ def train(
     if start == 0 and eval_texts:
         metrics.update(evaluate(0))
         engine.log(metrics, 0)
-    iteration = start
+    last_done = start  # the last iteration whose effects are in the models and state
     for iteration in engine.progress(range(start + 1, total_iters + 1), desc="ppo"):
         if cfg.stop_after is not None and iteration > cfg.stop_after:
-            status, iteration = "stopped", iteration - 1
+            status = "stopped"
             break
         t0 = time.perf_counter()
         train_policy = iteration > cfg.critic_warmup_iters
@@ -418,6 +420,7 @@ def train(
                 break
             engine.print(f"[yellow]NaN/inf in rollout {iteration}: batch skipped")
             engine.log({"nan/skipped_batches": 1}, iteration)
+            last_done = iteration
             continue
 
         # 3. shape rewards: adjusted score on the last valid token, −β·KL on every token
@@ -536,6 +539,7 @@ def train(
             metrics.update(evaluate(iteration))
         if iteration % cfg.log_every == 0 or iteration == total_iters:
             engine.log(metrics, iteration)
+        last_done = iteration
         if engine.should_save(iteration):
             engine.save(iteration, trainer_state(iteration))
 
@@ -544,14 +548,14 @@ def train(
         if final_eval:
             engine.log(final_eval, total_iters)
             metrics.update(final_eval)
-    if status != "stopped_on_nan":
-        engine.save(iteration, trainer_state(iteration))
+    if status != "stopped_on_nan" and last_done > start and not engine.should_save(last_done):
+        engine.save(last_done, trainer_state(last_done))
     policy_path = engine.run.path / "policy"
     if engine.is_main and status != "stopped_on_nan":
         save_policy(acc.unwrap_model(policy), tokenizer, policy_path)
         acc.unwrap_model(critic).save(engine.run.path / "critic", tokenizer)
     engine.close()
-    return PPOResult(policy_path, engine.run.path, metrics, status, iteration, warnings_seen)
+    return PPOResult(policy_path, engine.run.path, metrics, status, last_done, warnings_seen)
 
 
 def next_ptx(items: list | None, cfg: PPOConfig, gen: torch.Generator, pad_id: int):
@@ -634,7 +638,7 @@ def update_minibatch(
                 optimizer.zero_grad(set_to_none=True)
                 return stats, False
             acc.backward(cfg.ptx_coef * ptx)
-            stats["loss/ptx"] = float(ptx)
+            stats["loss/ptx"] = float(ptx.detach())
         grad_norm = clip(acc, policy, cfg.optim.max_grad_norm)
         if not math.isfinite(grad_norm):
             optimizer.zero_grad(set_to_none=True)
