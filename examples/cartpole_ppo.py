@@ -82,6 +82,7 @@ class Args:
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5
+    joint_grad_clip: bool = False  # one norm over actor + critic (ablation; slower, see docs)
     stop_when_solved: bool = False  # stop at the first update where the moving mean reaches 475
 
 
@@ -257,8 +258,11 @@ def train(args: Args) -> dict:
                 loss.backward()
                 # clip each network on its own: the critic's gradient (returns up to ~100) is
                 # ~100x the actor's, and one joint norm would shrink the actor's step to nothing.
-                nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
-                nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
+                if args.joint_grad_clip:
+                    nn.utils.clip_grad_norm_(params, args.max_grad_norm)
+                else:
+                    nn.utils.clip_grad_norm_(actor.parameters(), args.max_grad_norm)
+                    nn.utils.clip_grad_norm_(critic.parameters(), args.max_grad_norm)
                 optimizer.step()
 
         # 5. log
