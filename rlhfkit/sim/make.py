@@ -51,6 +51,7 @@ from rlhfkit.sim.annotators import (
     expected_agreement,
     gold_win_rate,
     make_annotators,
+    simulate_preference,
 )
 from rlhfkit.sim.behaviours import BehaviourMix, behaviours_for, sample_reply
 from rlhfkit.sim.gold import judge_task
@@ -142,16 +143,16 @@ def _label_pairs(
     pref_rows, hh_rows = [], []
     for task, b_a, b_b, (g_a, a, g_b, b) in pairs:
         annotator = rng.choice(annotators)
-        p_a = annotator.p_first(g_a, a, g_b, b)
-        a_wins = rng.random() < p_a
-        chosen, rejected = (a, b) if a_wins else (b, a)
+        pref = simulate_preference(task.prompt, a, b, annotator, rng, gold_a=g_a, gold_b=g_b)
+        a_wins = pref.chosen == a
+        chosen, rejected = pref.chosen, pref.rejected
         meta = {
             "family": task.family,
             "kind": task.kind,
             "annotator": annotator.name,
-            "p_chosen": p_a if a_wins else 1 - p_a,
-            "chosen_gold": g_a if a_wins else g_b,
-            "rejected_gold": g_b if a_wins else g_a,
+            "p_chosen": pref.p_first if a_wins else 1 - pref.p_first,
+            "chosen_gold": pref.chosen_gold,
+            "rejected_gold": pref.rejected_gold,
             "chosen_behaviour": b_a if a_wins else b_b,
             "rejected_behaviour": b_b if a_wins else b_a,
             "held_out": held_out,
