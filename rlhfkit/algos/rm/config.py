@@ -36,7 +36,9 @@ class RMDataConfig(ConfigBase):
     """Token budget of one micro-batch over all its rows (a pair is 2 rows, a list K rows):
     rows × longest row ≤ max_tokens, length-bucketed."""
     max_pairs: int | None = Field(None, ge=1)
-    """Also cap the comparisons per micro-batch (null: only the token budget applies)."""
+    """Also cap the items (pairs, or ranked lists) per micro-batch (null: only the token budget
+    applies). With a large `max_tokens` this is a fixed batch size whose batches are still
+    length-sorted (little padding)."""
 
 
 class RMConfig(ConfigBase):

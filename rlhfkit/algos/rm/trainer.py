@@ -33,7 +33,7 @@ Implementation details and their sources:
 from __future__ import annotations
 
 import contextlib
-import math
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -99,8 +99,27 @@ def chosen_target_tokens(item: Any) -> int:
     return max(0, len(ids) - max(item.prompt_length, 1))
 
 
+def epoch_batches(
+    sampler: TokenBudgetSampler, epoch: int, max_items: int | None, seed: int
+) -> list[list[int]]:
+    """The sampler's batches of `epoch`, each split into chunks of at most `max_items` (the
+    chunks keep the length sorting and are shuffled again, seeded by (seed, epoch))."""
+    sampler.set_epoch(epoch)
+    batches = [list(b) for b in sampler.batches()]
+    if not max_items:
+        return batches
+    chunks = [b[i : i + max_items] for b in batches for i in range(0, len(b), max_items)]
+    if len(chunks) != len(batches):
+        random.Random(f"{seed}:{epoch}:max_items").shuffle(chunks)
+    return chunks
+
+
 def plan_steps(
-    sampler: TokenBudgetSampler, accum: int, world: int, epochs: int, max_steps: int | None
+    batches_of_epoch: Callable[[int], list[list[int]]],
+    accum: int,
+    world: int,
+    epochs: int,
+    max_steps: int | None,
 ) -> list[list[list[int]]]:
     """Micro-batches (index lists) of every optimiser step: `accum` per process, `world`
     processes, over `epochs` passes or `max_steps` steps (cycling epochs as needed)."""
@@ -108,8 +127,7 @@ def plan_steps(
     flat: list[list[int]] = []
     e = 0
     while True:
-        sampler.set_epoch(e)
-        flat.extend(list(b) for b in sampler.batches())
+        flat.extend(batches_of_epoch(e))
         e += 1
         if (len(flat) >= max_steps * per_step) if max_steps else e >= epochs:
             break
@@ -154,6 +172,64 @@ def _lm_loss(
     logits = rm.lm_logits(hidden[:, :-1])
     nll = -gather_logprobs(logits, ids[:, 1:])
     return aggregate_loss(nll, mask[:, 1:], "token_mean", num_tokens=n_tokens)
+
+
+def accumulate_gradients(
+    acc: Any,
+    model: torch.nn.Module,
+    batches: Sequence[dict[str, Any]],
+    n_cmp: float,
+    n_lm: float,
+    world: int,
+    cfg: RMConfig,
+) -> torch.Tensor:
+    """Backward over this process's micro-batches of one optimiser step; returns the detached
+    sums (preference loss, LM loss, correct comparisons, Σ score gaps) of these batches.
+
+    `batches` are `collate_pairs` or `collate_ranked` outputs; `n_cmp` and `n_lm` count the
+    comparisons and chosen-reply target tokens of the whole step over all processes, so the
+    summed gradient is that of the step's mean loss whatever the split into micro-batches.
+    """
+    device = next(model.parameters()).device
+    sums = torch.zeros(4, device=device)
+    for k, batch in enumerate(batches):
+        ids = batch["input_ids"].to(device)
+        mask = batch["attention_mask"].to(device)
+        sync = k == len(batches) - 1  # DDP: all-reduce only on the step's last micro-batch
+        with contextlib.nullcontext() if sync else acc.no_sync(model):
+            out = model(ids, mask, return_hidden=cfg.beta_rm > 0)
+            # a. preference loss: the batch mean × its comparisons / (global count / W)
+            if "group_size" in batch:
+                group = batch["group_size"]
+                scores = out.scores.view(-1, group)
+                pref = ranking_loss(scores)
+                count = scores.shape[0] * group * (group - 1) // 2
+                best_rows = torch.arange(0, out.scores.numel(), group, device=device)
+            else:
+                n = batch["num_pairs"]
+                margin = cfg.margin_scale * batch["margin"].to(device) if cfg.use_margin else 0.0
+                pref = pairwise_loss(out.scores[:n], out.scores[n:], margin)
+                count = n
+                best_rows = torch.arange(n, device=device)
+            pref_loss = pref.loss * count / (n_cmp / world)
+            loss = pref_loss
+            # b. LM imitation term on the chosen (best) replies
+            lm_loss = torch.zeros((), device=device)
+            if cfg.beta_rm > 0:
+                resp = batch["response_mask"].to(device)
+                lm_loss = _lm_loss(
+                    acc.unwrap_model(model),
+                    out.hidden[best_rows],
+                    ids[best_rows],
+                    resp[best_rows],
+                    n_lm / world,
+                )
+                loss = loss + cfg.beta_rm * lm_loss
+            acc.backward(loss)
+        sums += torch.stack(
+            [pref_loss.detach(), lm_loss.detach(), pref.accuracy * count, pref.score_gap * count]
+        )
+    return sums
 
 
 @torch.no_grad()
@@ -240,18 +316,19 @@ def train(cfg: RMConfig) -> RMResult:
     items = variant.encode(tokenizer, train_recs, d.max_length, d.max_prompt_length)
     val_items = encode_pairs(tokenizer, val_pairs, d.max_length, d.max_prompt_length)
     max_rows = max(variant.rows(it) for it in items)
-    budget = d.max_tokens // max_rows  # the sampler counts items, each `max_rows` rows at most
-    # a floor on each item's length caps the items per batch at max_pairs (cost = n × longest)
-    floor = math.ceil(budget / d.max_pairs) if d.max_pairs else 0
     sampler = TokenBudgetSampler(
-        [max(it.length, floor) for it in items],
-        budget,
+        [it.length for it in items],
+        d.max_tokens // max_rows,  # the sampler counts items, each `max_rows` rows at most
         shuffle=True,
         seed=cfg.engine.seed,
         group_keys=[variant.rows(it) for it in items] if d.ranked else None,
     )
     plan = plan_steps(
-        sampler, cfg.grad_accum_steps, engine.num_processes, cfg.epochs, cfg.max_steps
+        lambda e: epoch_batches(sampler, e, d.max_pairs, cfg.engine.seed),
+        cfg.grad_accum_steps,
+        engine.num_processes,
+        cfg.epochs,
+        cfg.max_steps,
     )
     engine.print(
         f"rm: {len(items)} training {'lists' if d.ranked else 'pairs'}, {len(val_items)} "
@@ -282,55 +359,9 @@ def train(cfg: RMConfig) -> RMResult:
         groups = plan[step - 1]
         n_cmp = sum(variant.comparisons(items[i]) for b in groups for i in b)
         n_lm = sum(chosen_target_tokens(items[i]) for b in groups for i in b)
-        mine = groups[rank::world]
-        sums = torch.zeros(4, device=engine.device)  # loss/rm, loss/lm, correct, gap sum
-        for k, b in enumerate(mine):
-            batch = variant.collate([items[i] for i in b], pad_id)
-            ids = batch["input_ids"].to(engine.device)
-            mask = batch["attention_mask"].to(engine.device)
-            sync = k == len(mine) - 1  # DDP: all-reduce only on the step's last micro-batch
-            with contextlib.nullcontext() if sync else acc.no_sync(model):
-                out = model(ids, mask, return_hidden=cfg.beta_rm > 0)
-                # 4a. preference loss: the batch mean × its comparisons / (global count / W)
-                if d.ranked:
-                    scores = out.scores.view(-1, batch["group_size"])
-                    pref = ranking_loss(scores)
-                    count = scores.shape[0] * variant.comparisons(items[b[0]])
-                    best_rows = torch.arange(
-                        0, out.scores.numel(), scores.shape[1], device=ids.device
-                    )
-                else:
-                    n = batch["num_pairs"]
-                    margin = (
-                        cfg.margin_scale * batch["margin"].to(ids.device) if cfg.use_margin else 0.0
-                    )
-                    pref = pairwise_loss(out.scores[:n], out.scores[n:], margin)
-                    count = n
-                    best_rows = torch.arange(n, device=ids.device)
-                pref_loss = pref.loss * count / (n_cmp / world)
-                loss = pref_loss
-                # 4b. LM imitation term on the chosen (best) replies
-                lm_loss = torch.zeros((), device=ids.device)
-                if cfg.beta_rm > 0:
-                    resp = batch["response_mask"].to(engine.device)
-                    lm_loss = _lm_loss(
-                        acc.unwrap_model(model),
-                        out.hidden[best_rows],
-                        ids[best_rows],
-                        resp[best_rows],
-                        n_lm / world,
-                    )
-                    loss = loss + cfg.beta_rm * lm_loss
-                acc.backward(loss)
-            sums += torch.stack(
-                [
-                    pref_loss.detach(),
-                    lm_loss.detach(),
-                    pref.accuracy * count,
-                    pref.score_gap * count,
-                ]
-            )
-            tokens_since += int(mask.sum())
+        batches = [variant.collate([items[i] for i in b], pad_id) for b in groups[rank::world]]
+        sums = accumulate_gradients(acc, model, batches, n_cmp, n_lm, world, cfg)
+        tokens_since += sum(int(b["attention_mask"].sum()) for b in batches)
         grad_norm = None
         if cfg.optim.max_grad_norm is not None:
             grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
@@ -347,6 +378,7 @@ def train(cfg: RMConfig) -> RMResult:
                 "rm/accuracy": float(total[2]) / n_cmp,
                 "rm/margin": float(total[3]) / n_cmp,
                 "optim/lr": scheduler.get_last_lr()[0],
+                "perf/tokens": tokens_since * world,  # non-padding, since the last log
                 "perf/tokens_per_s": tokens_since * world / max(now - t_last, 1e-9),
             }
             if cfg.beta_rm > 0:

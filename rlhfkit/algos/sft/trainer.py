@@ -140,6 +140,42 @@ def _forward(model: torch.nn.Module, batch: dict, device: torch.device) -> torch
     return model(input_ids=ids, attention_mask=mask.long(), use_cache=False).logits
 
 
+def accumulate_gradients(
+    acc: Any,
+    model: torch.nn.Module,
+    batches: Sequence[dict[str, torch.Tensor]],
+    n_tokens: float,
+    n_seqs: float,
+    world: int,
+    cfg: SFTConfig,
+) -> torch.Tensor:
+    """Backward over this process's micro-batches of one optimiser step; returns the detached
+    sum of their losses (= the step's loss on one process).
+
+    `n_tokens` / `n_seqs` count the target tokens / sequences of the whole step over all
+    processes, so the summed gradient is that of one big batch whatever the split.
+    """
+    device = next(model.parameters()).device
+    loss_sum = torch.zeros((), device=device)
+    for k, batch in enumerate(batches):
+        sync = k == len(batches) - 1  # DDP: all-reduce gradients only on the last micro-batch
+        with contextlib.nullcontext() if sync else acc.no_sync(model):
+            logits = _forward(model, batch, device)
+            ids = batch["input_ids"].to(device)
+            mask = batch["response_mask"].to(device)[:, 1:]
+            out = sft_loss(
+                logits[:, :-1],
+                ids[:, 1:],
+                mask,
+                cfg.loss_mode,
+                num_tokens=n_tokens / world,
+                num_seqs=n_seqs / world,
+            )
+            acc.backward(out.loss)
+        loss_sum += out.loss.detach()
+    return loss_sum
+
+
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module,
@@ -235,27 +271,11 @@ def train(cfg: SFTConfig) -> SFTResult:
         groups = plan[step - 1]
         n_tokens = sum(target_tokens(train_items[i]) for b in groups for i in b)
         n_seqs = sum(len(b) for b in groups)
-        mine = groups[rank::world]
-        loss_sum = torch.zeros((), device=engine.device)
-        for k, b in enumerate(mine):
-            batch = _batch([train_items[i] for i in b], cfg, pad_id, dtype)
-            sync = k == len(mine) - 1
-            # DDP: all-reduce gradients only on the step's last micro-batch
-            with contextlib.nullcontext() if sync else acc.no_sync(policy):
-                logits = _forward(policy, batch, engine.device)
-                ids = batch["input_ids"].to(engine.device)
-                mask = batch["response_mask"].to(engine.device)[:, 1:]
-                out = sft_loss(
-                    logits[:, :-1],
-                    ids[:, 1:],
-                    mask,
-                    cfg.loss_mode,
-                    num_tokens=n_tokens / world,
-                    num_seqs=n_seqs / world,
-                )
-                acc.backward(out.loss)
-            loss_sum += out.loss.detach()
-            tokens_since += int(batch["attention_mask"].sum())
+        batches = [
+            _batch([train_items[i] for i in b], cfg, pad_id, dtype) for b in groups[rank::world]
+        ]
+        loss_sum = accumulate_gradients(acc, policy, batches, n_tokens, n_seqs, world, cfg)
+        tokens_since += sum(int(b["attention_mask"].sum()) for b in batches)
         grad_norm = None
         if cfg.optim.max_grad_norm is not None:
             grad_norm = acc.clip_grad_norm_(policy.parameters(), cfg.optim.max_grad_norm)
