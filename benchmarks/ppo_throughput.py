@@ -1,0 +1,239 @@
+#!/usr/bin/env python
+"""PPO throughput on the anchor workload (../shared/bench/README.md), one JSON line per run.
+
+Workload (the same as TRL's PPO row of the anchor baseline): tiny GPT-2 policy/reference
+(4 layers, d=256, vocab 4096) and GPT2ForSequenceClassification reward model and critic (the
+critic starts from the reward model), 64 prompts per iteration (raw text, 24-32 tokens),
+≤ 32 new tokens at temperature 0.7 stopping at EOS, GAE γ = 1, λ = 0.95, whitened advantages,
+4 epochs × 4 mini-batches of 16 (16 policy + 16 critic optimiser steps), fp32 or bf16 autocast,
+2 torch threads. It runs `rlhfkit.algos.ppo.train` itself, so what is timed is the trainer users
+run (rollout, scoring, update, logging), not a stripped-down copy.
+
+Each precision runs in a fresh process. Reported: `s_per_iter` (median wall time between
+consecutive iterations' metric lines, after `--warmup` iterations), its min/max, tokens/s
+(generated tokens up to and including EOS / s_per_iter), the median time split (generation,
+scoring, training), peak RSS, the GEMM rate measured in the same process before and after, and
+the FLOP-bound floor: `floor_s` = FLOPs of one iteration / the machine's large-matmul rate,
+`achieved_fraction` = floor_s / s_per_iter.
+
+FLOPs counted per iteration (B rollouts, mean prompt P and response R tokens, T = P + R,
+N = non-embedding parameters of one model, H = d·V the LM head, L layers, d width):
+  forward of one token through a body: 2·N; LM head: 2·H (policy/reference, response tokens
+  only: that is all rlhfkit computes, and all that is needed); causal attention per sequence and
+  layer: 2·d·T² (QKᵀ and AV over the causal half); backward = 2 × forward.
+  generation: B·P prefill body tokens + B·R decoded tokens with the head, attention ≈ causal;
+  scoring: reference (body + head on R), critic and reward model (body) forwards over B·T;
+  training: epochs × (policy and critic forward + backward over B·T).
+
+Usage:
+  python benchmarks/ppo_throughput.py --assets ~/.cache/rlhfkit-anchors/assets \
+      [--precision fp32 bf16] [--iterations 8] [--warmup 2] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_ASSETS = Path.home() / ".cache" / "rlhfkit-anchors" / "assets"
+
+
+def gemm_rate(dtype_name: str, n: int = 2048, repeats: int = 6) -> float:
+    """Best-of-`repeats` GFLOP/s of an n×n×n matmul (2·n³ FLOPs) in the given dtype."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def iteration_flops(
+    b: int, p: float, r: float, n_body: int, head: int, layers: int, d: int, epochs: int
+) -> dict[str, float]:
+    """FLOPs of one PPO iteration by phase (see the module docstring)."""
+    t = p + r
+    attn_fwd = 2 * d * t * t * layers  # one sequence, causal half, QKᵀ + AV
+    policy_fwd = b * (t * 2 * n_body + r * 2 * head) + b * attn_fwd
+    body_fwd = b * t * 2 * n_body + b * attn_fwd  # critic / reward model (scalar head ~ 0)
+    generation = b * (p * 2 * n_body + 2 * head) + b * r * (2 * n_body + 2 * head) + b * attn_fwd
+    scoring = policy_fwd + 2 * body_fwd  # reference, critic, reward model
+    training = epochs * 3 * (policy_fwd + body_fwd)
+    return {
+        "generation": generation,
+        "scoring": scoring,
+        "training": training,
+        "total": generation + scoring + training,
+    }
+
+
+def child(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    from rlhfkit.algos.ppo import PPOConfig, train
+    from rlhfkit.engine.metrics import read_metrics
+
+    gemm_before = {k: gemm_rate(k) for k in ("fp32", "bf16")}
+    assets = Path(args.assets)
+    out = Path(tempfile.mkdtemp(prefix=f"ppo_bench_{args.precision}_"))
+    total = args.warmup + args.iterations
+    cfg = PPOConfig.model_validate(
+        {
+            "out_dir": str(out),
+            "policy": {"name_or_path": str(assets / "policy")},
+            "tokenizer": str(assets / "tokenizer"),
+            "reward_model": str(assets / "reward"),
+            "data": {
+                "train": str(assets / "prompts.jsonl"),
+                "prompt_template": "raw",
+                "max_prompt_length": 64,
+            },
+            "rollout": {"max_new_tokens": 32, "temperature": 0.7, "batch_size": 64},
+            "iterations": total,
+            "rollout_batch_size": 64,
+            "mini_batch_size": 16,
+            "ppo_epochs": 4,
+            "gamma": 1.0,
+            "lam": 0.95,
+            "kl_coef": 0.05,
+            "optim": {"lr": 3e-6},
+            "critic_optim": {"lr": 3e-6},
+            "sample_every": 0,
+            "engine": {
+                "seed": 42,
+                "threads": args.threads,
+                "device": "cpu",
+                "mixed_precision": "bf16" if args.precision == "bf16" else "no",
+                "resume": False,
+            },
+        }
+    )
+    t_start = time.perf_counter()
+    train(cfg)
+    wall = time.perf_counter() - t_start
+    gemm_after = {k: gemm_rate(k) for k in ("fp32", "bf16")}
+    rows = [r for r in read_metrics(out / "metrics.jsonl") if "reward/score_mean" in r]
+    times = [r["time"] for r in rows]
+    per_iter = [t1 - t0 for t0, t1 in zip(times, times[1:], strict=False)][args.warmup - 1 :]
+    measured = rows[args.warmup :]
+    s_iter = statistics.median(per_iter)
+    tokens = statistics.median(r["response/length_mean"] * 64 for r in measured)
+
+    tok = AutoTokenizer.from_pretrained(assets / "tokenizer")
+    prompts = [json.loads(line)["prompt"] for line in open(assets / "prompts.jsonl")]
+    p_mean = statistics.mean(len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+    model = AutoModelForCausalLM.from_pretrained(assets / "policy")
+    d, vocab = model.config.n_embd, model.config.vocab_size
+    n_body = sum(q.numel() for q in model.transformer.h.parameters())
+    flops = iteration_flops(64, p_mean, tokens / 64, n_body, d * vocab, model.config.n_layer, d, 4)
+    rate = max(gemm_before[args.precision], gemm_after[args.precision])
+    floor_s = flops["total"] / (rate * 1e9)
+    split = {
+        k: statistics.median(r[f"time/{k}"] for r in measured)
+        for k in ("generation", "scoring", "training")
+    }
+    print(
+        json.dumps(
+            {
+                "bench": "ppo_throughput",
+                "trainer": "rlhfkit.algos.ppo",
+                "precision": args.precision,
+                "threads": args.threads,
+                "iterations_measured": len(per_iter),
+                "warmup": args.warmup,
+                "s_per_iter": round(s_iter, 3),
+                "s_per_iter_min": round(min(per_iter), 3),
+                "s_per_iter_max": round(max(per_iter), 3),
+                "iter_per_s": round(1 / s_iter, 4),
+                "gen_tokens_per_iter": round(tokens, 1),
+                "tokens_per_s": round(tokens / s_iter, 1),
+                "time_split_s": {k: round(v, 3) for k, v in split.items()},
+                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "gemm_gflops_before": {k: round(v, 1) for k, v in gemm_before.items()},
+                "gemm_gflops_after": {k: round(v, 1) for k, v in gemm_after.items()},
+                "gflop_per_iter": {k: round(v / 1e9, 1) for k, v in flops.items()},
+                "floor_s": round(floor_s, 3),
+                "achieved_fraction": round(floor_s / s_iter, 3),
+                "process_wall_s": round(wall, 1),
+                "load_avg_1min": os.getloadavg()[0],
+            }
+        ),
+        flush=True,
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--assets", default=str(DEFAULT_ASSETS))
+    ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    ap.add_argument("--iterations", type=int, default=8, help="measured iterations")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if not (Path(args.assets) / "policy").is_dir():
+        sys.exit(
+            f"{args.assets}: no assets; build them with ../shared/bench/make_assets.py --out DIR"
+        )
+    if args.child:
+        args.precision = args.precision[0]
+        child(args)
+        return
+    for precision in args.precision:
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            "--assets",
+            args.assets,
+            "--precision",
+            precision,
+            "--iterations",
+            str(args.iterations),
+            "--warmup",
+            str(args.warmup),
+            "--threads",
+            str(args.threads),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            print(
+                json.dumps(
+                    {
+                        "bench": "ppo_throughput",
+                        "precision": precision,
+                        "status": "error",
+                        "stderr_tail": proc.stderr[-2000:],
+                    }
+                ),
+                flush=True,
+            )
+        else:
+            print(lines[-1], flush=True)
+
+
+if __name__ == "__main__":
+    main()
