@@ -121,16 +121,44 @@ def apply_lora(model: PreTrainedModel, lora: LoraSettings, task_type: str, head:
     return peft_model
 
 
-def load_policy(cfg: ModelConfig) -> PreTrainedModel:
+TINY_PREFIX = "tiny:"
+
+
+def load_policy(
+    cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase | None = None
+) -> PreTrainedModel:
     """A causal LM from `cfg.name_or_path` with the configured dtype, checkpointing and LoRA.
 
     The result is a `transformers` causal LM, or a `peft.PeftModel` wrapping one when
     `cfg.lora` is set (its `disable_adapter()` context then gives the reference model for free).
+    `name_or_path = "tiny:ARCH-SIZE"` (e.g. `tiny:gpt2-micro`, see `models.tiny`) builds a
+    random-init tiny model for `tokenizer` instead (seeded by `torch.initial_seed()`), for CPU
+    runs on the simulated world.
     """
-    _check_source(cfg)
-    model = AutoModelForCausalLM.from_pretrained(cfg.name_or_path, **_from_pretrained_kwargs(cfg))
+    if cfg.name_or_path.startswith(TINY_PREFIX):
+        model = _build_tiny(cfg.name_or_path, tokenizer).to(resolve_dtype(cfg.dtype))
+    else:
+        _check_source(cfg)
+        model = AutoModelForCausalLM.from_pretrained(
+            cfg.name_or_path, **_from_pretrained_kwargs(cfg)
+        )
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     if cfg.lora is not None:
         model = apply_lora(model, cfg.lora, task_type="CAUSAL_LM")
     return model
+
+
+def _build_tiny(spec: str, tokenizer: PreTrainedTokenizerBase | None) -> PreTrainedModel:
+    from rlhfkit.models.tiny import PRESETS, build_tiny_model
+
+    arch, _, size = spec[len(TINY_PREFIX) :].partition("-")
+    if arch not in ("gpt2", "llama") or size not in PRESETS:
+        raise ValueError(
+            f"model.name_or_path {spec!r}: expected tiny:ARCH-SIZE with ARCH gpt2 or llama and "
+            f"SIZE one of {sorted(PRESETS)}"
+        )
+    if tokenizer is None:
+        raise ValueError(f"model.name_or_path {spec!r}: a tiny model needs a tokenizer")
+    seed = torch.initial_seed() % 2**31
+    return build_tiny_model(arch, size, tokenizer=tokenizer, seed=seed)  # type: ignore[arg-type]

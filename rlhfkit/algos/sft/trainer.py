@@ -232,6 +232,8 @@ def train(cfg: SFTConfig) -> SFTResult:
     acc = engine.accelerator
 
     # 1. data: read (every bad row reported before anything trains), split, tokenize
+    if cfg.model.name_or_path.startswith("tiny:") and not cfg.tokenizer:
+        raise ValueError("a tiny:… model needs `tokenizer` (e.g. the simulated world's tokenizer/)")
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model.name_or_path)
     pad_id = tokenizer.pad_token_id
     train_recs, val_recs = _read(cfg)
@@ -247,7 +249,7 @@ def train(cfg: SFTConfig) -> SFTResult:
 
     # 2. model, optimiser, schedule (the scheduler is registered, not prepared: prepared
     # schedulers step once per process)
-    policy = load_policy(cfg.model)
+    policy = load_policy(cfg.model, tokenizer)
     if len(tokenizer) > policy.get_input_embeddings().num_embeddings:
         policy.resize_token_embeddings(len(tokenizer))
     dtype = next(policy.parameters()).dtype
