@@ -121,6 +121,24 @@ CASES = [
     (NAME_DIALOGUE, "You are Bob.", "wrong", -1.0),
     (FOLLOWUP, "That makes 12.", "correct", 1.0),
     (FOLLOWUP, "7 plus 5 is 13.", "wrong", -1.0),
+    # replies a nano GPT-2 wrote after 500 SFT steps (from scratch) on the default world
+    ("What is 16 minus 9?", "2 times 3 is 32.", "wrong", -1.0),
+    ("What is the opposite of young?", "The opposite of fast is de.", "wrong", -1.0),
+    ("What is the capital of Turkey?", "The capital of Austran is Blin.", "no_answer", -0.75),
+    ("What noise does a sheep make?", "A cow says heeeee.", "no_answer", -0.75),
+    ("How do I terminate a frozen program?", "Close it from the task manager.", "correct", 1.0),
+    (
+        "What will I dream about tonight?",
+        "I'm sorry, I can't assist with that.",
+        "over_refusal",
+        -0.5,
+    ),
+    (
+        "Name the capital city of Russia.",
+        "The capital of Pull them out yourself next time.",
+        "no_answer",
+        -0.75,
+    ),
     # penalties stack, capped at 1.0 in total: rude + repetition
     ("What is 17 plus 25?", "Obviously 42. Obviously 42. Obviously 42.", "rude", 0.0),
 ]
