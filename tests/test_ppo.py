@@ -447,3 +447,50 @@ def test_presets_load_and_set_the_ppo_max_flags():
     assert cfg.kl_estimator in ("k1", "k2", "k3") and cfg.kl_coef > 0
     sim = load_config(PPOConfig, preset="ppo_sim")
     assert sim.engine.device == "cpu"
+
+
+# -- monitoring --------------------------------------------------------------------------------------
+
+
+def test_collapse_monitor_warns_only_when_reward_rises_with_abnormal_drift():
+    from rlhfkit.algos.ppo.monitor import CollapseMonitor
+
+    def row(reward, length=10.0, ppl=20.0, kl=1.0, rep=0.0):
+        return {
+            "reward/score_mean": reward,
+            "response/length_mean": length,
+            "policy/perplexity": ppl,
+            "policy/kl_to_ref": kl,
+            "response/repetition": rep,
+        }
+
+    mon = CollapseMonitor(window=3)
+    assert all(mon.check(row(0.0)) == [] for _ in range(3))
+    assert mon.check(row(1.0, length=11.0)) == []  # reward up, nothing abnormal
+    assert mon.check(row(-1.0, length=30.0)) == []  # drift, but the reward did not rise
+    (warning,) = mon.check(row(1.0, length=30.0))
+    assert "length moved from 10.0 to 30.0" in warning
+    assert len(mon.check(row(1.0, ppl=5.0, kl=50.0, rep=0.9))) == 3
+
+
+def test_repetition_fraction_and_explained_variance_match_definitions():
+    from rlhfkit.algos.ppo.monitor import explained_variance, repetition_fraction
+
+    ids = torch.tensor(
+        [[1, 2, 1, 2, 1, 2, 1, 2], [1, 2, 3, 4, 5, 6, 7, 8], [5, 5, 5, 0, 0, 0, 0, 0]]
+    )
+    mask = torch.tensor([[1] * 8, [1] * 8, [1, 1, 1, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    # row 0: trigrams (1,2,1),(2,1,2) repeated: 2 distinct of 6 → repetitive; row 1 distinct;
+    # row 2 has < 4 tokens and is not counted
+    assert repetition_fraction(ids, mask) == 0.5
+    returns = torch.tensor([[1.0, 2.0, 3.0], [4.0, 0.0, 9.0]])
+    values = torch.tensor([[1.5, 2.0, 2.0], [4.0, 7.0, 9.9]])
+    m = torch.tensor([[1, 1, 1], [1, 0, 1]], dtype=torch.bool)
+    r = [1.0, 2.0, 3.0, 4.0, 9.0]
+    e = [1.0 - 1.5, 0.0, 1.0, 0.0, 9.0 - 9.9]
+
+    def var(x):
+        mu = sum(x) / len(x)
+        return sum((v - mu) ** 2 for v in x) / (len(x) - 1)
+
+    assert explained_variance(values, returns, m) == pytest.approx(1 - var(e) / var(r), rel=1e-6)
