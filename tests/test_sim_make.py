@@ -22,6 +22,7 @@ SMALL = {
     "n_ranked": 40,
     "n_ranked_test": 20,
     "n_prompts": 60,
+    "n_val_prompts": 30,
     "n_eval_prompts": 60,
     "vocab_size": 0,
 }
@@ -37,6 +38,7 @@ FILES = [
     "ranked/train",
     "ranked/test",
     "prompts/train",
+    "prompts/validation",
     "prompts/eval",
 ]
 
@@ -86,6 +88,7 @@ def _expected_count(name: str) -> int:
         "ranked/train": "n_ranked",
         "ranked/test": "n_ranked_test",
         "prompts/train": "n_prompts",
+        "prompts/validation": "n_val_prompts",
         "prompts/eval": "n_eval_prompts",
     }[name.replace("hh/", "preferences/")]
     return SMALL[key]
@@ -142,6 +145,8 @@ def test_ranked_lists_and_eval_prompts(world):
     for row in _rows(out / "ranked/train.jsonl"):
         assert len(row["responses"]) == 4 == len(set(row["meta"]["behaviours"]))
         assert row["meta"]["gold"] == [judge(row["prompt"], r).score for r in row["responses"]]
+    for row in _rows(out / "prompts/validation.jsonl"):
+        assert row["meta"]["held_out"] is False
     for row in _rows(out / "prompts/eval.jsonl"):
         assert row["meta"]["held_out"] is True
         assert (

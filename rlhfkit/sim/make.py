@@ -14,7 +14,7 @@ seed and sizes give byte-identical files. Files (JSON Lines, UTF-8, one object p
     ranked/{train,test}.jsonl
         {"prompt": P, "responses": [best, …, worst], "meta": {"family", "kind", "gold": [...],
          "behaviours": [...], "annotator"}}
-    prompts/{train,eval}.jsonl
+    prompts/{train,validation,eval}.jsonl
         {"prompt": P, "meta": {"family", "kind", "held_out", "ideal"}}
     tokenizer/                            (Hugging Face tokenizer folder, `train_tokenizer`)
     manifest.json                         (seed, sizes, counts, annotators, measured agreement)
@@ -25,9 +25,10 @@ messages list ``[{"role": "user", …}, {"role": "assistant", …}, {"role": "us
 `meta` is for evaluation and analysis only: gold scores and behaviours there are what training
 must never see (the reward model learns from the noisy `chosen`/`rejected` labels alone).
 
-Splits: SFT, preference, HH and ranked train/validation rows and the RL train prompts come from the
-training items; preference/HH/ranked test rows and the RL eval prompts come from the held-out items
-(`rlhfkit.sim.world.Split`). Preference pairs are two replies with different behaviours drawn from
+Splits: SFT, preference, HH and ranked train/validation rows, the RL train prompts and
+`prompts/validation` (in-distribution evaluation: new draws of the training items) come from the
+training items; preference/HH/ranked test rows and `prompts/eval` (generalisation: unseen
+phrasings, operand pairs, words) come from the held-out items (`rlhfkit.sim.world.Split`). Preference pairs are two replies with different behaviours drawn from
 `PREFERENCE_MIX` and labelled by one of `n_annotators` simulated annotators whose shared temperature
 is calibrated so that their expected pairwise agreement on the training pairs equals `agreement`;
 the manifest also records the agreement measured by letting every annotator label every pair.
@@ -68,7 +69,8 @@ DEFAULT_SIZES: dict[str, Any] = {
     "n_ranked_test": 100,  # from held-out items
     "ranked_k": 4,  # replies per ranked list
     "n_prompts": 500,  # RL prompts (train)
-    "n_eval_prompts": 200,  # RL / evaluation prompts from held-out items
+    "n_val_prompts": 200,  # evaluation prompts from the training items (new draws)
+    "n_eval_prompts": 200,  # evaluation prompts from held-out items
     "vocab_size": 1024,  # tokenizer vocabulary; 0 skips the tokenizer
     "agreement": 0.68,  # target inter-annotator agreement (0.5, 1)
     "n_annotators": 3,
@@ -269,6 +271,9 @@ def make_world(out_dir: str | Path, seed: int = 0, **sizes: Any) -> dict[str, An
         stream("ranked-test"), split, cfg["n_ranked_test"], cfg["ranked_k"], True, annotators
     )
     files["prompts/train"] = _prompt_rows(stream("prompts-train"), split, cfg["n_prompts"], False)
+    files["prompts/validation"] = _prompt_rows(
+        stream("prompts-validation"), split, cfg["n_val_prompts"], False
+    )
     files["prompts/eval"] = _prompt_rows(stream("prompts-eval"), split, cfg["n_eval_prompts"], True)
 
     for name, rows in files.items():
