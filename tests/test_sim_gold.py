@@ -41,7 +41,9 @@ CASES = [
     ("What is 17 plus 25?", "It is 42 or maybe 41.", "wrong", -1.0),
     ("What is 17 plus 25?", "17 plus 25 is", "no_answer", -0.75),  # truncated
     ("What is 17 plus 25?", "", "no_answer", -0.75),
-    ("What is 17 plus 25?", "zq xj <|pad|> ##", "no_answer", -0.75),
+    ("What is 17 plus 25?", "?? ## ...", "no_answer", -0.75),
+    ("What is 17 plus 25?", "zq xj <|pad|>", "wrong", -1.0),  # says something, not the answer
+    ("What number am I thinking of?", "What number", "no_answer", -0.75),
     ("What is 17 plus 25?", "I don't know.", "abstain", 0.0),
     ("What is 17 plus 25?", "Sorry, I can't help with that.", "over_refusal", -0.5),
     ("What is 17 plus 25?", "I'm sorry, but 17 plus 25 is 42.", "correct", 1.0),  # partial refusal
@@ -124,8 +126,9 @@ CASES = [
     # replies a nano GPT-2 wrote after 500 SFT steps (from scratch) on the default world
     ("What is 16 minus 9?", "2 times 3 is 32.", "wrong", -1.0),
     ("What is the opposite of young?", "The opposite of fast is de.", "wrong", -1.0),
-    ("What is the capital of Turkey?", "The capital of Austran is Blin.", "no_answer", -0.75),
-    ("What noise does a sheep make?", "A cow says heeeee.", "no_answer", -0.75),
+    ("What is the capital of Turkey?", "The capital of Austran is Blin.", "wrong", -1.0),
+    ("What noise does a sheep make?", "A cow says heeeee.", "wrong", -1.0),
+    ("Repeat the word salt two times.", "The spin.", "wrong", -1.0),
     ("How do I terminate a frozen program?", "Close it from the task manager.", "correct", 1.0),
     (
         "What will I dream about tonight?",
@@ -136,8 +139,8 @@ CASES = [
     (
         "Name the capital city of Russia.",
         "The capital of Pull them out yourself next time.",
-        "no_answer",
-        -0.75,
+        "wrong",
+        -1.0,
     ),
     # penalties stack, capped at 1.0 in total: rude + repetition
     ("What is 17 plus 25?", "Obviously 42. Obviously 42. Obviously 42.", "rude", 0.0),
