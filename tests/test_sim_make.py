@@ -161,6 +161,18 @@ def test_ranked_lists_and_eval_prompts(world):
 def test_unknown_size_is_an_error(tmp_path):
     with pytest.raises(TypeError, match="n_sfts"):
         make_world(tmp_path, n_sfts=3)
+    with pytest.raises(ValueError, match="family_weights"):
+        make_world(tmp_path, family_weights={"poetry": 1.0})
+
+
+def test_family_weights(tmp_path):
+    tiny = {k: 20 for k in SMALL if k.startswith("n_")} | {"vocab_size": 0}
+    manifest = make_world(
+        tmp_path, seed=0, family_weights={"arithmetic": 0.0, "harmful": 10.0}, **tiny
+    )
+    families = manifest["families"]["sft/train"]
+    assert "arithmetic" not in families
+    assert families["harmful"] > 10  # weight 10 of 10.71 in all: ~93 % of 20 rows
 
 
 def test_cli_make_and_score(tmp_path):

@@ -40,6 +40,7 @@ import json
 import random
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,10 @@ from rlhfkit.sim.annotators import (
 from rlhfkit.sim.behaviours import BehaviourMix, behaviours_for, sample_reply
 from rlhfkit.sim.gold import judge_task
 from rlhfkit.sim.tokenizer import train_tokenizer
-from rlhfkit.sim.world import Split, Task, sample_task
+from rlhfkit.sim.world import FAMILY_WEIGHTS, Split, Task, sample_task
+
+# Draws one task from the world: (rng, held_out) -> Task.
+Draw = Callable[[random.Random, bool], Task]
 
 DEFAULT_SIZES: dict[str, Any] = {
     "n_sft": 2000,  # SFT demonstrations (train)
@@ -77,6 +81,7 @@ DEFAULT_SIZES: dict[str, Any] = {
     "length_bias_std": 0.01,  # per-annotator utility per word ~ N(0, std²)
     "sft_ideal": 0.62,  # share of ideal behaviour in SFT demonstrations
     "pref_ideal": 0.35,  # share of ideal behaviour among preference replies
+    "family_weights": {},  # overrides of world.FAMILY_WEIGHTS, e.g. {"arithmetic": 0.05}
 }
 
 
@@ -100,10 +105,10 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def _sft_rows(rng: random.Random, split: Split, n: int, mix: BehaviourMix) -> list[dict[str, Any]]:
+def _sft_rows(rng: random.Random, draw: Draw, n: int, mix: BehaviourMix) -> list[dict[str, Any]]:
     rows = []
     for _ in range(n):
-        task = sample_task(rng, split, held_out=False)
+        task = draw(rng, False)
         behaviour = mix.sample(task, rng)
         reply = sample_reply(task, behaviour, rng)
         gold = judge_task(task, reply)
@@ -126,11 +131,11 @@ def _two_replies(task: Task, rng: random.Random, mix: BehaviourMix) -> tuple[str
 
 
 def _scored_pairs(
-    rng: random.Random, split: Split, n: int, held_out: bool, mix: BehaviourMix
+    rng: random.Random, draw: Draw, n: int, held_out: bool, mix: BehaviourMix
 ) -> list[tuple[Task, str, str, ScoredPair]]:
     out = []
     for _ in range(n):
-        task = sample_task(rng, split, held_out=held_out)
+        task = draw(rng, held_out)
         b_a, a, b_b, b = _two_replies(task, rng, mix)
         out.append((task, b_a, b_b, (judge_task(task, a).score, a, judge_task(task, b).score, b)))
     return out
@@ -169,11 +174,11 @@ def _label_pairs(
 
 
 def _ranked_rows(
-    rng: random.Random, split: Split, n: int, k: int, held_out: bool, annotators: list[Annotator]
+    rng: random.Random, draw: Draw, n: int, k: int, held_out: bool, annotators: list[Annotator]
 ) -> list[dict[str, Any]]:
     rows = []
     for _ in range(n):
-        task = sample_task(rng, split, held_out=held_out)
+        task = draw(rng, held_out)
         options = list(behaviours_for(task))
         behaviours = rng.sample(options, min(k, len(options)))
         replies = [sample_reply(task, b, rng) for b in behaviours]
@@ -194,10 +199,10 @@ def _ranked_rows(
     return rows
 
 
-def _prompt_rows(rng: random.Random, split: Split, n: int, held_out: bool) -> list[dict[str, Any]]:
+def _prompt_rows(rng: random.Random, draw: Draw, n: int, held_out: bool) -> list[dict[str, Any]]:
     rows = []
     for _ in range(n):
-        task = sample_task(rng, split, held_out=held_out)
+        task = draw(rng, held_out)
         meta = {"family": task.family, "kind": task.kind, "held_out": held_out, "ideal": task.ideal}
         rows.append({"prompt": _prompt_field(task), "meta": meta})
     return rows
@@ -232,6 +237,20 @@ def make_world(out_dir: str | Path, seed: int = 0, **sizes: Any) -> dict[str, An
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     split = Split.from_seed(seed)
+    weights = {**FAMILY_WEIGHTS, **cfg["family_weights"]}
+    if (
+        set(weights) != set(FAMILY_WEIGHTS)
+        or min(weights.values()) < 0
+        or not sum(weights.values()) > 0
+    ):
+        raise ValueError(
+            f"family_weights: give non-negative weights for families among {sorted(FAMILY_WEIGHTS)}, "
+            f"not all zero; got {cfg['family_weights']}"
+        )
+
+    def draw(rng: random.Random, held_out: bool) -> Task:
+        return sample_task(rng, split, held_out, weights=weights)
+
     sft_mix = BehaviourMix(ideal=cfg["sft_ideal"])
     pref_mix = BehaviourMix(ideal=cfg["pref_ideal"])
 
@@ -240,15 +259,15 @@ def make_world(out_dir: str | Path, seed: int = 0, **sizes: Any) -> dict[str, An
         return random.Random(f"{seed}-{name}")
 
     files: dict[str, list[dict[str, Any]]] = {}
-    files["sft/train"] = _sft_rows(stream("sft-train"), split, cfg["n_sft"], sft_mix)
-    files["sft/validation"] = _sft_rows(stream("sft-validation"), split, cfg["n_sft_val"], sft_mix)
+    files["sft/train"] = _sft_rows(stream("sft-train"), draw, cfg["n_sft"], sft_mix)
+    files["sft/validation"] = _sft_rows(stream("sft-validation"), draw, cfg["n_sft_val"], sft_mix)
 
     pair_sets = {
-        "train": _scored_pairs(stream("pref-train"), split, cfg["n_pref"], False, pref_mix),
+        "train": _scored_pairs(stream("pref-train"), draw, cfg["n_pref"], False, pref_mix),
         "validation": _scored_pairs(
-            stream("pref-validation"), split, cfg["n_pref_val"], False, pref_mix
+            stream("pref-validation"), draw, cfg["n_pref_val"], False, pref_mix
         ),
-        "test": _scored_pairs(stream("pref-test"), split, cfg["n_pref_test"], True, pref_mix),
+        "test": _scored_pairs(stream("pref-test"), draw, cfg["n_pref_test"], True, pref_mix),
     }
     train_scored = [p[3] for p in pair_sets["train"]] or [
         p[3] for s in pair_sets.values() for p in s
@@ -265,16 +284,16 @@ def make_world(out_dir: str | Path, seed: int = 0, **sizes: Any) -> dict[str, An
         files[f"hh/{name}"] = hh_rows
 
     files["ranked/train"] = _ranked_rows(
-        stream("ranked-train"), split, cfg["n_ranked"], cfg["ranked_k"], False, annotators
+        stream("ranked-train"), draw, cfg["n_ranked"], cfg["ranked_k"], False, annotators
     )
     files["ranked/test"] = _ranked_rows(
-        stream("ranked-test"), split, cfg["n_ranked_test"], cfg["ranked_k"], True, annotators
+        stream("ranked-test"), draw, cfg["n_ranked_test"], cfg["ranked_k"], True, annotators
     )
-    files["prompts/train"] = _prompt_rows(stream("prompts-train"), split, cfg["n_prompts"], False)
+    files["prompts/train"] = _prompt_rows(stream("prompts-train"), draw, cfg["n_prompts"], False)
     files["prompts/validation"] = _prompt_rows(
-        stream("prompts-validation"), split, cfg["n_val_prompts"], False
+        stream("prompts-validation"), draw, cfg["n_val_prompts"], False
     )
-    files["prompts/eval"] = _prompt_rows(stream("prompts-eval"), split, cfg["n_eval_prompts"], True)
+    files["prompts/eval"] = _prompt_rows(stream("prompts-eval"), draw, cfg["n_eval_prompts"], True)
 
     for name, rows in files.items():
         _write_jsonl(out / f"{name}.jsonl", rows)

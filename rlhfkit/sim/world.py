@@ -599,12 +599,20 @@ def _render(template: str, **slots: Any) -> str:
 
 
 def sample_task(
-    rng: random.Random, split: Split, held_out: bool, family: str | None = None
+    rng: random.Random,
+    split: Split,
+    held_out: bool,
+    family: str | None = None,
+    weights: Mapping[str, float] | None = None,
 ) -> Task:
-    """Draw one task; `held_out=True` draws only from the evaluation items, False never does."""
+    """Draw one task; `held_out=True` draws only from the evaluation items, False never does.
+
+    The family is `family` if given, else drawn with `weights` (default `FAMILY_WEIGHTS`).
+    """
     if family is None:
-        families = list(FAMILY_WEIGHTS)
-        family = rng.choices(families, weights=[FAMILY_WEIGHTS[f] for f in families])[0]
+        weights = FAMILY_WEIGHTS if weights is None else weights
+        families = list(weights)
+        family = rng.choices(families, weights=[weights[f] for f in families])[0]
     kinds = sorted(PHRASINGS[family])
     if family == "unknowable":
         # One phrasing per question kind: the held-out part is a whole kind.
