@@ -55,7 +55,13 @@ from rlhfkit.sim.annotators import (
     make_annotators,
     simulate_preference,
 )
-from rlhfkit.sim.behaviours import BehaviourMix, behaviours_for, sample_reply
+from rlhfkit.sim.behaviours import (
+    PREFERENCE_MIX,
+    SFT_MIX,
+    BehaviourMix,
+    behaviours_for,
+    sample_reply,
+)
 from rlhfkit.sim.gold import judge_task
 from rlhfkit.sim.tokenizer import train_tokenizer
 from rlhfkit.sim.world import FAMILY_WEIGHTS, Split, Task, sample_task
@@ -79,8 +85,8 @@ DEFAULT_SIZES: dict[str, Any] = {
     "agreement": 0.68,  # target inter-annotator agreement (0.5, 1)
     "n_annotators": 3,
     "length_bias_std": 0.01,  # per-annotator utility per word ~ N(0, std²)
-    "sft_ideal": 0.62,  # share of ideal behaviour in SFT demonstrations
-    "pref_ideal": 0.35,  # share of ideal behaviour among preference replies
+    "sft_ideal": SFT_MIX.ideal,  # share of ideal behaviour in SFT demonstrations
+    "pref_ideal": PREFERENCE_MIX.ideal,  # share of ideal behaviour among preference replies
     "family_weights": {},  # overrides of world.FAMILY_WEIGHTS, e.g. {"arithmetic": 0.05}
 }
 
