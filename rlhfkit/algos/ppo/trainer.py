@@ -42,15 +42,17 @@ Implementation details and their sources:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from rlhfkit.algos.ppo.config import PPOConfig
 from rlhfkit.algos.ppo.monitor import (
@@ -228,6 +230,18 @@ def ptx_loss(policy: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.T
     return sft_loss(logits[:, :-1], ids[:, 1:], batch["response_mask"][:, 1:]).loss
 
 
+@contextlib.contextmanager
+def autocast(acc: Any) -> Iterator[None]:
+    """The configured autocast; under bf16 on a CPU also the "math" attention kernel, whose
+    forward + backward is ~2.4x faster there than the CPU flash kernel in bf16 (16×4 heads × 62
+    tokens, torch 2.13; in fp32 the flash kernel is the faster one and stays)."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(acc.autocast())
+        if acc.mixed_precision == "bf16" and acc.device.type == "cpu":
+            stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+        yield
+
+
 def finite(*tensors: torch.Tensor) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in tensors)
 
@@ -343,7 +357,7 @@ def train(
 
     def rollout_and_score(index: Sequence[int], source: Prompts, gen: torch.Generator):
         prompt_ids, prompt_mask = source.collate(index, pad_id)
-        with acc.autocast():
+        with autocast(acc):
             rollout = generate(
                 policy,
                 prompt_ids.to(device),
@@ -356,7 +370,7 @@ def train(
             )
         t_gen = time.perf_counter()
         responses = decode_responses(tokenizer, rollout)
-        with acc.autocast():
+        with autocast(acc):
             exp = make_experience(
                 rollout,
                 [source.texts[i] for i in index],
@@ -612,7 +626,7 @@ def update_minibatch(
         for rows in micro:
             m = mb.select(rows)
             adv = advantages[rows][:, : m.response_mask.shape[1]]
-            with acc.autocast():
+            with autocast(acc):
                 logprobs, entropy = response_logprobs(
                     policy,
                     m.input_ids,
@@ -636,7 +650,7 @@ def update_minibatch(
             sums["policy/clipfrac"] += float(out.clipfrac) * share
             sums["policy/approx_kl"] += float(out.approx_kl) * share
         if ptx_batch is not None:  # once per optimiser step, on its own demonstrations
-            with acc.autocast():
+            with autocast(acc):
                 ptx = ptx_loss(policy, ptx_batch)
             if not finite(ptx):
                 optimizer.zero_grad(set_to_none=True)
@@ -656,7 +670,7 @@ def update_minibatch(
     for rows in micro:
         m = mb.select(rows)
         ret = returns[rows][:, : m.response_mask.shape[1]]
-        with acc.autocast():
+        with autocast(acc):
             values = critic.values(m.input_ids, m.attention_mask)[:, m.prompt_len - 1 : -1]
         out = value_loss(
             values.float(),
