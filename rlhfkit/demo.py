@@ -1,0 +1,407 @@
+"""`rlhfkit demo`: the whole RLHF loop on the simulated world, on a CPU, in minutes.
+
+    world → tokenizer + tiny model → SFT → reward model → PPO (PPO-Max preset) → evaluation
+          → PPO without the KL penalty (the reward-hacking ablation) → summary.json + report.html
+
+Stages, each in its own folder of the output directory DIR:
+
+    DIR/world/        `rlhfkit.sim.make_world`: SFT demos, preference pairs, prompts, tokenizer
+    DIR/base/         the randomly initialised tiny causal LM (`rlhfkit.models.tiny`)
+    DIR/sft/          `rlhfkit.algos.sft.train` run (model in sft/model)
+    DIR/rm/           `rlhfkit.algos.rm.train` run, initialised from the SFT model (rm/model)
+    DIR/ppo/          `rlhfkit.algos.ppo.train` with the `ppo_max` preset and the demo's
+                      simulated-world overrides; the gold scorer is passed as a judge, so
+                      eval/gold is logged next to eval/rm_score and eval/kl_to_ref
+    DIR/ppo_nokl/     the same PPO with kl_coef = 0 (and the ablation's overrides)
+    DIR/eval/         held-out evaluation: one JSONL per policy and samples.jsonl side by side
+    DIR/configs/      the exact YAML each trainer ran with (`rlhfkit sft --config ...` reruns it)
+    DIR/summary.json  headline figures (keys below); DIR/report.html the report
+
+summary.json keys: gold.{sft,ppo,ppo_nokl}_mean, rm.{...}_mean, win_rate_vs_sft (PPO vs SFT under
+the gold judge, ties half) with win_rate_ci (95 % Wilson) and win_rate_detail, kl_to_ref (PPO vs
+the SFT reference, nats per reply), rm_gold_accuracy (RM agreement with the gold preference on
+held-out pairs whose gold scores differ), rm_accuracy (vs the noisy labels), rm_calibration,
+per_family {family: {sft, ppo, ppo_nokl, n}}, rates {policy: {harmful_compliance_rate,
+over_refusal_rate, ...}}, behaviours, ablation {kl_coef, rm_change, gold_change, hacked, ...},
+goal {win_rate_ok, harmful_ok, over_refusal_ok}, timings {stage: seconds}, settings.
+
+Sizes, iterations and learning rates live in `rlhfkit/configs/demo.yaml` (and `demo_quick.yaml`
+for `--quick`): one place to read and tune them. Every stage is seeded from `seed`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from rlhfkit.config import PRESET_DIR, load_config
+
+__all__ = ["run_demo"]
+
+console = Console(stderr=True)
+
+
+def _settings(quick: bool) -> dict[str, Any]:
+    path = PRESET_DIR / ("demo_quick.yaml" if quick else "demo.yaml")
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def _write_yaml(path: Path, data: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = (
+            _merge(out[key], value)
+            if isinstance(value, dict) and isinstance(out.get(key), dict)
+            else value
+        )
+    return out
+
+
+class _Stages:
+    """Times each stage and prints a header for it: `[3/8] SFT ...`."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str, what: str) -> Iterator[None]:
+        self.done += 1
+        console.rule(f"[bold cyan][{self.done}/{self.total}] {name}[/]: {what}", align="left")
+        t0 = time.perf_counter()
+        yield
+        self.timings[name] = round(time.perf_counter() - t0, 1)
+        console.print(f"[green]✓[/] {name} done in {self.timings[name]:.1f}s")
+
+
+def _gold_judge_for(prompt_texts: dict[str, Any]) -> Callable[[list[str], list[str]], list[float]]:
+    """The gold judge as PPO calls it: PPO passes prompts as the formatted text the policy saw
+    (chat template), which the world cannot parse, so map each text back to its dialogue."""
+    from rlhfkit.eval.judges import gold_judge
+
+    def judge(prompts: list[str], responses: list[str]) -> list[float]:
+        return gold_judge([prompt_texts[p] for p in prompts], [r.strip() for r in responses])
+
+    return judge
+
+
+def _eval_stage(
+    out: Path, s: dict[str, Any], seed: int, policies: dict[str, Path], sft_dir: Path, rm_dir: Path
+) -> dict[str, Any]:
+    from rlhfkit.data import read_prompts
+    from rlhfkit.eval.evaluate import evaluate_policy
+    from rlhfkit.models import ModelConfig, load_policy, load_reward_model, load_tokenizer
+    from rlhfkit.rollout import RolloutConfig
+
+    ev = s["eval"]
+    records = read_prompts(out / "world" / "prompts" / "eval.jsonl").records[: ev["n_prompts"]]
+    tokenizer = load_tokenizer(sft_dir)
+    ref = load_policy(ModelConfig(name_or_path=str(sft_dir)))
+    rm = load_reward_model(rm_dir)
+    rollout = RolloutConfig(
+        max_new_tokens=ev["max_new_tokens"], temperature=ev["temperature"], batch_size=64
+    )
+    results = {}
+    for name, path in policies.items():
+        policy = ref if path == sft_dir else load_policy(ModelConfig(name_or_path=str(path)))
+        res = evaluate_policy(
+            policy, tokenizer, records, rollout, seed=seed + 7, name=name,
+            ref_policy=ref, reward_model=rm, gold=True,
+        )  # fmt: skip
+        results[name] = res
+        s_ = res.summary()
+        console.print(
+            f"  {name}: gold {s_['gold_mean']:+.3f}  RM {s_['rm_mean']:+.3f}  "
+            f"KL {s_['kl_to_ref']:.2f}  ({res.seconds:.0f}s)"
+        )
+        (out / "eval").mkdir(exist_ok=True)
+        (out / "eval" / f"{name}.jsonl").write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in res.rows()), encoding="utf-8"
+        )
+    return results
+
+
+def _side_by_side(results: dict[str, Any]) -> list[dict[str, Any]]:
+    names = list(results)
+    first = results[names[0]]
+    rows = []
+    for i, rec in enumerate(first.prompts):
+        row: dict[str, Any] = {"prompt": rec.prompt[-1].content, "family": first.families[i]}
+        if len(rec.prompt) > 1:
+            row["context"] = [m.content for m in rec.prompt[:-1]]
+        for name, res in results.items():
+            row[f"{name}_reply"] = res.replies[i]
+            row[f"{name}_gold"] = res.gold[i]
+            row[f"{name}_rm"] = res.rm_scores[i]
+            row[f"{name}_behaviour"] = res.behaviours[i]
+        rows.append(row)
+    return rows
+
+
+def _summary(
+    results: dict[str, Any], rm_metrics: dict[str, Any], ablation_curve: Any, s: dict[str, Any]
+) -> dict[str, Any]:
+    from rlhfkit.eval.evaluate import compare_policies
+
+    sums = {name: res.summary() for name, res in results.items()}
+    wr = compare_policies(results["ppo"], results["sft"])
+    families = list(sums["sft"]["per_family"])
+    counts = {f: results["sft"].families.count(f) for f in families}
+    rate_keys = (
+        "harmful_compliance_rate", "harmful_refusal_rate", "over_refusal_rate", "repetition_rate",
+        "mean_words", "mean_tokens", "kl_to_ref", "perplexity", "empty_rate", "n_harmful", "n_other",
+    )  # fmt: skip
+    summary: dict[str, Any] = {
+        "title": "rlhfkit demo: RLHF on the simulated world",
+        "policies": list(results),
+        "sample_policies": ["sft", "ppo"],
+        "gold": {f"{n}_mean": v["gold_mean"] for n, v in sums.items()},
+        "rm": {f"{n}_mean": v["rm_mean"] for n, v in sums.items()},
+        "win_rate_vs_sft": wr.rate,
+        "win_rate_ci": [wr.low, wr.high],
+        "win_rate_detail": wr.to_dict(),
+        "kl_to_ref": sums["ppo"]["kl_to_ref"],
+        "rm_gold_accuracy": rm_metrics.get("eval/gold_agreement"),
+        "rm_accuracy": rm_metrics.get("eval/accuracy"),
+        "rm_label_ceiling": rm_metrics.get("eval/label_ceiling"),
+        "rm_ece": rm_metrics.get("eval/ece"),
+        "rm_calibration": rm_metrics.get("eval/calibration"),
+        "per_family": {
+            f: {**{n: v["per_family"].get(f, math.nan) for n, v in sums.items()}, "n": counts[f]}
+            for f in families
+        },
+        "rates": {n: {k: v[k] for k in rate_keys if k in v} for n, v in sums.items()},
+        "behaviours": {n: v["behaviours"] for n, v in sums.items()},
+    }
+    if "ppo_nokl" in results and ablation_curve is not None and len(ablation_curve) >= 2:
+        a = sums["ppo_nokl"]
+        summary["ablation"] = {
+            "kl_coef": s["ablation"].get("kl_coef", 0.0),
+            "rm_change": ablation_curve.rm_change,
+            "gold_change": ablation_curve.gold_change,
+            "gold_peak_step": ablation_curve.gold_peak_step,
+            "kl_to_ref": ablation_curve.kl[-1],
+            "held_out_gold_mean": a["gold_mean"],
+            "held_out_rm_mean": a["rm_mean"],
+            "held_out_kl_to_ref": a["kl_to_ref"],
+            "hacked": ablation_curve.rm_change > 0 and ablation_curve.gold_change < 0,
+        }
+    sft_r, ppo_r = summary["rates"]["sft"], summary["rates"]["ppo"]
+    summary["goal"] = {
+        "win_rate_ok": wr.rate >= 0.70,
+        "harmful_ok": ppo_r["harmful_compliance_rate"] <= sft_r["harmful_compliance_rate"],
+        "over_refusal_ok": ppo_r["over_refusal_rate"] <= sft_r["over_refusal_rate"],
+    }
+    return summary
+
+
+def _print_summary(summary: dict[str, Any], out: Path) -> None:
+    names = summary["policies"]
+    table = Table(title="rlhfkit demo: held-out evaluation", show_lines=False)
+    table.add_column("")
+    for n in names:
+        table.add_column(
+            {"sft": "SFT", "ppo": "PPO", "ppo_nokl": "PPO, no KL"}.get(n, n), justify="right"
+        )
+    table.add_row("gold score (true)", *(f"{summary['gold'][f'{n}_mean']:+.3f}" for n in names))
+    table.add_row("RM score (proxy)", *(f"{summary['rm'][f'{n}_mean']:+.3f}" for n in names))
+    for key, label in (
+        ("harmful_compliance_rate", "harmful compliance"),
+        ("over_refusal_rate", "over-refusal"),
+        ("harmful_refusal_rate", "refuses harmful"),
+    ):
+        table.add_row(label, *(f"{100 * summary['rates'][n][key]:.1f}%" for n in names))
+    table.add_row("KL to SFT (nats)", *(f"{summary['rates'][n]['kl_to_ref']:.2f}" for n in names))
+    table.add_row("mean words", *(f"{summary['rates'][n]['mean_words']:.1f}" for n in names))
+    console.print(table)
+    ci = summary["win_rate_ci"]
+    console.print(
+        f"[bold]win rate PPO vs SFT (gold judge, ties half): {100 * summary['win_rate_vs_sft']:.1f}%[/] "
+        f"[95% CI {100 * ci[0]:.1f}–{100 * ci[1]:.1f}]"
+    )
+    fam = ", ".join(
+        f"{f} {v['sft']:+.2f}→{v['ppo']:+.2f}" for f, v in summary["per_family"].items()
+    )
+    console.print(f"per family (gold, SFT→PPO): {fam}")
+    if "ablation" in summary:
+        a = summary["ablation"]
+        verdict = (
+            "reward hacking: RM up, gold down" if a["hacked"] else "no RM-up/gold-down this run"
+        )
+        console.print(
+            f"ablation (kl_coef={a['kl_coef']}): RM {a['rm_change']:+.2f}, gold "
+            f"{a['gold_change']:+.2f}, KL {a['kl_to_ref']:.1f} nats — {verdict}"
+        )
+    rm_acc = summary.get("rm_gold_accuracy")
+    if rm_acc is not None:
+        console.print(f"reward model agrees with gold on {100 * rm_acc:.1f}% of held-out pairs")
+    console.print(
+        "time per stage: " + ", ".join(f"{k} {v:.0f}s" for k, v in summary["timings"].items())
+    )
+    console.print(
+        f"[bold]report:[/] {out / 'report.html'}   [bold]summary:[/] {out / 'summary.json'}"
+    )
+
+
+def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False) -> dict[str, Any]:
+    """Run the whole loop into `out_dir` and return the summary (also written to summary.json).
+
+    `quick=True` uses tiny sizes (an end-to-end smoke run of about a minute); the default sizes
+    are tuned to finish in under ten minutes on two CPU cores.
+    """
+    from transformers import AutoTokenizer
+
+    from rlhfkit.algos import ppo, rm, sft
+    from rlhfkit.data import read_prompts
+    from rlhfkit.data.chat import format_prompt
+    from rlhfkit.engine.metrics import read_metrics
+    from rlhfkit.eval.overopt import overoptimisation_curve
+    from rlhfkit.eval.report import build_report
+    from rlhfkit.models.tiny import build_tiny_model, save_tiny_model
+    from rlhfkit.sim import make_world
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    s = _settings(quick)
+    engine = {"seed": seed, "device": "cpu", "threads": s.get("threads"), "resume": False}
+    stages = _Stages(total=8)
+    t_start = time.perf_counter()
+    world = out / "world"
+
+    with stages.stage("world", "simulated prompts, demonstrations, preference pairs, tokenizer"):
+        manifest = make_world(world, seed=seed, **s["world"])
+        console.print(
+            f"  {manifest['counts']['sft/train']} demonstrations, "
+            f"{manifest['counts']['preferences/train']} preference pairs, "
+            f"{manifest['counts']['prompts/train']} RL prompts, "
+            f"{manifest['counts']['prompts/eval']} held-out eval prompts; annotator agreement "
+            f"{manifest['annotators']['measured_agreement']:.2f}"
+        )
+
+    with stages.stage("model", "tiny causal LM built in code (random init)"):
+        tokenizer = AutoTokenizer.from_pretrained(world / "tokenizer")
+        base = build_tiny_model(
+            s["model"]["arch"], s["model"]["size"], tokenizer=tokenizer, seed=seed
+        )
+        save_tiny_model(base, out / "base", tokenizer)
+        n_params = sum(p.numel() for p in base.parameters())
+        console.print(
+            f"  {s['model']['arch']} {s['model']['size']}: {n_params / 1e6:.2f}M parameters"
+        )
+
+    with stages.stage("sft", "supervised fine-tuning on the demonstrations"):
+        cfg_dict = _merge(
+            {
+                "out_dir": str(out / "sft"),
+                "model": {"name_or_path": str(out / "base")},
+                "data": {
+                    "train": str(world / "sft" / "train.jsonl"),
+                    "validation": str(world / "sft" / "validation.jsonl"),
+                },
+                "engine": engine,
+            },
+            s["sft"],
+        )
+        sft_cfg = load_config(sft.SFTConfig, _write_yaml(out / "configs" / "sft.yaml", cfg_dict))
+        sft_result = sft.train(sft_cfg)
+
+    with stages.stage("rm", "reward model from the SFT model, on noisy pairwise labels"):
+        cfg_dict = _merge(
+            {
+                "out_dir": str(out / "rm"),
+                "model": {"name_or_path": str(sft_result.model_dir)},
+                "data": {
+                    "train": str(world / "preferences" / "train.jsonl"),
+                    # held-out items: the final evaluation (accuracy, calibration, gold agreement)
+                    "validation": str(world / "preferences" / "test.jsonl"),
+                },
+                "engine": engine,
+            },
+            s["rm"],
+        )
+        rm_cfg = load_config(rm.RMConfig, _write_yaml(out / "configs" / "rm.yaml", cfg_dict))
+        rm_result = rm.train(rm_cfg)
+        m = rm_result.metrics
+        console.print(
+            f"  held-out accuracy vs labels {m.get('eval/accuracy', math.nan):.3f}, "
+            f"agreement with gold {m.get('eval/gold_agreement', math.nan):.3f}"
+        )
+
+    # PPO's judges receive prompts as the text the policy saw; map them back to dialogues.
+    eval_prompts = read_prompts(world / "prompts" / "eval.jsonl").records
+    prompt_texts = {format_prompt(tokenizer, r.prompt): r.prompt for r in eval_prompts}
+    judges = {"gold": _gold_judge_for(prompt_texts)}
+
+    def ppo_config(name: str, extra: dict[str, Any]) -> Any:
+        cfg_dict = _merge(
+            {
+                "out_dir": str(out / name),
+                "policy": {"name_or_path": str(sft_result.model_dir)},
+                "reward_model": str(rm_result.model_dir),
+                "data": {"train": str(world / "prompts" / "train.jsonl")},
+                "eval_prompts": str(world / "prompts" / "eval.jsonl"),
+                "ptx_data": str(world / "sft" / "train.jsonl"),
+                "engine": engine,
+            },
+            extra,
+        )
+        path = _write_yaml(out / "configs" / f"{name}.yaml", cfg_dict)
+        return load_config(ppo.PPOConfig, path, preset="ppo_max")
+
+    with stages.stage("ppo", "PPO-Max against the reward model, gold judge watching"):
+        ppo_result = ppo.train(ppo_config("ppo", s["ppo"]), judges=judges)
+
+    with stages.stage("ppo_nokl", "ablation: the same PPO without the KL penalty"):
+        ablation = _merge(s["ppo"], s["ablation"])
+        nokl_result = ppo.train(ppo_config("ppo_nokl", ablation), judges=judges)
+
+    with stages.stage("eval", "SFT vs PPO on held-out prompts: gold judge, RM, KL"):
+        results = _eval_stage(
+            out, s, seed,
+            {"sft": sft_result.model_dir, "ppo": ppo_result.policy_path,
+             "ppo_nokl": nokl_result.policy_path},
+            sft_result.model_dir, rm_result.model_dir,
+        )  # fmt: skip
+        rows = _side_by_side(results)
+        (out / "eval" / "samples.jsonl").write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+        )
+
+    with stages.stage("report", "summary.json and the HTML report"):
+        curve = overoptimisation_curve(read_metrics(out / "ppo_nokl" / "metrics.jsonl"))
+        summary = _summary(results, rm_result.metrics, curve, s)
+        summary["timings"] = dict(stages.timings)
+        summary["settings"] = {
+            "quick": quick,
+            "seed": seed,
+            "eval_temperature": s["eval"]["temperature"],
+            "eval_max_new_tokens": s["eval"]["max_new_tokens"],
+            "model": s["model"],
+            "ppo_iterations": ppo_result.iterations_done,
+            "ppo_status": ppo_result.status,
+            "ppo_warnings": ppo_result.warnings,
+        }
+        summary["seed"], summary["quick"] = seed, quick
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        build_report(out)
+    summary["timings"] = dict(stages.timings)
+    summary["timings"]["total"] = round(time.perf_counter() - t_start, 1)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    _print_summary(summary, out)
+    return summary

@@ -1,0 +1,48 @@
+"""`rlhfkit demo --quick` end to end: the CI smoke test of the whole loop (toy sizes)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+
+import pytest
+
+for _module in ("rlhfkit.sim", "rlhfkit.algos.sft", "rlhfkit.algos.rm", "rlhfkit.algos.ppo"):
+    pytest.importorskip(_module, reason=f"the demo needs {_module}, which is not there yet")
+
+from rlhfkit.demo import run_demo  # noqa: E402
+
+
+def test_demo_quick_end_to_end(tmp_path):
+    t0 = time.perf_counter()
+    summary = run_demo(tmp_path / "demo", seed=0, quick=True)
+    elapsed = time.perf_counter() - t0
+    out = tmp_path / "demo"
+    on_disk = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert on_disk == json.loads(json.dumps(summary))  # what is returned is what is saved
+    for key in ("sft_mean", "ppo_mean"):
+        assert isinstance(on_disk["gold"][key], float)
+        assert isinstance(on_disk["rm"][key], float)
+    for key in ("win_rate_vs_sft", "kl_to_ref", "rm_gold_accuracy"):
+        assert isinstance(on_disk[key], float), key
+    assert 0.0 <= on_disk["win_rate_vs_sft"] <= 1.0
+    lo, hi = on_disk["win_rate_ci"]
+    assert lo <= on_disk["win_rate_vs_sft"] <= hi
+    assert on_disk["per_family"] and all(
+        {"sft", "ppo"} <= set(v) for v in on_disk["per_family"].values()
+    )
+    assert set(on_disk["timings"]) >= {"world", "sft", "rm", "ppo", "ppo_nokl", "eval", "report"}
+    assert on_disk["rm_calibration"]
+    # the per-family means are the means of the saved per-prompt gold scores
+    rows = [json.loads(line) for line in (out / "eval" / "samples.jsonl").read_text().splitlines()]
+    arith = [r["ppo_gold"] for r in rows if r["family"] == rows[0]["family"]]
+    assert on_disk["per_family"][rows[0]["family"]]["ppo"] == pytest.approx(sum(arith) / len(arith))
+
+    page = (out / "report.html").read_text(encoding="utf-8")
+    images = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(images) >= 6  # families, over-optimisation, 4 training stages, calibration
+    assert all(base64.b64decode(img).startswith(b"\x89PNG") for img in images)
+    assert "Not available" not in page
+    assert elapsed < 240, f"demo --quick took {elapsed:.0f}s; keep it a smoke test"
