@@ -377,3 +377,29 @@ def test_gather_logprobs_used_on_sliced_logits_matches_full_logits():
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
     probs = torch.softmax(logits[:, p - 1 : -1].float(), -1)
     torch.testing.assert_close(entropy, -(probs * probs.log()).sum(-1), rtol=0, atol=1e-5)
+
+
+def test_generation_in_several_batches_equals_one_batch_per_row():
+    """rollout.batch_size only splits the work: each row's response and log-probs are the same
+    as when that chunk is generated alone with the same generator state."""
+    policy = tiny_lm(seed=3, vocab=6)
+    ids, mask = left_padded([[2, 3], [3, 2, 2], [2], [3, 3, 3, 3], [4, 5], [5]])
+    whole = generate(
+        policy,
+        ids,
+        mask,
+        RolloutConfig(max_new_tokens=7, batch_size=4),
+        torch.Generator().manual_seed(4),
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+    )
+    gen = torch.Generator().manual_seed(4)
+    small = RolloutConfig(max_new_tokens=7, batch_size=64)
+    a = generate(policy, ids[:4], mask[:4], small, gen, eos_token_id=EOS, pad_token_id=PAD)
+    b = generate(policy, ids[4:], mask[4:], small, gen, eos_token_id=EOS, pad_token_id=PAD)
+    for part, rows in ((a, slice(0, 4)), (b, slice(4, 6))):
+        r = part.response_ids.shape[1]
+        assert torch.equal(whole.response_ids[rows, :r], part.response_ids)
+        assert torch.equal(whole.response_mask[rows, :r], part.response_mask)
+        assert not whole.response_mask[rows, r:].any()
+        torch.testing.assert_close(whole.logprobs[rows, :r], part.logprobs, rtol=0, atol=0)

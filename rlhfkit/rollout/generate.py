@@ -139,6 +139,66 @@ def generate(
     prompt_mask = prompt_mask.bool()
     if not bool(prompt_mask[:, -1].all()):
         raise ValueError("generate: prompts must be left-padded (last column valid in every row)")
+    if prompt_ids.shape[0] > cfg.batch_size:  # several generation batches, one result
+        parts = [
+            _generate_batch(
+                policy,
+                ids,
+                mask,
+                cfg,
+                generator,
+                eos_token_id,
+                pad_token_id,
+                tokenizer,
+                keep_logprobs,
+            )
+            for ids, mask in zip(
+                prompt_ids.split(cfg.batch_size), prompt_mask.split(cfg.batch_size), strict=True
+            )
+        ]
+        return _concat(parts, pad_token_id)
+    return _generate_batch(
+        policy,
+        prompt_ids,
+        prompt_mask,
+        cfg,
+        generator,
+        eos_token_id,
+        pad_token_id,
+        tokenizer,
+        keep_logprobs,
+    )
+
+
+def _concat(parts: list[Rollout], pad_token_id: int) -> Rollout:
+    """Stack rollouts of one prompt width; responses right-padded to the longest."""
+    width = max(p.response_ids.shape[1] for p in parts)
+
+    def pad(x: torch.Tensor, value: float | bool) -> torch.Tensor:
+        return torch.nn.functional.pad(x, (0, width - x.shape[1]), value=value)
+
+    return Rollout(
+        prompt_ids=torch.cat([p.prompt_ids for p in parts]),
+        prompt_mask=torch.cat([p.prompt_mask for p in parts]),
+        response_ids=torch.cat([pad(p.response_ids, pad_token_id) for p in parts]),
+        response_mask=torch.cat([pad(p.response_mask, False) for p in parts]),
+        logprobs=None
+        if parts[0].logprobs is None
+        else torch.cat([pad(p.logprobs, 0.0) for p in parts]),
+    )
+
+
+def _generate_batch(
+    policy: nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    cfg: RolloutConfig,
+    generator: torch.Generator | None,
+    eos_token_id: int | Sequence[int],
+    pad_token_id: int,
+    tokenizer: object | None,
+    keep_logprobs: bool,
+) -> Rollout:
     backbone, head = causal_lm_parts(policy)
     eos_ids = torch.tensor(
         [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id),

@@ -260,13 +260,10 @@ def train(
     `judges` score held-out responses at each evaluation (`eval/<name>`), e.g. the simulated
     world's gold scorer; `reward_fn(prompts, responses) -> floats` replaces the reward model.
     """
-    engine = Engine(cfg.engine, cfg.out_dir, cfg)
-    acc, device = engine.accelerator, engine.device
+    # data first: every bad row is reported before a run directory or a model exists
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.policy.name_or_path)
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
     raw = cfg.data.prompt_template == "raw"
-
-    # data: every bad row is reported before any model is loaded
     texts = read_prompt_texts(cfg.data.train, cfg, tokenizer)
     prompts = Prompts(
         encode_texts(tokenizer, texts, cfg.data.max_prompt_length, raw),
@@ -280,6 +277,8 @@ def train(
     )
     eval_ids = encode_texts(tokenizer, eval_texts, cfg.data.max_prompt_length, raw)
     ptx_items = read_ptx(cfg, tokenizer)
+    engine = Engine(cfg.engine, cfg.out_dir, cfg)
+    acc, device = engine.accelerator, engine.device
 
     # models: policy and critic trained; reference and reward model frozen
     policy = load_policy(cfg.policy).to(device).eval()
