@@ -154,6 +154,20 @@ def _side_by_side(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _rm_by_behaviour(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Mean RM and gold score of every evaluated reply, grouped by the gold judge's behaviour
+    label (all policies pooled): where the RM is fooled, a low-gold behaviour scores high."""
+    from rlhfkit.eval.metrics import group_means
+
+    behaviours = [b for r in results.values() for b in r.behaviours]
+    rm_means = group_means(behaviours, [x for r in results.values() for x in r.rm_scores])
+    gold_means = group_means(behaviours, [x for r in results.values() for x in r.gold])
+    return {
+        b: {"rm": rm_means[b], "gold": gold_means[b], "n": behaviours.count(b)}
+        for b in sorted(rm_means, key=lambda b: -gold_means[b])
+    }
+
+
 def _summary(
     results: dict[str, Any], rm_metrics: dict[str, Any], ablation_curve: Any, s: dict[str, Any]
 ) -> dict[str, Any]:
@@ -188,6 +202,7 @@ def _summary(
         },
         "rates": {n: {k: v[k] for k in rate_keys if k in v} for n, v in sums.items()},
         "behaviours": {n: v["behaviours"] for n, v in sums.items()},
+        "rm_by_behaviour": _rm_by_behaviour(results),
     }
     if "ppo_nokl" in results and ablation_curve is not None and len(ablation_curve) >= 2:
         a = sums["ppo_nokl"]

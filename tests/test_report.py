@@ -83,6 +83,11 @@ def _fake_run(root):
         ],
         "ablation": {"kl_coef": 0.0, "rm_change": 0.9, "gold_change": -0.6, "hacked": True},
         "timings": {"sft": 10.0, "rm": 5.0},
+        "behaviours": {"sft": {"wrong": 3, "correct": 1}, "ppo": {"correct": 4}},
+        "rm_by_behaviour": {
+            "correct": {"rm": 0.8, "gold": 1.0, "n": 5},
+            "wrong": {"rm": 0.7, "gold": -1.0, "n": 3},
+        },
     }
     (root / "summary.json").write_text(json.dumps(summary))
 
@@ -107,6 +112,7 @@ def test_report_builds_from_saved_files(tmp_path):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "2 plus &lt;b&gt;2&lt;/b&gt;" in page
     assert "reward hacking" in page
+    assert "<th>mean RM score</th>" in page and "<td>0.70</td><td>-1.00</td>" in page
     assert "http://" not in page and "https://" not in page  # nothing fetched from a network
 
 

@@ -422,20 +422,37 @@ def _behaviour_section(summary: dict[str, Any], policies: list[str]) -> str:
     counts = summary.get("behaviours")
     if not counts:
         return ""
+    by_behaviour = summary.get("rm_by_behaviour", {})
     names = sorted({b for p in policies for b in counts.get(p, {})})
     totals = {p: sum(counts.get(p, {}).values()) or 1 for p in policies}
     rows = "".join(
         f"<tr><th class='row'>{_esc(b)}</th>"
         + "".join(f"<td>{_pct(counts.get(p, {}).get(b, 0) / totals[p])}</td>" for p in policies)
+        + (
+            f"<td>{_fmt(by_behaviour[b]['rm'], 2)}</td><td>{_fmt(by_behaviour[b]['gold'], 2)}</td>"
+            if b in by_behaviour
+            else ("<td>–</td><td>–</td>" if by_behaviour else "")
+        )
         + "</tr>"
         for b in names
     )
-    return (
-        "<h2>Behaviours the gold judge detected</h2>"
+    extra_head = "<th>mean RM score</th><th>mean gold score</th>" if by_behaviour else ""
+    text = (
         "<p>Share of held-out replies per behaviour (a good reply with a style fault is counted "
-        "under the fault).</p><table class='summary'><tr><th>behaviour</th>"
+        "under the fault)."
+        + (
+            " The last two columns average over every evaluated reply with that behaviour: where "
+            "the reward model scores a behaviour the gold judge rates low about as high as a good "
+            "one, PPO is rewarded for it (the RM is fooled).</p>"
+            if by_behaviour
+            else "</p>"
+        )
+    )
+    return (
+        "<h2>Behaviours the gold judge detected</h2>" + text + "<table class='summary'>"
+        "<tr><th>behaviour</th>"
         + "".join(f"<th>{_esc(_label(p))}</th>" for p in policies)
-        + f"</tr>{rows}</table>"
+        + f"{extra_head}</tr>{rows}</table>"
     )
 
 
