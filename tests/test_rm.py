@@ -23,7 +23,8 @@ from rlhfkit.algos.rm import (
     pair_metrics,
     train,
 )
-from rlhfkit.algos.rm.trainer import accumulate_gradients
+from rlhfkit.algos.rm.batching import collate_shared_prompt
+from rlhfkit.algos.rm.trainer import accumulate_gradients, chosen_target_tokens
 from rlhfkit.config import load_config
 from rlhfkit.data import (
     DataError,
@@ -111,6 +112,10 @@ def test_loss_falls_accuracy_rises_and_every_parameter_moves(assets):
     for name, tensor in before.items():
         if name.startswith("lm_head"):
             continue  # the causal LM head is not part of the reward model
+        if name == "transformer.ln_f.bias":
+            # adds the same w·β to every score: a pairwise loss is blind to it (gradient 0)
+            assert torch.equal(tensor, after[name])
+            continue
         assert not torch.equal(tensor, after[name]), f"{name} did not change"
     assert "score.weight" in after
 
@@ -180,9 +185,9 @@ def test_ranked_lists_one_forward_per_answer_all_pairs_in_the_loss(assets):
     rows_seen = []
     forward = rm.hidden_states
 
-    def counting(ids, mask):
+    def counting(ids, mask, position_ids=None):
         rows_seen.append(ids.shape[0])
-        return forward(ids, mask)
+        return forward(ids, mask, position_ids)
 
     rm.hidden_states = counting
     batches = [
@@ -312,3 +317,35 @@ def test_calibration_table_and_gold_agreement_match_a_naive_loop():
 def test_presets_validate(preset):
     cfg = load_config(RMConfig, preset=preset)
     assert cfg.model.name_or_path and cfg.data.train
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("kind", ["pairs", "ranked"])
+def test_shared_prompt_rows_equal_separate_rows(assets, attn, kind):
+    """One packed row per comparison (prompt once) gives each reply's own-row scores, the
+    same loss, LM term and gradients (eval mode: no dropout)."""
+    root, base, tok = assets
+    if kind == "pairs":
+        items = encode_pairs(tok, read_preferences(root / "pairs.jsonl").records[:5], 32)
+        separate = collate_pairs(items, tok.pad_token_id)
+        n_cmp = 5
+    else:
+        items = encode_ranked(tok, read_ranked(root / "ranked.jsonl").records[:4], 32)
+        separate = collate_ranked(items, tok.pad_token_id)
+        n_cmp = 4 * 3
+    shared = collate_shared_prompt(items, tok.pad_token_id)
+    assert shared["input_ids"].shape[0] == len(items)
+    assert shared["attention_mask"].sum() < separate["attention_mask"].sum()  # prompt once
+    cfg = _cfg(root, base, "unused", beta_rm=0.7, data={"ranked": kind == "ranked"})
+    n_lm = sum(chosen_target_tokens(it) for it in items)
+    results = []
+    for batch in (separate, shared):
+        torch.manual_seed(0)
+        rm = build_scalar_model(ModelConfig(name_or_path=str(base), attn_implementation=attn))
+        rm.attach_lm_head(base)
+        rm.eval()
+        sums = accumulate_gradients(Accelerator(cpu=True), rm, [batch], n_cmp, n_lm, 1, cfg)
+        results.append((sums, {n: p.grad.clone() for n, p in rm.named_parameters()}))
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-5)
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], grad, atol=1e-5, rtol=1e-4)

@@ -122,15 +122,45 @@ class ScalarModel(nn.Module):
         return self.model is not self._inner
 
     # -- computation ---------------------------------------------------------------------------
-    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(B, T) ids and mask → (B, T, H) final hidden states (after the final norm)."""
+    def hidden_states(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, T) ids and mask → (B, T, H) final hidden states (after the final norm).
+
+        `attention_mask` is (B, T), True = real token (positions then come from it), or a
+        (B, T, T) boolean "query i may attend to key j" mask with explicit `position_ids`
+        (B, T), for packed rows (see `rlhfkit.algos.rm.batching`).
+        """
+        if attention_mask.dim() == 3:
+            if position_ids is None:
+                raise ValueError("a (B, T, T) attention mask needs explicit position_ids")
+            mask = self._mask_4d(attention_mask)
+        else:
+            mask = attention_mask.long()
+            if position_ids is None:
+                position_ids = position_ids_from_mask(attention_mask)
         out = self.body(
-            input_ids=input_ids,
-            attention_mask=attention_mask.long(),
-            position_ids=position_ids_from_mask(attention_mask),
-            use_cache=False,
+            input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False
         )
         return out.last_hidden_state
+
+    def _mask_4d(self, allowed: torch.Tensor) -> torch.Tensor:
+        """(B, T, T) bool → the (B, 1, T, T) mask transformers passes to attention unchanged:
+        boolean for SDPA; additive (0 / dtype minimum) for other kernels, which add it to the
+        attention logits."""
+        allowed = allowed[:, None].bool()
+        if self.config._attn_implementation == "sdpa":
+            return allowed
+        dtype = (
+            torch.get_autocast_dtype(allowed.device.type)
+            if torch.is_autocast_enabled(allowed.device.type)
+            else self._dtype()
+        )
+        zero = torch.zeros((), dtype=dtype, device=allowed.device)
+        return torch.where(allowed, zero, torch.finfo(dtype).min)
 
     def _head(self, hidden: torch.Tensor) -> torch.Tensor:
         """Normalised scalar head in float32: scale·(w·h + b − offset), shape (...)."""
@@ -151,13 +181,20 @@ class ScalarModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         *,
+        position_ids: torch.Tensor | None = None,
+        score_index: torch.Tensor | None = None,
         return_values: bool = False,
         return_hidden: bool = False,
     ) -> ScalarOutput:
-        """Scores at the last real token (B,), optionally per-token values and hidden states."""
-        hidden = self.hidden_states(input_ids, attention_mask)
-        last = last_valid_index(attention_mask)
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        """Scores (B,) at each row's last real token, or at `score_index` ((N, 2) pairs of
+        (row, position), for packed rows: scores (N,)); optionally per-token values and hidden
+        states. Masks and positions as in `hidden_states`."""
+        hidden = self.hidden_states(input_ids, attention_mask, position_ids)
+        if score_index is None:
+            last = last_valid_index(attention_mask)
+            rows = torch.arange(hidden.shape[0], device=hidden.device)
+        else:
+            rows, last = score_index.to(hidden.device).unbind(-1)
         scores = self._head(hidden[rows, last])
         values = self._head(hidden) if return_values else None
         return ScalarOutput(scores, values, hidden if return_hidden else None)

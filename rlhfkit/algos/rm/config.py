@@ -33,8 +33,11 @@ class RMDataConfig(ConfigBase):
     max_prompt_length: int | None = None
     """Keep at most the last N prompt tokens (null: only `max_length` applies)."""
     max_tokens: int = Field(8192, ge=2)
-    """Token budget of one micro-batch over all its rows (a pair is 2 rows, a list K rows):
-    rows × longest row ≤ max_tokens, length-bucketed."""
+    """Token budget of one micro-batch: rows × longest row ≤ max_tokens, length-bucketed (with
+    share_prompt a comparison is one row; without, a pair is 2 rows and a list K rows)."""
+    share_prompt: bool = True
+    """Pack the replies to a prompt into one row after a single copy of the prompt (block
+    attention mask; exact, see `rm.batching`): the prompt is computed once, not once per reply."""
     max_pairs: int | None = Field(None, ge=1)
     """Also cap the items (pairs, or ranked lists) per micro-batch (null: only the token budget
     applies). With a large `max_tokens` this is a fixed batch size whose batches are still

@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+from rlhfkit.algos.rm.batching import collate_shared_prompt, shared_length
 from rlhfkit.algos.rm.config import RMConfig
 from rlhfkit.algos.rm.evaluate import gold_gaps_of, pair_metrics, score_pairs
 from rlhfkit.core import aggregate_loss, gather_logprobs, pairwise_loss, ranking_loss
@@ -196,8 +197,18 @@ def accumulate_gradients(
         ids = batch["input_ids"].to(device)
         mask = batch["attention_mask"].to(device)
         sync = k == len(batches) - 1  # DDP: all-reduce only on the step's last micro-batch
+        packed = "allowed" in batch  # shared-prompt rows (see batching.py)
         with contextlib.nullcontext() if sync else acc.no_sync(model):
-            out = model(ids, mask, return_hidden=cfg.beta_rm > 0)
+            if packed:
+                out = model(
+                    ids,
+                    batch["allowed"].to(device),
+                    position_ids=batch["position_ids"].to(device),
+                    score_index=batch["score_index"],
+                    return_hidden=cfg.beta_rm > 0,
+                )
+            else:
+                out = model(ids, mask, return_hidden=cfg.beta_rm > 0)
             # a. preference loss: the batch mean × its comparisons / (global count / W)
             if "group_size" in batch:
                 group = batch["group_size"]
@@ -205,6 +216,8 @@ def accumulate_gradients(
                 pref = ranking_loss(scores)
                 count = scores.shape[0] * group * (group - 1) // 2
                 best_rows = torch.arange(0, out.scores.numel(), group, device=device)
+                if packed:  # one row per list; response_mask marks the best reply's tokens
+                    best_rows = torch.arange(ids.shape[0], device=device)
             else:
                 n = batch["num_pairs"]
                 margin = cfg.margin_scale * batch["margin"].to(device) if cfg.use_margin else 0.0
@@ -315,10 +328,19 @@ def train(cfg: RMConfig) -> RMResult:
     train_recs, val_pairs = _read(cfg, variant)
     items = variant.encode(tokenizer, train_recs, d.max_length, d.max_prompt_length)
     val_items = encode_pairs(tokenizer, val_pairs, d.max_length, d.max_prompt_length)
-    max_rows = max(variant.rows(it) for it in items)
+    if d.share_prompt:  # one packed row per comparison
+        collate, lengths, budget = (
+            collate_shared_prompt,
+            [shared_length(it) for it in items],
+            d.max_tokens,
+        )
+    else:  # the sampler counts items, each `max_rows` rows at most
+        max_rows = max(variant.rows(it) for it in items)
+        collate, lengths = variant.collate, [it.length for it in items]
+        budget = d.max_tokens // max_rows
     sampler = TokenBudgetSampler(
-        [it.length for it in items],
-        d.max_tokens // max_rows,  # the sampler counts items, each `max_rows` rows at most
+        lengths,
+        budget,
         shuffle=True,
         seed=cfg.engine.seed,
         group_keys=[variant.rows(it) for it in items] if d.ranked else None,
@@ -359,7 +381,7 @@ def train(cfg: RMConfig) -> RMResult:
         groups = plan[step - 1]
         n_cmp = sum(variant.comparisons(items[i]) for b in groups for i in b)
         n_lm = sum(chosen_target_tokens(items[i]) for b in groups for i in b)
-        batches = [variant.collate([items[i] for i in b], pad_id) for b in groups[rank::world]]
+        batches = [collate([items[i] for i in b], pad_id) for b in groups[rank::world]]
         sums = accumulate_gradients(acc, model, batches, n_cmp, n_lm, world, cfg)
         tokens_since += sum(int(b["attention_mask"].sum()) for b in batches)
         grad_norm = None
