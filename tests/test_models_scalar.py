@@ -183,3 +183,20 @@ def test_missing_model_folder_is_a_clear_error(tmp_path):
         build_scalar_model(ModelConfig(name_or_path=str(tmp_path / "nope")))
     with pytest.raises(ValueError, match="name_or_path is empty"):
         load_policy(ModelConfig())
+
+
+def test_gpt2_loads_with_the_fused_gelu_computing_the_same_function(tmp_path, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    model = build_tiny_model("gpt2", "nano", tokenizer=tokenizer, seed=2)
+    assert model.config.activation_function == "gelu_new"
+    path = save_tiny_model(model, tmp_path / "g", tokenizer)
+    ours = load_policy(ModelConfig(name_or_path=str(path))).eval()
+    assert ours.config.activation_function == "gelu_pytorch_tanh"
+    original = AutoModelForCausalLM.from_pretrained(path).eval()
+    assert original.config.activation_function == "gelu_new"
+    ids, mask = _pad(_rows(seed=17), tokenizer.pad_token_id, "right")
+    with torch.no_grad():
+        a = ours(input_ids=ids, attention_mask=mask.long()).logits
+        b = original(input_ids=ids, attention_mask=mask.long()).logits
+    torch.testing.assert_close(a[mask], b[mask], atol=1e-5, rtol=1e-5)

@@ -267,7 +267,7 @@ class ScalarModel(nn.Module):
 def _load_seq_cls(cfg: ModelConfig) -> PreTrainedModel:
     _check_source(cfg)
     model = AutoModelForSequenceClassification.from_pretrained(
-        cfg.name_or_path, num_labels=1, **_from_pretrained_kwargs(cfg)
+        cfg.name_or_path, **_from_pretrained_kwargs(cfg, num_labels=1)
     )
     # HF's own forward refuses batches without a pad id; ours never uses it, but a folder saved
     # from this model should load and run with the HF class as well.
