@@ -14,7 +14,8 @@ needs. Three are provided:
 3. `CallableScorer`: any Python function `f(prompts, responses) -> list[float]` (a rule, a
    simulated-world gold scorer, an external API), the flexibility TRL's `reward_funcs` offers.
 
-Scores are checked for NaN/inf here, once, with a message that names the scorer.
+Scores come back as a float32 (B,) tensor, their count checked against the batch; NaN/inf are
+passed on for the trainer's `on_nan` policy (skip the batch or stop) to handle.
 """
 
 from __future__ import annotations
