@@ -119,14 +119,13 @@ def _missing(what: str) -> str:
 
 
 def _numeric_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
-    counts: dict[str, int] = {}
+    keys: dict[str, None] = {}  # insertion-ordered set; one point is enough (a very short run)
     for row in rows:
         for key, value in row.items():
             if key in _SKIP_KEYS or key.startswith("perf/") or isinstance(value, bool):
                 continue
             if isinstance(value, (int, float)) and math.isfinite(value):
-                counts[key] = counts.get(key, 0) + 1
-    keys = [k for k, c in counts.items() if c >= 2]
+                keys[key] = None
 
     def rank(key: str) -> tuple[int, str]:
         for i, prefix in enumerate(_KEY_ORDER):
