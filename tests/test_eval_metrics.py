@@ -15,7 +15,7 @@ from rlhfkit.eval.metrics import (
     sequence_kl,
     word_count,
 )
-from rlhfkit.eval.overopt import gao_rl_fit, overoptimisation_curve
+from rlhfkit.eval.overopt import overoptimisation_curve
 
 
 def test_sequence_kl_naive_loop_and_padding_leak():
@@ -114,17 +114,6 @@ def test_refusal_rates_split():
 
 def test_group_means():
     assert group_means(["a", "b", "a"], [1.0, 2.0, 4.0]) == {"a": 2.5, "b": 2.0}
-
-
-def test_gao_fit_recovers_known_coefficients():
-    alpha, beta = 1.3, 0.7
-    d = [0.1 * i for i in range(1, 30)]
-    r = [x * (alpha - beta * math.log(x)) for x in d]
-    a, b = gao_rl_fit([0.0, *d], [0.0, *r])
-    assert a == pytest.approx(alpha, abs=1e-9)
-    assert b == pytest.approx(beta, abs=1e-9)
-    with pytest.raises(ValueError, match="two points"):
-        gao_rl_fit([0.0, 1.0], [0.0, 1.0])
 
 
 def test_overoptimisation_curve_reads_eval_rows():

@@ -29,11 +29,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from rlhfkit.types import Dialogue
-
 __all__ = [
     "PairwiseJudge",
-    "PointwiseJudge",
     "gold_judge",
     "gold_judgements",
     "pairwise_from_pointwise",
@@ -41,9 +38,6 @@ __all__ = [
     "score_outcomes",
     "symmetric_preference",
 ]
-
-Prompt = Dialogue | str
-PointwiseJudge = Callable[[Sequence[Any], Sequence[str]], list[float]]
 
 
 class PairwiseJudge(Protocol):

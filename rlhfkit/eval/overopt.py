@@ -26,9 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-__all__ = ["OverOptCurve", "gao_rl_fit", "overoptimisation_curve"]
+__all__ = ["OverOptCurve", "overoptimisation_curve"]
 
 KL_KEY, RM_KEY, GOLD_KEY = "eval/kl_to_ref", "eval/rm_score", "eval/gold"
 
@@ -86,23 +84,3 @@ def overoptimisation_curve(rows: Sequence[dict[str, Any]]) -> OverOptCurve:
         rm=[p[2] for p in points],
         gold=[p[3] for p in points],
     )
-
-
-def gao_rl_fit(d: Sequence[float], reward: Sequence[float]) -> tuple[float, float]:
-    """Least-squares (α, β) of R(d) = d·(α − β·ln d) (Gao et al. 2022, RL form).
-
-    `d` = √KL ≥ 0, `reward` = score change from the initial policy, same length, at least two
-    points with d > 0. Solved in float64 with `torch.linalg.lstsq` on the design [d, −d·ln d].
-    """
-    if len(d) != len(reward):
-        raise ValueError(f"gao_rl_fit: {len(d)} distances but {len(reward)} rewards")
-    pairs = [(x, y) for x, y in zip(d, reward, strict=True) if x > 0]
-    if any(x < 0 for x in d):
-        raise ValueError("gao_rl_fit: d = sqrt(KL) must be >= 0")
-    if len(pairs) < 2:
-        raise ValueError("gao_rl_fit: needs at least two points with d > 0")
-    x = torch.tensor([p[0] for p in pairs], dtype=torch.float64)
-    y = torch.tensor([p[1] for p in pairs], dtype=torch.float64)
-    design = torch.stack([x, -x * torch.log(x)], dim=1)
-    coef = torch.linalg.lstsq(design, y.unsqueeze(1)).solution.squeeze(1)
-    return float(coef[0]), float(coef[1])
