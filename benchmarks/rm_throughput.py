@@ -49,9 +49,7 @@ def matmul_gflops(reps: int = 15, n: int = 1024) -> float:
     return round(2 * n**3 / statistics.median(times) / 1e9, 1)
 
 
-def run_one(
-    assets: Path, steps: int, warmup: int, precision: str, threads: int, fused_adam: bool
-) -> dict:
+def run_one(assets: Path, steps: int, warmup: int, precision: str, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
@@ -60,24 +58,6 @@ def run_one(
     transformers.logging.set_verbosity_error()
     from rlhfkit.algos.rm import RMConfig, train
     from rlhfkit.engine.metrics import read_metrics
-
-    if fused_adam:
-        # What a one-line change in engine/optim.py (AdamW(..., fused=True)) would give; the
-        # default measures the code as shipped.
-        import rlhfkit.algos.rm.trainer as trainer
-
-        def build_fused(params, cfg):
-            trainable = [p for p in params if p.requires_grad]
-            return torch.optim.AdamW(
-                trainable,
-                lr=cfg.lr,
-                betas=cfg.betas,
-                eps=cfg.eps,
-                weight_decay=cfg.weight_decay,
-                fused=True,
-            )
-
-        trainer.build_optimizer = build_fused
 
     out = tempfile.mkdtemp(prefix="rlhfkit_rm_bench_")
     cfg = RMConfig.model_validate(
@@ -119,7 +99,7 @@ def run_one(
     tokens_per_step = statistics.fmean(tok[warmup - 1 :])
     return {
         "trainer": "rlhfkit.algos.rm",
-        "variant": precision + ("+fused_adam" if fused_adam else ""),
+        "variant": precision,
         "steps": steps,
         "warmup_steps": warmup,
         "measured_steps": len(measured),
@@ -147,7 +127,6 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
-    ap.add_argument("--fused-adam", action="store_true", help="AdamW(fused=True) (see run_one)")
     ap.add_argument("--one", choices=["fp32", "bf16"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if not (args.assets / "preferences.jsonl").is_file():
@@ -155,15 +134,12 @@ def main() -> None:
             f"no assets at {args.assets}: run /work/shared/bench/make_assets.py --out {args.assets}"
         )
     if args.one:  # child process: one precision, one JSON line on stdout
-        result = run_one(
-            args.assets, args.steps, args.warmup, args.one, args.threads, args.fused_adam
-        )
+        result = run_one(args.assets, args.steps, args.warmup, args.one, args.threads)
         print(json.dumps(result), flush=True)
         return
     for precision in args.precision:
         cmd = [sys.executable, __file__, "--assets", str(args.assets), "--steps", str(args.steps)]
         cmd += ["--warmup", str(args.warmup), "--threads", str(args.threads), "--one", precision]
-        cmd += ["--fused-adam"] if args.fused_adam else []
         env = dict(os.environ, TOKENIZERS_PARALLELISM="false", CUDA_VISIBLE_DEVICES="")
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 import yaml
 
@@ -99,3 +100,18 @@ def test_atomic_write_text_replaces_whole_file(tmp_path):
     atomic_write_text(path, "new")
     assert path.read_text() == "new"
     assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]  # no temporary debris
+
+
+def test_tensorboard_when_asked(tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard is the optional [tensorboard] extra")
+    _, engine, *_ = _setup(tmp_path / "run", log_with=["tensorboard"])
+    engine.log({"loss/x": 2.0}, step=3)
+    engine.close()
+    events = list((tmp_path / "run").rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file written"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(events[0].parent))
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("loss/x")] == [(3, 2.0)]
+    assert read_metrics(tmp_path / "run" / "metrics.jsonl")[0]["loss/x"] == 2.0
