@@ -13,9 +13,10 @@ from rlhfkit.core.kl import (
     KLEstimator,
     kl_penalty,
     last_valid_index,
+    sequence_kl,
     shape_rewards,
 )
-from rlhfkit.core.logprobs import entropy_from_logits, gather_logprobs
+from rlhfkit.core.logprobs import entropy_from_logits, gather_logprobs, perplexity
 from rlhfkit.core.losses import (
     DPOLossOutput,
     LossMode,
@@ -58,10 +59,12 @@ __all__ = [
     "masked_sum",
     "masked_var",
     "pairwise_loss",
+    "perplexity",
     "ppo_penalty_loss",
     "ppo_policy_loss",
     "ranking_loss",
     "rloo_advantages",
+    "sequence_kl",
     "sft_loss",
     "shape_rewards",
     "value_loss",

@@ -22,6 +22,8 @@ from typing import Literal
 
 import torch
 
+from rlhfkit.core.stats import masked_sum
+
 __all__ = [
     "AdaptiveKLController",
     "FixedKLController",
@@ -147,3 +149,25 @@ class AdaptiveKLController:
         self.value = float(state["value"])
         self.target = float(state["target"])
         self.horizon = int(state["horizon"])
+
+
+def sequence_kl(
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    response_mask: torch.Tensor,
+    estimator: KLEstimator = "k1",
+) -> torch.Tensor:
+    """Per-sequence KL(π ‖ π_ref) estimate: Σ_t [mask]·k(log π − log π_ref) → (B,) float.
+
+    Shapes: `logprobs`, `ref_logprobs`, `response_mask` (B, T); mask True = valid response token;
+    the responses must be samples of π for the estimate to be unbiased. Masked positions (even
+    NaN) are ignored. Reference: Schulman 2020; InstructGPT §C.4; Gao et al. 2022 §2.
+    """
+    if logprobs.shape != ref_logprobs.shape or logprobs.shape != response_mask.shape:
+        raise ValueError(
+            f"sequence_kl: shapes differ: logprobs {tuple(logprobs.shape)}, ref_logprobs "
+            f"{tuple(ref_logprobs.shape)}, response_mask {tuple(response_mask.shape)}"
+        )
+    return masked_sum(
+        kl_penalty(logprobs.float(), ref_logprobs.float(), estimator), response_mask, dim=1
+    )

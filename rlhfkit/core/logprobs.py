@@ -17,7 +17,11 @@ Implementation details and their sources:
 
 from __future__ import annotations
 
+import math
+
 import torch
+
+from rlhfkit.core.stats import masked_sum
 
 __all__ = ["entropy_from_logits", "gather_logprobs"]
 
@@ -58,3 +62,14 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     logits = logits.float() if logits.dtype not in _FULL_PRECISION else logits
     probs = torch.softmax(logits, dim=-1)
     return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(dim=-1)
+
+
+def perplexity(logprobs: torch.Tensor, response_mask: torch.Tensor) -> float:
+    """Token-level perplexity exp(−Σ m·log p / Σ m) over every valid token of the batch.
+
+    Shapes: (B, T) each; mask True = valid. Raises ValueError if no token is valid.
+    """
+    n = int((response_mask != 0).sum())
+    if n == 0:
+        raise ValueError("perplexity: the mask has no valid token")
+    return math.exp(-float(masked_sum(logprobs.double(), response_mask)) / n)

@@ -29,10 +29,7 @@ import re
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
 
-import torch
-
-from rlhfkit.core import kl_penalty, masked_sum
-from rlhfkit.core.kl import KLEstimator
+from rlhfkit.core import perplexity, sequence_kl  # re-exported: eval's public metrics
 
 __all__ = [
     "group_means",
@@ -42,39 +39,6 @@ __all__ = [
     "sequence_kl",
     "word_count",
 ]
-
-
-def sequence_kl(
-    logprobs: torch.Tensor,
-    ref_logprobs: torch.Tensor,
-    response_mask: torch.Tensor,
-    estimator: KLEstimator = "k1",
-) -> torch.Tensor:
-    """Per-sequence KL(π ‖ π_ref) estimate: Σ_t [mask]·k(log π − log π_ref) → (B,) float.
-
-    Shapes: `logprobs`, `ref_logprobs`, `response_mask` (B, T); mask True = valid response token;
-    the responses must be samples of π for the estimate to be unbiased. Masked positions (even
-    NaN) are ignored. Reference: Schulman 2020; InstructGPT §C.4; Gao et al. 2022 §2.
-    """
-    if logprobs.shape != ref_logprobs.shape or logprobs.shape != response_mask.shape:
-        raise ValueError(
-            f"sequence_kl: shapes differ: logprobs {tuple(logprobs.shape)}, ref_logprobs "
-            f"{tuple(ref_logprobs.shape)}, response_mask {tuple(response_mask.shape)}"
-        )
-    return masked_sum(
-        kl_penalty(logprobs.float(), ref_logprobs.float(), estimator), response_mask, dim=1
-    )
-
-
-def perplexity(logprobs: torch.Tensor, response_mask: torch.Tensor) -> float:
-    """Token-level perplexity exp(−Σ m·log p / Σ m) over every valid token of the batch.
-
-    Shapes: (B, T) each; mask True = valid. Raises ValueError if no token is valid.
-    """
-    n = int((response_mask != 0).sum())
-    if n == 0:
-        raise ValueError("perplexity: the mask has no valid token")
-    return math.exp(-float(masked_sum(logprobs.double(), response_mask)) / n)
 
 
 _WORD = re.compile(r"[\w']+")

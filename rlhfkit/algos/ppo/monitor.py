@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rlhfkit.core import masked_mean, masked_var
+from rlhfkit.core import masked_var
 
 __all__ = ["CollapseMonitor", "explained_variance", "repetition_fraction"]
 
@@ -85,14 +85,3 @@ class CollapseMonitor:
 
     def load_state_dict(self, state: dict[str, list[dict[str, float]]]) -> None:
         self.history = list(state["history"])
-
-
-def sequence_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> float:
-    """Mean over sequences of Σ_t (log π − log π_ref) on valid tokens (k1 summed per response)."""
-    per_seq = torch.where(mask, logprobs - ref_logprobs, torch.zeros_like(logprobs)).sum(dim=1)
-    return float(per_seq.mean())
-
-
-def token_perplexity(logprobs: torch.Tensor, mask: torch.Tensor) -> float:
-    """exp(−mean log-prob) over valid tokens."""
-    return float(torch.exp(-masked_mean(logprobs, mask)))

@@ -59,8 +59,6 @@ from rlhfkit.algos.ppo.monitor import (
     CollapseMonitor,
     explained_variance,
     repetition_fraction,
-    sequence_kl,
-    token_perplexity,
 )
 from rlhfkit.core import (
     AdaptiveKLController,
@@ -68,8 +66,10 @@ from rlhfkit.core import (
     RunningMoments,
     aggregate_loss,
     gae,
+    perplexity,
     ppo_penalty_loss,
     ppo_policy_loss,
+    sequence_kl,
     sft_loss,
     shape_rewards,
     value_loss,
@@ -507,7 +507,7 @@ def train(
         t_train = time.perf_counter()
 
         # 6. KL control from the mean per-sequence KL of this rollout
-        kl_to_ref = sequence_kl(exp.old_logprobs, exp.ref_logprobs, mask)
+        kl_to_ref = float(sequence_kl(exp.old_logprobs, exp.ref_logprobs, mask).mean())
         kl_coef_used = kl_ctl.value
         if train_policy:
             kl_ctl.update(kl_to_ref, n_steps=len(index))
@@ -524,8 +524,8 @@ def train(
             ),
             "policy/kl_to_ref": kl_to_ref,
             "policy/kl_coef": kl_coef_used,
-            "policy/perplexity": token_perplexity(exp.old_logprobs, mask),
-            "ref/perplexity": token_perplexity(exp.ref_logprobs, mask),
+            "policy/perplexity": perplexity(exp.old_logprobs, mask),
+            "ref/perplexity": perplexity(exp.ref_logprobs, mask),
             "response/length_mean": float(mask.sum(1).float().mean()),
             "response/eos_fraction": float(ended.any(1).float().mean()),
             "response/repetition": repetition_fraction(exp.response_ids, mask),
