@@ -18,7 +18,7 @@ import importlib
 import importlib.util
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -61,7 +61,9 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _run_trainer(module: str, cls_name: str, config: Optional[Path], preset: Optional[str], overrides: list[str]):
+def _run_trainer(
+    module: str, cls_name: str, config: Path | None, preset: str | None, overrides: list[str]
+):
     from rlhfkit.config import ConfigError, load_config
 
     mod = importlib.import_module(module)
@@ -86,9 +88,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def _make_trainer_command(name: str, module: str, cls_name: str, help_text: str) -> None:
     def command(
-        overrides: Annotated[Optional[list[str]], typer.Argument(help="key.sub=value overrides")] = None,
-        config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file")] = None,
-        preset: Annotated[Optional[str], typer.Option(help="a preset shipped with rlhfkit")] = None,
+        overrides: Annotated[
+            list[str] | None, typer.Argument(help="key.sub=value overrides")
+        ] = None,
+        config: Annotated[
+            Path | None, typer.Option("--config", "-c", help="YAML config file")
+        ] = None,
+        preset: Annotated[str | None, typer.Option(help="a preset shipped with rlhfkit")] = None,
     ) -> None:
         _run_trainer(module, cls_name, config, preset, overrides or [])
 
@@ -125,7 +131,7 @@ app.add_typer(config_app, name="config")
 @config_app.command("show")
 def config_show(
     algo: Annotated[str, typer.Argument(help="sft, rm, ppo, ...")],
-    preset: Annotated[Optional[str], typer.Option(help="show a preset's resolved values")] = None,
+    preset: Annotated[str | None, typer.Option(help="show a preset's resolved values")] = None,
 ) -> None:
     """List every key of ALGO's config with its default (or preset) value and help text."""
     from rich.console import Console
@@ -134,7 +140,9 @@ def config_show(
     from rlhfkit.config import ConfigError, describe, load_config, to_yaml
 
     if algo not in TRAINERS or not _exists(TRAINERS[algo][0]):
-        _fail(f"unknown algorithm {algo!r}; available: {', '.join(n for n, v in TRAINERS.items() if _exists(v[0]))}")
+        _fail(
+            f"unknown algorithm {algo!r}; available: {', '.join(n for n, v in TRAINERS.items() if _exists(v[0]))}"
+        )
     module, cls_name, _ = TRAINERS[algo]
     cls = getattr(importlib.import_module(module), cls_name)
     if preset:
@@ -159,7 +167,9 @@ def selfcheck() -> None:
 
 
 @app.callback(invoke_without_command=True)
-def _main(version: Annotated[bool, typer.Option("--version", help="print the version")] = False) -> None:
+def _main(
+    version: Annotated[bool, typer.Option("--version", help="print the version")] = False,
+) -> None:
     if version:
         typer.echo(f"rlhfkit {__version__}")
         raise typer.Exit()

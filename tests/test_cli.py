@@ -33,3 +33,14 @@ def test_selfcheck_passes():
 def test_console_script_runs():
     out = subprocess.run([sys.executable, "-m", "rlhfkit.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and "rlhfkit" in out.stdout
+
+
+def test_trainer_config_error_is_a_message_naming_the_key():
+    result = runner.invoke(app, ["rm", "optim.lrr=3"])
+    assert result.exit_code == 2
+    assert "optim.lrr: unknown key" in result.output and "Traceback" not in result.output
+
+
+def test_config_show_lists_keys_with_help():
+    result = runner.invoke(app, ["config", "show", "ppo"])
+    assert result.exit_code == 0 and "kl_coef" in result.output
