@@ -51,7 +51,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a config file must hold a mapping of keys, got {type(data).__name__}")
+        raise ConfigError(
+            f"{path}: a config file must hold a mapping of keys, got {type(data).__name__}"
+        )
     return data
 
 
@@ -80,7 +82,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {text!r}: expected KEY=VALUE with a dotted key, e.g. optim.lr=1e-5")
+        raise ConfigError(
+            f"override {text!r}: expected KEY=VALUE with a dotted key, e.g. optim.lr=1e-5"
+        )
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:

@@ -20,8 +20,12 @@ def _gae_single_terminal_reward() -> float:
     T, r, gamma, lam = 6, 2.0, 0.9, 0.8
     rewards = torch.zeros(1, T, dtype=torch.float64)
     rewards[0, -1] = r
-    adv, _ = core.gae(rewards, torch.zeros_like(rewards), torch.ones(1, T, dtype=torch.bool), gamma, lam)
-    expected = torch.tensor([[(gamma * lam) ** (T - 1 - t) * r for t in range(T)]], dtype=torch.float64)
+    adv, _ = core.gae(
+        rewards, torch.zeros_like(rewards), torch.ones(1, T, dtype=torch.bool), gamma, lam
+    )
+    expected = torch.tensor(
+        [[(gamma * lam) ** (T - 1 - t) * r for t in range(T)]], dtype=torch.float64
+    )
     return (adv - expected).abs().max().item()
 
 
@@ -83,5 +87,7 @@ def run_selfcheck() -> bool:
         table.add_row(name, f"{err:.2e}", f"{tol:.0e}", "✓" if ok else "✗ FAIL")
     console = Console()
     console.print(table)
-    console.print(f"torch {torch.__version__}; {'all checks passed' if ok_all else 'SOME CHECKS FAILED'}")
+    console.print(
+        f"torch {torch.__version__}; {'all checks passed' if ok_all else 'SOME CHECKS FAILED'}"
+    )
     return ok_all

@@ -73,7 +73,11 @@ class RankedList:
             for j in range(i + 1, k):
                 out.append(
                     PreferencePair(
-                        self.prompt, self.responses[i], self.responses[j], source=self.source, meta=self.meta
+                        self.prompt,
+                        self.responses[i],
+                        self.responses[j],
+                        source=self.source,
+                        meta=self.meta,
                     )
                 )
         return out

@@ -31,7 +31,9 @@ def test_selfcheck_passes():
 
 
 def test_console_script_runs():
-    out = subprocess.run([sys.executable, "-m", "rlhfkit.cli", "--version"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "rlhfkit.cli", "--version"], capture_output=True, text=True
+    )
     assert out.returncode == 0 and "rlhfkit" in out.stdout
 
 

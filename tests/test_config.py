@@ -26,7 +26,9 @@ class _Algo(ConfigBase):
 def test_defaults_file_and_overrides_compose(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("model:\n  layers: 4\noptim:\n  lr: 0.001\n")
-    cfg = load_config(_Algo, path, ["optim.lr=1e-5", "model.name_or_path=gpt2", "engine.log_with=[tensorboard]"])
+    cfg = load_config(
+        _Algo, path, ["optim.lr=1e-5", "model.name_or_path=gpt2", "engine.log_with=[tensorboard]"]
+    )
     assert cfg.model.layers == 4  # from the file
     assert cfg.optim.lr == 1e-5  # override beats file; "1e-5" (a YAML string) becomes a float
     assert cfg.model.name_or_path == "gpt2"

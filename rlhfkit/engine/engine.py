@@ -73,7 +73,9 @@ class Engine:
             self.run.create()
             self.run.save_config(full_config)
         if cfg.log_with:
-            self.accelerator.init_trackers("rlhfkit", config=_flat(full_config.model_dump(mode="json")))
+            self.accelerator.init_trackers(
+                "rlhfkit", config=_flat(full_config.model_dump(mode="json"))
+            )
         self.metrics = MetricsLogger(self.run.metrics_file, self.accelerator, enabled=self.is_main)
         self.console = Console(stderr=True, quiet=not self.is_main)
 

@@ -28,7 +28,9 @@ class OptimConfig(ConfigBase):
     """Linear warm-up length in optimiser steps."""
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+def build_optimizer(
+    params: Iterable[torch.nn.Parameter], cfg: OptimConfig
+) -> torch.optim.Optimizer:
     trainable = [p for p in params if p.requires_grad]
     if not trainable:
         raise ValueError("no trainable parameters: every parameter has requires_grad=False")
@@ -46,7 +48,9 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimConfig) -> t
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int):
-    name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[cfg.scheduler]
+    name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[
+        cfg.scheduler
+    ]
     return get_scheduler(
         name, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=max(total_steps, 1)
     )

@@ -1,11 +1,11 @@
 """The run directory layout, the same for every command:
 
-    RUN/config.yaml        the resolved config (exactly what ran)
-    RUN/meta.json          rlhfkit version, git commit of the code, command line, start time
-    RUN/metrics.jsonl      one JSON object per logged step (always)
-    RUN/checkpoints/       step_00000100/ … written atomically, `latest` names the newest
-    RUN/samples/           generations, one JSONL file per logging point
-    RUN/tensorboard/       when asked for
+RUN/config.yaml        the resolved config (exactly what ran)
+RUN/meta.json          rlhfkit version, git commit of the code, command line, start time
+RUN/metrics.jsonl      one JSON object per logged step (always)
+RUN/checkpoints/       step_00000100/ … written atomically, `latest` names the newest
+RUN/samples/           generations, one JSONL file per logging point
+RUN/tensorboard/       when asked for
 """
 
 from __future__ import annotations
@@ -29,11 +29,17 @@ def code_version() -> str:
     try:
         sha = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=5, check=True,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
         ).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
