@@ -652,12 +652,9 @@ def update_minibatch(
                 return stats, False
             acc.backward(cfg.ptx_coef * ptx)
             stats["loss/ptx"] = float(ptx.detach())
-        grad_norm = clip(acc, policy, cfg.optim.max_grad_norm)
+        grad_norm = clipped_step(acc, policy, optimizer, cfg.optim.max_grad_norm)
         if not math.isfinite(grad_norm):
-            optimizer.zero_grad(set_to_none=True)
             return stats, False
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
         stats.update(sums)
         stats["policy/grad_norm"] = grad_norm
 
@@ -684,15 +681,24 @@ def update_minibatch(
         vsums["loss/value"] += float(out.loss.detach())
         vsums["critic/value_clipfrac"] += float(out.clipfrac) * share
         vsums["critic/value_error"] += float(out.value_error) * share
-    grad_norm = clip(acc, critic, cfg.critic_optim.max_grad_norm)
+    grad_norm = clipped_step(acc, critic, critic_optimizer, cfg.critic_optim.max_grad_norm)
     if not math.isfinite(grad_norm):
-        critic_optimizer.zero_grad(set_to_none=True)
         return stats, False
-    critic_optimizer.step()
-    critic_optimizer.zero_grad(set_to_none=True)
     stats.update(vsums)
     stats["critic/grad_norm"] = grad_norm
     return stats, True
+
+
+def clipped_step(
+    acc: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer, max_norm: float | None
+) -> float:
+    """Clip the global gradient norm, step unless it is NaN/inf (the batch is then skipped),
+    clear the gradients; returns the norm before clipping."""
+    grad_norm = clip(acc, model, max_norm)
+    if math.isfinite(grad_norm):
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
 
 
 def clip(acc: Any, model: torch.nn.Module, max_norm: float | None) -> float:
