@@ -2,7 +2,7 @@
 
     rlhfkit demo [--out DIR] [--quick]          the whole loop on the simulated world
     rlhfkit sft|rm|ppo --config FILE [--preset NAME] [key.sub=value ...]
-    rlhfkit sim make|score                      the simulated feedback world
+    rlhfkit sim make|score|collect              the simulated feedback world
     rlhfkit data inspect PATH                   look at a dataset before training on it
     rlhfkit eval ...                            judges, win rates, reports
     rlhfkit config show ALGO                    every config key, its default and its help

@@ -30,7 +30,6 @@ from typing import Any
 
 import torch
 
-from rlhfkit.data import collate_prompts, encode_prompts, ensure_pad_token
 from rlhfkit.eval.judges import (
     PairwiseJudge,
     gold_judgements,
@@ -46,7 +45,7 @@ from rlhfkit.eval.metrics import (
     word_count,
 )
 from rlhfkit.eval.winrate import WinRate, win_rate
-from rlhfkit.rollout import RewardModelScorer, RolloutConfig, generate, response_logprobs
+from rlhfkit.rollout import RewardModelScorer, RolloutConfig, response_logprobs, sample_batches
 from rlhfkit.types import PromptRecord
 
 __all__ = ["EvalResult", "compare_policies", "evaluate_policy"]
@@ -161,16 +160,11 @@ def evaluate_policy(
     if not prompts:
         raise ValueError("evaluate_policy: no prompts")
     t0 = time.perf_counter()
-    pad_id = ensure_pad_token(tokenizer)
-    eos_id = tokenizer.eos_token_id
-    if eos_id is None:
-        raise ValueError("evaluate_policy: the tokenizer has no EOS token")
     device = _device(policy)
     modes = [(m, m.training) for m in (policy, ref_policy) if m is not None]
     for model, _ in modes:
         model.eval()  # no dropout: the measured distribution is the model's own
     generator = torch.Generator(device=device).manual_seed(seed)
-    encoded = encode_prompts(tokenizer, list(prompts), max_prompt_length)
     scorer = RewardModelScorer(reward_model) if reward_model is not None else None
 
     replies: list[str] = []
@@ -178,19 +172,10 @@ def evaluate_policy(
     rm_scores: list[float] = []
     kls: list[float] = []
     nll_sum, nll_count = 0.0, 0
-    bs = rollout.batch_size
-    for start in range(0, len(encoded), bs):
-        batch = collate_prompts(encoded[start : start + bs], pad_id)
-        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-        out = generate(
-            policy, ids, mask, rollout, generator,
-            eos_token_id=eos_id, pad_token_id=pad_id, tokenizer=tokenizer, keep_logprobs=False,
-        )  # fmt: skip
+    batches = sample_batches(policy, tokenizer, prompts, rollout, generator, max_prompt_length)
+    for start, out, texts in batches:
         resp_mask = out.response_mask
-        texts = tokenizer.batch_decode(
-            out.response_ids.masked_fill(~resp_mask, pad_id), skip_special_tokens=True
-        )
-        replies.extend(t.strip() for t in texts)
+        replies.extend(texts)
         n_tokens.extend(int(n) for n in resp_mask.sum(dim=1))
         if scorer is not None:
             rm_scores.extend(scorer([], texts, out).tolist())
@@ -207,7 +192,7 @@ def evaluate_policy(
                 nll_sum += n * math.log(perplexity(logprobs, resp_mask))
                 nll_count += n
         if progress is not None:
-            progress(min(start + bs, len(encoded)), len(encoded))
+            progress(start + len(texts), len(prompts))
     for model, training in modes:
         model.train(training)
 

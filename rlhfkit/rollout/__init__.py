@@ -6,6 +6,7 @@
   → `Experience` (old/ref log-probs, old values, scores): the scoring pass of PPO.
 - Scorers (`Scorer` protocol): `RewardModelScorer` (same tokenizer, reuses ids),
   `RetokenizingRewardModelScorer` (own tokenizer), `CallableScorer` (any Python function).
+- `sample_batches`: sampled replies as text, batch by batch (evaluation, feedback collection).
 - `response_logprobs`: the policy forward that applies the LM head only at response positions.
 """
 
@@ -25,6 +26,7 @@ from rlhfkit.rollout.scorers import (
     as_scalar_model,
     import_callable,
 )
+from rlhfkit.rollout.texts import sample_batches
 
 __all__ = [
     "CallableScorer",
@@ -41,6 +43,7 @@ __all__ = [
     "make_experience",
     "reference_context",
     "response_logprobs",
+    "sample_batches",
     "trim_padding",
     "use_fused_gelu",
 ]

@@ -2,6 +2,10 @@
 
     rlhfkit sim make --out DIR [--seed N] [--n-sft 2000 ...]
     rlhfkit sim score --input replies.jsonl [--output scored.jsonl]
+    rlhfkit sim collect --world DIR --policy MODEL -o pairs.jsonl [--prompts FILE] [-n N]
+
+`collect` samples two replies per prompt from a policy and writes them as preference pairs
+labelled by the world's simulated annotators (`rlhfkit.sim.feedback`).
 
 `score` reads JSON Lines with a `prompt` (string, or messages list) and a `reply` (or `response`)
 per row, checks every row first (a bad row stops it with file, line and field, before anything is
@@ -164,3 +168,52 @@ def score(
     if all_scores:
         table.add_row("all", str(len(all_scores)), f"{sum(all_scores) / len(all_scores):.3f}", "")
     Console().print(table)
+
+
+@app.command()
+def collect(
+    world: Annotated[
+        Path, typer.Option("--world", help="World folder (its manifest gives the annotators).")
+    ],
+    policy: Annotated[Path, typer.Option("--policy", help="Policy model folder to sample from.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Preference JSONL to write.")],
+    prompts: Annotated[
+        Path | None,
+        typer.Option(help="Prompt JSONL (default: WORLD/prompts/train.jsonl, training items)."),
+    ] = None,
+    n: Annotated[int, typer.Option("-n", help="Prompts to use (0: all).")] = 0,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest reply in tokens.")] = 32,
+    seed: Annotated[int, typer.Option(help="Sampling and labelling seed.")] = 0,
+) -> None:
+    """Sample two replies per prompt from a policy and have the simulated annotators compare them
+    (on-policy preference pairs for `rlhfkit rm`; see rlhfkit.sim.feedback)."""
+    from rich.progress import Progress
+
+    from rlhfkit.data import read_prompts
+    from rlhfkit.models import ModelConfig, load_policy, load_tokenizer
+    from rlhfkit.rollout import RolloutConfig
+    from rlhfkit.sim.feedback import annotators_from_manifest, collect_comparisons
+
+    annotators = annotators_from_manifest(world)
+    records = read_prompts(prompts or world / "prompts" / "train.jsonl").records
+    records = records[:n] if n else records
+    model = load_policy(ModelConfig(name_or_path=str(policy)))
+    tokenizer = load_tokenizer(policy)
+    cfg = RolloutConfig(temperature=temperature, max_new_tokens=max_new_tokens)
+    with Progress(console=Console(stderr=True)) as bar:
+        task = bar.add_task("sampling", total=2 * len(records))
+        rows = collect_comparisons(
+            model, tokenizer, records, annotators, cfg, seed=seed,
+            progress=lambda done, total: bar.update(task, completed=done),
+        )  # fmt: skip
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    tmp.replace(output)
+    decided = [r for r in rows if r["meta"]["chosen_gold"] != r["meta"]["rejected_gold"]]
+    agree = sum(r["meta"]["chosen_gold"] > r["meta"]["rejected_gold"] for r in decided)
+    typer.echo(
+        f"wrote {len(rows)} comparisons to {output} ({len(records) - len(rows)} prompts gave two "
+        f"identical replies); the gold-better reply was chosen in {agree}/{len(decided)}"
+    )

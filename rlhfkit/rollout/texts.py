@@ -1,0 +1,50 @@
+"""Sampling replies to prompt records as text, batch by batch: what evaluation and feedback
+collection share (PPO keeps the token tensors instead, see `generate`).
+
+`sample_batches` encodes the prompts (chat template, keeping the last `max_prompt_length` tokens),
+samples one reply per prompt with `generate` in batches of `cfg.batch_size`, and yields each batch's
+`Rollout` with its decoded replies (special tokens skipped, surrounding whitespace stripped: the
+text any judge sees). A reply that hit `max_new_tokens` without EOS is kept as it is. Randomness
+comes only from `generator`; the caller picks eval mode and `inference_mode`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+from rlhfkit.data import collate_prompts, encode_prompts, ensure_pad_token
+from rlhfkit.rollout.generate import Rollout, RolloutConfig, generate
+from rlhfkit.types import PromptRecord
+
+__all__ = ["sample_batches"]
+
+
+def sample_batches(
+    policy: torch.nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[PromptRecord],
+    cfg: RolloutConfig,
+    generator: torch.Generator,
+    max_prompt_length: int = 256,
+) -> Iterator[tuple[int, Rollout, list[str]]]:
+    """Yield (index of the batch's first prompt, rollout, decoded replies) per batch."""
+    pad_id = ensure_pad_token(tokenizer)
+    eos_id = tokenizer.eos_token_id
+    if eos_id is None:
+        raise ValueError("sample_batches: the tokenizer has no EOS token")
+    device = next(policy.parameters()).device
+    encoded = encode_prompts(tokenizer, list(prompts), max_prompt_length)
+    for start in range(0, len(encoded), cfg.batch_size):
+        batch = collate_prompts(encoded[start : start + cfg.batch_size], pad_id)
+        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        out = generate(
+            policy, ids, mask, cfg, generator,
+            eos_token_id=eos_id, pad_token_id=pad_id, tokenizer=tokenizer, keep_logprobs=False,
+        )  # fmt: skip
+        texts = tokenizer.batch_decode(
+            out.response_ids.masked_fill(~out.response_mask, pad_id), skip_special_tokens=True
+        )
+        yield start, out, [t.strip() for t in texts]

@@ -1,0 +1,125 @@
+"""Comparisons of a policy's own samples, labelled by the simulated annotators: the simulated
+counterpart of collecting human feedback on model outputs.
+
+InstructGPT's labellers compared replies *sampled from the models being trained* (Ouyang et al.
+2022, §3.2), not replies written for the purpose: a reward model learns most about the region the
+policy actually samples from, and PPO moves within that region. The world's own preference pairs
+(`make_world`) are written by the behaviour sampler, which knows every answer; a small policy's
+answers are often wrong, and a reward model that has only seen the sampler's mostly-correct answers
+learns that answer-shaped text is good. `collect_comparisons` closes that gap:
+
+1. sample two replies per prompt from the policy (`rollout.sample_batches`, temperature of `cfg`,
+   one seeded generator, so the collection is reproducible);
+2. drop pairs whose two replies are the same text (no comparison to make);
+3. one annotator per pair, drawn at random, picks a reply (`simulate_preference`: Bradley–Terry on
+   the gold score plus the annotator's length bias); the gold scores and behaviours go in `meta`
+   for evaluation only; training reads prompt, chosen and rejected.
+
+Rows have the world's preference format, so `rlhfkit rm` reads them like any other pairs file.
+`annotators_from_manifest` rebuilds the world's annotators (same temperature and length biases).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhfkit.rollout import RolloutConfig, sample_batches
+from rlhfkit.sim.annotators import Annotator, simulate_preference
+from rlhfkit.sim.gold import judge
+from rlhfkit.types import PromptRecord
+
+__all__ = ["annotators_from_manifest", "collect_comparisons"]
+
+
+def annotators_from_manifest(world_dir: str | Path) -> list[Annotator]:
+    """The annotators `make_world` labelled the world's pairs with (from `manifest.json`)."""
+    path = Path(world_dir) / "manifest.json"
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))["annotators"]
+        return [
+            Annotator(float(info["temperature"]), float(bias), name)
+            for name, bias in info["length_biases"].items()
+        ]
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path}: no world manifest (make one with `rlhfkit sim make`)"
+        ) from None
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: field 'annotators' is missing or malformed ({err})") from err
+
+
+def _prompt_field(record: PromptRecord) -> str | list[dict[str, str]]:
+    if len(record.prompt) == 1:
+        return record.prompt[0].content
+    return [{"role": m.role, "content": m.content} for m in record.prompt]
+
+
+@torch.inference_mode()
+def collect_comparisons(
+    policy: torch.nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[PromptRecord],
+    annotators: Sequence[Annotator],
+    cfg: RolloutConfig,
+    seed: int = 0,
+    max_prompt_length: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Two samples per prompt, labelled by one random annotator each (see the module docstring).
+
+    Returns preference rows {prompt, chosen, rejected, meta}; `progress(done, total)` is called
+    after each generation batch (total = 2 · len(prompts)).
+    """
+    if not annotators:
+        raise ValueError("collect_comparisons: no annotators")
+    was_training = policy.training
+    policy.eval()
+    device = next(policy.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    samples: list[list[str]] = []
+    for draw in range(2):
+        replies: list[str] = []
+        for _, _, texts in sample_batches(
+            policy, tokenizer, prompts, cfg, generator, max_prompt_length
+        ):
+            replies.extend(texts)
+            if progress is not None:
+                progress(draw * len(prompts) + len(replies), 2 * len(prompts))
+        samples.append(replies)
+    policy.train(was_training)
+
+    rng = random.Random(f"feedback-{seed}")
+    rows = []
+    for record, a, b in zip(prompts, samples[0], samples[1], strict=True):
+        if a == b:
+            continue
+        verdict_a, verdict_b = judge(record.prompt, a), judge(record.prompt, b)
+        annotator = rng.choice(list(annotators))
+        pref = simulate_preference(
+            record.prompt, a, b, annotator, rng, gold_a=verdict_a.score, gold_b=verdict_b.score
+        )
+        a_wins = pref.chosen == a
+        rows.append(
+            {
+                "prompt": _prompt_field(record),
+                "chosen": pref.chosen,
+                "rejected": pref.rejected,
+                "meta": {
+                    "source": "policy",
+                    "family": verdict_a.family,
+                    "annotator": annotator.name,
+                    "p_chosen": pref.p_first if a_wins else 1 - pref.p_first,
+                    "chosen_gold": pref.chosen_gold,
+                    "rejected_gold": pref.rejected_gold,
+                    "chosen_behaviour": (verdict_a if a_wins else verdict_b).behaviour,
+                    "rejected_behaviour": (verdict_b if a_wins else verdict_a).behaviour,
+                },
+            }
+        )
+    return rows
