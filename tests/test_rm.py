@@ -185,9 +185,9 @@ def test_ranked_lists_one_forward_per_answer_all_pairs_in_the_loss(assets):
     rows_seen = []
     forward = rm.hidden_states
 
-    def counting(ids, mask, position_ids=None):
+    def counting(ids, mask, position_ids=None, query=None):
         rows_seen.append(ids.shape[0])
-        return forward(ids, mask, position_ids)
+        return forward(ids, mask, position_ids, query)
 
     rm.hidden_states = counting
     batches = [
