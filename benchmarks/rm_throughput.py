@@ -16,7 +16,9 @@ TRL's `on_step_end` timer). Each precision runs in its own process (peak RSS is 
 Differences from TRL's run, on purpose: rlhfkit formats a plain prompt in the HH format
 ("\\n\\nHuman: …\\n\\nAssistant:") and appends EOS to each reply, so its sequences are a few
 tokens *longer* than TRL's (tokens/s counts what each actually processed); batches are
-length-sorted within the epoch (`data.max_pairs`), which TRL does not do.
+length-sorted within the epoch (`data.max_pairs`), which TRL does not do. Dropout is off, as
+in TRL's `RewardTrainer` (`disable_dropout=True`, its default); `--dropout` keeps the model's
+dropout (rlhfkit's `disable_dropout: false` default, what this benchmark ran before).
 """
 
 from __future__ import annotations
@@ -49,7 +51,9 @@ def matmul_gflops(reps: int = 15, n: int = 1024) -> float:
     return round(2 * n**3 / statistics.median(times) / 1e9, 1)
 
 
-def run_one(assets: Path, steps: int, warmup: int, precision: str, threads: int) -> dict:
+def run_one(
+    assets: Path, steps: int, warmup: int, precision: str, threads: int, dropout: bool
+) -> dict:
     import torch
 
     torch.set_num_threads(threads)
@@ -76,6 +80,7 @@ def run_one(assets: Path, steps: int, warmup: int, precision: str, threads: int)
             "max_steps": steps,
             "log_every": 1,
             "normalize": "none",
+            "disable_dropout": not dropout,  # TRL's RewardTrainer disables dropout by default
             "engine": {
                 "seed": 42,
                 "device": "cpu",
@@ -100,6 +105,7 @@ def run_one(assets: Path, steps: int, warmup: int, precision: str, threads: int)
     return {
         "trainer": "rlhfkit.algos.rm",
         "variant": precision,
+        "dropout": dropout,
         "steps": steps,
         "warmup_steps": warmup,
         "measured_steps": len(measured),
@@ -117,6 +123,7 @@ def run_one(assets: Path, steps: int, warmup: int, precision: str, threads: int)
         "calib_gflops_before": before,
         "calib_gflops_after": after,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+        "load_avg_1min": os.getloadavg()[0],
     }
 
 
@@ -127,6 +134,11 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    ap.add_argument(
+        "--dropout",
+        action="store_true",
+        help="train with the model's dropout (rlhfkit's default) instead of without it (TRL's)",
+    )
     ap.add_argument("--one", choices=["fp32", "bf16"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if not (args.assets / "preferences.jsonl").is_file():
@@ -134,12 +146,13 @@ def main() -> None:
             f"no assets at {args.assets}: run /work/shared/bench/make_assets.py --out {args.assets}"
         )
     if args.one:  # child process: one precision, one JSON line on stdout
-        result = run_one(args.assets, args.steps, args.warmup, args.one, args.threads)
+        result = run_one(args.assets, args.steps, args.warmup, args.one, args.threads, args.dropout)
         print(json.dumps(result), flush=True)
         return
     for precision in args.precision:
         cmd = [sys.executable, __file__, "--assets", str(args.assets), "--steps", str(args.steps)]
         cmd += ["--warmup", str(args.warmup), "--threads", str(args.threads), "--one", precision]
+        cmd += ["--dropout"] if args.dropout else []
         env = dict(os.environ, TOKENIZERS_PARALLELISM="false", CUDA_VISIBLE_DEVICES="")
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]

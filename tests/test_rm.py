@@ -185,9 +185,9 @@ def test_ranked_lists_one_forward_per_answer_all_pairs_in_the_loss(assets):
     rows_seen = []
     forward = rm.hidden_states
 
-    def counting(ids, mask, position_ids=None):
+    def counting(ids, mask, position_ids=None, query=None):
         rows_seen.append(ids.shape[0])
-        return forward(ids, mask, position_ids)
+        return forward(ids, mask, position_ids, query)
 
     rm.hidden_states = counting
     batches = [
@@ -349,3 +349,23 @@ def test_shared_prompt_rows_equal_separate_rows(assets, attn, kind):
     torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-5)
     for name, grad in results[0][1].items():
         torch.testing.assert_close(results[1][1][name], grad, atol=1e-5, rtol=1e-4)
+
+
+def test_disable_dropout_trains_as_if_the_model_had_no_dropout(assets, tmp_path):
+    """disable_dropout=true on a model with dropout 0.5 ends at the weights of the same model
+    saved with dropout 0 (oracle); with the option off the dropout changes the result."""
+    root, base, tok = assets
+    model = build_tiny_model("gpt2", "nano", tokenizer=tok, seed=0)
+    model.config.resid_pdrop = model.config.embd_pdrop = model.config.attn_pdrop = 0.5
+    noisy = save_tiny_model(model, tmp_path / "noisy", tok)
+
+    def final_weights(folder: Path, out: str, **kw) -> dict[str, torch.Tensor]:
+        cfg = _cfg(root, folder, out, max_steps=3, normalize="none", **kw)
+        return load_file(str(train(cfg).model_dir / "model.safetensors"))
+
+    oracle = final_weights(base, "no_dropout")
+    off = final_weights(noisy, "dropout_off", disable_dropout=True)
+    on = final_weights(noisy, "dropout_on")
+    for name, tensor in oracle.items():
+        torch.testing.assert_close(off[name], tensor, atol=0, rtol=0)
+    assert any(not torch.equal(on[n], t) for n, t in oracle.items())

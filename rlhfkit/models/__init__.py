@@ -5,6 +5,8 @@
 - `load_policy(cfg)`: a causal LM (a `peft.PeftModel` under LoRA).
 - `ScalarModel`: body + scalar head; `values(ids, mask)` (B, T) and `score(ids, mask)` (B,) at the
   last real token, float32, score normalisation applied; `save(dir, tokenizer)`.
+- `final_hidden_at(body, ...)`: final hidden states at chosen columns, the last block computed
+  there only (GPT-2; other bodies run in full).
 - `build_scalar_model(cfg)` (trainable, from a causal LM or a reward model),
   `load_reward_model(path)` (frozen), `load_critic(path_or_cfg)` (trainable, from the RM).
 """
@@ -17,6 +19,7 @@ from rlhfkit.models.loading import (
     load_tokenizer,
     resolve_dtype,
 )
+from rlhfkit.models.partial import final_hidden_at
 from rlhfkit.models.scalar import (
     SCORE_OFFSET_KEY,
     SCORE_SCALE_KEY,
@@ -38,6 +41,7 @@ __all__ = [
     "apply_lora",
     "build_scalar_model",
     "enable_gradient_checkpointing",
+    "final_hidden_at",
     "load_critic",
     "load_policy",
     "load_reward_model",

@@ -52,6 +52,7 @@ from rlhfkit.models.loading import (
     enable_gradient_checkpointing,
     resolve_dtype,
 )
+from rlhfkit.models.partial import final_hidden_at
 
 __all__ = [
     "SCORE_OFFSET_KEY",
@@ -127,8 +128,10 @@ class ScalarModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         position_ids: torch.Tensor | None = None,
+        query: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(B, T) ids and mask → (B, T, H) final hidden states (after the final norm).
+        """(B, T) ids and mask → (B, T, H) final hidden states (after the final norm), or
+        (B, Q, H) at the `query` (B, Q) columns only (`models.partial.final_hidden_at`).
 
         `attention_mask` is (B, T), True = real token (positions then come from it), or a
         (B, T, T) boolean "query i may attend to key j" mask with explicit `position_ids`
@@ -142,10 +145,7 @@ class ScalarModel(nn.Module):
             mask = attention_mask.long()
             if position_ids is None:
                 position_ids = position_ids_from_mask(attention_mask)
-        out = self.body(
-            input_ids=input_ids, attention_mask=mask, position_ids=position_ids, use_cache=False
-        )
-        return out.last_hidden_state
+        return final_hidden_at(self.body, input_ids, mask, position_ids, query)
 
     def _mask_4d(self, allowed: torch.Tensor) -> torch.Tensor:
         """(B, T, T) bool → the (B, 1, T, T) mask transformers passes to attention unchanged:
@@ -188,20 +188,35 @@ class ScalarModel(nn.Module):
     ) -> ScalarOutput:
         """Scores (B,) at each row's last real token, or at `score_index` ((N, 2) pairs of
         (row, position), for packed rows: scores (N,)); optionally per-token values and hidden
-        states. Masks and positions as in `hidden_states`."""
-        hidden = self.hidden_states(input_ids, attention_mask, position_ids)
+        states. Masks and positions as in `hidden_states`. Scores alone need the last block
+        at the scored tokens only (`hidden_states(query=...)`)."""
+        n_rows = input_ids.shape[0]
         if score_index is None:
             last = last_valid_index(attention_mask)
-            rows = torch.arange(hidden.shape[0], device=hidden.device)
+            rows = torch.arange(n_rows, device=last.device)
         else:
-            rows, last = score_index.to(hidden.device).unbind(-1)
+            rows, last = score_index.to(input_ids.device).unbind(-1)
+        query = None
+        if not (return_values or return_hidden):
+            query, pick = _score_query(rows, last, n_rows)
+        hidden = self.hidden_states(input_ids, attention_mask, position_ids, query)
+        if query is not None:
+            scores = self._head(hidden.reshape(-1, hidden.shape[-1])[pick])
+            return ScalarOutput(scores, None, None)
         scores = self._head(hidden[rows, last])
         values = self._head(hidden) if return_values else None
         return ScalarOutput(scores, values, hidden if return_hidden else None)
 
-    def values(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(B, T) float32 per-token values; positions where the mask is False hold garbage."""
-        return self._head(self.hidden_states(input_ids, attention_mask))
+    def values(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, columns: slice | None = None
+    ) -> torch.Tensor:
+        """(B, T) float32 per-token values, or (B, len(columns)) at `columns` only (the last
+        block then runs there only); positions where the mask is False hold garbage."""
+        query = None
+        if columns is not None:
+            cols = torch.arange(input_ids.shape[1], device=input_ids.device)[columns]
+            query = cols.expand(input_ids.shape[0], -1)
+        return self._head(self.hidden_states(input_ids, attention_mask, query=query))
 
     def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """(B,) float32 score of each row, read at its last real token (from `attention_mask`)."""
@@ -262,6 +277,21 @@ class ScalarModel(nn.Module):
 
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+
+def _score_query(
+    rows: torch.Tensor, cols: torch.Tensor, n_rows: int
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The scored (row, column) pairs as a (B, Q) column index (every row scored Q times)
+    and, for each pair, its place in that index flattened; (None, None) when rows are scored
+    unequally often (the full hidden states are then computed)."""
+    counts = torch.bincount(rows, minlength=n_rows)
+    if not bool((counts == counts[0]).all()) or int(counts[0]) == 0:
+        return None, None
+    order = torch.argsort(rows, stable=True)
+    pick = torch.empty_like(order)
+    pick[order] = torch.arange(order.numel(), device=order.device)
+    return cols[order].view(n_rows, -1), pick
 
 
 def _load_seq_cls(cfg: ModelConfig) -> PreTrainedModel:

@@ -117,7 +117,7 @@ def make_experience(
                 prompt_len,
                 temperature,
             )
-        old_values = critic.values(input_ids, mask)[:, prompt_len - 1 : -1].float()
+        old_values = critic.values(input_ids, mask, slice(prompt_len - 1, -1)).float()
         trimmed = Rollout(
             input_ids[:, :prompt_len],
             mask[:, :prompt_len],

@@ -14,7 +14,8 @@ Implementation details and their sources:
 2. The vocabulary projection is applied only at the R response positions: hidden states are
    sliced *before* the LM head (for the tiny GPT-2 of the benchmark the head is ~25 % of the
    forward FLOPs, and prompt columns are ~half of the sequence). `logits_to_keep` in HF does the
-   same for the last positions only.
+   same for the last positions only. The last transformer block, too, runs at those columns
+   only (`models.final_hidden_at`; the critic's `values(..., columns=...)` likewise).
 3. Log-probs and entropy come from one forward (`response_logprobs(..., with_entropy=True)`),
    in float32 (`rlhfkit.core.gather_logprobs`, `entropy_from_logits`); logits are divided by the
    sampling temperature first, the same scaling the sampler used (TRL `PPOTrainer` and OpenRLHF
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 
 from rlhfkit.core import entropy_from_logits, gather_logprobs
-from rlhfkit.models import position_ids_from_mask
+from rlhfkit.models import final_hidden_at, position_ids_from_mask
 
 __all__ = [
     "causal_lm_parts",
@@ -105,13 +106,15 @@ def response_logprobs(
     called outside `torch.no_grad()`.
     """
     backbone, head = causal_lm_parts(model)
-    hidden = backbone(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids_from_mask(attention_mask),
-        use_cache=False,
-    ).last_hidden_state
-    logits = head(hidden[:, prompt_len - 1 : -1])
+    columns = torch.arange(prompt_len - 1, input_ids.shape[1] - 1, device=input_ids.device)
+    hidden = final_hidden_at(
+        backbone,
+        input_ids,
+        attention_mask,
+        position_ids_from_mask(attention_mask),
+        columns.expand(input_ids.shape[0], -1),
+    )
+    logits = head(hidden)
     if temperature != 1.0:
         logits = logits.float() / temperature
     logprobs = gather_logprobs(logits, input_ids[:, prompt_len:])

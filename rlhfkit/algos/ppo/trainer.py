@@ -663,7 +663,7 @@ def update_minibatch(
         m = mb.select(rows)
         ret = returns[rows][:, : m.response_mask.shape[1]]
         with autocast(acc):
-            values = critic.values(m.input_ids, m.attention_mask)[:, m.prompt_len - 1 : -1]
+            values = critic.values(m.input_ids, m.attention_mask, slice(m.prompt_len - 1, -1))
         out = value_loss(
             values.float(),
             m.old_values,

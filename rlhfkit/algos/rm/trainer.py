@@ -26,7 +26,9 @@ Implementation details and their sources:
    stored in the saved folder and applied on load.
 8. Evaluation on held-out pairs: accuracy, mean margin, calibration (reliability table and ECE),
    and on the simulated world agreement with the gold preference (`evaluate.pair_metrics`).
-9. Resume: the data plan depends only on (seed, epoch); checkpoints hold model, optimiser,
+9. `disable_dropout` trains with the model in eval mode (no dropout; TRL `RewardTrainer` does
+   this by default, `disable_dropout=True`). Default off: the model's own dropout applies.
+10. Resume: the data plan depends only on (seed, epoch); checkpoints hold model, optimiser,
    scheduler and RNG states, so a killed and resumed run ends equal to an uninterrupted one.
 """
 
@@ -365,7 +367,7 @@ def train(cfg: RMConfig) -> RMResult:
     scheduler = build_scheduler(optimizer, cfg.optim, len(plan))
     model, optimizer = acc.prepare(rm, optimizer)
     acc.register_for_checkpointing(scheduler)  # prepared schedulers step once per process
-    model.train()
+    model.train(not cfg.disable_dropout)  # eval mode = no dropout; gradients flow either way
 
     # 3. resume
     state = engine.resume()
