@@ -1,14 +1,20 @@
 """`rlhfkit demo`: the whole RLHF loop on the simulated world, on a CPU, in minutes.
 
-    world → tokenizer + tiny model → SFT → reward model → PPO (PPO-Max preset) → evaluation
-          → PPO without the KL penalty (the reward-hacking ablation) → summary.json + report.html
+    world → tokenizer + tiny model → SFT → feedback on SFT samples → reward model
+          → PPO (PPO-Max preset) → PPO without the KL penalty (the reward-hacking ablation)
+          → evaluation → summary.json + report.html
 
 Stages, each in its own folder of the output directory DIR:
 
     DIR/world/        `rlhfkit.sim.make_world`: SFT demos, preference pairs, prompts, tokenizer
     DIR/base/         the randomly initialised tiny causal LM (`rlhfkit.models.tiny`)
     DIR/sft/          `rlhfkit.algos.sft.train` run (model in sft/model)
-    DIR/rm/           `rlhfkit.algos.rm.train` run, initialised from the SFT model (rm/model)
+    DIR/feedback/     `rlhfkit.sim.feedback`: the world's annotators compare two SFT samples per
+                      prompt, as InstructGPT's labellers compared model outputs: train.jsonl
+                      (training prompts) and test.jsonl (held-out prompts, for evaluation only)
+    DIR/rm/           `rlhfkit.algos.rm.train` run, initialised from the SFT model (rm/model),
+                      on feedback/train.jsonl (plus the world's own pairs when
+                      `feedback.include_world_pairs`), evaluated on feedback/test.jsonl
     DIR/ppo/          `rlhfkit.algos.ppo.train` with the `ppo_max` preset and the demo's
                       simulated-world overrides; the gold scorer is passed as a judge, so
                       eval/gold is logged next to eval/rm_score and eval/kl_to_ref
@@ -99,6 +105,62 @@ def _gold_judge_for(prompt_texts: dict[str, Any]) -> Callable[[list[str], list[s
         return gold_judge([prompt_texts[p] for p in prompts], [r.strip() for r in responses])
 
     return judge
+
+
+def _feedback_stage(
+    out: Path, fb: dict[str, Any], seed: int, sft_dir: Path, world_pairs: Path
+) -> tuple[Path, Path]:
+    """On-policy comparisons (`rlhfkit.sim.feedback`): two SFT samples per prompt, one simulated
+    annotator each, on training prompts (the RM's training pairs, after the world's own pairs when
+    `include_world_pairs`) and on held-out prompts (the RM's evaluation pairs).
+    Returns (train file, test file)."""
+    from rich.progress import Progress
+
+    from rlhfkit.data import read_prompts
+    from rlhfkit.models import ModelConfig, load_policy, load_tokenizer
+    from rlhfkit.rollout import RolloutConfig
+    from rlhfkit.sim.feedback import annotators_from_manifest, collect_comparisons
+
+    world, folder = out / "world", out / "feedback"
+    folder.mkdir(exist_ok=True)
+    policy = load_policy(ModelConfig(name_or_path=str(sft_dir)))
+    tokenizer = load_tokenizer(sft_dir)
+    annotators = annotators_from_manifest(world)
+    rollout = RolloutConfig(
+        max_new_tokens=fb["max_new_tokens"], temperature=fb["temperature"], batch_size=128
+    )
+    written = {}
+    for split, source, n in (
+        ("train", "train", fb["n_prompts"]),
+        ("test", "eval", fb["n_test_prompts"]),
+    ):
+        records = read_prompts(world / "prompts" / f"{source}.jsonl").records[:n]
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task(f"sampling ({split})", total=2 * len(records))
+            rows = collect_comparisons(
+                policy, tokenizer, records, annotators, rollout,
+                seed=seed + (11 if split == "train" else 13),
+                progress=lambda done, total, task=task: bar.update(task, completed=done),
+            )  # fmt: skip
+        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        path = folder / f"{split}.jsonl"
+        path.write_text(lines, encoding="utf-8")
+        written[split] = path
+        decided = [r for r in rows if r["meta"]["chosen_gold"] != r["meta"]["rejected_gold"]]
+        agree = sum(r["meta"]["chosen_gold"] > r["meta"]["rejected_gold"] for r in decided)
+        console.print(
+            f"  {split}: {len(rows)} comparisons of SFT replies to {len(records)} "
+            f"{'training' if split == 'train' else 'held-out'} prompts (annotators chose the "
+            f"gold-better reply in {agree}/{len(decided)})"
+        )
+    if not fb.get("include_world_pairs", False):
+        return written["train"], written["test"]
+    combined = folder / "rm_train.jsonl"
+    combined.write_text(
+        world_pairs.read_text(encoding="utf-8") + written["train"].read_text(encoding="utf-8"),
+        encoding="utf-8",
+    )
+    return combined, written["test"]
 
 
 def _eval_stage(
@@ -295,7 +357,7 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False) -> dict[st
     out.mkdir(parents=True, exist_ok=True)
     s = _settings(quick)
     engine = {"seed": seed, "device": "cpu", "threads": s.get("threads"), "resume": False}
-    stages = _Stages(total=8)
+    stages = _Stages(total=9 if s.get("feedback", {}).get("n_prompts", 0) > 0 else 8)
     t_start = time.perf_counter()
     world = out / "world"
 
@@ -336,15 +398,22 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False) -> dict[st
         sft_cfg = load_config(sft.SFTConfig, _write_yaml(out / "configs" / "sft.yaml", cfg_dict))
         sft_result = sft.train(sft_cfg)
 
+    rm_train = world / "preferences" / "train.jsonl"
+    rm_test = world / "preferences" / "test.jsonl"
+    fb = s.get("feedback", {})
+    if fb.get("n_prompts", 0) > 0:
+        with stages.stage("feedback", "annotators compare pairs of the SFT model's own replies"):
+            rm_train, rm_test = _feedback_stage(out, fb, seed, sft_result.model_dir, rm_train)
+
     with stages.stage("rm", "reward model from the SFT model, on noisy pairwise labels"):
         cfg_dict = _merge(
             {
                 "out_dir": str(out / "rm"),
                 "model": {"name_or_path": str(sft_result.model_dir)},
                 "data": {
-                    "train": str(world / "preferences" / "train.jsonl"),
+                    "train": str(rm_train),
                     # held-out items: the final evaluation (accuracy, calibration, gold agreement)
-                    "validation": str(world / "preferences" / "test.jsonl"),
+                    "validation": str(rm_test),
                 },
                 "engine": engine,
             },
@@ -408,6 +477,9 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False) -> dict[st
             "eval_temperature": s["eval"]["temperature"],
             "eval_max_new_tokens": s["eval"]["max_new_tokens"],
             "model": s["model"],
+            "feedback": s.get("feedback", {}),
+            "rm_train": str(rm_train.relative_to(out)),
+            "rm_test": str(rm_test.relative_to(out)),
             "ppo_iterations": ppo_result.iterations_done,
             "ppo_status": ppo_result.status,
             "ppo_warnings": ppo_result.warnings,

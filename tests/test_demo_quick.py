@@ -33,7 +33,18 @@ def test_demo_quick_end_to_end(tmp_path):
     assert on_disk["per_family"] and all(
         {"sft", "ppo"} <= set(v) for v in on_disk["per_family"].values()
     )
-    assert set(on_disk["timings"]) >= {"world", "sft", "rm", "ppo", "ppo_nokl", "eval", "report"}
+    assert set(on_disk["timings"]) >= {
+        "world", "sft", "feedback", "rm", "ppo", "ppo_nokl", "eval", "report"
+    }  # fmt: skip
+    # the RM trained on the annotators' comparisons of SFT samples (+ the world's pairs here)
+    feedback = [json.loads(x) for x in (out / "feedback" / "train.jsonl").read_text().splitlines()]
+    assert feedback and all(r["meta"]["source"] == "policy" for r in feedback)
+    rm_cfg = (out / "configs" / "rm.yaml").read_text(encoding="utf-8")
+    assert "feedback/rm_train.jsonl" in rm_cfg and "feedback/test.jsonl" in rm_cfg
+    world_pairs = (out / "world" / "preferences" / "train.jsonl").read_text().splitlines()
+    assert len((out / "feedback" / "rm_train.jsonl").read_text().splitlines()) == len(
+        world_pairs
+    ) + len(feedback)
     assert on_disk["rm_calibration"]
     # the per-family means are the means of the saved per-prompt gold scores
     rows = [json.loads(line) for line in (out / "eval" / "samples.jsonl").read_text().splitlines()]
