@@ -114,3 +114,21 @@ def test_padding_saved_on_real_hh_pairs() -> None:
     assert len(sampler) <= len(fixed_batches(len(items), 8))  # no more steps than the baseline
     dynamic = padding_fraction(lengths, sampler.batches())
     assert fixed > 0.4 and dynamic < 0.05  # measured: about 0.54 against 0.03
+
+
+def test_plan_steps_groups_micro_batches_per_step_and_cycles_epochs():
+    from rlhfkit.data import plan_steps
+
+    def of_epoch(e):  # 5 micro-batches per epoch, labelled by epoch
+        return [[10 * e + i] for i in range(5)]
+
+    # 2 epochs × 5 = 10 micro-batches, 2 per step (accum 1 × 2 processes) → 5 steps, in order
+    plan = plan_steps(of_epoch, accum=1, world=2, epochs=2, max_steps=None)
+    assert plan == [[[0], [1]], [[2], [3]], [[4], [10]], [[11], [12]], [[13], [14]]]
+    # max_steps cycles epochs as needed and stops exactly there
+    plan = plan_steps(of_epoch, accum=3, world=1, epochs=1, max_steps=4)
+    assert len(plan) == 4 and plan[1] == [[3], [4], [10]] and plan[3] == [[14], [20], [21]]
+    # the last incomplete step of the epochs is dropped, too little data is an error
+    assert len(plan_steps(of_epoch, accum=2, world=1, epochs=1, max_steps=None)) == 2
+    with pytest.raises(ValueError, match="not enough data for one optimiser step"):
+        plan_steps(of_epoch, accum=3, world=2, epochs=1, max_steps=None)

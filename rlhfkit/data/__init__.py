@@ -41,6 +41,7 @@ _EXPORTS = {
         "TokenBudgetSampler",
         "fixed_batches",
         "padding_fraction",
+        "plan_steps",
         "split_records",
     ],
     "rlhfkit.data.tokenize": [

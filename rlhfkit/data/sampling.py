@@ -122,6 +122,34 @@ def fixed_batches(n: int, batch_size: int, shuffle: bool = True, seed: int = 0) 
     return [order[i : i + batch_size] for i in range(0, n, batch_size)]
 
 
+def plan_steps(
+    batches_of_epoch: Callable[[int], list[list[int]]],
+    accum: int,
+    world: int,
+    epochs: int,
+    max_steps: int | None,
+) -> list[list[list[int]]]:
+    """The data plan of a trainer: per optimiser step, its micro-batches (index lists), `accum`
+    per process for `world` processes, over `epochs` passes of `batches_of_epoch(e)` or, when
+    `max_steps` is set, exactly that many steps (cycling epochs as needed). The plan depends only
+    on what `batches_of_epoch` returns, so a resumed run replays the same steps."""
+    per_step = accum * world
+    flat: list[list[int]] = []
+    e = 0
+    while True:
+        flat.extend(batches_of_epoch(e))
+        e += 1
+        if (len(flat) >= max_steps * per_step) if max_steps else e >= epochs:
+            break
+    n = max_steps if max_steps else len(flat) // per_step
+    if n == 0:
+        raise ValueError(
+            f"not enough data for one optimiser step ({len(flat)} micro-batches, {per_step} "
+            "needed); lower grad_accum_steps or data.max_tokens"
+        )
+    return [flat[s * per_step : (s + 1) * per_step] for s in range(n)]
+
+
 def padding_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
     """Share of padded positions: 1 − Σ real tokens / Σ (batch size × longest in batch)."""
     real = sum(lengths[i] for b in batches for i in b)

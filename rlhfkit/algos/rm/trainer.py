@@ -56,6 +56,7 @@ from rlhfkit.data import (
     encode_pairs,
     encode_ranked,
     expand_pairs,
+    plan_steps,
     read_preferences,
     read_ranked,
     split_records,
@@ -115,32 +116,6 @@ def epoch_batches(
     if len(chunks) != len(batches):
         random.Random(f"{seed}:{epoch}:max_items").shuffle(chunks)
     return chunks
-
-
-def plan_steps(
-    batches_of_epoch: Callable[[int], list[list[int]]],
-    accum: int,
-    world: int,
-    epochs: int,
-    max_steps: int | None,
-) -> list[list[list[int]]]:
-    """Micro-batches (index lists) of every optimiser step: `accum` per process, `world`
-    processes, over `epochs` passes or `max_steps` steps (cycling epochs as needed)."""
-    per_step = accum * world
-    flat: list[list[int]] = []
-    e = 0
-    while True:
-        flat.extend(batches_of_epoch(e))
-        e += 1
-        if (len(flat) >= max_steps * per_step) if max_steps else e >= epochs:
-            break
-    n = max_steps if max_steps else len(flat) // per_step
-    if n == 0:
-        raise ValueError(
-            f"not enough data for one optimiser step ({len(flat)} micro-batches, {per_step} "
-            "needed); lower grad_accum_steps or data.max_tokens"
-        )
-    return [flat[s * per_step : (s + 1) * per_step] for s in range(n)]
 
 
 def _read(cfg: RMConfig, variant: Variant) -> tuple[list, list[PreferencePair]]:

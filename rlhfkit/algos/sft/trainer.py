@@ -45,6 +45,7 @@ from rlhfkit.data import (
     collate_sft,
     encode_sft,
     pack_sft,
+    plan_steps,
     read_sft,
     split_records,
 )
@@ -75,37 +76,6 @@ def packed_attention_mask(segment_ids: torch.Tensor, dtype: torch.dtype) -> torc
     allowed |= torch.eye(t, dtype=torch.bool, device=segment_ids.device)
     zero = torch.zeros((), dtype=dtype, device=segment_ids.device)
     return torch.where(allowed, zero, torch.finfo(dtype).min)[:, None]
-
-
-class MicroBatches:
-    """The data plan: token-budget micro-batches over epochs, grouped into optimiser steps."""
-
-    def __init__(self, items: Sequence[Any], lengths: Sequence[int], max_tokens: int, seed: int):
-        self.items = items
-        self.sampler = TokenBudgetSampler(lengths, max_tokens, shuffle=True, seed=seed)
-
-    def epoch(self, e: int) -> list[list[int]]:
-        self.sampler.set_epoch(e)
-        return [list(b) for b in self.sampler.batches()]
-
-    def steps(self, accum: int, world: int, epochs: int, max_steps: int | None) -> list:
-        """Per optimiser step, the list of micro-batches (index lists) of every process."""
-        per_step = accum * world
-        flat: list[list[int]] = []
-        e = 0
-        while True:
-            flat.extend(self.epoch(e))
-            e += 1
-            enough = len(flat) >= max_steps * per_step if max_steps else e >= epochs
-            if enough:
-                break
-        n = max_steps if max_steps else len(flat) // per_step
-        if n == 0:
-            raise ValueError(
-                f"not enough data for one optimiser step ({len(flat)} micro-batches, "
-                f"{per_step} needed); lower grad_accum_steps or data.max_tokens"
-            )
-        return [flat[s * per_step : (s + 1) * per_step] for s in range(n)]
 
 
 def _read(cfg: SFTConfig) -> tuple[list, list]:
@@ -239,9 +209,17 @@ def train(cfg: SFTConfig) -> SFTResult:
     train_recs, val_recs = _read(cfg)
     train_items = encode_sft(tokenizer, train_recs, cfg.data.max_length, cfg.data.max_prompt_length)
     val_items = encode_sft(tokenizer, val_recs, cfg.data.max_length, cfg.data.max_prompt_length)
-    plan = MicroBatches(
-        train_items, [it.length for it in train_items], cfg.data.max_tokens, cfg.engine.seed
-    ).steps(cfg.grad_accum_steps, engine.num_processes, cfg.epochs, cfg.max_steps)
+    sampler = TokenBudgetSampler(
+        [it.length for it in train_items], cfg.data.max_tokens, shuffle=True, seed=cfg.engine.seed
+    )
+
+    def batches_of_epoch(e: int) -> list[list[int]]:
+        sampler.set_epoch(e)
+        return [list(b) for b in sampler.batches()]
+
+    plan = plan_steps(
+        batches_of_epoch, cfg.grad_accum_steps, engine.num_processes, cfg.epochs, cfg.max_steps
+    )
     engine.print(
         f"sft: {len(train_items)} train / {len(val_items)} validation demonstrations, "
         f"{len(plan)} optimiser steps"
