@@ -166,13 +166,34 @@ def selfcheck() -> None:
     raise typer.Exit(0 if ok else 1)
 
 
+def _quiet_libraries() -> None:
+    """Keep the libraries' routine chatter out of rlhfkit's progress output: transformers
+    warnings and weight-loading bars (a reward model built from a causal LM always "misses" its
+    new head), and accelerate's note that tied embeddings were saved once. A TRANSFORMERS_VERBOSITY
+    the user set wins; `rlhfkit --verbose ...` skips this."""
+    import logging
+    import os
+
+    from transformers.utils import logging as hf_logging
+
+    if "TRANSFORMERS_VERBOSITY" not in os.environ:
+        hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
+
+
 @app.callback(invoke_without_command=True)
 def _main(
     version: Annotated[bool, typer.Option("--version", help="print the version")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="show transformers/accelerate warnings and bars")
+    ] = False,
 ) -> None:
     if version:
         typer.echo(f"rlhfkit {__version__}")
         raise typer.Exit()
+    if not verbose:
+        _quiet_libraries()
 
 
 def main() -> None:  # pragma: no cover - console entry point alias

@@ -46,3 +46,27 @@ def test_trainer_config_error_is_a_message_naming_the_key():
 def test_config_show_lists_keys_with_help():
     result = runner.invoke(app, ["config", "show", "ppo"])
     assert result.exit_code == 0 and "kl_coef" in result.output
+
+
+def test_commands_quiet_library_chatter_unless_verbose(monkeypatch):
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    from rlhfkit import cli
+
+    monkeypatch.delenv("TRANSFORMERS_VERBOSITY", raising=False)
+    before = hf_logging.get_verbosity()
+    try:
+        hf_logging.set_verbosity_warning()
+        hf_logging.enable_progress_bar()
+        CliRunner().invoke(cli.app, ["--verbose", "config", "show", "sft"])
+        assert hf_logging.get_verbosity() == logging.WARNING
+        assert hf_logging.is_progress_bar_enabled()
+        result = CliRunner().invoke(cli.app, ["config", "show", "sft"])
+        assert result.exit_code == 0, result.output
+        assert hf_logging.get_verbosity() == logging.ERROR
+        assert not hf_logging.is_progress_bar_enabled()
+    finally:
+        hf_logging.set_verbosity(before)
+        hf_logging.enable_progress_bar()
