@@ -110,9 +110,10 @@ def _gold_judge_for(prompt_texts: dict[str, Any]) -> Callable[[list[str], list[s
 def _feedback_stage(
     out: Path, fb: dict[str, Any], seed: int, sft_dir: Path, world_pairs: Path
 ) -> tuple[Path, Path]:
-    """On-policy comparisons (`rlhfkit.sim.feedback`): two SFT samples per prompt, one simulated
-    annotator each, on training prompts (the RM's training pairs, after the world's own pairs when
-    `include_world_pairs`) and on held-out prompts (the RM's evaluation pairs).
+    """On-policy comparisons (`rlhfkit.sim.feedback`): `k` SFT samples per training prompt ranked
+    by one simulated annotator (the RM's training data, after the world's own pairs when
+    `include_world_pairs`; k > 2 gives rankings, trained with the ranking loss), and two per
+    held-out prompt (the RM's evaluation pairs).
     Returns (train file, test file)."""
     from rich.progress import Progress
 
@@ -130,22 +131,29 @@ def _feedback_stage(
         max_new_tokens=fb["max_new_tokens"], temperature=fb["temperature"], batch_size=128
     )
     written = {}
-    for split, source, n in (
-        ("train", "train", fb["n_prompts"]),
-        ("test", "eval", fb["n_test_prompts"]),
+    for split, source, n, k in (
+        ("train", "train", fb["n_prompts"], fb.get("k", 2)),
+        ("test", "eval", fb["n_test_prompts"], 2),  # evaluation pairs: chosen vs rejected
     ):
         records = read_prompts(world / "prompts" / f"{source}.jsonl").records[:n]
         with Progress(console=console, transient=True) as bar:
-            task = bar.add_task(f"sampling ({split})", total=2 * len(records))
+            task = bar.add_task(f"sampling ({split})", total=k * len(records))
             rows = collect_comparisons(
                 policy, tokenizer, records, annotators, rollout,
-                seed=seed + (11 if split == "train" else 13),
+                seed=seed + (11 if split == "train" else 13), k=k,
                 progress=lambda done, total, task=task: bar.update(task, completed=done),
             )  # fmt: skip
         lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         path = folder / f"{split}.jsonl"
         path.write_text(lines, encoding="utf-8")
         written[split] = path
+        if k > 2:
+            comparisons = sum(len(r["responses"]) * (len(r["responses"]) - 1) // 2 for r in rows)
+            console.print(
+                f"  {split}: {len(rows)} rankings of up to {k} SFT replies to {len(records)} "
+                f"training prompts ({comparisons} comparisons)"
+            )
+            continue
         decided = [r for r in rows if r["meta"]["chosen_gold"] != r["meta"]["rejected_gold"]]
         agree = sum(r["meta"]["chosen_gold"] > r["meta"]["rejected_gold"] for r in decided)
         console.print(
@@ -156,10 +164,13 @@ def _feedback_stage(
     if not fb.get("include_world_pairs", False):
         return written["train"], written["test"]
     combined = folder / "rm_train.jsonl"
-    combined.write_text(
-        world_pairs.read_text(encoding="utf-8") + written["train"].read_text(encoding="utf-8"),
-        encoding="utf-8",
-    )
+    world_rows = world_pairs.read_text(encoding="utf-8")
+    if fb.get("k", 2) > 2:  # as 2-reply rankings, best first, so one ranked file holds both
+        world_rows = "".join(
+            json.dumps({"prompt": r["prompt"], "responses": [r["chosen"], r["rejected"]]}) + "\n"
+            for r in map(json.loads, world_rows.splitlines())
+        )
+    combined.write_text(world_rows + written["train"].read_text(encoding="utf-8"), "utf-8")
     return combined, written["test"]
 
 
@@ -402,15 +413,16 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False) -> dict[st
     rm_test = world / "preferences" / "test.jsonl"
     fb = s.get("feedback", {})
     if fb.get("n_prompts", 0) > 0:
-        with stages.stage("feedback", "annotators compare pairs of the SFT model's own replies"):
+        with stages.stage("feedback", "annotators rank the SFT model's own replies"):
             rm_train, rm_test = _feedback_stage(out, fb, seed, sft_result.model_dir, rm_train)
 
-    with stages.stage("rm", "reward model from the SFT model, on noisy pairwise labels"):
+    with stages.stage("rm", "reward model from the SFT model, on the annotators' noisy choices"):
         cfg_dict = _merge(
             {
                 "out_dir": str(out / "rm"),
                 "model": {"name_or_path": str(sft_result.model_dir)},
                 "data": {
+                    "ranked": fb.get("n_prompts", 0) > 0 and fb.get("k", 2) > 2,
                     "train": str(rm_train),
                     # held-out items: the final evaluation (accuracy, calibration, gold agreement)
                     "validation": str(rm_test),

@@ -39,6 +39,8 @@ def test_demo_quick_end_to_end(tmp_path):
     # the RM trained on the annotators' comparisons of SFT samples (+ the world's pairs here)
     feedback = [json.loads(x) for x in (out / "feedback" / "train.jsonl").read_text().splitlines()]
     assert feedback and all(r["meta"]["source"] == "policy" for r in feedback)
+    assert all(len(r["responses"]) >= 2 for r in feedback)  # k = 3: rankings
+    assert "ranked: true" in (out / "configs" / "rm.yaml").read_text(encoding="utf-8")
     rm_cfg = (out / "configs" / "rm.yaml").read_text(encoding="utf-8")
     assert "feedback/rm_train.jsonl" in rm_cfg and "feedback/test.jsonl" in rm_cfg
     world_pairs = (out / "world" / "preferences" / "train.jsonl").read_text().splitlines()

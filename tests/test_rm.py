@@ -221,6 +221,31 @@ def test_ranked_training_runs_end_to_end(assets):
     assert result.metrics["eval/pairs"] > 0 and (result.model_dir / "config.json").is_file()
 
 
+def test_ranked_lists_of_different_lengths_train_and_normalise(assets):
+    """Lists of 2 and 3 replies (feedback collection drops duplicate samples) never share a
+    batch, in training or in fitting the score offset."""
+    root, base, tok = assets
+    rows = _ranked()
+    for r in rows[::2]:
+        r["responses"] = r["responses"][:2]
+    (root / "ranked_mixed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = _cfg(
+        root,
+        base,
+        "ranked_mixed",
+        max_steps=2,
+        normalize="offset",
+        data={
+            "train": str(root / "ranked_mixed.jsonl"),
+            "ranked": True,
+            "validation_fraction": 0.25,
+        },
+    )
+    result = train(cfg)
+    assert result.metrics["eval/pairs"] > 0
+    assert result.metrics["rm/score_offset"] != 0.0
+
+
 def test_killed_and_resumed_run_ends_equal_to_uninterrupted(assets, monkeypatch):
     root, base, tok = assets
     common = {

@@ -9,7 +9,7 @@ from transformers import AutoTokenizer
 from typer.testing import CliRunner
 
 from rlhfkit.cli import app
-from rlhfkit.data import read_preferences, read_prompts
+from rlhfkit.data import read_preferences, read_prompts, read_ranked
 from rlhfkit.models.tiny import build_tiny_model, save_tiny_model
 from rlhfkit.rollout import RolloutConfig
 from rlhfkit.sim import Annotator, judge, make_annotators, make_world
@@ -91,3 +91,23 @@ def test_cli_collect_writes_pairs_the_rm_reader_accepts(world, tmp_path):
     pairs = read_preferences(out).records
     assert 0 < len(pairs) <= 12
     assert all(p.meta["source"] == "policy" for p in pairs)
+
+
+def test_collect_comparisons_ranks_k_samples(world):
+    root, _, tok, prompts, policy = world
+    cfg = RolloutConfig(max_new_tokens=8, temperature=1.0, batch_size=10)
+    sharp = [Annotator(temperature=1e-3, length_bias=0.0, name="sharp")]
+    rows = collect_comparisons(policy, tok, prompts, sharp, cfg, seed=3, k=4)
+    assert rows and all(2 <= len(r["responses"]) <= 4 for r in rows)
+    for row in rows:
+        replies, gold = row["responses"], row["meta"]["gold"]
+        assert len(set(replies)) == len(replies) and all(replies)
+        assert gold == [judge(row["prompt"], r).score for r in replies]
+        assert gold == sorted(gold, reverse=True)  # a noiseless annotator ranks by gold
+    assert collect_comparisons(policy, tok, prompts, sharp, cfg, seed=3, k=4) == rows
+    # the RM's ranked reader accepts them
+    out = root / "ranked_feedback.jsonl"
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert len(read_ranked(out).records) == len(rows)
+    with pytest.raises(ValueError, match="k must be at least 2"):
+        collect_comparisons(policy, tok, prompts, sharp, cfg, k=1)

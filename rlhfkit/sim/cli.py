@@ -2,7 +2,7 @@
 
     rlhfkit sim make --out DIR [--seed N] [--n-sft 2000 ...]
     rlhfkit sim score --input replies.jsonl [--output scored.jsonl]
-    rlhfkit sim collect --world DIR --policy MODEL -o pairs.jsonl [--prompts FILE] [-n N]
+    rlhfkit sim collect --world DIR --policy MODEL -o pairs.jsonl [--prompts FILE] [-n N] [-k 2]
 
 `collect` samples two replies per prompt from a policy and writes them as preference pairs
 labelled by the world's simulated annotators (`rlhfkit.sim.feedback`).
@@ -182,12 +182,16 @@ def collect(
         typer.Option(help="Prompt JSONL (default: WORLD/prompts/train.jsonl, training items)."),
     ] = None,
     n: Annotated[int, typer.Option("-n", help="Prompts to use (0: all).")] = 0,
+    k: Annotated[
+        int,
+        typer.Option("-k", help="Samples per prompt: 2 writes pairs, more writes rankings."),
+    ] = 2,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
     max_new_tokens: Annotated[int, typer.Option(help="Longest reply in tokens.")] = 32,
     seed: Annotated[int, typer.Option(help="Sampling and labelling seed.")] = 0,
 ) -> None:
-    """Sample two replies per prompt from a policy and have the simulated annotators compare them
-    (on-policy preference pairs for `rlhfkit rm`; see rlhfkit.sim.feedback)."""
+    """Sample k replies per prompt from a policy and have the simulated annotators compare them
+    (on-policy pairs, or rankings for `rlhfkit rm data.ranked=true`; see rlhfkit.sim.feedback)."""
     from rich.progress import Progress
 
     from rlhfkit.data import read_prompts
@@ -202,15 +206,18 @@ def collect(
     tokenizer = load_tokenizer(policy)
     cfg = RolloutConfig(temperature=temperature, max_new_tokens=max_new_tokens)
     with Progress(console=Console(stderr=True)) as bar:
-        task = bar.add_task("sampling", total=2 * len(records))
+        task = bar.add_task("sampling", total=k * len(records))
         rows = collect_comparisons(
-            model, tokenizer, records, annotators, cfg, seed=seed,
+            model, tokenizer, records, annotators, cfg, seed=seed, k=k,
             progress=lambda done, total: bar.update(task, completed=done),
         )  # fmt: skip
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
     tmp.replace(output)
+    if k > 2:
+        typer.echo(f"wrote {len(rows)} rankings of up to {k} replies to {output}")
+        return
     decided = [r for r in rows if r["meta"]["chosen_gold"] != r["meta"]["rejected_gold"]]
     agree = sum(r["meta"]["chosen_gold"] > r["meta"]["rejected_gold"] for r in decided)
     typer.echo(

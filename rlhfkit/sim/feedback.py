@@ -8,15 +8,20 @@ policy actually samples from, and PPO moves within that region. The world's own 
 answers are often wrong, and a reward model that has only seen the sampler's mostly-correct answers
 learns that answer-shaped text is good. `collect_comparisons` closes that gap:
 
-1. sample two replies per prompt from the policy (`rollout.sample_batches`, temperature of `cfg`,
+1. sample `k` replies per prompt from the policy (`rollout.sample_batches`, temperature of `cfg`,
    one seeded generator, so the collection is reproducible);
-2. drop pairs whose two replies are the same text (no comparison to make);
-3. one annotator per pair, drawn at random, picks a reply (`simulate_preference`: Bradley–Terry on
-   the gold score plus the annotator's length bias); the gold scores and behaviours go in `meta`
-   for evaluation only; training reads prompt, chosen and rejected.
+2. keep the distinct non-empty replies (the same text twice is no comparison; the readers reject
+   empty text); a prompt with fewer than two left is dropped;
+3. one annotator per prompt, drawn at random, judges them: for two replies picks one
+   (`simulate_preference`, Bradley–Terry on the gold score plus the annotator's length bias), for
+   more ranks them (`Annotator.rank`, Plackett–Luce), as InstructGPT's labellers ranked 4–9
+   outputs per prompt, which gives K·(K−1)/2 comparisons for K samples. The gold scores and
+   behaviours go in `meta` for evaluation only; training reads the prompt and the replies.
 
-Rows have the world's preference format, so `rlhfkit rm` reads them like any other pairs file.
-`annotators_from_manifest` rebuilds the world's annotators (same temperature and length biases).
+k = 2 gives the world's preference format (prompt, chosen, rejected); k > 2 its ranked format
+(prompt, responses best first), which `rlhfkit rm` reads with `data.ranked: true` (one forward pass
+per reply for all K·(K−1)/2 pairs). `annotators_from_manifest` rebuilds the world's annotators
+(same temperature and length biases).
 """
 
 from __future__ import annotations
@@ -70,34 +75,40 @@ def collect_comparisons(
     seed: int = 0,
     max_prompt_length: int = 256,
     progress: Callable[[int, int], None] | None = None,
+    k: int = 2,
 ) -> list[dict[str, Any]]:
-    """Two samples per prompt, labelled by one random annotator each (see the module docstring).
+    """`k` samples per prompt, judged by one random annotator each (see the module docstring).
 
-    Returns preference rows {prompt, chosen, rejected, meta}; `progress(done, total)` is called
-    after each generation batch (total = 2 · len(prompts)).
+    Returns preference rows {prompt, chosen, rejected, meta} for k = 2, ranked rows {prompt,
+    responses (best first), meta} for k > 2; `progress(done, total)` is called after each
+    generation batch (total = k · len(prompts)).
     """
     if not annotators:
         raise ValueError("collect_comparisons: no annotators")
+    if k < 2:
+        raise ValueError(f"collect_comparisons: k must be at least 2 samples per prompt, got {k}")
     was_training = policy.training
     policy.eval()
     device = next(policy.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     samples: list[list[str]] = []
-    for draw in range(2):
+    for draw in range(k):
         replies: list[str] = []
         for _, _, texts in sample_batches(
             policy, tokenizer, prompts, cfg, generator, max_prompt_length
         ):
             replies.extend(texts)
             if progress is not None:
-                progress(draw * len(prompts) + len(replies), 2 * len(prompts))
+                progress(draw * len(prompts) + len(replies), k * len(prompts))
         samples.append(replies)
     policy.train(was_training)
 
     rng = random.Random(f"feedback-{seed}")
+    if k > 2:
+        return _ranked_rows(prompts, samples, annotators, rng)
     rows = []
     for record, a, b in zip(prompts, samples[0], samples[1], strict=True):
-        if a == b:
+        if a == b or not a or not b:
             continue
         verdict_a, verdict_b = judge(record.prompt, a), judge(record.prompt, b)
         annotator = rng.choice(list(annotators))
@@ -119,6 +130,36 @@ def collect_comparisons(
                     "rejected_gold": pref.rejected_gold,
                     "chosen_behaviour": (verdict_a if a_wins else verdict_b).behaviour,
                     "rejected_behaviour": (verdict_b if a_wins else verdict_a).behaviour,
+                },
+            }
+        )
+    return rows
+
+
+def _ranked_rows(
+    prompts: Sequence[PromptRecord],
+    samples: list[list[str]],
+    annotators: Sequence[Annotator],
+    rng: random.Random,
+) -> list[dict[str, Any]]:
+    rows = []
+    for i, record in enumerate(prompts):
+        replies = [r for r in dict.fromkeys(s[i] for s in samples) if r]  # distinct, non-empty
+        if len(replies) < 2:
+            continue
+        verdicts = [judge(record.prompt, r) for r in replies]
+        annotator = rng.choice(list(annotators))
+        order = annotator.rank([v.score for v in verdicts], replies, rng)
+        rows.append(
+            {
+                "prompt": _prompt_field(record),
+                "responses": [replies[j] for j in order],
+                "meta": {
+                    "source": "policy",
+                    "family": verdicts[0].family,
+                    "annotator": annotator.name,
+                    "gold": [verdicts[j].score for j in order],
+                    "behaviours": [verdicts[j].behaviour for j in order],
                 },
             }
         )

@@ -274,8 +274,13 @@ def fit_normalization(
     rm.set_normalization(0.0, 1.0)
     raw: list[torch.Tensor] = []
     n_rows = 0
-    rows_budget = max(cfg.data.max_tokens // max(variant.rows(items[0]), 1), 1)
-    sampler = TokenBudgetSampler([it.length for it in items], rows_budget, False)
+    rows_budget = max(cfg.data.max_tokens // max(variant.rows(it) for it in items), 1)
+    sampler = TokenBudgetSampler(  # ranked lists of different K never share a batch
+        [it.length for it in items],
+        rows_budget,
+        False,
+        group_keys=[variant.rows(it) for it in items] if cfg.data.ranked else None,
+    )
     for b in sampler:
         if n_rows >= cfg.normalize_samples:
             break
