@@ -120,7 +120,7 @@ def _feedback_stage(
     from rlhfkit.data import read_prompts
     from rlhfkit.models import ModelConfig, load_policy, load_tokenizer
     from rlhfkit.rollout import RolloutConfig
-    from rlhfkit.sim.feedback import annotators_from_manifest, collect_comparisons
+    from rlhfkit.sim.feedback import annotators_from_manifest, collect_comparisons, gold_choices
 
     world, folder = out / "world", out / "feedback"
     folder.mkdir(exist_ok=True)
@@ -154,12 +154,11 @@ def _feedback_stage(
                 f"training prompts ({comparisons} comparisons)"
             )
             continue
-        decided = [r for r in rows if r["meta"]["chosen_gold"] != r["meta"]["rejected_gold"]]
-        agree = sum(r["meta"]["chosen_gold"] > r["meta"]["rejected_gold"] for r in decided)
+        agree, decided = gold_choices(rows)
         console.print(
             f"  {split}: {len(rows)} comparisons of SFT replies to {len(records)} "
             f"{'training' if split == 'train' else 'held-out'} prompts (annotators chose the "
-            f"gold-better reply in {agree}/{len(decided)})"
+            f"gold-better reply in {agree}/{decided})"
         )
     if not fb.get("include_world_pairs", False):
         return written["train"], written["test"]

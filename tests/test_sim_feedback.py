@@ -13,7 +13,7 @@ from rlhfkit.data import read_preferences, read_prompts, read_ranked
 from rlhfkit.models.tiny import build_tiny_model, save_tiny_model
 from rlhfkit.rollout import RolloutConfig
 from rlhfkit.sim import Annotator, judge, make_annotators, make_world
-from rlhfkit.sim.feedback import annotators_from_manifest, collect_comparisons
+from rlhfkit.sim.feedback import annotators_from_manifest, collect_comparisons, gold_choices
 
 SMALL = dict(
     n_sft=20, n_sft_val=5, n_pref=20, n_pref_val=5, n_pref_test=5, n_ranked=3, n_ranked_test=3,
@@ -70,6 +70,7 @@ def test_collect_comparisons_labels_policy_samples(world):
             decided += 1
             assert m["chosen_gold"] > m["rejected_gold"]
     assert decided > 0
+    assert gold_choices(rows) == (decided, decided)  # the noiseless annotator never disagrees
     # reproducible from the seed, and a different seed samples differently
     again = collect_comparisons(policy, tok, prompts, sharp, cfg, seed=3)
     assert again == rows

@@ -197,7 +197,7 @@ def collect(
     from rlhfkit.data import read_prompts
     from rlhfkit.models import ModelConfig, load_policy, load_tokenizer
     from rlhfkit.rollout import RolloutConfig
-    from rlhfkit.sim.feedback import annotators_from_manifest, collect_comparisons
+    from rlhfkit.sim.feedback import annotators_from_manifest, collect_comparisons, gold_choices
 
     annotators = annotators_from_manifest(world)
     records = read_prompts(prompts or world / "prompts" / "train.jsonl").records
@@ -218,9 +218,8 @@ def collect(
     if k > 2:
         typer.echo(f"wrote {len(rows)} rankings of up to {k} replies to {output}")
         return
-    decided = [r for r in rows if r["meta"]["chosen_gold"] != r["meta"]["rejected_gold"]]
-    agree = sum(r["meta"]["chosen_gold"] > r["meta"]["rejected_gold"] for r in decided)
+    agree, decided = gold_choices(rows)
     typer.echo(
         f"wrote {len(rows)} comparisons to {output} ({len(records) - len(rows)} prompts gave two "
-        f"identical replies); the gold-better reply was chosen in {agree}/{len(decided)}"
+        f"identical replies); the gold-better reply was chosen in {agree}/{decided}"
     )

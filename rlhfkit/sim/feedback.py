@@ -39,7 +39,7 @@ from rlhfkit.sim.annotators import Annotator, simulate_preference
 from rlhfkit.sim.gold import judge
 from rlhfkit.types import PromptRecord
 
-__all__ = ["annotators_from_manifest", "collect_comparisons"]
+__all__ = ["annotators_from_manifest", "collect_comparisons", "gold_choices"]
 
 
 def annotators_from_manifest(world_dir: str | Path) -> list[Annotator]:
@@ -57,6 +57,13 @@ def annotators_from_manifest(world_dir: str | Path) -> list[Annotator]:
         ) from None
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{path}: field 'annotators' is missing or malformed ({err})") from err
+
+
+def gold_choices(rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
+    """(pairs whose chosen reply is the gold-better one, pairs whose gold scores differ): how
+    often the annotators' noisy choices agreed with the gold preference."""
+    decided = [r for r in rows if r["meta"]["chosen_gold"] != r["meta"]["rejected_gold"]]
+    return sum(r["meta"]["chosen_gold"] > r["meta"]["rejected_gold"] for r in decided), len(decided)
 
 
 def _prompt_field(record: PromptRecord) -> str | list[dict[str, str]]:
