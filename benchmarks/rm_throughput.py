@@ -13,10 +13,13 @@ TRL's `on_step_end` timer). Each precision runs in its own process (peak RSS is 
     python /work/shared/bench/make_assets.py --out ~/.cache/rlhfkit-anchors/assets   # once
     .venv/bin/python benchmarks/rm_throughput.py [--assets DIR] [--steps 40] [--precision fp32 bf16]
 
-Differences from TRL's run, on purpose: rlhfkit formats a plain prompt in the HH format
-("\\n\\nHuman: …\\n\\nAssistant:") and appends EOS to each reply, so its sequences are a few
-tokens *longer* than TRL's (tokens/s counts what each actually processed); batches are
-length-sorted within the epoch (`data.max_pairs`), which TRL does not do. Dropout is off, as
+The texts are TRL's: `data.prompt_template=raw` feeds prompt + reply + EOS as they are, the
+sequences TRL's `RewardTrainer` builds from a non-conversational row (`--hh` formats the prompt
+in the HH "\\n\\nHuman: …\\n\\nAssistant:" format instead, ≈ 14 more tokens per comparison with
+the anchor tokenizer, what this benchmark measured before). Differences from TRL's run, on
+purpose: a comparison's two replies share one copy of the prompt (`data.share_prompt`, exact),
+and batches are length-sorted within the epoch (`data.max_pairs`); tokens/s counts what each
+trainer actually processed. Dropout is off, as
 in TRL's `RewardTrainer` (`disable_dropout=True`, its default); `--dropout` keeps the model's
 dropout (rlhfkit's `disable_dropout: false` default, what this benchmark ran before).
 """
@@ -52,7 +55,13 @@ def matmul_gflops(reps: int = 15, n: int = 1024) -> float:
 
 
 def run_one(
-    assets: Path, steps: int, warmup: int, precision: str, threads: int, dropout: bool
+    assets: Path,
+    steps: int,
+    warmup: int,
+    precision: str,
+    threads: int,
+    dropout: bool,
+    hh: bool = False,
 ) -> dict:
     import torch
 
@@ -75,6 +84,7 @@ def run_one(
                 "max_length": 128,
                 "max_tokens": 1_000_000,  # no token cap: exactly 16 pairs per step
                 "max_pairs": 16,
+                "prompt_template": "chat" if hh else "raw",
             },
             "optim": {"lr": 1e-5},
             "max_steps": steps,
@@ -106,6 +116,7 @@ def run_one(
         "trainer": "rlhfkit.algos.rm",
         "variant": precision,
         "dropout": dropout,
+        "prompt_template": "chat" if hh else "raw",
         "steps": steps,
         "warmup_steps": warmup,
         "measured_steps": len(measured),
@@ -139,6 +150,9 @@ def main() -> None:
         action="store_true",
         help="train with the model's dropout (rlhfkit's default) instead of without it (TRL's)",
     )
+    ap.add_argument(
+        "--hh", action="store_true", help="HH-format the prompts (longer rows than TRL's)"
+    )
     ap.add_argument("--one", choices=["fp32", "bf16"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if not (args.assets / "preferences.jsonl").is_file():
@@ -146,13 +160,16 @@ def main() -> None:
             f"no assets at {args.assets}: run /work/shared/bench/make_assets.py --out {args.assets}"
         )
     if args.one:  # child process: one precision, one JSON line on stdout
-        result = run_one(args.assets, args.steps, args.warmup, args.one, args.threads, args.dropout)
+        result = run_one(
+            args.assets, args.steps, args.warmup, args.one, args.threads, args.dropout, args.hh
+        )
         print(json.dumps(result), flush=True)
         return
     for precision in args.precision:
         cmd = [sys.executable, __file__, "--assets", str(args.assets), "--steps", str(args.steps)]
         cmd += ["--warmup", str(args.warmup), "--threads", str(args.threads), "--one", precision]
         cmd += ["--dropout"] if args.dropout else []
+        cmd += ["--hh"] if args.hh else []
         env = dict(os.environ, TOKENIZERS_PARALLELISM="false", CUDA_VISIBLE_DEVICES="")
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]

@@ -165,3 +165,30 @@ def test_padless_stories260k_end_to_end() -> None:
         assert batch["attention_mask"][row].sum().item() == len(seq)
     assert tok.decode(items[1].chosen_ids[items[1].prompt_length : -1]).strip() == "你好！"
     assert items[0].chosen_ids[0] == tok.bos_token_id  # HH format: the tokenizer's BOS kept
+
+
+@pytest.mark.parametrize("template", [None, CHAT_TEMPLATE])
+def test_raw_template_is_the_texts_as_they_are(template: str | None) -> None:
+    # raw = what TRL does with a non-conversational prompt/chosen row: prompt text, reply text,
+    # EOS; no HH markers, no chat template, no special tokens, no leading space.
+    tok = tiny_tokenizer(template)
+    tok.add_bos_token = True  # even a tokenizer that adds BOS gets none under raw
+    rec = PreferencePair(user("The quick brown"), " fox jumps.", " dog.")
+    (pair,) = encode_pairs(tok, [rec], max_length=512, template="raw")
+    prompt = tok("The quick brown", add_special_tokens=False)["input_ids"]
+    chosen = tok(" fox jumps.", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    rejected = tok(" dog.", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert pair.chosen_ids == prompt + chosen and pair.rejected_ids == prompt + rejected
+    assert pair.prompt_length == len(prompt)
+    (sft,) = encode_sft(tok, [SFTExample(rec.prompt, rec.chosen)], 512, template="raw")
+    assert sft.input_ids == pair.chosen_ids
+    (p,) = encode_prompts(tok, [PromptRecord(rec.prompt)], 64, template="raw")
+    assert p.input_ids == prompt
+    assert format_prompt(tok, rec.prompt, "raw") == "The quick brown"
+
+
+def test_raw_template_rejects_dialogues_naming_the_row() -> None:
+    tok = tiny_tokenizer()
+    rec = SFTExample(DIALOGUE, "4", source="demos.jsonl:7")
+    with pytest.raises(ValueError, match=r"demos\.jsonl:7: prompt: .*one-turn prompts.*4 messages"):
+        encode_sft(tok, [rec], 512, template="raw")

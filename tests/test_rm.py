@@ -394,3 +394,16 @@ def test_disable_dropout_trains_as_if_the_model_had_no_dropout(assets, tmp_path)
     for name, tensor in oracle.items():
         torch.testing.assert_close(off[name], tensor, atol=0, rtol=0)
     assert any(not torch.equal(on[n], t) for n, t in oracle.items())
+
+
+def test_raw_template_trains_and_rejects_dialogues_by_file_and_line(assets, tmp_path):
+    root, base, tok = assets
+    result = train(_cfg(root, base, "raw", epochs=2, data={"prompt_template": "raw"}))
+    assert result.metrics["rm/accuracy"] > 0.5
+    hh = "\n\nHuman: is it a cat?\n\nAssistant: maybe.\n\nHuman: is it?\n\nAssistant:"
+    rows = [{"chosen": hh + " yes.", "rejected": hh + " no."}] * 3
+    path = tmp_path / "dialogues.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = _cfg(root, base, "raw2", data={"train": str(path), "prompt_template": "raw"})
+    with pytest.raises(ValueError, match=r"dialogues\.jsonl:1: prompt: .*one-turn.*3 messages"):
+        train(cfg)

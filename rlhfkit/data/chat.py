@@ -17,6 +17,11 @@ Implementation details:
 - The reply ends with the tokenizer's EOS so a policy learns to stop and the reward model reads
   its score at EOS. (Chat models whose end-of-turn token differs from EOS, e.g. Llama 3's
   `<|eot_id|>`, get EOS here: a documented limitation.)
+- `template="raw"` (every `encode_*` and the `prompt_template` option of SFT, RM and PPO) skips
+  all formatting for base models and plain-continuation data: a one-turn prompt's text as is,
+  the reply's text as is (no leading space) plus EOS, no special tokens added — what TRL's
+  trainers do with a non-conversational `prompt`/`chosen` row. The model must then be trained
+  and used with the same template throughout.
 - `ensure_pad_token`: when the tokenizer has no pad token, reuse UNK, else EOS, as the pad *id*;
   a new token is added only when neither exists (the caller must then resize the embeddings).
   This is safe because rlhfkit never infers validity from the pad id: collators build masks from
@@ -25,9 +30,11 @@ Implementation details:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from rlhfkit.types import Dialogue
+
+Template = Literal["chat", "raw"]
 
 _HH_ROLE = {"user": "Human", "assistant": "Assistant"}
 
@@ -37,10 +44,17 @@ def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def format_prompt(tokenizer: Any, dialogue: Dialogue) -> str:
-    """The prompt text a model continues with its reply (chat template, else HH format)."""
+def format_prompt(tokenizer: Any, dialogue: Dialogue, template: Template = "chat") -> str:
+    """The prompt text a model continues with its reply: chat template, else HH format; with
+    `template="raw"` the text of a one-turn prompt as is."""
     if not dialogue:
         raise ValueError("format_prompt: empty dialogue")
+    if template == "raw":
+        if len(dialogue) != 1:
+            raise ValueError(
+                f"prompt_template=raw needs one-turn prompts, this one has {len(dialogue)} messages"
+            )
+        return dialogue[0].content
     if has_chat_template(tokenizer):
         messages = [{"role": m.role, "content": m.content} for m in dialogue]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -58,21 +72,22 @@ def format_hh(dialogue: Dialogue) -> str:
     return "".join(parts) + "\n\nAssistant:"
 
 
-def encode_prompt(tokenizer: Any, dialogue: Dialogue) -> list[int]:
-    """Token ids of `format_prompt(tokenizer, dialogue)`, with the tokenizer's special tokens
-    only when no chat template already wrote them."""
-    text = format_prompt(tokenizer, dialogue)
+def encode_prompt(tokenizer: Any, dialogue: Dialogue, template: Template = "chat") -> list[int]:
+    """Token ids of `format_prompt(tokenizer, dialogue, template)`, with the tokenizer's special
+    tokens only in the HH format (a chat template already wrote them; raw adds none)."""
+    text = format_prompt(tokenizer, dialogue, template)
+    special = template == "chat" and not has_chat_template(tokenizer)
     # verbose=False: rlhfkit truncates itself, so the "longer than model_max_length" notice is noise.
-    ids = tokenizer(text, add_special_tokens=not has_chat_template(tokenizer), verbose=False)
+    ids = tokenizer(text, add_special_tokens=special, verbose=False)
     return list(ids["input_ids"])
 
 
-def encode_response(tokenizer: Any, text: str) -> list[int]:
+def encode_response(tokenizer: Any, text: str, template: Template = "chat") -> list[int]:
     """The reply's token ids followed by EOS (a leading space in the HH format, see above)."""
     eos = tokenizer.eos_token_id
     if eos is None:
         raise ValueError("tokenizer has no EOS token; set tokenizer.eos_token before encoding")
-    if not has_chat_template(tokenizer):
+    if template == "chat" and not has_chat_template(tokenizer):
         text = " " + text
     return list(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]) + [eos]
 

@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rlhfkit.data.chat import encode_prompt, encode_response
-from rlhfkit.types import Dialogue, PreferencePair, PromptRecord, RankedList, SFTExample
+from rlhfkit.data.chat import Template, encode_prompt, encode_response
+from rlhfkit.types import PreferencePair, PromptRecord, RankedList, SFTExample
 
 log = logging.getLogger("rlhfkit.data")
 
@@ -136,11 +136,14 @@ def encode_sft(
     records: Sequence[SFTExample],
     max_length: int,
     max_prompt_length: int | None = None,
+    template: Template = "chat",
 ) -> list[EncodedSFT]:
     """Tokenize demonstrations; see the module docstring for the truncation policy."""
     out = []
     for rec in records:
-        p, (r,), cut = _encode(tokenizer, rec.prompt, [rec.response], max_length, max_prompt_length)
+        p, (r,), cut = _encode(
+            tokenizer, rec, [rec.response], max_length, max_prompt_length, template
+        )
         out.append(EncodedSFT(p + r, len(p), cut, rec.source))
     _warn("encode_sft", out, f"max_length={max_length}")
     return out
@@ -151,12 +154,13 @@ def encode_pairs(
     records: Sequence[PreferencePair],
     max_length: int,
     max_prompt_length: int | None = None,
+    template: Template = "chat",
 ) -> list[EncodedPair]:
     """Tokenize preference pairs; chosen and rejected share the (same-cut) prompt."""
     out = []
     for rec in records:
         replies = [rec.chosen, rec.rejected]
-        p, (c, r), cut = _encode(tokenizer, rec.prompt, replies, max_length, max_prompt_length)
+        p, (c, r), cut = _encode(tokenizer, rec, replies, max_length, max_prompt_length, template)
         out.append(EncodedPair(p + c, p + r, len(p), rec.margin, cut, rec.source))
     _warn("encode_pairs", out, f"max_length={max_length}")
     return out
@@ -167,27 +171,38 @@ def encode_ranked(
     records: Sequence[RankedList],
     max_length: int,
     max_prompt_length: int | None = None,
+    template: Template = "chat",
 ) -> list[EncodedRanked]:
     """Tokenize ranked lists (best first); all K replies share the same-cut prompt."""
     out = []
     for rec in records:
-        p, rs, cut = _encode(tokenizer, rec.prompt, rec.responses, max_length, max_prompt_length)
+        p, rs, cut = _encode(tokenizer, rec, rec.responses, max_length, max_prompt_length, template)
         out.append(EncodedRanked(tuple(p + r for r in rs), len(p), cut, rec.source))
     _warn("encode_ranked", out, f"max_length={max_length}")
     return out
 
 
+def _prompt_ids(tokenizer: Any, rec: Any, template: Template) -> list[int]:
+    """`encode_prompt` of a record's prompt; a prompt the template cannot take is reported with
+    the record's file and line."""
+    try:
+        return encode_prompt(tokenizer, rec.prompt, template)
+    except ValueError as e:
+        raise ValueError(f"{rec.source}: prompt: {e}") from None
+
+
 def _encode(
     tokenizer: Any,
-    prompt: Dialogue,
+    rec: Any,
     replies: Sequence[str],
     max_length: int,
     max_prompt_length: int | None,
+    template: Template,
 ) -> tuple[list[int], list[list[int]], bool]:
     """Prompt and reply ids of one record, truncated together (one prompt cut for all)."""
     return truncate(
-        encode_prompt(tokenizer, prompt),
-        [encode_response(tokenizer, text) for text in replies],
+        _prompt_ids(tokenizer, rec, template),
+        [encode_response(tokenizer, text, template) for text in replies],
         max_length,
         max_prompt_length,
         tokenizer.bos_token_id,
@@ -198,12 +213,13 @@ def encode_prompts(
     tokenizer: Any,
     records: Sequence[PromptRecord],
     max_prompt_length: int,
+    template: Template = "chat",
 ) -> list[EncodedPrompt]:
     """Tokenize prompts for generation, keeping the last `max_prompt_length` tokens."""
     out = []
     bos = tokenizer.bos_token_id
     for rec in records:
-        ids = encode_prompt(tokenizer, rec.prompt)
+        ids = _prompt_ids(tokenizer, rec, template)
         p = _keep_end(ids, max_prompt_length, bos)
         out.append(EncodedPrompt(p, len(p), len(p) < len(ids), rec.source))
     _warn("encode_prompts", out, f"max_prompt_length={max_prompt_length}")

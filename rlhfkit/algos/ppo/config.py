@@ -28,7 +28,8 @@ class PPODataConfig(ConfigBase):
     """Bad rows: stop with every problem listed by file and line, or skip and count them."""
     prompt_template: Literal["chat", "raw"] = "chat"
     """chat: the tokenizer's chat template, else the HH `Human:/Assistant:` format; raw: a
-    one-turn prompt's text as is (plain continuation, e.g. the throughput benchmark)."""
+    one-turn prompt's text and the reply's text as they are, plus EOS (base models, plain
+    continuation data, the throughput benchmarks; see `rlhfkit.data.chat`)."""
     max_prompt_length: int = Field(256, ge=1)
     """Tokens kept from the end of each prompt."""
 

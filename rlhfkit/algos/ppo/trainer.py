@@ -163,17 +163,13 @@ def read_prompt_texts(path: str, cfg: PPOConfig, tokenizer: Any) -> list[str]:
     records = result.records
     if not records:
         raise ValueError(f"{path}: no prompts found")
-    if cfg.data.prompt_template == "raw":
-        texts = []
-        for rec in records:
-            if len(rec.prompt) != 1:
-                raise ValueError(
-                    f"{rec.source}: prompt: data.prompt_template=raw needs one-turn prompts, "
-                    f"this one has {len(rec.prompt)} messages"
-                )
-            texts.append(rec.prompt[0].content)
-        return texts
-    return [format_prompt(tokenizer, rec.prompt) for rec in records]
+    texts = []
+    for rec in records:
+        try:
+            texts.append(format_prompt(tokenizer, rec.prompt, cfg.data.prompt_template))
+        except ValueError as e:
+            raise ValueError(f"{rec.source}: prompt: {e}") from None
+    return texts
 
 
 def encode_texts(tokenizer: Any, texts: list[str], max_len: int, raw: bool) -> list[list[int]]:
@@ -211,7 +207,9 @@ def read_ptx(cfg: PPOConfig, tokenizer: Any) -> list[dict[str, torch.Tensor]] | 
 
     records = read_sft(cfg.ptx_data, on_error=cfg.data.on_error).records
     max_len = cfg.data.max_prompt_length + cfg.rollout.max_new_tokens
-    return encode_sft(tokenizer, records, max_len, cfg.data.max_prompt_length)
+    return encode_sft(
+        tokenizer, records, max_len, cfg.data.max_prompt_length, cfg.data.prompt_template
+    )
 
 
 # -- the update ----------------------------------------------------------------------------------

@@ -28,6 +28,10 @@ class RMDataConfig(ConfigBase):
     ranked: bool = False
     """Read K-way ranked lists and train with the ranking loss over all K(K−1)/2 pairs, one
     forward pass per answer (false: pairs; ranked sources are then expanded to pairs)."""
+    prompt_template: Literal["chat", "raw"] = "chat"
+    """chat: the tokenizer's chat template, else the HH `Human:/Assistant:` format; raw: a
+    one-turn prompt's text and the reply's text as they are, plus EOS (base models, plain
+    continuation data, the throughput benchmarks; see `rlhfkit.data.chat`)."""
     max_length: int = Field(512, ge=2)
     """Longest prompt + reply in tokens (longer ones are truncated, see `rlhfkit.data`)."""
     max_prompt_length: int | None = None

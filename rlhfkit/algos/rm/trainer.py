@@ -308,8 +308,12 @@ def train(cfg: RMConfig) -> RMResult:
     pad_id = tokenizer.pad_token_id
     d = cfg.data
     train_recs, val_pairs = _read(cfg, variant)
-    items = variant.encode(tokenizer, train_recs, d.max_length, d.max_prompt_length)
-    val_items = encode_pairs(tokenizer, val_pairs, d.max_length, d.max_prompt_length)
+    items = variant.encode(
+        tokenizer, train_recs, d.max_length, d.max_prompt_length, d.prompt_template
+    )
+    val_items = encode_pairs(
+        tokenizer, val_pairs, d.max_length, d.max_prompt_length, d.prompt_template
+    )
     if d.share_prompt:  # one packed row per comparison
         collate, lengths, budget = (
             collate_shared_prompt,

@@ -26,6 +26,10 @@ class SFTDataConfig(ConfigBase):
     """Row format of the source (auto: sniffed from the first row)."""
     on_error: Literal["stop", "skip"] = "stop"
     """Bad rows: stop (list every problem, then fail) or skip (count and warn)."""
+    prompt_template: Literal["chat", "raw"] = "chat"
+    """chat: the tokenizer's chat template, else the HH `Human:/Assistant:` format; raw: a
+    one-turn prompt's text and the reply's text as they are, plus EOS (base models, plain
+    continuation data, the throughput benchmarks; see `rlhfkit.data.chat`)."""
     max_length: int = Field(512, ge=2)
     """Longest prompt + response in tokens (longer ones are truncated, see `rlhfkit.data`)."""
     max_prompt_length: int | None = None

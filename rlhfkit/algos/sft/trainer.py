@@ -207,8 +207,13 @@ def train(cfg: SFTConfig) -> SFTResult:
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model.name_or_path)
     pad_id = tokenizer.pad_token_id
     train_recs, val_recs = _read(cfg)
-    train_items = encode_sft(tokenizer, train_recs, cfg.data.max_length, cfg.data.max_prompt_length)
-    val_items = encode_sft(tokenizer, val_recs, cfg.data.max_length, cfg.data.max_prompt_length)
+    d = cfg.data
+    train_items = encode_sft(
+        tokenizer, train_recs, d.max_length, d.max_prompt_length, d.prompt_template
+    )
+    val_items = encode_sft(
+        tokenizer, val_recs, d.max_length, d.max_prompt_length, d.prompt_template
+    )
     sampler = TokenBudgetSampler(
         [it.length for it in train_items], cfg.data.max_tokens, shuffle=True, seed=cfg.engine.seed
     )
