@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--demo", type=Path, default=Path("runs/demo"), help="a finished demo dir")
     ap.add_argument("--n", type=int, nargs="+", default=[1, 2, 4, 7, 16])
     ap.add_argument("--seed", type=int, default=123)
+    ap.add_argument("--rm", type=Path, help="selector reward model (default: DEMO/rm/model)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--temperature", type=float, default=1.0, help="the demo's eval setting")
     ap.add_argument("--max-new-tokens", type=int, default=32, help="the demo's eval setting")
@@ -77,7 +78,7 @@ def main() -> None:
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, batch_size=64
     )
     t0 = time.perf_counter()
-    rm_scorer = RewardModelScorer(load_reward_model(demo / "rm" / "model"))
+    rm_scorer = RewardModelScorer(load_reward_model(args.rm or demo / "rm" / "model"))
     replies: list[str] = []
     rm: list[float] = []
     gen = torch.Generator().manual_seed(args.seed)
@@ -131,6 +132,7 @@ def main() -> None:
             {
                 "bench": "demo_ceiling",
                 "demo": str(demo),
+                "reward_model": str(args.rm or demo / "rm" / "model"),
                 "prompts": len(prompts),
                 "ppo_win_rate": round(ppo.rate, 4),
                 "ppo_wins_ties_losses": [ppo.wins, ppo.ties, ppo.losses],

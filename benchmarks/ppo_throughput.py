@@ -27,7 +27,12 @@ N = non-embedding parameters of one model, H = d·V the LM head, L layers, d wid
 
 Usage:
   python benchmarks/ppo_throughput.py --assets ~/.cache/rlhfkit-anchors/assets \
-      [--precision fp32 bf16] [--iterations 8] [--warmup 2] [--threads 2]
+      [--precision fp32 bf16] [--iterations 8] [--warmup 2] [--threads 2] [--profile]
+
+`--profile` runs the trainer under torch.profiler and adds `profiled_matmul_s_per_iter` (self
+time of aten::mm/addmm/bmm/baddbmm per iteration) and `profiled_op_s_per_iter` (all aten ops):
+how much of an iteration is matrix multiplication, whose FLOPs are fixed by the workload, and
+how much is everything else (element-wise work, attention, sampling, the optimiser, Python).
 """
 
 from __future__ import annotations
@@ -129,7 +134,17 @@ def child(args: argparse.Namespace) -> None:
         }
     )
     t_start = time.perf_counter()
-    train(cfg)
+    if args.profile:  # every aten op timed: how much of an iteration is matrix multiplication
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            train(cfg)
+        events = prof.key_averages()
+        matmul_ops = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+        matmul_us = sum(e.self_cpu_time_total for e in events if e.key in matmul_ops)
+        all_us = sum(e.self_cpu_time_total for e in events)
+    else:
+        train(cfg)
     wall = time.perf_counter() - t_start
     gemm_after = {k: gemm_rate(k) for k in ("fp32", "bf16")}
     rows = [r for r in read_metrics(out / "metrics.jsonl") if "reward/score_mean" in r]
@@ -148,6 +163,13 @@ def child(args: argparse.Namespace) -> None:
     flops = iteration_flops(64, p_mean, tokens / 64, n_body, d * vocab, model.config.n_layer, d, 4)
     rate = max(gemm_before[args.precision], gemm_after[args.precision])
     floor_s = flops["total"] / (rate * 1e9)
+    profiled = {}
+    if args.profile:  # matmul time is spread evenly over the `total` iterations (no other source)
+        profiled = {
+            "profiled_matmul_s_per_iter": round(matmul_us / 1e6 / total, 3),
+            "profiled_op_s_per_iter": round(all_us / 1e6 / total, 3),
+            "profiler_note": "timings under torch.profiler (slower than unprofiled runs)",
+        }
     split = {
         k: statistics.median(r[f"time/{k}"] for r in measured)
         for k in ("generation", "scoring", "training")
@@ -176,6 +198,7 @@ def child(args: argparse.Namespace) -> None:
                 "achieved_fraction": round(floor_s / s_iter, 3),
                 "process_wall_s": round(wall, 1),
                 "load_avg_1min": os.getloadavg()[0],
+                **profiled,
             }
         ),
         flush=True,
@@ -191,6 +214,11 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=8, help="measured iterations")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="run under torch.profiler and report the matmul seconds per iteration",
+    )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if not (Path(args.assets) / "policy").is_dir():
@@ -216,7 +244,7 @@ def main() -> None:
             str(args.warmup),
             "--threads",
             str(args.threads),
-        ]
+        ] + (["--profile"] if args.profile else [])
         proc = subprocess.run(cmd, capture_output=True, text=True)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
         if proc.returncode != 0 or not lines:
