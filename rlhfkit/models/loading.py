@@ -37,6 +37,7 @@ from transformers import (
 )
 
 from rlhfkit.data import ensure_pad_token
+from rlhfkit.models.attention import use_fp32_cpu_attention
 from rlhfkit.models.config import DType, LoraSettings, ModelConfig
 
 __all__ = [
@@ -156,6 +157,7 @@ def load_policy(
         model = AutoModelForCausalLM.from_pretrained(
             cfg.name_or_path, **_from_pretrained_kwargs(cfg)
         )
+    use_fp32_cpu_attention(model)  # "sdpa" stays float32 on CPU under bf16 (models.attention)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     if cfg.lora is not None:

@@ -20,8 +20,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from rlhfkit.models.attention import SDPA_NAMES, attention
 
 __all__ = ["final_hidden_at"]
 
@@ -81,7 +82,7 @@ def _gpt2_blocks(body: nn.Module) -> nn.ModuleList | None:
     attn, config = last.attn, last.attn.config
     if not all(type(m) is Conv1D for m in (attn.c_attn, attn.c_proj)):
         return None  # LoRA (peft) or another wrapper around the projections
-    if config._attn_implementation not in ("sdpa", "eager") or attn.reorder_and_upcast_attn:
+    if config._attn_implementation not in (*SDPA_NAMES, "eager") or attn.reorder_and_upcast_attn:
         return None
     dropouts = (attn.attn_dropout.p, attn.resid_dropout.p, last.mlp.dropout.p)
     if last.training and any(p > 0 for p in dropouts):
@@ -128,7 +129,7 @@ class _LastBlockAt(nn.Module):
             full = attention_mask.expand(b, -1, -1, -1)
             rows = query[:, None, :, None].expand(-1, full.shape[1], -1, t)
             mask = full.gather(2, rows)
-        out = F.scaled_dot_product_attention(q, key, value, attn_mask=mask, scale=attn.scaling)
+        out = attention(q, key, value, attn_mask=mask, scale=attn.scaling)
         out = attn.c_proj(out.transpose(1, 2).reshape(b, q_len, d))
         x = hidden_states.gather(1, at_query) + out
         x = x + block.mlp(block.ln_2(x))

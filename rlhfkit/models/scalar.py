@@ -44,6 +44,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedModel
 
 from rlhfkit.core import last_valid_index
+from rlhfkit.models.attention import SDPA_NAMES, use_fp32_cpu_attention
 from rlhfkit.models.config import ModelConfig
 from rlhfkit.models.loading import (
     _check_source,
@@ -152,7 +153,7 @@ class ScalarModel(nn.Module):
         boolean for SDPA; additive (0 / dtype minimum) for other kernels, which add it to the
         attention logits."""
         allowed = allowed[:, None].bool()
-        if self.config._attn_implementation == "sdpa":
+        if self.config._attn_implementation in SDPA_NAMES:
             return allowed
         dtype = (
             torch.get_autocast_dtype(allowed.device.type)
@@ -299,6 +300,7 @@ def _load_seq_cls(cfg: ModelConfig) -> PreTrainedModel:
     model = AutoModelForSequenceClassification.from_pretrained(
         cfg.name_or_path, **_from_pretrained_kwargs(cfg, num_labels=1)
     )
+    use_fp32_cpu_attention(model)  # "sdpa" stays float32 on CPU under bf16 (models.attention)
     # HF's own forward refuses batches without a pad id; ours never uses it, but a folder saved
     # from this model should load and run with the HF class as well.
     if model.config.pad_token_id is None:
