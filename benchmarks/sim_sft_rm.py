@@ -11,7 +11,7 @@ seen in training; and `preferences/validation.jsonl`: same distribution as train
 - wall time of each stage on this machine.
 
     .venv/bin/python benchmarks/sim_sft_rm.py [--out runs/bench_sim] [--seed 0] [--size micro]
-        [--n-sft 2000] [--n-pref 2000] [sft.key=value ...] [rm.key=value ...]
+        [--n-sft 2000] [--n-pref 2000] [--n-pref-eval 200] [sft.key=value ...] [rm.key=value ...]
 
 Runs `rlhfkit.algos.sft.train` and `rlhfkit.algos.rm.train` with the shipped presets
 (`sft_sim`, `rm_sim`), only paths overridden, so the figures are what the presets give.
@@ -33,6 +33,12 @@ def main() -> None:
     ap.add_argument("--skip-sft", action="store_true", help="reuse OUT/sft/model")
     ap.add_argument("--n-sft", type=int, default=None, help="world demonstrations (default 2000)")
     ap.add_argument("--n-pref", type=int, default=None, help="world training pairs (default 2000)")
+    ap.add_argument(
+        "--n-pref-eval",
+        type=int,
+        default=None,
+        help="pairs in each of preferences/validation and preferences/test (default 200)",
+    )
     ap.add_argument("overrides", nargs="*", help="rm.key=value or sft.key=value overrides")
     args = ap.parse_args()
 
@@ -48,7 +54,12 @@ def main() -> None:
     timings: dict[str, float] = {}
     t = time.perf_counter()
     if not (world / "manifest.json").is_file():
-        sizes = {"n_sft": args.n_sft, "n_pref": args.n_pref}
+        sizes = {
+            "n_sft": args.n_sft,
+            "n_pref": args.n_pref,
+            "n_pref_val": args.n_pref_eval,
+            "n_pref_test": args.n_pref_eval,
+        }
         make_world(world, seed=args.seed, **{k: v for k, v in sizes.items() if v is not None})
     manifest = json.loads((world / "manifest.json").read_text())
     timings["world_s"] = time.perf_counter() - t
@@ -104,7 +115,7 @@ def main() -> None:
     report = {
         "seed": args.seed,
         "model": sft_cfg.model.name_or_path,
-        "world": {k: manifest["sizes"][k] for k in ("n_sft", "n_pref", "n_pref_test")},
+        "world": {k: manifest["sizes"][k] for k in ("n_sft", "n_pref", "n_pref_val", "n_pref_test")},
         "annotators": {
             k: manifest["annotators"][k]
             for k in ("target_agreement", "measured_agreement", "measured_gold_win_rate")
