@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -53,10 +52,11 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    from rlhfkit.eval.judges import gold_judge
+    from rlhfkit.eval.ceiling import ceiling_rows, sample_candidates
+    from rlhfkit.eval.judges import gold_judge, score_outcomes
     from rlhfkit.eval.winrate import win_rate
     from rlhfkit.models import ModelConfig, load_policy, load_reward_model, load_tokenizer
-    from rlhfkit.rollout import RewardModelScorer, RolloutConfig, sample_batches
+    from rlhfkit.rollout import RolloutConfig
     from rlhfkit.types import Message, PromptRecord
 
     demo = args.demo
@@ -64,81 +64,39 @@ def main() -> None:
     sft_rows = [json.loads(line) for line in open(demo / "eval" / "sft.jsonl")]
     ppo_rows = [json.loads(line) for line in open(demo / "eval" / "ppo.jsonl")]
     # whole dialogues: a multi-turn prompt is only judged (and answered) as a dialogue
-    prompts = [tuple(Message(m["role"], m["content"]) for m in r["dialogue"]) for r in sft_rows]
+    records = [
+        PromptRecord(tuple(Message(m["role"], m["content"]) for m in r["dialogue"]))
+        for r in sft_rows
+    ]
     sft_gold = [r["gold"] for r in sft_rows]
-
     sft_dir = demo / "sft" / "model"
     if not sft_dir.is_dir():
         raise SystemExit(f"{sft_dir}: no SFT model; is {demo} a finished `rlhfkit demo` run?")
-    tokenizer = load_tokenizer(sft_dir)
-    policy = load_policy(ModelConfig(name_or_path=str(sft_dir))).eval()
-    n_max = max(args.n)
-    records = [PromptRecord(p) for p in prompts for _ in range(n_max)]
+    rm_dir = args.rm or demo / "rm" / "model"
     cfg = RolloutConfig(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, batch_size=64
     )
     t0 = time.perf_counter()
-    rm_scorer = RewardModelScorer(load_reward_model(args.rm or demo / "rm" / "model"))
-    replies: list[str] = []
-    rm: list[float] = []
-    gen = torch.Generator().manual_seed(args.seed)
-    with torch.no_grad():
-        for _, rollout, texts in sample_batches(policy, tokenizer, records, cfg, gen):
-            replies.extend(texts)
-            rm.extend(rm_scorer([], texts, rollout).tolist())
-    gold = gold_judge([p for p in prompts for _ in range(n_max)], replies)
+    gold, rm = sample_candidates(
+        load_policy(ModelConfig(name_or_path=str(sft_dir))), load_tokenizer(sft_dir), records,
+        cfg, max(args.n), args.seed, gold_judge, load_reward_model(rm_dir),
+    )  # fmt: skip
     seconds = time.perf_counter() - t0
-    per_prompt = [gold[i * n_max : (i + 1) * n_max] for i in range(len(prompts))]
-    per_prompt_rm = [rm[i * n_max : (i + 1) * n_max] for i in range(len(prompts))]
-
-    def outcome(a: float, b: float) -> float:
-        return 1.0 if a - b > 1e-9 else 0.0 if b - a > 1e-9 else 0.5
-
-    for n in sorted(args.n):
-        best = [max(g[:n]) for g in per_prompt]
-        wr = win_rate([outcome(b, s) for b, s in zip(best, sft_gold, strict=True)])
-        unbreakable = sum(
-            all(abs(x - s) <= 1e-9 for x in g[:n])
-            for g, s in zip(per_prompt, sft_gold, strict=True)
-        )
-        kl_bound = math.log(n) - (n - 1) / n
-        # the same selection with the demo's reward model as the selector (a real best-of-n)
-        by_rm = [
-            g[max(range(n), key=r.__getitem__)]
-            for g, r in zip(per_prompt, per_prompt_rm, strict=True)
-        ]
-        wr_rm = win_rate([outcome(b, s) for b, s in zip(by_rm, sft_gold, strict=True)])
-        print(
-            json.dumps(
-                {
-                    "bench": "demo_ceiling",
-                    "n": n,
-                    "kl_bound_nats": round(kl_bound, 3),
-                    "oracle_win_rate": round(wr.rate, 4),
-                    "ci95": [round(wr.low, 4), round(wr.high, 4)],
-                    "wins_ties_losses": [wr.wins, wr.ties, wr.losses],
-                    "ties_no_candidate_breaks": unbreakable,
-                    "oracle_gold_mean": round(sum(best) / len(best), 3),
-                    "rm_selected_win_rate": round(wr_rm.rate, 4),
-                    "rm_selected_ci95": [round(wr_rm.low, 4), round(wr_rm.high, 4)],
-                    "rm_selected_gold_mean": round(sum(by_rm) / len(by_rm), 3),
-                }
-            ),
-            flush=True,
-        )
-    ppo = win_rate([outcome(p["gold"], s) for p, s in zip(ppo_rows, sft_gold, strict=True)])
+    for row in ceiling_rows(gold, sft_gold, args.n, rm):
+        print(json.dumps({"bench": "demo_ceiling", **row.as_dict()}), flush=True)
+    ppo = win_rate(score_outcomes([p["gold"] for p in ppo_rows], sft_gold))
     print(
         json.dumps(
             {
                 "bench": "demo_ceiling",
                 "demo": str(demo),
-                "reward_model": str(args.rm or demo / "rm" / "model"),
-                "prompts": len(prompts),
+                "reward_model": str(rm_dir),
+                "prompts": len(records),
                 "ppo_win_rate": round(ppo.rate, 4),
                 "ppo_wins_ties_losses": [ppo.wins, ppo.ties, ppo.losses],
                 "ppo_kl_to_ref": summary.get("kl_to_ref"),
                 "sft_gold_mean": round(sum(sft_gold) / len(sft_gold), 3),
-                "samples": len(replies),
+                "samples": len(records) * max(args.n),
                 "sampling_and_scoring_s": round(seconds, 1),
             }
         ),

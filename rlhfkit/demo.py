@@ -206,7 +206,32 @@ def _eval_stage(
         (out / "eval" / f"{name}.jsonl").write_text(
             "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in res.rows()), encoding="utf-8"
         )
-    return results
+    ceiling = _ceiling(ev, seed, ref, tokenizer, records, rollout, rm, results["sft"].gold)
+    return results, ceiling
+
+
+def _ceiling(
+    ev: dict[str, Any], seed: int, ref: Any, tokenizer: Any, records: list, rollout: Any, rm: Any,
+    sft_gold: list[float],
+) -> list[dict[str, Any]] | None:  # fmt: skip
+    """Best-of-n from SFT with the gold scorer and with the RM as selector, judged against the
+    SFT replies the win rate used (`rlhfkit.eval.ceiling`): what limits the win rate."""
+    if not ev.get("ceiling_n"):
+        return None
+    from rlhfkit.eval.ceiling import ceiling_rows, sample_candidates
+    from rlhfkit.eval.judges import gold_judge
+
+    ns = [int(n) for n in ev["ceiling_n"]]
+    gold, by_rm = sample_candidates(
+        ref, tokenizer, records, rollout, max(ns), seed + 11, gold_judge, rm
+    )
+    rows = [row.as_dict() for row in ceiling_rows(gold, sft_gold, ns, by_rm)]
+    for r in rows:
+        console.print(
+            f"  best-of-{r['n']} from SFT (KL ≤ {r['kl_bound']:.2f}): gold-oracle "
+            f"{100 * r['oracle']['rate']:.1f}%, RM-selected {100 * r['rm']['rate']:.1f}%"
+        )
+    return rows
 
 
 def _side_by_side(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -326,6 +351,15 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
         f"{f} {v['sft']:+.2f}→{v['ppo']:+.2f}" for f, v in summary["per_family"].items()
     )
     console.print(f"per family (gold, SFT→PPO): {fam}")
+    if summary.get("ceiling"):
+        from rlhfkit.eval.ceiling import row_near_kl
+
+        r = row_near_kl(summary["ceiling"], summary["kl_to_ref"])
+        console.print(
+            f"best-of-{r['n']} from SFT (KL ≤ {r['kl_bound']:.2f}, PPO's is "
+            f"{summary['kl_to_ref']:.2f}): gold-oracle selection would win "
+            f"{100 * r['oracle']['rate']:.1f}%, selection by this RM {100 * r['rm']['rate']:.1f}%"
+        )
     if "ablation" in summary:
         a = summary["ablation"]
         verdict = (
@@ -466,8 +500,8 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False) -> dict[st
         ablation = _merge(s["ppo"], s["ablation"])
         nokl_result = ppo.train(ppo_config("ppo_nokl", ablation), judges=judges)
 
-    with stages.stage("eval", "SFT vs PPO on held-out prompts: gold judge, RM, KL"):
-        results = _eval_stage(
+    with stages.stage("eval", "SFT vs PPO on held-out prompts; best-of-n ceilings"):
+        results, ceiling = _eval_stage(
             out, s, seed,
             {"sft": sft_result.model_dir, "ppo": ppo_result.policy_path,
              "ppo_nokl": nokl_result.policy_path},
@@ -481,6 +515,8 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False) -> dict[st
     with stages.stage("report", "summary.json and the HTML report"):
         curve = overoptimisation_curve(read_metrics(out / "ppo_nokl" / "metrics.jsonl"))
         summary = _summary(results, rm_result.metrics, curve, s)
+        if ceiling is not None:
+            summary["ceiling"] = ceiling
         summary["timings"] = dict(stages.timings)
         summary["settings"] = {
             "quick": quick,

@@ -48,6 +48,9 @@ def test_demo_quick_end_to_end(tmp_path):
         world_pairs
     ) + len(feedback)
     assert on_disk["rm_calibration"]
+    # best-of-n ceilings (settings: n 2 and 4); the oracle never does worse than RM selection
+    assert [r["n"] for r in on_disk["ceiling"]] == [2, 4]
+    assert all(r["oracle"]["rate"] >= r["rm"]["rate"] for r in on_disk["ceiling"])
     # the per-family means are the means of the saved per-prompt gold scores
     rows = [json.loads(line) for line in (out / "eval" / "samples.jsonl").read_text().splitlines()]
     arith = [r["ppo_gold"] for r in rows if r["family"] == rows[0]["family"]]

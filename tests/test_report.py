@@ -88,6 +88,14 @@ def _fake_run(root):
             "correct": {"rm": 0.8, "gold": 1.0, "n": 5},
             "wrong": {"rm": 0.7, "gold": -1.0, "n": 3},
         },
+        "ceiling": [
+            {
+                "n": 7,
+                "kl_bound": 1.0888,
+                "oracle": {"rate": 0.778, "low": 0.734, "high": 0.816},
+                "rm": {"rate": 0.589},
+            }
+        ],
     }
     (root / "summary.json").write_text(json.dumps(summary))
 
@@ -112,6 +120,9 @@ def test_report_builds_from_saved_files(tmp_path):
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "2 plus &lt;b&gt;2&lt;/b&gt;" in page
     assert "reward hacking" in page
+    ceiling = page[page.index("What limits the win rate") :]
+    assert "<td>1.09</td><td>77.8% (73.4%–81.6%)</td><td>58.9%</td>" in ceiling
+    assert "<td colspan='2'>75.0% (60.0%–85.0%)</td>" in ceiling  # PPO's own row
     assert "<th>mean RM score</th>" in page and "<td>0.70</td><td>-1.00</td>" in page
     assert "http://" not in page and "https://" not in page  # nothing fetched from a network
 

@@ -417,6 +417,44 @@ def _family_section(summary: dict[str, Any], policies: list[str]) -> str:
     return head + _img(_family_figure(per_family, policies), "gold score per family") + table
 
 
+def _ceiling_section(summary: dict[str, Any]) -> str:
+    """Best-of-n from SFT with the gold scorer and with the RM as the selector, beside PPO."""
+    rows = summary.get("ceiling")
+    if not rows:
+        return ""  # runs without a gold scorer (real data) have no ceiling to show
+    head = (
+        "<h2>What limits the win rate: best-of-n ceilings</h2>"
+        "<p>For each held-out prompt, n replies sampled from the SFT model; the one kept is the "
+        "best by the <b>gold judge</b> (an oracle: what the world allows) or the best by the "
+        "<b>reward model</b> (what the RM allows by selection alone), judged against the same "
+        "SFT replies as PPO's win rate. Best-of-n stays within log n − (n−1)/n nats of SFT; the "
+        "row nearest PPO's KL is its practical ceiling. Oracle far above RM and PPO: the reward "
+        "model is the limit. Oracle close to PPO: the world or the model is.</p>"
+    )
+    body = "".join(
+        f"<tr><th class='row'>best-of-{_esc(r['n'])}</th><td>{_fmt(r['kl_bound'], 2)}</td>"
+        f"<td>{_pct(r['oracle']['rate'])} ({_pct(r['oracle']['low'])}–"
+        f"{_pct(r['oracle']['high'])})</td>"
+        f"<td>{_pct((r.get('rm') or {}).get('rate'))}</td></tr>"
+        for r in rows
+    )
+    ci = summary.get("win_rate_ci") or [None, None]
+    ppo = (
+        f"<tr><th class='row'>PPO (the trained policy)</th>"
+        f"<td>{_fmt(summary.get('kl_to_ref'), 2)} (measured)</td>"
+        f"<td colspan='2'>{_pct(summary.get('win_rate_vs_sft'))} ({_pct(ci[0])}–{_pct(ci[1])})"
+        "</td></tr>"
+        if "win_rate_vs_sft" in summary
+        else ""
+    )
+    table = (
+        "<table class='summary'><tr><th></th><th>KL to SFT (nats, bound)</th>"
+        "<th>win rate, gold-oracle selection (95 % CI)</th><th>win rate, RM selection</th></tr>"
+        f"{body}{ppo}</table>"
+    )
+    return head + table
+
+
 def _behaviour_section(summary: dict[str, Any], policies: list[str]) -> str:
     counts = summary.get("behaviours")
     if not counts:
@@ -556,6 +594,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         _summary_section(summary, policies),
         _family_section(summary, policies),
         _behaviour_section(summary, policies),
+        _ceiling_section(summary),
         _overopt_section(stages),
         _curves_section(stages),
         _calibration_section(summary),

@@ -1,0 +1,164 @@
+"""Best-of-n ceilings: how far a policy close to the reference could go, and how far its reward
+model lets it go.
+
+For each prompt, n replies are sampled from the reference policy (the SFT model) and one is kept:
+the best by the **gold scorer** (an oracle selector, in the simulated world) or the best by the
+**reward model** (a best-of-n policy rlhfkit can actually run). Each kept reply is judged against
+the reference policy's own reply to the same prompt under the gold judge (1 win, ½ tie, 0 loss),
+which is how the demo's PPO-vs-SFT win rate is judged. So, at a comparable distance from SFT:
+
+- the oracle row is what the world allows (the selector knows the true preference);
+- the RM row is what the reward model allows by selection alone;
+- PPO's own win rate sits beside them; oracle ≫ RM ≈ PPO says the reward model is the limit,
+  oracle ≈ PPO says the world (or the model's ability) is.
+
+Distance: the best-of-n policy's KL to the policy it samples from is at most
+log n − (n − 1)/n nats (Stiennon et al. 2020, appendix; exact for continuous scores, an upper
+bound with ties), and best-of-n is close to the best reward any policy reaches at that KL
+(Gao et al. 2022), so the row whose bound matches PPO's KL is a practical ceiling for PPO.
+
+Selection ties go to the earliest sample (a fixed rule, independent of the scores).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from rlhfkit.eval.judges import score_outcomes
+from rlhfkit.eval.winrate import WinRate, win_rate
+
+__all__ = [
+    "CeilingRow",
+    "best_of_n_kl_bound",
+    "ceiling_rows",
+    "row_near_kl",
+    "sample_candidates",
+]
+
+
+def best_of_n_kl_bound(n: int) -> float:
+    """KL(best-of-n ‖ base) ≤ log n − (n − 1)/n nats."""
+    if n < 1:
+        raise ValueError(f"best_of_n_kl_bound: n must be ≥ 1, got {n}")
+    return math.log(n) - (n - 1) / n
+
+
+@dataclass(frozen=True)
+class CeilingRow:
+    """One n: the oracle's and (when given) the reward model's best-of-n against the reference."""
+
+    n: int
+    kl_bound: float
+    oracle: WinRate
+    oracle_gold_mean: float
+    rm: WinRate | None
+    rm_gold_mean: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        def rate(w: WinRate | None) -> dict[str, Any] | None:
+            if w is None:
+                return None
+            return {"rate": w.rate, "low": w.low, "high": w.high, "wins": w.wins,
+                    "ties": w.ties, "losses": w.losses, "n": w.n}  # fmt: skip
+
+        return {
+            "n": self.n,
+            "kl_bound": self.kl_bound,
+            "oracle": rate(self.oracle),
+            "oracle_gold_mean": self.oracle_gold_mean,
+            "rm": rate(self.rm),
+            "rm_gold_mean": self.rm_gold_mean,
+        }
+
+
+def _pick(gold: Sequence[float], selector: Sequence[float], n: int) -> float:
+    """Gold score of the first of the first n candidates with the highest selector score."""
+    best = max(range(n), key=lambda i: (selector[i], -i))
+    return gold[best]
+
+
+def ceiling_rows(
+    candidate_gold: Sequence[Sequence[float]],
+    reference_gold: Sequence[float],
+    ns: Sequence[int],
+    candidate_rm: Sequence[Sequence[float]] | None = None,
+) -> list[CeilingRow]:
+    """Best-of-n win rates against the reference replies, one row per n.
+
+    `candidate_gold[i]` (and `candidate_rm[i]`) hold the scores of the candidates sampled for
+    prompt i, in sampling order (at least max(ns) each); `reference_gold[i]` the gold score of
+    the reference reply. The best-of-n candidate is chosen among the first n.
+    """
+    if len(candidate_gold) != len(reference_gold):
+        raise ValueError(
+            f"ceiling_rows: {len(candidate_gold)} prompts with candidates, "
+            f"{len(reference_gold)} reference replies"
+        )
+    if candidate_rm is not None and len(candidate_rm) != len(candidate_gold):
+        raise ValueError("ceiling_rows: candidate_rm and candidate_gold differ in length")
+    rows = []
+    for n in sorted(set(ns)):
+        if any(len(g) < n for g in candidate_gold):
+            raise ValueError(f"ceiling_rows: n={n} needs {n} candidates for every prompt")
+        oracle = [_pick(g, g, n) for g in candidate_gold]
+        by_rm = None
+        if candidate_rm is not None:
+            by_rm = [_pick(g, r, n) for g, r in zip(candidate_gold, candidate_rm, strict=True)]
+        rows.append(
+            CeilingRow(
+                n=n,
+                kl_bound=best_of_n_kl_bound(n),
+                oracle=win_rate(score_outcomes(oracle, reference_gold)),
+                oracle_gold_mean=sum(oracle) / len(oracle),
+                rm=None if by_rm is None else win_rate(score_outcomes(by_rm, reference_gold)),
+                rm_gold_mean=None if by_rm is None else sum(by_rm) / len(by_rm),
+            )
+        )
+    return rows
+
+
+def sample_candidates(
+    policy: torch.nn.Module,
+    tokenizer: Any,
+    records: Sequence[Any],
+    rollout_cfg: Any,
+    n: int,
+    seed: int,
+    gold: Callable[[list[Any], list[str]], list[float]],
+    reward_model: Any = None,
+) -> tuple[list[list[float]], list[list[float]] | None]:
+    """n samples per prompt record from `policy`; their gold scores (and reward-model scores,
+    read on the sampled token ids) as per-prompt lists in sampling order."""
+    from rlhfkit.rollout import RewardModelScorer, sample_batches
+
+    repeated = [rec for rec in records for _ in range(n)]
+    scorer = RewardModelScorer(reward_model) if reward_model is not None else None
+    replies: list[str] = []
+    rm: list[float] = []
+    generator = torch.Generator().manual_seed(seed)
+    policy.eval()
+    with torch.no_grad():
+        for _, rollout, texts in sample_batches(
+            policy, tokenizer, repeated, rollout_cfg, generator
+        ):
+            replies.extend(texts)
+            if scorer is not None:
+                rm.extend(scorer([], texts, rollout).tolist())
+    golds = gold([rec.prompt for rec in repeated], replies)
+
+    def per_prompt(values: list[float]) -> list[list[float]]:
+        return [values[i * n : (i + 1) * n] for i in range(len(records))]
+
+    return per_prompt(golds), (per_prompt(rm) if scorer is not None else None)
+
+
+def row_near_kl(rows: Sequence[dict[str, Any]], kl: float) -> dict[str, Any]:
+    """The `CeilingRow.as_dict()` row whose KL bound is nearest to `kl` (PPO's KL to SFT)."""
+    if not rows:
+        raise ValueError("row_near_kl: no ceiling rows")
+    return min(rows, key=lambda r: abs(r["kl_bound"] - kl))
