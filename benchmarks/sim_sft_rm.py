@@ -115,7 +115,9 @@ def main() -> None:
     report = {
         "seed": args.seed,
         "model": sft_cfg.model.name_or_path,
-        "world": {k: manifest["sizes"][k] for k in ("n_sft", "n_pref", "n_pref_val", "n_pref_test")},
+        "world": {
+            k: manifest["sizes"][k] for k in ("n_sft", "n_pref", "n_pref_val", "n_pref_test")
+        },
         "annotators": {
             k: manifest["annotators"][k]
             for k in ("target_agreement", "measured_agreement", "measured_gold_win_rate")
