@@ -60,18 +60,12 @@ class CeilingRow:
     rm_gold_mean: float | None
 
     def as_dict(self) -> dict[str, Any]:
-        def rate(w: WinRate | None) -> dict[str, Any] | None:
-            if w is None:
-                return None
-            return {"rate": w.rate, "low": w.low, "high": w.high, "wins": w.wins,
-                    "ties": w.ties, "losses": w.losses, "n": w.n}  # fmt: skip
-
         return {
             "n": self.n,
             "kl_bound": self.kl_bound,
-            "oracle": rate(self.oracle),
+            "oracle": self.oracle.to_dict(),
             "oracle_gold_mean": self.oracle_gold_mean,
-            "rm": rate(self.rm),
+            "rm": None if self.rm is None else self.rm.to_dict(),
             "rm_gold_mean": self.rm_gold_mean,
         }
 

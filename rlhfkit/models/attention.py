@@ -37,6 +37,15 @@ def _upcast(query: torch.Tensor) -> bool:
     return query.device.type == "cpu" and query.dtype in _LOW
 
 
+def _float32(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Float32 copies of the inputs (an additive mask too; a boolean one stays as it is)."""
+    if mask is not None and mask.is_floating_point():
+        mask = mask.float()
+    return query.float(), key.float(), value.float(), mask
+
+
 def sdpa_fp32_on_cpu(
     module: nn.Module,
     query: torch.Tensor,
@@ -49,14 +58,11 @@ def sdpa_fp32_on_cpu(
     on CPU (the output is cast back)."""
     if not _upcast(query):
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    dtype = query.dtype
-    if attention_mask is not None and attention_mask.is_floating_point():
-        attention_mask = attention_mask.float()
     with torch.autocast("cpu", enabled=False):
         out, weights = sdpa_attention_forward(
-            module, query.float(), key.float(), value.float(), attention_mask, **kwargs
+            module, *_float32(query, key, value, attention_mask), **kwargs
         )
-    return out.to(dtype), weights
+    return out.to(query.dtype), weights
 
 
 AttentionInterface.register(ATTENTION_NAME, sdpa_fp32_on_cpu)
@@ -73,12 +79,9 @@ def attention(
     """`F.scaled_dot_product_attention` with the same float32-on-CPU rule."""
     if not _upcast(query):
         return F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask, scale=scale)
-    if attn_mask is not None and attn_mask.is_floating_point():
-        attn_mask = attn_mask.float()
+    q, k, v, mask = _float32(query, key, value, attn_mask)
     with torch.autocast("cpu", enabled=False):
-        out = F.scaled_dot_product_attention(
-            query.float(), key.float(), value.float(), attn_mask=attn_mask, scale=scale
-        )
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
     return out.to(query.dtype)
 
 
