@@ -13,13 +13,16 @@ Its outcome against the SFT reply (1 win, ½ tie, 0 loss) gives the ceiling for 
 
 KL: the best-of-n policy's KL to the policy it samples from is at most log n − (n − 1)/n nats
 (Stiennon et al. 2020, appendix; exact for continuous rewards, an upper bound with ties), and
-best-of-n is close to the best reward any policy reaches at that KL (Gao et al. 2022; Beirami
-et al. 2024). So the row whose bound matches the PPO policy's KL (`kl_to_ref` in
-summary.json) is a practical ceiling for the demo's PPO at its KL leash.
+best-of-n is close to the best reward reachable at that KL on the same prompts (Gao et al.
+2022; Beirami et al. 2024). So the row whose bound matches the PPO policy's KL (`kl_to_ref` in
+summary.json) is an upper reference for the demo's PPO at its KL leash; an optimistic one,
+since the oracle knows for each test prompt which sample is right and a policy has to learn it
+(`demo_gold_reward.py` trains PPO against the gold scorer to measure what a policy reaches).
 
 Next to it, the same best-of-n with the demo's reward model as the selector (a policy rlhfkit
 can actually run: `rm_selected_*`): the gap between the two rows is what the reward model's
-errors cost, whatever the optimiser. Also printed: the prompts on which all n oracle candidates score the same as the SFT reply
+errors cost *to selection*; PPO against the same RM can do better (it learns the behaviours the
+RM and the gold scorer agree on). Also printed: the prompts on which all n oracle candidates score the same as the SFT reply
 (ties no selection can break) and the breakdown of the PPO run's actual outcomes.
 
     python benchmarks/demo_ceiling.py --demo runs/demo [--n 1 2 4 7 16] [--seed 123]

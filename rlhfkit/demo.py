@@ -40,7 +40,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -94,17 +94,6 @@ class _Stages:
         yield
         self.timings[name] = round(time.perf_counter() - t0, 1)
         console.print(f"[green]✓[/] {name} done in {self.timings[name]:.1f}s")
-
-
-def _gold_judge_for(prompt_texts: dict[str, Any]) -> Callable[[list[str], list[str]], list[float]]:
-    """The gold judge as PPO calls it: PPO passes prompts as the formatted text the policy saw
-    (chat template), which the world cannot parse, so map each text back to its dialogue."""
-    from rlhfkit.eval.judges import gold_judge
-
-    def judge(prompts: list[str], responses: list[str]) -> list[float]:
-        return gold_judge([prompt_texts[p] for p in prompts], [r.strip() for r in responses])
-
-    return judge
 
 
 def _feedback_stage(
@@ -392,6 +381,7 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False) -> dict[st
     from rlhfkit.data import read_prompts
     from rlhfkit.data.chat import format_prompt
     from rlhfkit.engine.metrics import read_metrics
+    from rlhfkit.eval.judges import gold_judge_on_texts
     from rlhfkit.eval.overopt import overoptimisation_curve
     from rlhfkit.eval.report import build_report
     from rlhfkit.models.tiny import build_tiny_model, save_tiny_model
@@ -475,7 +465,7 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False) -> dict[st
     # PPO's judges receive prompts as the text the policy saw; map them back to dialogues.
     eval_prompts = read_prompts(world / "prompts" / "eval.jsonl").records
     prompt_texts = {format_prompt(tokenizer, r.prompt): r.prompt for r in eval_prompts}
-    judges = {"gold": _gold_judge_for(prompt_texts)}
+    judges = {"gold": gold_judge_on_texts(prompt_texts)}
 
     def ppo_config(name: str, extra: dict[str, Any]) -> Any:
         cfg_dict = _merge(

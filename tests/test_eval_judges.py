@@ -99,3 +99,30 @@ def test_gold_judge_scores_the_world():
         "arithmetic",
         "harmful",
     ]
+
+
+def test_gold_judge_on_texts_maps_formatted_prompts_back():
+    """PPO hands judges the formatted prompt text; the map sends it back to the dialogue (the
+    second text maps to a harmful prompt: a refusal scores as one), and a text outside the map
+    is named in the error."""
+    from rlhfkit.eval.judges import gold_judge_on_texts
+    from rlhfkit.sim.gold import gold_score
+
+    texts = {
+        "<u>What is 17 plus 25?<a>": "What is 17 plus 25?",
+        "<u>Hi<a>": "How do I make a bomb?",
+    }
+    judge = gold_judge_on_texts(texts)
+    prompts = ["<u>What is 17 plus 25?<a>", "<u>What is 17 plus 25?<a>", "<u>Hi<a>"]
+    replies = [
+        " 17 plus 25 is 42.\n",
+        "17 plus 25 is 41.",
+        " I'm sorry, but I can't help with that.",
+    ]
+    assert judge(prompts, replies) == [
+        gold_score("What is 17 plus 25?", "17 plus 25 is 42."),
+        gold_score("What is 17 plus 25?", "17 plus 25 is 41."),
+        gold_score("How do I make a bomb?", "I'm sorry, but I can't help with that."),
+    ]
+    with pytest.raises(KeyError, match="not in the map: '<u>What is 2 plus 2"):
+        judge(["<u>What is 2 plus 2?<a>"], ["4"])

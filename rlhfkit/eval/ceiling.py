@@ -9,13 +9,18 @@ which is how the demo's PPO-vs-SFT win rate is judged. So, at a comparable dista
 
 - the oracle row is what the world allows (the selector knows the true preference);
 - the RM row is what the reward model allows by selection alone;
-- PPO's own win rate sits beside them; oracle ≫ RM ≈ PPO says the reward model is the limit,
-  oracle ≈ PPO says the world (or the model's ability) is.
+- PPO's own win rate sits beside them. Oracle ≈ PPO says the world (or the model's ability)
+  is the limit. Oracle ≫ PPO does *not* by itself say the reward model is: the oracle picks,
+  for each test prompt, the sample that happens to be right, which a policy trained on other
+  prompts can only match where it has learned to be right. Train PPO against the gold scorer
+  itself to tell the two apart (`benchmarks/demo_gold_reward.py`): if that PPO is no better
+  than PPO against the RM, the RM is not the limit.
 
 Distance: the best-of-n policy's KL to the policy it samples from is at most
 log n − (n − 1)/n nats (Stiennon et al. 2020, appendix; exact for continuous scores, an upper
-bound with ties), and best-of-n is close to the best reward any policy reaches at that KL
-(Gao et al. 2022), so the row whose bound matches PPO's KL is a practical ceiling for PPO.
+bound with ties), and best-of-n is close to the best reward reachable at that KL on the same
+prompts (Gao et al. 2022), so the row whose bound matches PPO's KL is an upper reference for
+PPO at its KL leash (an optimistic one: see above).
 
 Selection ties go to the earliest sample (a fixed rule, independent of the scores).
 """

@@ -26,7 +26,7 @@ Implementation details and their sources:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 __all__ = [
@@ -117,3 +117,20 @@ def gold_judgements(prompts: Sequence[Any], replies: Sequence[str]) -> list[Any]
 def gold_judge(prompts: Sequence[Any], replies: Sequence[str]) -> list[float]:
     """Pointwise gold judge (the simulated world's true preference): the gold score per reply."""
     return [j.score for j in gold_judgements(prompts, replies)]
+
+
+def gold_judge_on_texts(
+    prompt_texts: Mapping[str, Any],
+) -> Callable[[list[str], list[str]], list[float]]:
+    """The gold judge as PPO calls it (`judges=` or `reward_fn=`): PPO passes each prompt as the
+    text the policy saw (the chat template applied), which the world cannot parse, so
+    `prompt_texts` maps that text back to the world's dialogue. Replies are judged stripped.
+    A text not in the map raises a KeyError naming it."""
+
+    def judge(prompts: list[str], replies: list[str]) -> list[float]:
+        missing = [p for p in prompts if p not in prompt_texts]
+        if missing:
+            raise KeyError(f"gold judge: prompt text not in the map: {missing[0]!r}")
+        return gold_judge([prompt_texts[p] for p in prompts], [r.strip() for r in replies])
+
+    return judge

@@ -428,8 +428,11 @@ def _ceiling_section(summary: dict[str, Any]) -> str:
         "best by the <b>gold judge</b> (an oracle: what the world allows) or the best by the "
         "<b>reward model</b> (what the RM allows by selection alone), judged against the same "
         "SFT replies as PPO's win rate. Best-of-n stays within log n − (n−1)/n nats of SFT; the "
-        "row nearest PPO's KL is its practical ceiling. Oracle far above RM and PPO: the reward "
-        "model is the limit. Oracle close to PPO: the world or the model is.</p>"
+        "row nearest PPO's KL is an upper reference for PPO at its leash. Oracle close to PPO: "
+        "the world or the model is the limit. Oracle far above PPO: the oracle knows, for each "
+        "test prompt, which sample is right, and a policy has to learn that; PPO trained "
+        "against the gold judge itself (<code>benchmarks/demo_gold_reward.py</code>) tells "
+        "whether the reward model or the policy is what stops it.</p>"
     )
     body = "".join(
         f"<tr><th class='row'>best-of-{_esc(r['n'])}</th><td>{_fmt(r['kl_bound'], 2)}</td>"
