@@ -115,3 +115,33 @@ def test_tensorboard_when_asked(tmp_path):
     acc.Reload()
     assert [(e.step, e.value) for e in acc.Scalars("loss/x")] == [(3, 2.0)]
     assert read_metrics(tmp_path / "run" / "metrics.jsonl")[0]["loss/x"] == 2.0
+
+
+class _Tied(torch.nn.Module):
+    """An embedding and an output layer sharing one weight, like a tied LM head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(5, 3)
+        self.head = torch.nn.Linear(3, 5, bias=False)
+        self.head.weight = self.embed.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(ids))
+
+
+def test_tied_weights_checkpoint_is_quiet_and_reloads_tied(tmp_path, caplog):
+    """Accelerate's "Removed shared tensor" notice is dropped; the tie survives the reload."""
+    cfg = _Cfg(out_dir=str(tmp_path / "t"), engine=EngineConfig(device="cpu"))
+    engine = Engine(cfg.engine, cfg.out_dir, cfg)
+    torch.manual_seed(0)
+    model = engine.accelerator.prepare(_Tied())
+    with caplog.at_level("WARNING"):
+        engine.save(1, {})
+    assert not [r for r in caplog.records if "shared tensor" in r.getMessage()]
+    saved = model.embed.weight.detach().clone()
+    with torch.no_grad():
+        model.embed.weight.zero_()
+    engine.resume()
+    assert torch.equal(model.embed.weight, saved) and model.head.weight is model.embed.weight
+    engine.close()
