@@ -23,7 +23,7 @@ import torch
 
 from rlhfkit.core import masked_var
 
-__all__ = ["CollapseMonitor", "explained_variance", "repetition_fraction"]
+__all__ = ["CollapseMonitor", "ConsoleThrottle", "explained_variance", "repetition_fraction"]
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
@@ -60,6 +60,10 @@ class CollapseMonitor:
 
     def check(self, metrics: dict[str, float]) -> list[str]:
         """Record one iteration's metrics; return the warnings it triggers (empty if none)."""
+        return [message for _, message in self.check_kinds(metrics)]
+
+    def check_kinds(self, metrics: dict[str, float]) -> list[tuple[str, str]]:
+        """`check` with each warning's kind: "length", "perplexity", "kl" or "repetition"."""
         keys = ("reward/score_mean", "response/length_mean", "policy/perplexity")
         self.history.append({k: float(metrics[k]) for k in keys})
         if len(self.history) <= self.window:
@@ -67,21 +71,50 @@ class CollapseMonitor:
         base = {k: sum(h[k] for h in self.history[: self.window]) / self.window for k in keys}
         if metrics["reward/score_mean"] <= base["reward/score_mean"]:
             return []
-        warnings = []
+        warnings: list[tuple[str, str]] = []
         length, base_length = metrics["response/length_mean"], base["response/length_mean"]
         if base_length > 0 and abs(length - base_length) / base_length > self.length_change:
-            warnings.append(f"response length moved from {base_length:.1f} to {length:.1f}")
+            warnings.append(
+                ("length", f"response length moved from {base_length:.1f} to {length:.1f}")
+            )
         ppl, base_ppl = metrics["policy/perplexity"], base["policy/perplexity"]
         if ppl < self.perplexity_drop * base_ppl:
-            warnings.append(f"policy perplexity fell from {base_ppl:.2f} to {ppl:.2f}")
+            warnings.append(
+                ("perplexity", f"policy perplexity fell from {base_ppl:.2f} to {ppl:.2f}")
+            )
         if metrics["policy/kl_to_ref"] > self.max_kl:
-            warnings.append(f"KL to the reference is {metrics['policy/kl_to_ref']:.1f} nats")
+            warnings.append(
+                ("kl", f"KL to the reference is {metrics['policy/kl_to_ref']:.1f} nats")
+            )
         if metrics["response/repetition"] > self.max_repetition:
-            warnings.append(f"{metrics['response/repetition']:.0%} of responses repeat themselves")
-        return [f"pattern collapse? reward rose while {w}" for w in warnings]
+            share = metrics["response/repetition"]
+            warnings.append(("repetition", f"{share:.0%} of responses repeat themselves"))
+        return [(kind, f"pattern collapse? reward rose while {w}") for kind, w in warnings]
 
     def state_dict(self) -> dict[str, list[dict[str, float]]]:
         return {"history": list(self.history)}
 
     def load_state_dict(self, state: dict[str, list[dict[str, float]]]) -> None:
         self.history = list(state["history"])
+
+
+@dataclass
+class ConsoleThrottle:
+    """Which repeated warnings to show on the console: a kind is shown when it starts firing and
+    then every `every` iterations while it keeps firing. Every warning still reaches the
+    metrics (`warn/pattern_collapse`) and the run's result; only the console is spared."""
+
+    every: int = 10
+    fired: dict[str, int] = field(default_factory=dict)
+    shown: dict[str, int] = field(default_factory=dict)
+    hidden: int = 0
+
+    def show(self, kind: str, iteration: int) -> bool:
+        last = self.fired.get(kind)
+        self.fired[kind] = iteration
+        starts = last is None or iteration - last > 1
+        if starts or iteration - self.shown[kind] >= self.every:
+            self.shown[kind] = iteration
+            return True
+        self.hidden += 1
+        return False

@@ -57,6 +57,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from rlhfkit.algos.ppo.config import PPOConfig
 from rlhfkit.algos.ppo.monitor import (
     CollapseMonitor,
+    ConsoleThrottle,
     explained_variance,
     repetition_fraction,
 )
@@ -320,6 +321,7 @@ def train(
     }[cfg.policy_loss]
     reward_moments = RunningMoments()
     monitor = CollapseMonitor(window=cfg.collapse_window)
+    throttle = ConsoleThrottle()  # console only: every warning is kept in the result
     sample_gen = torch.Generator().manual_seed(cfg.engine.seed + 1)
     shuffle_gen = torch.Generator().manual_seed(cfg.engine.seed + 2)
     ptx_gen = torch.Generator().manual_seed(cfg.engine.seed + 3)
@@ -536,8 +538,9 @@ def train(
             "nan/skipped_steps": skipped_steps,
         }
         metrics.update({k: sum(v) / len(v) for k, v in stats.items()})
-        for warning in monitor.check(metrics):
-            engine.print(f"[yellow]iteration {iteration}: {warning}")
+        for kind, warning in monitor.check_kinds(metrics):
+            if throttle.show(kind, iteration):
+                engine.print(f"[yellow]iteration {iteration}: {warning}")
             warnings_seen.append(f"{iteration}: {warning}")
             metrics["warn/pattern_collapse"] = 1.0
         if cfg.sample_every and iteration % cfg.sample_every == 0:
@@ -559,6 +562,11 @@ def train(
         if final_eval:
             engine.log(final_eval, total_iters)
             metrics.update(final_eval)
+    if throttle.hidden:
+        engine.print(
+            f"[yellow]{len(warnings_seen)} pattern-collapse warnings in all ({throttle.hidden} "
+            "repeats not shown; metric warn/pattern_collapse)"
+        )
     if status != "stopped_on_nan" and last_done > start and not engine.should_save(last_done):
         engine.save(last_done, trainer_state(last_done))
     policy_path = engine.run.path / "policy"
