@@ -100,20 +100,17 @@ class CollapseMonitor:
 
 @dataclass
 class ConsoleThrottle:
-    """Which repeated warnings to show on the console: a kind is shown when it starts firing and
-    then every `every` iterations while it keeps firing. Every warning still reaches the
-    metrics (`warn/pattern_collapse`) and the run's result; only the console is spared."""
+    """Which repeated warnings to show on the console: each kind at most once every `every`
+    iterations. Every warning still reaches the metrics (`warn/pattern_collapse`) and the
+    run's result; only the console is spared."""
 
     every: int = 10
-    fired: dict[str, int] = field(default_factory=dict)
     shown: dict[str, int] = field(default_factory=dict)
     hidden: int = 0
 
     def show(self, kind: str, iteration: int) -> bool:
-        last = self.fired.get(kind)
-        self.fired[kind] = iteration
-        starts = last is None or iteration - last > 1
-        if starts or iteration - self.shown[kind] >= self.every:
+        last = self.shown.get(kind)
+        if last is None or iteration - last >= self.every:
             self.shown[kind] = iteration
             return True
         self.hidden += 1
