@@ -16,8 +16,6 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,24 +62,11 @@ def restore_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-class _TiedWeightsFilter(logging.Filter):
+def _not_tied_weights_notice(record: logging.LogRecord) -> bool:
     """Drops Accelerate's "Removed shared tensor {'lm_head.weight'} while saving" notice: a tied
     LM head shares the embedding's storage, safetensors stores it once, and loading the state
     ties it again (the resume tests check the reloaded model equals the saved one)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Removed shared tensor" not in record.getMessage()
-
-
-@contextmanager
-def _quiet_tied_weights() -> Iterator[None]:
-    log = logging.getLogger("accelerate.utils.other")
-    drop = _TiedWeightsFilter()
-    log.addFilter(drop)
-    try:
-        yield
-    finally:
-        log.removeFilter(drop)
+    return "Removed shared tensor" not in record.getMessage()
 
 
 def save_checkpoint(
@@ -95,8 +80,12 @@ def save_checkpoint(
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)  # debris from a run killed mid-save
     accelerator.wait_for_everyone()
-    with _quiet_tied_weights():
+    accelerate_log = logging.getLogger("accelerate.utils.other")
+    accelerate_log.addFilter(_not_tied_weights_notice)
+    try:
         accelerator.save_state(str(tmp), safe_serialization=True)
+    finally:
+        accelerate_log.removeFilter(_not_tied_weights_notice)
     if accelerator.is_main_process:
         state = dict(trainer_state, step=step, rng=capture_rng_state())
         torch.save(state, tmp / TRAINER_STATE)
