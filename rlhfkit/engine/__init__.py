@@ -11,6 +11,7 @@ from rlhfkit.engine.checkpoint import (
     save_checkpoint,
 )
 from rlhfkit.engine.engine import Engine, EngineConfig
+from rlhfkit.engine.memory import keep_freed_memory
 from rlhfkit.engine.metrics import MetricsLogger
 from rlhfkit.engine.optim import OptimConfig, build_optimizer, build_scheduler
 from rlhfkit.engine.rundir import RunDir
@@ -25,6 +26,7 @@ __all__ = [
     "build_optimizer",
     "build_scheduler",
     "capture_rng_state",
+    "keep_freed_memory",
     "latest_checkpoint",
     "load_checkpoint",
     "restore_rng_state",

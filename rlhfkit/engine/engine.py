@@ -31,6 +31,7 @@ from rich.console import Console
 
 from rlhfkit.config import ConfigBase
 from rlhfkit.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from rlhfkit.engine.memory import keep_freed_memory
 from rlhfkit.engine.metrics import MetricsLogger
 from rlhfkit.engine.rundir import RunDir
 
@@ -54,11 +55,17 @@ class EngineConfig(ConfigBase):
     """How many recent checkpoints to keep (older ones are deleted)."""
     resume: bool = True
     """Resume from RUN/checkpoints/latest when the run directory already has one."""
+    keep_freed_memory: bool = True
+    """Linux/glibc: keep freed CPU memory in the process for reuse instead of returning it to
+    the OS, so steps do not page-fault their tensors anew (`engine.memory`; ≈ 3 % faster CPU
+    training steps, RSS does not shrink after a peak)."""
 
 
 class Engine:
     def __init__(self, cfg: EngineConfig, out_dir: str | Path, full_config: BaseModel):
         self.cfg = cfg
+        if cfg.keep_freed_memory:
+            keep_freed_memory()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.accelerator = Accelerator(
