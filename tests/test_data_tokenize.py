@@ -192,3 +192,19 @@ def test_raw_template_rejects_dialogues_naming_the_row() -> None:
     rec = SFTExample(DIALOGUE, "4", source="demos.jsonl:7")
     with pytest.raises(ValueError, match=r"demos\.jsonl:7: prompt: .*one-turn prompts.*4 messages"):
         encode_sft(tok, [rec], 512, template="raw")
+
+
+@pytest.mark.parametrize("chat_template", [None, CHAT_TEMPLATE])
+@pytest.mark.parametrize("template", ["chat", "raw"])
+def test_ppo_prompt_ids_are_the_data_layers(chat_template: str | None, template: str) -> None:
+    # PPO tokenizes formatted prompt texts in one batch call; the ids must be `encode_prompt`'s
+    # (BOS only in the HH format: a chat template wrote its own markers, raw text gets none).
+    from rlhfkit.algos.ppo.trainer import encode_texts
+
+    tok = tiny_tokenizer(chat_template)
+    tok.add_bos_token = True
+    dialogue = user("What is two plus two?")
+    text = format_prompt(tok, dialogue, template)
+    expected = encode_prompt(tok, dialogue, template)
+    assert encode_texts(tok, [text], 512, template) == [expected]
+    assert (expected[0] == tok.bos_token_id) == (template == "chat" and chat_template is None)

@@ -18,7 +18,13 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "rlhfkit.data.chat": ["encode_prompt", "encode_response", "ensure_pad_token", "format_prompt"],
+    "rlhfkit.data.chat": [
+        "encode_prompt",
+        "encode_response",
+        "ensure_pad_token",
+        "format_prompt",
+        "prompt_special_tokens",
+    ],
     "rlhfkit.data.collate": [
         "collate_pairs",
         "collate_prompts",

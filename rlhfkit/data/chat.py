@@ -72,11 +72,17 @@ def format_hh(dialogue: Dialogue) -> str:
     return "".join(parts) + "\n\nAssistant:"
 
 
+def prompt_special_tokens(tokenizer: Any, template: Template = "chat") -> bool:
+    """Whether a formatted prompt is tokenized with the tokenizer's special tokens: only in the
+    HH format (a chat template already wrote them; raw text gets none)."""
+    return template == "chat" and not has_chat_template(tokenizer)
+
+
 def encode_prompt(tokenizer: Any, dialogue: Dialogue, template: Template = "chat") -> list[int]:
-    """Token ids of `format_prompt(tokenizer, dialogue, template)`, with the tokenizer's special
-    tokens only in the HH format (a chat template already wrote them; raw adds none)."""
+    """Token ids of `format_prompt(tokenizer, dialogue, template)` (special tokens as
+    `prompt_special_tokens` says)."""
     text = format_prompt(tokenizer, dialogue, template)
-    special = template == "chat" and not has_chat_template(tokenizer)
+    special = prompt_special_tokens(tokenizer, template)
     # verbose=False: rlhfkit truncates itself, so the "longer than model_max_length" notice is noise.
     ids = tokenizer(text, add_special_tokens=special, verbose=False)
     return list(ids["input_ids"])

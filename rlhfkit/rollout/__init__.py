@@ -15,7 +15,6 @@ from rlhfkit.rollout.forward import (
     causal_lm_parts,
     response_logprobs,
     trim_padding,
-    use_fused_gelu,
 )
 from rlhfkit.rollout.generate import Rollout, RolloutConfig, generate
 from rlhfkit.rollout.scorers import (
@@ -45,5 +44,4 @@ __all__ = [
     "response_logprobs",
     "sample_batches",
     "trim_padding",
-    "use_fused_gelu",
 ]

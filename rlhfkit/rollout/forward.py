@@ -20,10 +20,8 @@ Implementation details and their sources:
    in float32 (`rlhfkit.core.gather_logprobs`, `entropy_from_logits`); logits are divided by the
    sampling temperature first, the same scaling the sampler used (TRL `PPOTrainer` and OpenRLHF
    divide by the temperature in both places).
-4. `use_fused_gelu` swaps GPT-2's `NewGELUActivation` (the tanh approximation written as five
-   element-wise ops, `activation_function="gelu_new"`) for `nn.GELU(approximate="tanh")`, the
-   same function as one fused kernel (transformers' own `gelu_pytorch_tanh`): log-probs agree to
-   ~2e-6 and a policy + critic training step of the benchmark model is ~30 % faster on CPU.
+4. GPT-2's tanh GELU runs as one fused kernel: `models.loading` loads `gelu_new` configs as
+   `gelu_pytorch_tanh` (the same function).
 5. Reward models and critics are `rlhfkit.models.ScalarModel`s (score at the last valid token
    by mask, values at every token); this module only handles the causal LM side.
 """
@@ -38,7 +36,6 @@ from rlhfkit.models import final_hidden_at, position_ids_from_mask
 
 __all__ = [
     "causal_lm_parts",
-    "use_fused_gelu",
     "response_logprobs",
     "trim_padding",
 ]
@@ -120,18 +117,3 @@ def response_logprobs(
     logprobs = gather_logprobs(logits, input_ids[:, prompt_len:])
     entropy = entropy_from_logits(logits) if with_entropy else None
     return logprobs, entropy
-
-
-def use_fused_gelu(model: nn.Module) -> int:
-    """Replace every `NewGELUActivation` in `model` by the fused `nn.GELU(approximate="tanh")`
-    (mathematically the same function); returns how many were replaced. Weights, config and
-    saved folders are unchanged."""
-    from transformers.activations import NewGELUActivation
-
-    replaced = 0
-    for module in model.modules():
-        for name, child in list(module.named_children()):
-            if isinstance(child, NewGELUActivation):
-                setattr(module, name, nn.GELU(approximate="tanh"))
-                replaced += 1
-    return replaced

@@ -49,7 +49,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -96,8 +96,10 @@ from rlhfkit.rollout import (
     import_callable,
     make_experience,
     response_logprobs,
-    use_fused_gelu,
 )
+
+if TYPE_CHECKING:
+    from rlhfkit.data.chat import Template
 
 __all__ = ["PPOResult", "train"]
 
@@ -173,12 +175,17 @@ def read_prompt_texts(path: str, cfg: PPOConfig, tokenizer: Any) -> list[str]:
     return texts
 
 
-def encode_texts(tokenizer: Any, texts: list[str], max_len: int, raw: bool) -> list[list[int]]:
-    """Token ids of each prompt, keeping the last `max_len` tokens."""
+def encode_texts(
+    tokenizer: Any, texts: list[str], max_len: int, template: Template
+) -> list[list[int]]:
+    """Token ids of each formatted prompt (special tokens as `data.encode_prompt` adds them),
+    keeping the last `max_len` tokens."""
+    from rlhfkit.data import prompt_special_tokens
+
     if not texts:
         return []
-    add_special = raw is False and not getattr(tokenizer, "chat_template", None)
-    encoded = tokenizer(texts, add_special_tokens=add_special)["input_ids"]
+    special = prompt_special_tokens(tokenizer, template)
+    encoded = tokenizer(texts, add_special_tokens=special)["input_ids"]
     return [list(ids[-max_len:]) for ids in encoded]
 
 
@@ -262,10 +269,10 @@ def train(
     # data first: every bad row is reported before a run directory or a model exists
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.policy.name_or_path)
     pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
-    raw = cfg.data.prompt_template == "raw"
+    template = cfg.data.prompt_template
     texts = read_prompt_texts(cfg.data.train, cfg, tokenizer)
     prompts = Prompts(
-        encode_texts(tokenizer, texts, cfg.data.max_prompt_length, raw),
+        encode_texts(tokenizer, texts, cfg.data.max_prompt_length, template),
         texts,
         torch.Generator().manual_seed(cfg.engine.seed),
     )
@@ -274,7 +281,7 @@ def train(
         if (cfg.eval_prompts)
         else []
     )
-    eval_ids = encode_texts(tokenizer, eval_texts, cfg.data.max_prompt_length, raw)
+    eval_ids = encode_texts(tokenizer, eval_texts, cfg.data.max_prompt_length, template)
     ptx_items = read_ptx(cfg, tokenizer)
     engine = Engine(cfg.engine, cfg.out_dir, cfg)
     acc, device = engine.accelerator, engine.device
@@ -291,9 +298,6 @@ def train(
     )
     critic = load_critic(critic_cfg).to(device).eval()
     scorer = build_scorer(cfg, reward_fn, device)
-    for model in (policy, ref_policy, critic, getattr(scorer, "reward_model", None)):
-        if model is not None:
-            use_fused_gelu(model)  # same function, one kernel (rollout.forward, detail 4)
 
     steps_per_iter = cfg.ppo_epochs * math.ceil(cfg.rollout_batch_size / cfg.mini_batch_size)
     optimizer = build_optimizer(policy.parameters(), cfg.optim)
