@@ -22,7 +22,7 @@ process.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import sys
 
 __all__ = ["keep_freed_memory"]
@@ -33,13 +33,13 @@ MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's largest allowed value on 64-bit (HE
 TRIM_THRESHOLD = 1024 * 1024 * 1024
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
-    """Tune glibc malloc as the module docstring says; True when it was applied."""
+    """Tune glibc malloc as the module docstring says (once per process); True when applied."""
     if not sys.platform.startswith("linux"):
         return False
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name or "libc.so.6")
+        libc = ctypes.CDLL(None)  # the C library this process already uses
         mallopt = libc.mallopt
         libc.gnu_get_libc_version  # noqa: B018 -- glibc only (musl has mallopt as a stub)
     except (OSError, AttributeError):
