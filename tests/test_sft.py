@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,10 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 
 from rlhfkit.algos.sft import SFTConfig, packed_attention_mask, train
-from rlhfkit.algos.sft.trainer import _batch, accumulate_gradients, evaluate
+from rlhfkit.algos.sft.trainer import _batch, evaluate, micro_batch_loss
 from rlhfkit.config import load_config
 from rlhfkit.data import DataError, collate_sft, encode_sft, read_sft
-from rlhfkit.engine import Engine
+from rlhfkit.engine import Engine, accumulate
 from rlhfkit.engine.metrics import read_metrics
 from rlhfkit.models import ModelConfig, load_policy, load_tokenizer
 from rlhfkit.models.tiny import build_tiny_model, save_tiny_model
@@ -92,7 +93,10 @@ def test_accumulation_of_micro_batches_equals_one_big_batch(assets, mode):
     for split in ([items], [items[:3], items[3:5], items[5:]]):
         model = load_policy(ModelConfig(name_or_path=str(base)))
         batches = [collate_sft(part, tok.pad_token_id) for part in split]
-        accumulate_gradients(Accelerator(cpu=True), model, batches, n_tokens, len(items), 1, cfg)
+        losses = [
+            partial(micro_batch_loss, model, b, n_tokens, len(items), 1, cfg) for b in batches
+        ]
+        accumulate(Accelerator(cpu=True), model, losses)
         grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-6, rtol=1e-5)
@@ -184,10 +188,9 @@ def test_packed_batch_computes_the_unpacked_loss(assets):
         cfg = _cfg(root, base, "x", data={"packing": packing})
         batch = _batch(items, cfg, tok.pad_token_id, torch.float32)
         model.zero_grad()
-        losses.append(
-            accumulate_gradients(Accelerator(cpu=True), model, [batch], n_tokens, 5, 1, cfg)
-        )
-    torch.testing.assert_close(losses[1], losses[0], atol=1e-6, rtol=1e-5)
+        thunk = partial(micro_batch_loss, model, batch, n_tokens, 5, 1, cfg)
+        losses.append(accumulate(Accelerator(cpu=True), model, [thunk])["loss"])
+    assert losses[1] == pytest.approx(losses[0], abs=1e-6, rel=1e-5)
 
 
 def test_bad_row_is_reported_with_file_and_line(assets, tmp_path):

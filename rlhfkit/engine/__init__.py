@@ -15,20 +15,26 @@ from rlhfkit.engine.memory import keep_freed_memory
 from rlhfkit.engine.metrics import MetricsLogger
 from rlhfkit.engine.optim import OptimConfig, build_optimizer, build_scheduler
 from rlhfkit.engine.rundir import RunDir
+from rlhfkit.engine.steps import LossThunk, NonFiniteError, accumulate, grad_norm, optimizer_step
 
 __all__ = [
     "Engine",
     "EngineConfig",
+    "LossThunk",
     "MetricsLogger",
+    "NonFiniteError",
     "OptimConfig",
     "RunDir",
+    "accumulate",
     "atomic_write_text",
     "build_optimizer",
     "build_scheduler",
     "capture_rng_state",
+    "grad_norm",
     "keep_freed_memory",
     "latest_checkpoint",
     "load_checkpoint",
+    "optimizer_step",
     "restore_rng_state",
     "save_checkpoint",
 ]

@@ -9,6 +9,7 @@
   there only (GPT-2; other bodies run in full).
 - `build_scalar_model(cfg)` (trainable, from a causal LM or a reward model),
   `load_reward_model(path)` (frozen), `load_critic(path_or_cfg)` (trainable, from the RM).
+- `save_policy(model, tokenizer, dir)`: a plain HF folder (LoRA merged into a copy).
 """
 
 from rlhfkit.models.config import LoraSettings, ModelConfig
@@ -20,6 +21,7 @@ from rlhfkit.models.loading import (
     resolve_dtype,
 )
 from rlhfkit.models.partial import final_hidden_at
+from rlhfkit.models.saving import save_policy
 from rlhfkit.models.scalar import (
     SCORE_OFFSET_KEY,
     SCORE_SCALE_KEY,
@@ -48,4 +50,5 @@ __all__ = [
     "load_tokenizer",
     "position_ids_from_mask",
     "resolve_dtype",
+    "save_policy",
 ]

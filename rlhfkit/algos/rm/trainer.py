@@ -34,7 +34,7 @@ Implementation details and their sources:
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -61,7 +61,14 @@ from rlhfkit.data import (
     read_ranked,
     split_records,
 )
-from rlhfkit.engine import Engine, build_optimizer, build_scheduler
+from rlhfkit.engine import (
+    Engine,
+    NonFiniteError,
+    accumulate,
+    build_optimizer,
+    build_scheduler,
+    optimizer_step,
+)
 from rlhfkit.models import ScalarModel, build_scalar_model, load_tokenizer
 from rlhfkit.types import PreferencePair, RankedList
 
@@ -152,6 +159,74 @@ def _lm_loss(
     return aggregate_loss(nll, mask[:, 1:], "token_mean", num_tokens=n_tokens)
 
 
+def micro_batch_loss(
+    acc: Any,
+    model: torch.nn.Module,
+    batch: dict[str, Any],
+    n_cmp: float,
+    n_lm: float,
+    world: int,
+    cfg: RMConfig,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One micro-batch's preference loss (+ β_rm · LM loss), divided by the *global* counts.
+
+    `batch` is a `collate_pairs` or `collate_ranked` output; `n_cmp` and `n_lm` count the
+    comparisons and chosen-reply target tokens of the whole step over all processes, so the
+    summed gradient is that of the step's mean loss whatever the split into micro-batches.
+    Stats: the batch's share of the preference and LM losses, correct comparisons, Σ score gaps.
+    """
+    device = next(model.parameters()).device
+    ids = batch["input_ids"].to(device)
+    mask = batch["attention_mask"].to(device)
+    packed = "allowed" in batch  # shared-prompt rows (see batching.py)
+    if packed:
+        out = model(
+            ids,
+            batch["allowed"].to(device),
+            position_ids=batch["position_ids"].to(device),
+            score_index=batch["score_index"],
+            return_hidden=cfg.beta_rm > 0,
+        )
+    else:
+        out = model(ids, mask, return_hidden=cfg.beta_rm > 0)
+    # a. preference loss: the batch mean × its comparisons / (global count / W)
+    if "group_size" in batch:
+        group = batch["group_size"]
+        scores = out.scores.view(-1, group)
+        pref = ranking_loss(scores)
+        count = scores.shape[0] * group * (group - 1) // 2
+        best_rows = torch.arange(0, out.scores.numel(), group, device=device)
+        if packed:  # one row per list; response_mask marks the best reply's tokens
+            best_rows = torch.arange(ids.shape[0], device=device)
+    else:
+        n = batch["num_pairs"]
+        margin = cfg.margin_scale * batch["margin"].to(device) if cfg.use_margin else 0.0
+        pref = pairwise_loss(out.scores[:n], out.scores[n:], margin)
+        count = n
+        best_rows = torch.arange(n, device=device)
+    pref_loss = pref.loss * count / (n_cmp / world)
+    loss = pref_loss
+    # b. LM imitation term on the chosen (best) replies
+    lm_loss = torch.zeros((), device=device)
+    if cfg.beta_rm > 0:
+        resp = batch["response_mask"].to(device)
+        lm_loss = _lm_loss(
+            acc.unwrap_model(model),
+            out.hidden[best_rows],
+            ids[best_rows],
+            resp[best_rows],
+            n_lm / world,
+        )
+        loss = loss + cfg.beta_rm * lm_loss
+    stats = {
+        "pref": pref_loss.detach(),
+        "lm": lm_loss.detach(),
+        "correct": pref.accuracy * count,
+        "gap": pref.score_gap * count,
+    }
+    return loss, stats
+
+
 def accumulate_gradients(
     acc: Any,
     model: torch.nn.Module,
@@ -161,65 +236,14 @@ def accumulate_gradients(
     world: int,
     cfg: RMConfig,
 ) -> torch.Tensor:
-    """Backward over this process's micro-batches of one optimiser step; returns the detached
-    sums (preference loss, LM loss, correct comparisons, Σ score gaps) of these batches.
-
-    `batches` are `collate_pairs` or `collate_ranked` outputs; `n_cmp` and `n_lm` count the
-    comparisons and chosen-reply target tokens of the whole step over all processes, so the
-    summed gradient is that of the step's mean loss whatever the split into micro-batches.
-    """
+    """Backward over this process's micro-batches of one optimiser step (`engine.accumulate`);
+    returns the summed (preference loss, LM loss, correct comparisons, Σ score gaps)."""
+    losses = [
+        functools.partial(micro_batch_loss, acc, model, b, n_cmp, n_lm, world, cfg) for b in batches
+    ]
+    sums = accumulate(acc, model, losses)
     device = next(model.parameters()).device
-    sums = torch.zeros(4, device=device)
-    for k, batch in enumerate(batches):
-        ids = batch["input_ids"].to(device)
-        mask = batch["attention_mask"].to(device)
-        sync = k == len(batches) - 1  # DDP: all-reduce only on the step's last micro-batch
-        packed = "allowed" in batch  # shared-prompt rows (see batching.py)
-        with contextlib.nullcontext() if sync else acc.no_sync(model):
-            if packed:
-                out = model(
-                    ids,
-                    batch["allowed"].to(device),
-                    position_ids=batch["position_ids"].to(device),
-                    score_index=batch["score_index"],
-                    return_hidden=cfg.beta_rm > 0,
-                )
-            else:
-                out = model(ids, mask, return_hidden=cfg.beta_rm > 0)
-            # a. preference loss: the batch mean × its comparisons / (global count / W)
-            if "group_size" in batch:
-                group = batch["group_size"]
-                scores = out.scores.view(-1, group)
-                pref = ranking_loss(scores)
-                count = scores.shape[0] * group * (group - 1) // 2
-                best_rows = torch.arange(0, out.scores.numel(), group, device=device)
-                if packed:  # one row per list; response_mask marks the best reply's tokens
-                    best_rows = torch.arange(ids.shape[0], device=device)
-            else:
-                n = batch["num_pairs"]
-                margin = cfg.margin_scale * batch["margin"].to(device) if cfg.use_margin else 0.0
-                pref = pairwise_loss(out.scores[:n], out.scores[n:], margin)
-                count = n
-                best_rows = torch.arange(n, device=device)
-            pref_loss = pref.loss * count / (n_cmp / world)
-            loss = pref_loss
-            # b. LM imitation term on the chosen (best) replies
-            lm_loss = torch.zeros((), device=device)
-            if cfg.beta_rm > 0:
-                resp = batch["response_mask"].to(device)
-                lm_loss = _lm_loss(
-                    acc.unwrap_model(model),
-                    out.hidden[best_rows],
-                    ids[best_rows],
-                    resp[best_rows],
-                    n_lm / world,
-                )
-                loss = loss + cfg.beta_rm * lm_loss
-            acc.backward(loss)
-        sums += torch.stack(
-            [pref_loss.detach(), lm_loss.detach(), pref.accuracy * count, pref.score_gap * count]
-        )
-    return sums
+    return torch.tensor([sums[k] for k in ("pref", "lm", "correct", "gap")], device=device)
 
 
 @torch.no_grad()
@@ -359,6 +383,7 @@ def train(cfg: RMConfig) -> RMResult:
 
     # 4. loop
     world, rank = engine.num_processes, acc.process_index
+    skipped = 0  # optimiser steps skipped for a NaN/inf loss or gradient
     metrics: dict[str, Any] = {}
     t_last, tokens_since = time.perf_counter(), 0
     for step in engine.progress(
@@ -368,14 +393,14 @@ def train(cfg: RMConfig) -> RMResult:
         n_cmp = sum(variant.comparisons(items[i]) for b in groups for i in b)
         n_lm = sum(chosen_target_tokens(items[i]) for b in groups for i in b)
         batches = [collate([items[i] for i in b], pad_id) for b in groups[rank::world]]
-        sums = accumulate_gradients(acc, model, batches, n_cmp, n_lm, world, cfg)
+        try:
+            sums = accumulate_gradients(acc, model, batches, n_cmp, n_lm, world, cfg)
+            grad_norm = optimizer_step(acc, model, optimizer, scheduler, cfg.optim.max_grad_norm)
+        except NonFiniteError as e:  # the step is skipped: weights and optimiser unchanged
+            skipped += 1
+            engine.print(f"[yellow]rm step {step}: {e}; step skipped")
+            sums, grad_norm = torch.full((4,), float("nan"), device=engine.device), float("nan")
         tokens_since += sum(int(b["attention_mask"].sum()) for b in batches)
-        grad_norm = None
-        if cfg.optim.max_grad_norm is not None:
-            grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
 
         # 5. log, evaluate, checkpoint
         if step % cfg.log_every == 0 or step == len(plan):
@@ -391,8 +416,8 @@ def train(cfg: RMConfig) -> RMResult:
             }
             if cfg.beta_rm > 0:
                 metrics["loss/lm"] = float(total[1]) / world
-            if grad_norm is not None:
-                metrics["optim/grad_norm"] = float(grad_norm)
+            metrics["optim/grad_norm"] = grad_norm
+            metrics["nan/skipped_steps"] = skipped
             engine.log(metrics, step)
             t_last, tokens_since = now, 0
         if val_items and cfg.eval_every and step % cfg.eval_every == 0 and step != len(plan):

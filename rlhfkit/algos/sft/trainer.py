@@ -25,14 +25,12 @@ Implementation details and their sources:
 
 from __future__ import annotations
 
-import contextlib
-import copy
+import functools
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -49,8 +47,15 @@ from rlhfkit.data import (
     read_sft,
     split_records,
 )
-from rlhfkit.engine import Engine, build_optimizer, build_scheduler
-from rlhfkit.models import load_policy, load_tokenizer
+from rlhfkit.engine import (
+    Engine,
+    NonFiniteError,
+    accumulate,
+    build_optimizer,
+    build_scheduler,
+    optimizer_step,
+)
+from rlhfkit.models import load_policy, load_tokenizer, save_policy
 
 
 @dataclass
@@ -110,40 +115,32 @@ def _forward(model: torch.nn.Module, batch: dict, device: torch.device) -> torch
     return model(input_ids=ids, attention_mask=mask.long(), use_cache=False).logits
 
 
-def accumulate_gradients(
-    acc: Any,
+def micro_batch_loss(
     model: torch.nn.Module,
-    batches: Sequence[dict[str, torch.Tensor]],
+    batch: dict[str, torch.Tensor],
     n_tokens: float,
     n_seqs: float,
     world: int,
     cfg: SFTConfig,
-) -> torch.Tensor:
-    """Backward over this process's micro-batches of one optimiser step; returns the detached
-    sum of their losses (= the step's loss on one process).
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One micro-batch's response-token NLL, divided by the *global* counts of the step.
 
     `n_tokens` / `n_seqs` count the target tokens / sequences of the whole step over all
     processes, so the summed gradient is that of one big batch whatever the split.
     """
     device = next(model.parameters()).device
-    loss_sum = torch.zeros((), device=device)
-    for k, batch in enumerate(batches):
-        sync = k == len(batches) - 1  # DDP: all-reduce gradients only on the last micro-batch
-        with contextlib.nullcontext() if sync else acc.no_sync(model):
-            logits = _forward(model, batch, device)
-            ids = batch["input_ids"].to(device)
-            mask = batch["response_mask"].to(device)[:, 1:]
-            out = sft_loss(
-                logits[:, :-1],
-                ids[:, 1:],
-                mask,
-                cfg.loss_mode,
-                num_tokens=n_tokens / world,
-                num_seqs=n_seqs / world,
-            )
-            acc.backward(out.loss)
-        loss_sum += out.loss.detach()
-    return loss_sum
+    logits = _forward(model, batch, device)
+    ids = batch["input_ids"].to(device)
+    mask = batch["response_mask"].to(device)[:, 1:]
+    out = sft_loss(
+        logits[:, :-1],
+        ids[:, 1:],
+        mask,
+        cfg.loss_mode,
+        num_tokens=n_tokens / world,
+        num_seqs=n_seqs / world,
+    )
+    return out.loss, {"loss": out.loss.detach()}
 
 
 @torch.no_grad()
@@ -181,15 +178,6 @@ def evaluate(
         "eval/perplexity": math.exp(min(nll, 50.0)),
         "eval/tokens": float(count),
     }
-
-
-def save_policy(model: torch.nn.Module, tokenizer: Any, path: Path) -> Path:
-    """Write a plain HF folder (LoRA adapters merged into a copy) with the tokenizer."""
-    if hasattr(model, "merge_and_unload"):
-        model = copy.deepcopy(model).merge_and_unload()
-    model.save_pretrained(str(path), safe_serialization=True)
-    tokenizer.save_pretrained(str(path))
-    return path
 
 
 def train(cfg: SFTConfig) -> SFTResult:
@@ -248,6 +236,7 @@ def train(cfg: SFTConfig) -> SFTResult:
 
     # 4. loop: one optimiser step per planned group of micro-batches
     world, rank = engine.num_processes, acc.process_index
+    skipped = 0  # optimiser steps skipped for a NaN/inf loss or gradient
     metrics: dict[str, float] = {}
     t_last, tokens_since = time.perf_counter(), 0
     for step in engine.progress(
@@ -259,25 +248,30 @@ def train(cfg: SFTConfig) -> SFTResult:
         batches = [
             _batch([train_items[i] for i in b], cfg, pad_id, dtype) for b in groups[rank::world]
         ]
-        loss_sum = accumulate_gradients(acc, policy, batches, n_tokens, n_seqs, world, cfg)
+        losses = [
+            functools.partial(micro_batch_loss, policy, b, n_tokens, n_seqs, world, cfg)
+            for b in batches
+        ]
+        try:
+            sums = accumulate(acc, policy, losses)
+            grad_norm = optimizer_step(acc, policy, optimizer, scheduler, cfg.optim.max_grad_norm)
+        except NonFiniteError as e:  # the step is skipped: weights and optimiser unchanged
+            skipped += 1
+            engine.print(f"[yellow]sft step {step}: {e}; step skipped")
+            sums, grad_norm = {"loss": float("nan")}, float("nan")
         tokens_since += sum(int(b["attention_mask"].sum()) for b in batches)
-        grad_norm = None
-        if cfg.optim.max_grad_norm is not None:
-            grad_norm = acc.clip_grad_norm_(policy.parameters(), cfg.optim.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
 
         # 5. log, evaluate, checkpoint
         if step % cfg.log_every == 0 or step == len(plan):
             now = time.perf_counter()
+            loss = torch.tensor(sums["loss"], device=engine.device)
             metrics = {
-                "loss/sft": float(acc.reduce(loss_sum, "mean")),
+                "loss/sft": float(acc.reduce(loss, "mean")),
                 "optim/lr": scheduler.get_last_lr()[0],
                 "perf/tokens_per_s": tokens_since * world / max(now - t_last, 1e-9),
+                "optim/grad_norm": grad_norm,
+                "nan/skipped_steps": skipped,
             }
-            if grad_norm is not None:
-                metrics["optim/grad_norm"] = float(grad_norm)
             engine.log(metrics, step)
             t_last, tokens_since = now, 0
         if val_items and cfg.eval_every and step % cfg.eval_every == 0 and step != len(plan):
