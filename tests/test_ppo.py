@@ -4,6 +4,7 @@ handling, presets. Tiny models built in code; each run takes seconds on one CPU 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -13,7 +14,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-import rlhfkit.algos.ppo.trainer as trainer_module
+import rlhfkit.algos.ppo.trainer as ppo_trainer
 from rlhfkit.algos.ppo import PPOConfig, train
 from rlhfkit.config import load_config
 from rlhfkit.engine.metrics import read_metrics
@@ -141,12 +142,15 @@ def naive_clip_and_adam(model, grads, max_norm, lr, eps):
     return new
 
 
-def test_one_ppo_update_equals_a_naive_hand_written_step(assets, tmp_path, monkeypatch):
+def test_one_ppo_update_equals_a_naive_hand_written_step(assets, tmp_path):
+    from safetensors.torch import load_file
+
+    from rlhfkit.core import shape_rewards
+    from rlhfkit.rollout import collect
+
     lr, eps, max_norm, temperature = 1e-2, 1.0, 0.05, 0.9
     kl_coef, gamma, lam, clip_eps, vclip = 0.1, 0.97, 0.9, 0.2, 0.05
-    cfg = make_cfg(
-        assets,
-        tmp_path / "run",
+    overrides = dict(
         iterations=1,
         ppo_epochs=1,
         rollout_batch_size=8,
@@ -169,26 +173,31 @@ def test_one_ppo_update_equals_a_naive_hand_written_step(assets, tmp_path, monke
             "rollout.max_new_tokens": 5,
         },
     )
-    captured = {}
-    real_update = trainer_module.update_minibatch
+    cfg = make_cfg(assets, tmp_path / "steps", **overrides)
+    # steps 1-4 of one iteration through the trainer's own public functions
+    run = ppo_trainer.setup(cfg, reward_fn=target_fraction)
+    st = run.state
+    index = st.prompts.next_batch(cfg.rollout_batch_size)
+    mb = collect(run.models, st.prompts, index, st.sample_gen, cfg.rollout).experience
+    policy0, critic0 = copy.deepcopy(run.models.policy), copy.deepcopy(run.models.critic)
+    scores_used = ppo_trainer.adjusted_scores(run, mb)
+    rewards = shape_rewards(
+        scores_used, mb.old_logprobs, mb.ref_logprobs, mb.response_mask, kl_coef, "k1"
+    )
+    adv, ret = ppo_trainer.advantages_and_returns(cfg, rewards, mb)
+    ppo_trainer.update(run, mb, adv, ret, train_policy=True)
+    captured = {
+        "adv": adv,
+        "ret": ret,
+        "policy_after": state(run.models.policy),
+        "critic_after": state(run.models.critic),
+    }
+    # `train` runs exactly these steps: its saved policy equals the one updated here
+    result = train(make_cfg(assets, tmp_path / "train", **overrides), reward_fn=target_fraction)
+    saved = load_file(result.policy_path / "model.safetensors")
+    for name, value in saved.items():
+        torch.testing.assert_close(value, captured["policy_after"][name], rtol=0, atol=0)
 
-    def spy(mb, advantages, returns, *args, policy, critic, **kwargs):
-        captured.update(
-            mb=mb,
-            adv=advantages.clone(),
-            ret=returns.clone(),
-            policy=copy.deepcopy(policy),
-            critic=copy.deepcopy(critic),
-        )
-        out = real_update(mb, advantages, returns, *args, policy=policy, critic=critic, **kwargs)
-        captured.update(policy_after=state(policy), critic_after=state(critic))
-        return out
-
-    monkeypatch.setattr(trainer_module, "update_minibatch", spy)
-    train(cfg, reward_fn=target_fraction)
-
-    mb = captured["mb"]
-    policy0, critic0 = captured["policy"], captured["critic"]
     ref = GPT2LMHeadModel.from_pretrained(assets["ref"]).eval()
     ids, mask, p = mb.input_ids, mb.attention_mask, mb.prompt_len
     tok = PreTrainedTokenizerFast.from_pretrained(assets["policy"])
@@ -262,6 +271,42 @@ def test_one_ppo_update_equals_a_naive_hand_written_step(assets, tmp_path, monke
             captured["critic_after"][name], value, rtol=0, atol=2e-6, msg=f"critic {name}"
         )
     assert moved == len(expected_p)  # every policy parameter received an update
+
+
+@pytest.mark.parametrize("loss", ["clip", "pg"])
+def test_policy_step_accumulating_8_micro_batches_equals_one_batch(assets, tmp_path, loss):
+    """1 × 8 ≡ 8 × 1: the global normaliser makes accumulation exact (SGD, lr 1, no clipping,
+    so the parameter change is the gradient itself), for the token- and sequence-level modes."""
+    from rlhfkit.engine import Engine
+    from rlhfkit.rollout import collect
+    from rlhfkit.update import build_objective, policy_step
+
+    cfg = make_cfg(
+        assets, tmp_path / "acc", rollout_batch_size=8, mini_batch_size=8,
+        policy_loss=loss, entropy_coef=0.01, ref_policy=assets["ref"], kl_loss_coef=0.1,
+    )  # fmt: skip
+    run = ppo_trainer.setup(cfg, reward_fn=target_fraction)
+    st = run.state
+    exp = collect(run.models, st.prompts, st.prompts.next_batch(8), st.sample_gen, cfg.rollout)
+    exp = exp.experience
+    adv = torch.randn(exp.response_mask.shape, generator=torch.Generator().manual_seed(0))
+    start = state(run.models.policy)
+    acc = Engine(cfg.engine, tmp_path / "acc2", cfg).accelerator
+    results = []
+    for mode in ("token_mean", "seq_mean_token_mean"):
+        for accum in (1, 8):
+            run.models.policy.load_state_dict(start)
+            objective = build_objective(cfg.model_copy(update={"loss_mode": mode}))
+            sgd = torch.optim.SGD(run.models.policy.parameters(), lr=1.0)
+            policy_step(
+                acc, run.models.policy, sgd, None, exp, adv, objective,
+                grad_accum_steps=accum, max_grad_norm=None, max_new_tokens=6,
+                autocast=contextlib.nullcontext,
+            )  # fmt: skip
+            results.append(state(run.models.policy))
+        for name, value in results[-2].items():
+            torch.testing.assert_close(results[-1][name], value, rtol=1e-5, atol=1e-7)
+        assert any(not torch.equal(results[-1][k], start[k]) for k in start)
 
 
 # -- learning signal, KL control, warm-up ---------------------------------------------------------
@@ -453,7 +498,7 @@ def test_presets_load_and_set_the_ppo_max_flags():
 
 
 def test_collapse_monitor_warns_only_when_reward_rises_with_abnormal_drift():
-    from rlhfkit.algos.ppo.monitor import CollapseMonitor
+    from rlhfkit.rollout.monitor import CollapseMonitor
 
     def row(reward, length=10.0, ppl=20.0, kl=1.0, rep=0.0):
         return {
@@ -474,7 +519,7 @@ def test_collapse_monitor_warns_only_when_reward_rises_with_abnormal_drift():
 
 
 def test_console_throttle_shows_each_kind_once_per_ten_iterations():
-    from rlhfkit.algos.ppo.monitor import ConsoleThrottle
+    from rlhfkit.rollout.monitor import ConsoleThrottle
 
     throttle = ConsoleThrottle(every=10)
     kl = [i for i in range(40, 66) if throttle.show("kl", i)]  # fires 26 iterations running
@@ -485,7 +530,7 @@ def test_console_throttle_shows_each_kind_once_per_ten_iterations():
 
 
 def test_repetition_fraction_and_explained_variance_match_definitions():
-    from rlhfkit.algos.ppo.monitor import explained_variance, repetition_fraction
+    from rlhfkit.rollout.monitor import explained_variance, repetition_fraction
 
     ids = torch.tensor(
         [[1, 2, 1, 2, 1, 2, 1, 2], [1, 2, 3, 4, 5, 6, 7, 8], [5, 5, 5, 0, 0, 0, 0, 0]]

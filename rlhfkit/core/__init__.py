@@ -6,11 +6,19 @@ entropy), `kl` (KL estimators, reward shaping, KL controllers), `advantages` (GA
 GRPO/RLOO baselines), `losses` (loss reduction, PPO, value, reward-model, DPO and SFT losses).
 """
 
-from rlhfkit.core.advantages import discounted_returns, gae, group_advantages, rloo_advantages
+from rlhfkit.core.advantages import (
+    discounted_returns,
+    gae,
+    group_advantages,
+    group_baseline,
+    overlong_penalty,
+    rloo_advantages,
+)
 from rlhfkit.core.kl import (
     AdaptiveKLController,
     FixedKLController,
     KLEstimator,
+    kl_loss,
     kl_penalty,
     last_valid_index,
     sequence_kl,
@@ -27,6 +35,7 @@ from rlhfkit.core.losses import (
     aggregate_loss,
     dpo_loss,
     pairwise_loss,
+    policy_gradient_loss,
     ppo_penalty_loss,
     ppo_policy_loss,
     ranking_loss,
@@ -53,13 +62,17 @@ __all__ = [
     "gae",
     "gather_logprobs",
     "group_advantages",
+    "group_baseline",
+    "kl_loss",
     "kl_penalty",
     "last_valid_index",
     "masked_mean",
     "masked_sum",
     "masked_var",
+    "overlong_penalty",
     "pairwise_loss",
     "perplexity",
+    "policy_gradient_loss",
     "ppo_penalty_loss",
     "ppo_policy_loss",
     "ranking_loss",

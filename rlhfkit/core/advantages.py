@@ -18,13 +18,22 @@ Implementation details and their sources:
    Dr. GRPO (Liu et al. 2025) drops the std division: `normalize_std=False`.
 4. RLOO (Ahmadian et al. 2024, "Back to basics"): A_i = s_i − mean_{j≠i} s_j, i.e.
    G/(G−1)·(s_i − mean_g); TRL `RLOOTrainer` computes the same baseline.
+5. DAPO overlong reward shaping (Yu et al. 2025 eq. 13): a soft length penalty over the last
+   `cache` tokens of the length budget, linear from 0 to −1.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["discounted_returns", "gae", "group_advantages", "rloo_advantages"]
+__all__ = [
+    "discounted_returns",
+    "gae",
+    "group_advantages",
+    "group_baseline",
+    "overlong_penalty",
+    "rloo_advantages",
+]
 
 
 def _check_pair(name: str, a: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -126,3 +135,26 @@ def rloo_advantages(scores: torch.Tensor, group_size: int) -> torch.Tensor:
     grouped = _grouped("rloo_advantages", scores, group_size)
     baseline = (grouped.sum(dim=1, keepdim=True) - grouped) / (group_size - 1)
     return (grouped - baseline).reshape(-1)
+
+
+def group_baseline(scores: torch.Tensor, group_size: int) -> torch.Tensor:
+    """s_i − mean of its group (G contiguous samples per prompt): the REINFORCE++-baseline
+    centring (Hu 2025 §3; OpenRLHF `reinforce_baseline`) and Dr. GRPO's advantage. (N,) → (N,)."""
+    grouped = _grouped("group_baseline", scores, group_size)
+    return (grouped - grouped.mean(dim=1, keepdim=True)).reshape(-1)
+
+
+def overlong_penalty(lengths: torch.Tensor, max_length: int, cache: int) -> torch.Tensor:
+    """DAPO soft overlong punishment: 0 for |y| ≤ L − C, ((L − C) − |y|)/C for L − C < |y| ≤ L,
+    −1 beyond, with L = `max_length`, C = `cache` (Yu et al. 2025 eq. 13). (N,) → (N,) float."""
+    if not 0 < cache <= max_length:
+        raise ValueError(
+            f"overlong_penalty: need 0 < cache <= max_length, got {cache}, {max_length}"
+        )
+    lengths = lengths.float()
+    soft = ((max_length - cache) - lengths) / cache
+    return torch.where(
+        lengths <= max_length - cache,
+        torch.zeros_like(lengths),
+        torch.where(lengths <= max_length, soft, torch.full_like(lengths, -1.0)),
+    )

@@ -12,7 +12,9 @@ Implementation details and their sources:
    valid token only (the EOS when generated). The last valid index is found per row from the
    mask, so left- and right-padded rows both work; a score on a pad after EOS is the bug TRL
    issue threads describe.
-3. Adaptive KL coefficient from Ziegler et al. 2019 §2.2: e = clip(KL/target − 1, −0.2, 0.2),
+3. KL as a loss term (GRPO, Shao et al. 2024): `kl_loss` is the same estimate with the gradient
+   flowing through the policy's log-probs, added to the policy loss instead of the reward.
+4. Adaptive KL coefficient from Ziegler et al. 2019 §2.2: e = clip(KL/target − 1, −0.2, 0.2),
    β ← β·(1 + e·n_steps/horizon); checked against TRL `AdaptiveKLController`.
 """
 
@@ -28,6 +30,7 @@ __all__ = [
     "AdaptiveKLController",
     "FixedKLController",
     "KLEstimator",
+    "kl_loss",
     "kl_penalty",
     "last_valid_index",
     "shape_rewards",
@@ -57,6 +60,24 @@ def kl_penalty(
         series = d.square() * (0.5 - d * (1 / 6 - d * (1 / 24 - d * (1 / 120 - d / 720))))
         return torch.where(d.abs() < 1e-3, series, torch.expm1(-d) + d)
     raise ValueError(f"kl_penalty: unknown estimator {estimator!r}; use 'k1', 'k2' or 'k3'")
+
+
+def kl_loss(
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    mask: torch.Tensor,
+    estimator: KLEstimator = "k3",
+) -> torch.Tensor:
+    """Per-token KL(π ‖ π_ref) *as a loss term* (GRPO): `kl_penalty` with the gradient flowing
+    through `logprobs` (the reference is a constant), 0 at masked positions.
+
+    Reduce it with `aggregate_loss` like the policy loss and add β times it (Shao et al. 2024,
+    DeepSeekMath eq. 3-4 use k3: π_ref/π − log(π_ref/π) − 1). Shapes: (B, T) → (B, T).
+    """
+    mask = mask if mask.dtype == torch.bool else mask != 0
+    d = torch.where(mask, logprobs - ref_logprobs.detach(), torch.zeros_like(logprobs))
+    per_token = kl_penalty(d, torch.zeros_like(d), estimator)
+    return torch.where(mask, per_token, torch.zeros_like(per_token))
 
 
 def last_valid_index(mask: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,8 @@ Implementation details and their sources:
 2. PPO-Clip (Schulman et al. 2017 eq. 7): per token max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε)) with
    ρ = exp(logprobs − old_logprobs); diagnostics as in CleanRL ppo.py: clip fraction and
    approx_kl = mean((ρ − 1) − log ρ) (Schulman's k3 estimator of KL(π_old ‖ π)).
+   Clip-higher (DAPO, Yu et al. 2025: separate ε_low / ε_high) and dual clip (Ye et al. 2020:
+   for A < 0 the loss is bounded by −c·A) are options of the same function.
 3. PPO-Penalty (Schulman et al. 2017 eq. 8): −ρ·A + β·KL(π_old ‖ π) with the per-token k3
    estimate (ρ − 1) − log ρ, unbiased under samples from π_old.
 4. Clipped value loss (OpenAI baselines ppo2, CleanRL `clip_vloss`, MOSS-RLHF PPO-Max):
@@ -43,6 +45,7 @@ __all__ = [
     "aggregate_loss",
     "dpo_loss",
     "pairwise_loss",
+    "policy_gradient_loss",
     "ppo_penalty_loss",
     "ppo_policy_loss",
     "ranking_loss",
@@ -114,6 +117,9 @@ class PolicyLossOutput(NamedTuple):
     approx_kl: torch.Tensor  # mean of (ρ − 1) − log ρ, estimates KL(π_old ‖ π)
     ratio_mean: torch.Tensor  # mean of ρ = π/π_old
     ratio_max: torch.Tensor  # max of ρ over valid tokens
+    clipfrac_low: torch.Tensor | None = None  # clipped at 1 − ε_low (A < 0), share of tokens
+    clipfrac_high: torch.Tensor | None = None  # clipped at 1 + ε_high (A > 0), share of tokens
+    dual_clipfrac: torch.Tensor | None = None  # bounded by the dual clip −c·A (A < 0)
 
 
 class ValueLossOutput(NamedTuple):
@@ -150,26 +156,72 @@ def ppo_policy_loss(
     *,
     num_tokens: float | torch.Tensor | None = None,
     num_seqs: float | torch.Tensor | None = None,
+    clip_eps_high: float | None = None,
+    clip_ratio_c: float | None = None,
 ) -> PolicyLossOutput:
-    """PPO-Clip surrogate loss (to minimise).
+    """PPO-Clip surrogate loss (to minimise), with optional clip-higher and dual clip.
 
-    ρ_t = exp(logprobs_t − old_logprobs_t); ℓ_t = max(−A_t·ρ_t, −A_t·clip(ρ_t, 1−ε, 1+ε));
-    loss = aggregate_loss(ℓ, mask, mode, num_tokens=…, num_seqs=…). Where the clip is active
-    (ρ > 1+ε with A > 0, or ρ < 1−ε with A < 0) the token's gradient is exactly 0.
-    Shapes: all (B, T), mask True = valid; `old_logprobs` and `advantages` are treated as
-    constants. Reference: Schulman et al. 2017 eq. 7; CleanRL ppo.py (`pg_loss`, `clipfracs`,
-    `approx_kl`); TRL `PPOTrainer`.
+    ρ_t = exp(logprobs_t − old_logprobs_t); ℓ_t = max(−A_t·ρ_t, −A_t·clip(ρ_t, 1−ε_low, 1+ε_high))
+    with ε_low = `clip_eps`, ε_high = `clip_eps_high` (default ε_low; DAPO "clip-higher", Yu et
+    al. 2025 eq. 10, uses 0.2 / 0.28). Dual clip (Ye et al. 2020, "Mastering complex control in
+    MOBA games", eq. 5; `clip_ratio_c` = c > 1): where A_t < 0, ℓ_t = min(ℓ_t, −c·A_t), so a
+    huge ratio on a bad token cannot make the loss unbounded. loss = aggregate_loss(ℓ, mask,
+    mode, …). Where a clip is active the token's gradient is exactly 0.
+    Shapes: all (B, T), mask True = valid; `old_logprobs` and `advantages` are constants.
+    Reference: Schulman et al. 2017 eq. 7; CleanRL ppo.py (`pg_loss`, `clipfracs`,
+    `approx_kl`); verl `compute_policy_loss` (clip_ratio_low/high/c).
+    """
+    mask = _bool(mask)
+    eps_high = clip_eps if clip_eps_high is None else clip_eps_high
+    if clip_ratio_c is not None and clip_ratio_c <= 1.0:
+        raise ValueError(f"ppo_policy_loss: clip_ratio_c must be > 1, got {clip_ratio_c}")
+    log_ratio = _log_ratio(logprobs, old_logprobs, mask)
+    ratio, approx_kl, ratio_mean, ratio_max = _ratio_stats(log_ratio, mask)
+    advantages = torch.where(mask, advantages.detach(), torch.zeros_like(advantages))
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + eps_high)
+    per_token = torch.maximum(unclipped, clipped)
+    dual = torch.zeros_like(per_token, dtype=torch.bool)
+    if clip_ratio_c is not None:
+        bound = -clip_ratio_c * advantages
+        dual = (advantages < 0) & (per_token > bound)
+        per_token = torch.where(dual, bound, per_token)
+    loss = aggregate_loss(per_token, mask, mode, num_tokens=num_tokens, num_seqs=num_seqs)
+    with torch.no_grad():
+        chose_clip = clipped > unclipped
+        dtype = per_token.dtype
+        clipfrac = masked_mean(chose_clip.to(dtype), mask)
+        low = masked_mean((chose_clip & (advantages < 0)).to(dtype), mask)
+        high = masked_mean((chose_clip & (advantages > 0)).to(dtype), mask)
+        dual_frac = masked_mean(dual.to(dtype), mask)
+    return PolicyLossOutput(loss, clipfrac, approx_kl, ratio_mean, ratio_max, low, high, dual_frac)
+
+
+def policy_gradient_loss(
+    logprobs: torch.Tensor,
+    old_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    mode: LossMode = "token_mean",
+    *,
+    num_tokens: float | torch.Tensor | None = None,
+    num_seqs: float | torch.Tensor | None = None,
+) -> PolicyLossOutput:
+    """The plain (unclipped) REINFORCE-style surrogate: ℓ_t = −A_t·ρ_t, ρ_t = π/π_old.
+
+    On the samples' own policy (ρ = 1, one update per rollout) its gradient is the REINFORCE
+    estimator −A_t·∇log π(y_t) (Williams 1992); off-policy it is the importance-weighted one.
+    Shapes: (B, T), mask True = valid. Reference: verl `policy_loss.loss_mode = "vanilla"`
+    without the clip; RLOO (Ahmadian et al. 2024) trains with this form.
     """
     mask = _bool(mask)
     log_ratio = _log_ratio(logprobs, old_logprobs, mask)
     ratio, approx_kl, ratio_mean, ratio_max = _ratio_stats(log_ratio, mask)
     advantages = torch.where(mask, advantages.detach(), torch.zeros_like(advantages))
-    unclipped = -advantages * ratio
-    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
-    per_token = torch.maximum(unclipped, clipped)
+    per_token = -advantages * ratio
     loss = aggregate_loss(per_token, mask, mode, num_tokens=num_tokens, num_seqs=num_seqs)
-    clipfrac = masked_mean((clipped > unclipped).to(per_token.dtype), mask).detach()
-    return PolicyLossOutput(loss, clipfrac, approx_kl, ratio_mean, ratio_max)
+    zero = torch.zeros_like(approx_kl)
+    return PolicyLossOutput(loss, zero, approx_kl, ratio_mean, ratio_max, zero, zero, zero)
 
 
 def ppo_penalty_loss(
@@ -197,7 +249,8 @@ def ppo_penalty_loss(
     advantages = torch.where(mask, advantages.detach(), torch.zeros_like(advantages))
     per_token = -advantages * ratio + kl_coef * (ratio - 1.0 - log_ratio)
     loss = aggregate_loss(per_token, mask, mode, num_tokens=num_tokens, num_seqs=num_seqs)
-    return PolicyLossOutput(loss, torch.zeros_like(approx_kl), approx_kl, ratio_mean, ratio_max)
+    zero = torch.zeros_like(approx_kl)
+    return PolicyLossOutput(loss, zero, approx_kl, ratio_mean, ratio_max, zero, zero, zero)
 
 
 def value_loss(

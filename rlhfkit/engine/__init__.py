@@ -10,7 +10,7 @@ from rlhfkit.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from rlhfkit.engine.engine import Engine, EngineConfig
+from rlhfkit.engine.engine import Engine, EngineConfig, autocast
 from rlhfkit.engine.memory import keep_freed_memory
 from rlhfkit.engine.metrics import MetricsLogger
 from rlhfkit.engine.optim import OptimConfig, build_optimizer, build_scheduler
@@ -27,6 +27,7 @@ __all__ = [
     "RunDir",
     "accumulate",
     "atomic_write_text",
+    "autocast",
     "build_optimizer",
     "build_scheduler",
     "capture_rng_state",

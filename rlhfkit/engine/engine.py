@@ -17,6 +17,7 @@ plain loop. Only the main process writes files.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterable, Iterator
@@ -28,6 +29,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from pydantic import BaseModel
 from rich.console import Console
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from rlhfkit.config import ConfigBase
 from rlhfkit.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -146,10 +148,26 @@ class Engine:
         self.print(f"resuming from {path}")
         return load_checkpoint(self.accelerator, path)
 
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
+        """The run's precision context for forward passes (see `autocast`)."""
+        return autocast(self.accelerator)
+
     def close(self) -> None:
         self.metrics.close()
         if self.cfg.log_with:
             self.accelerator.end_training()
+
+
+@contextlib.contextmanager
+def autocast(acc: Any) -> Iterator[None]:
+    """The configured autocast; under bf16 on a CPU also the "math" attention kernel, whose
+    forward + backward is ~2.4x faster there than the CPU flash kernel in bf16 (16×4 heads × 62
+    tokens, torch 2.13; in fp32 the flash kernel is the faster one and stays)."""
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(acc.autocast())
+        if acc.mixed_precision == "bf16" and acc.device.type == "cpu":
+            stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+        yield
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,47 +1,97 @@
-"""rlhfkit.rollout: sampling from a policy and scoring what it sampled.
+"""rlhfkit.rollout: what every online algorithm and the evaluation share — prompts, sampling,
+scoring, the `Experience` record, in-loop evaluation and monitors.
 
+- `PromptSource` / `read_prompt_source` / `PromptDataConfig`: prompts read, formatted and encoded
+  through one path (`data.encode_prompts`), dealt in seeded shuffled passes, G samples each.
 - `generate(policy, prompt_ids, prompt_mask, cfg, generator, eos_token_id=, pad_token_id=)`
   → `Rollout` (KV-cached batched sampling, responses cut after the first EOS, sampling log-probs).
-- `make_experience(rollout, prompts, responses, policy=, ref_policy=, critic=, scorer=, ...)`
-  → `Experience` (old/ref log-probs, old values, scores): the scoring pass of PPO.
-- Scorers (`Scorer` protocol): `RewardModelScorer` (same tokenizer, reuses ids),
-  `RetokenizingRewardModelScorer` (own tokenizer), `CallableScorer` (any Python function).
+- `collect(models, source, index, generator, cfg, group_size=G)` → `Collected`: the rollout
+  step (sample, decode once, `make_experience`).
+- `make_experience(...)` → `Experience` (old log-probs; reference log-probs and critic values only
+  when needed; reward total and components).
+- Rewards: `Reward` (weighted sum), `RewardModelScorer` (same tokenizer, reuses ids),
+  `RetokenizingRewardModelScorer` (own tokenizer and template), `CallableScorer` (any Python
+  function), `RewardSpec` + `build_reward` (from a config).
+- `evaluate_online`: in-loop evaluation on held-out prompts (reward, KL, length, judges).
+- Monitors: `rollout_metrics`, `CollapseMonitor`, `ConsoleThrottle`, `explained_variance`,
+  `repetition_fraction`.
 - `sample_batches`: sampled replies as text, batch by batch (evaluation, feedback collection).
 - `response_logprobs`: the policy forward that applies the LM head only at response positions.
 """
 
-from rlhfkit.rollout.experience import Experience, make_experience, reference_context
+from rlhfkit.rollout.collect import Collected, OnlineModels, collect
+from rlhfkit.rollout.evaluate import Judge, evaluate_online
+from rlhfkit.rollout.experience import (
+    Experience,
+    cat_experiences,
+    make_experience,
+    reference_context,
+)
 from rlhfkit.rollout.forward import (
     causal_lm_parts,
     response_logprobs,
     trim_padding,
 )
 from rlhfkit.rollout.generate import Rollout, RolloutConfig, generate
+from rlhfkit.rollout.monitor import (
+    CollapseMonitor,
+    ConsoleThrottle,
+    explained_variance,
+    repetition_fraction,
+    rollout_metrics,
+)
+from rlhfkit.rollout.prompts import (
+    PromptDataConfig,
+    PromptSource,
+    prompt_source,
+    read_prompt_source,
+)
+from rlhfkit.rollout.rewards import RewardSpec, build_reward
 from rlhfkit.rollout.scorers import (
     CallableScorer,
     RetokenizingRewardModelScorer,
+    Reward,
     RewardModelScorer,
     Scorer,
     as_scalar_model,
     import_callable,
 )
-from rlhfkit.rollout.texts import sample_batches
+from rlhfkit.rollout.texts import decode_responses, sample_batches
 
 __all__ = [
     "CallableScorer",
+    "CollapseMonitor",
+    "Collected",
+    "ConsoleThrottle",
     "Experience",
+    "Judge",
+    "OnlineModels",
+    "PromptDataConfig",
+    "PromptSource",
     "RetokenizingRewardModelScorer",
+    "Reward",
     "RewardModelScorer",
+    "RewardSpec",
     "Rollout",
     "RolloutConfig",
     "Scorer",
     "as_scalar_model",
+    "build_reward",
+    "cat_experiences",
     "causal_lm_parts",
+    "collect",
+    "decode_responses",
+    "evaluate_online",
+    "explained_variance",
     "generate",
     "import_callable",
     "make_experience",
+    "prompt_source",
+    "read_prompt_source",
     "reference_context",
+    "repetition_fraction",
     "response_logprobs",
+    "rollout_metrics",
     "sample_batches",
     "trim_padding",
 ]

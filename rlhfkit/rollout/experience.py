@@ -1,7 +1,8 @@
 """The scoring pass: everything PPO records about a rollout before it updates anything.
 
 `make_experience` adds to a `Rollout` the rollout policy's log-probs (`old_logprobs`), the
-reference policy's (`ref_logprobs`), the critic's values (`old_values`) and the sequence scores.
+reference policy's (`ref_logprobs`, only when a KL term needs them), the critic's values
+(`old_values`, only for an algorithm with a critic) and the reward (total and components).
 
 Implementation details and their sources:
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -30,45 +31,92 @@ from torch import nn
 
 from rlhfkit.rollout.forward import response_logprobs, trim_padding
 from rlhfkit.rollout.generate import Rollout
-from rlhfkit.rollout.scorers import Scorer
+from rlhfkit.rollout.scorers import Reward
+from rlhfkit.types import PromptRecord
 
-__all__ = ["Experience", "make_experience", "reference_context"]
+__all__ = ["Experience", "cat_experiences", "make_experience", "reference_context"]
 
 
 @dataclass
 class Experience:
-    """A scored rollout. `input_ids`/`attention_mask` (B, P + R) = prompt | response;
-    `response_mask`, `old_logprobs`, `ref_logprobs`, `old_values` (B, R); `scores` (B,)."""
+    """A scored rollout of B sequences (B = prompts × G samples, groups contiguous).
 
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    response_mask: torch.Tensor
-    old_logprobs: torch.Tensor
-    ref_logprobs: torch.Tensor
-    old_values: torch.Tensor
-    scores: torch.Tensor
-    prompt_len: int
+    Optional fields are None when the algorithm does not need them: `ref_logprobs` when there is
+    no KL term (no reference forward is run), `old_values` without a critic (GRPO, RLOO, ...).
+    """
+
+    # sequences: prompt (left-padded to P columns) | response (right-padded to R columns)
+    input_ids: torch.Tensor  # (B, P + R)
+    attention_mask: torch.Tensor  # (B, P + R) bool, True = valid
+    prompt_len: int  # P
+    # per response token
+    response_mask: torch.Tensor  # (B, R) bool, True up to and including EOS
+    old_logprobs: torch.Tensor  # (B, R) float32, the sampling policy's, 0 at padding
+    ref_logprobs: torch.Tensor | None  # (B, R) float32, the reference's, or None
+    old_values: torch.Tensor | None  # (B, R) float32, the critic's V(s_t), or None
+    # per sequence
+    scores: torch.Tensor  # (B,) float32, the reward (weighted sum of its components)
+    score_parts: dict[str, torch.Tensor] = field(default_factory=dict)  # name → (B,)
+
+    PER_TOKEN = ("response_mask", "old_logprobs", "ref_logprobs", "old_values")
 
     @property
     def response_ids(self) -> torch.Tensor:
         return self.input_ids[:, self.prompt_len :]
 
-    def select(self, index: torch.Tensor) -> Experience:
+    def select(self, index: torch.Tensor | Sequence[int]) -> Experience:
         """The rows `index` (a mini-batch), trimmed of columns that are padding in all of them."""
-        rows = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "prompt_len"}
-        rows = {k: v[index] for k, v in rows.items()}
+        index = torch.as_tensor(index, dtype=torch.long)
         input_ids, mask, prompt_len = trim_padding(
-            rows["input_ids"], rows["attention_mask"], self.prompt_len
+            self.input_ids[index], self.attention_mask[index], self.prompt_len
         )
         keep_r = input_ids.shape[1] - prompt_len
-        per_token = ("response_mask", "old_logprobs", "ref_logprobs", "old_values")
-        rows.update({k: rows[k][:, :keep_r] for k in per_token})
+        per_token = {
+            k: None if getattr(self, k) is None else getattr(self, k)[index][:, :keep_r]
+            for k in self.PER_TOKEN
+        }
         return Experience(
             input_ids=input_ids,
             attention_mask=mask,
             prompt_len=prompt_len,
-            **{k: v for k, v in rows.items() if k not in ("input_ids", "attention_mask")},
+            scores=self.scores[index],
+            score_parts={k: v[index] for k, v in self.score_parts.items()},
+            **per_token,
         )
+
+
+def cat_experiences(parts: Sequence[Experience], pad_id: int) -> Experience:
+    """Stack experiences of different widths: prompts left-padded, responses right-padded to the
+    widest (dynamic sampling gathers its batch over several rollouts)."""
+    if len(parts) == 1:
+        return parts[0]
+    p = max(e.prompt_len for e in parts)
+    r = max(e.input_ids.shape[1] - e.prompt_len for e in parts)
+
+    def widen(
+        x: torch.Tensor, prompt_len: int, left: int, value: float | int | bool
+    ) -> torch.Tensor:
+        right = r - (x.shape[1] - prompt_len)
+        return torch.nn.functional.pad(x, (left, right), value=value)
+
+    def per_token(k: str) -> torch.Tensor | None:
+        if getattr(parts[0], k) is None:
+            return None
+        return torch.cat([widen(getattr(e, k), 0, 0, False if k == "response_mask" else 0.0)
+                          for e in parts])  # fmt: skip
+
+    return Experience(
+        input_ids=torch.cat(
+            [widen(e.input_ids, e.prompt_len, p - e.prompt_len, pad_id) for e in parts]
+        ),
+        attention_mask=torch.cat(
+            [widen(e.attention_mask, e.prompt_len, p - e.prompt_len, False) for e in parts]
+        ),
+        prompt_len=p,
+        scores=torch.cat([e.scores for e in parts]),
+        score_parts={k: torch.cat([e.score_parts[k] for e in parts]) for k in parts[0].score_parts},
+        **{k: per_token(k) for k in Experience.PER_TOKEN},
+    )
 
 
 def reference_context(policy: nn.Module, ref_policy: nn.Module | None) -> Any:
@@ -86,54 +134,63 @@ def make_experience(
     rollout: Rollout,
     prompts: Sequence[str],
     responses: Sequence[str],
+    records: Sequence[PromptRecord],
     *,
     policy: nn.Module,
-    ref_policy: nn.Module | None,
-    critic: Any,
-    scorer: Scorer,
+    reward: Reward,
     temperature: float,
+    ref_policy: nn.Module | None = None,
+    use_ref: bool = True,
+    critic: Any | None = None,
     reuse_sampling_logprobs: bool = True,
 ) -> Experience:
-    """Score a rollout: old/ref log-probs, old values (B, R) and scores (B,).
-
-    `ref_policy=None` means the policy with adapters disabled (LoRA). `critic` has
-    `values(input_ids, attention_mask) -> (B, T)`. `scorer` follows the `Scorer` protocol.
-    """
+    """Score a rollout: old log-probs, reference log-probs (when `use_ref`; `ref_policy=None`
+    means the policy with adapters disabled, LoRA), old values (when a `critic` with
+    `values(input_ids, attention_mask, columns) -> (B, T)` is given) and the reward."""
     input_ids, mask, prompt_len = trim_padding(
         rollout.input_ids, rollout.attention_mask, rollout.prompt_len
     )
     r = input_ids.shape[1] - prompt_len
     response_mask = mask[:, prompt_len:].bool()
+    zero = torch.zeros((), device=input_ids.device)
+
+    def masked(x: torch.Tensor | None) -> torch.Tensor | None:
+        # cloned outside inference mode: inference tensors may not be saved for a backward pass
+        return None if x is None else torch.where(response_mask, x.float(), zero).clone()
+
     with torch.inference_mode():
         if reuse_sampling_logprobs and rollout.logprobs is not None:
             old_logprobs = rollout.logprobs[:, :r].float()
         else:
             old_logprobs, _ = response_logprobs(policy, input_ids, mask, prompt_len, temperature)
-        with reference_context(policy, ref_policy):
-            ref_logprobs, _ = response_logprobs(
-                ref_policy if ref_policy is not None else policy,
-                input_ids,
-                mask,
-                prompt_len,
-                temperature,
-            )
-        old_values = critic.values(input_ids, mask, slice(prompt_len - 1, -1)).float()
+        ref_logprobs = None
+        if use_ref:
+            with reference_context(policy, ref_policy):
+                ref_logprobs, _ = response_logprobs(
+                    ref_policy if ref_policy is not None else policy,
+                    input_ids,
+                    mask,
+                    prompt_len,
+                    temperature,
+                )
+        old_values = None
+        if critic is not None:
+            old_values = critic.values(input_ids, mask, slice(prompt_len - 1, -1))
         trimmed = Rollout(
             input_ids[:, :prompt_len],
             mask[:, :prompt_len],
             input_ids[:, prompt_len:],
             response_mask,
         )
-        scores = scorer(prompts, responses, trimmed).to(old_values.device)
-    zero = torch.zeros((), device=old_values.device)
-    # cloned outside inference mode: inference tensors may not be saved for a backward pass
+        scores, parts = reward(prompts, responses, trimmed, records)
     return Experience(
         input_ids=input_ids.clone(),
         attention_mask=mask.clone(),
-        response_mask=response_mask.clone(),
-        old_logprobs=torch.where(response_mask, old_logprobs, zero).clone(),
-        ref_logprobs=torch.where(response_mask, ref_logprobs, zero).clone(),
-        old_values=torch.where(response_mask, old_values, zero).clone(),
-        scores=scores.clone(),
         prompt_len=prompt_len,
+        response_mask=response_mask.clone(),
+        old_logprobs=masked(old_logprobs),
+        ref_logprobs=masked(ref_logprobs),
+        old_values=masked(old_values),
+        scores=scores.float().clone().to(input_ids.device),
+        score_parts={k: v.float().clone().to(input_ids.device) for k, v in parts.items()},
     )

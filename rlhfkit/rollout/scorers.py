@@ -1,18 +1,24 @@
 """Reward scorers: what turns (prompt, response) into the sequence score PPO optimises.
 
-A `Scorer` is called as `scorer(prompts, responses, rollout) -> scores (B,) float32` with the
-prompt and response texts and the token batch they came from; each implementation uses what it
-needs. Three are provided:
+A `Scorer` is called as `scorer(prompts, responses, rollout, records) -> scores (B,) float32` with
+the prompt texts (as the policy saw them), the reply texts, the token batch they came from and the
+prompts' `PromptRecord`s (dialogue and metadata, e.g. a reference answer); each implementation
+uses what it needs. Three are provided, and `Reward` sums several with weights:
 
 1. `RewardModelScorer`: a reward model that shares the policy's tokenizer. It reads the token ids
    of the rollout directly (no decode/re-encode round trip, which can change token boundaries)
    and takes the head at the last valid token of prompt + response (the EOS when generated, the
    last token of a truncated response otherwise), never at a pad after it.
-2. `RetokenizingRewardModelScorer`: a reward model with its own tokenizer: the texts are joined
-   with the RM's prompt format and re-encoded (right padding; the score is read at the last valid
-   token by mask, so the padding side does not matter).
-3. `CallableScorer`: any Python function `f(prompts, responses) -> list[float]` (a rule, a
-   simulated-world gold scorer, an external API), the flexibility TRL's `reward_funcs` offers.
+2. `RetokenizingRewardModelScorer`: a reward model with its own tokenizer. Each (dialogue,
+   reply) is encoded exactly as the RM trainer encoded its pairs (`data.encode_prompt` with the
+   RM's own chat template or HH format, then `data.encode_response`, which appends the RM
+   tokenizer's EOS: an rlhfkit RM is trained to score at EOS), right-padded; the score is read at
+   the last valid token by mask.
+3. `CallableScorer`: any Python function `f(prompts, responses)` or
+   `f(prompts, responses, records)` returning one float per reply (a rule, the simulated world's
+   gold scorer, an exact-match check against `record.meta`, an external API).
+4. `Reward`: Σ_k w_k · scorer_k, each component kept for logging (`reward/<name>`), as TRL's
+   `reward_funcs` + `reward_weights`.
 
 Scores come back as a float32 (B,) tensor, their count checked against the batch; NaN/inf are
 passed on for the trainer's `on_nan` policy (skip the batch or stop) to handle.
@@ -21,6 +27,7 @@ passed on for the trainer's `on_nan` policy (skip the batch or stop) to handle.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -29,10 +36,12 @@ from torch import nn
 
 from rlhfkit.models import ScalarModel
 from rlhfkit.rollout.generate import Rollout
+from rlhfkit.types import PromptRecord
 
 __all__ = [
     "CallableScorer",
     "RetokenizingRewardModelScorer",
+    "Reward",
     "RewardModelScorer",
     "Scorer",
     "as_scalar_model",
@@ -42,7 +51,11 @@ __all__ = [
 
 class Scorer(Protocol):
     def __call__(
-        self, prompts: Sequence[str], responses: Sequence[str], rollout: Rollout
+        self,
+        prompts: Sequence[str],
+        responses: Sequence[str],
+        rollout: Rollout,
+        records: Sequence[PromptRecord],
     ) -> torch.Tensor: ...
 
 
@@ -70,7 +83,11 @@ class RewardModelScorer:
 
     @torch.inference_mode()
     def __call__(
-        self, prompts: Sequence[str], responses: Sequence[str], rollout: Rollout
+        self,
+        prompts: Sequence[str],
+        responses: Sequence[str],
+        rollout: Rollout,
+        records: Sequence[PromptRecord] = (),
     ) -> torch.Tensor:
         input_ids, mask = rollout.input_ids, rollout.attention_mask
         if not bool(rollout.response_mask.any(dim=1).all()):
@@ -85,54 +102,118 @@ class RewardModelScorer:
 
 
 class RetokenizingRewardModelScorer:
-    """A reward model with its own tokenizer: decode, join as `prompt + response`, re-encode."""
+    """A reward model with its own tokenizer: each (dialogue, reply) encoded as the RM trainer
+    encodes a pair (its template; reply + EOS), truncated from the left to `max_length`."""
 
     def __init__(
-        self, reward_model: Any, tokenizer: Any, max_length: int = 1024, batch_size: int = 64
+        self,
+        reward_model: Any,
+        tokenizer: Any,
+        max_length: int = 1024,
+        batch_size: int = 64,
+        template: str = "chat",
     ) -> None:
+        from rlhfkit.data import ensure_pad_token
+
         self.reward_model = as_scalar_model(reward_model)
         self.tokenizer = tokenizer
+        self.pad_id = ensure_pad_token(tokenizer)
         self.max_length = max_length
         self.batch_size = batch_size
+        self.template = template
+
+    def encode(self, record: PromptRecord, response: str) -> list[int]:
+        from rlhfkit.data import encode_prompt, encode_response
+
+        ids = encode_prompt(self.tokenizer, record.prompt, self.template)
+        ids += encode_response(self.tokenizer, response, self.template)
+        return ids[-self.max_length :]
 
     @torch.inference_mode()
     def __call__(
-        self, prompts: Sequence[str], responses: Sequence[str], rollout: Rollout | None = None
+        self,
+        prompts: Sequence[str],
+        responses: Sequence[str],
+        rollout: Rollout | None = None,
+        records: Sequence[PromptRecord] = (),
     ) -> torch.Tensor:
-        texts = [p + r for p, r in zip(prompts, responses, strict=True)]
+        if len(records) != len(responses):
+            raise ValueError("RetokenizingRewardModelScorer needs the prompt records")
         device = next(iter(self.reward_model.parameters()), torch.empty(0)).device
+        encoded = [self.encode(rec, r) for rec, r in zip(records, responses, strict=True)]
         parts = []
-        for i in range(0, len(texts), self.batch_size):
-            enc = self.tokenizer(
-                texts[i : i + self.batch_size],
-                return_tensors="pt",
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-            )
-            parts.append(
-                self.reward_model.score(
-                    enc["input_ids"].to(device), enc["attention_mask"].to(device)
-                )
-            )
-        return _checked(torch.cat(parts), len(texts), "reward model (own tokenizer)")
+        for i in range(0, len(encoded), self.batch_size):
+            chunk = encoded[i : i + self.batch_size]
+            width = max(len(x) for x in chunk)
+            ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, x in enumerate(chunk):
+                ids[row, : len(x)] = torch.tensor(x)
+                mask[row, : len(x)] = 1
+            parts.append(self.reward_model.score(ids.to(device), mask.to(device)))
+        return _checked(torch.cat(parts), len(encoded), "reward model (own tokenizer)")
+
+
+def _takes_records(fn: Callable[..., Any]) -> bool:
+    """Whether `fn` can be called as fn(prompts, responses, records)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in params)
 
 
 class CallableScorer:
-    """Wraps `fn(prompts, responses) -> sequence of floats` as a `Scorer`."""
+    """Wraps `fn(prompts, responses[, records]) -> sequence of floats` as a `Scorer`."""
 
-    def __init__(
-        self, fn: Callable[[list[str], list[str]], Sequence[float]], name: str = ""
-    ) -> None:
+    def __init__(self, fn: Callable[..., Sequence[float]], name: str = "") -> None:
         self.fn = fn
         self.name = name or getattr(fn, "__name__", type(fn).__name__)
+        self.takes_records = _takes_records(fn)
 
     def __call__(
-        self, prompts: Sequence[str], responses: Sequence[str], rollout: Rollout | None = None
+        self,
+        prompts: Sequence[str],
+        responses: Sequence[str],
+        rollout: Rollout | None = None,
+        records: Sequence[PromptRecord] = (),
     ) -> torch.Tensor:
-        values = self.fn(list(prompts), list(responses))
+        args = [list(prompts), list(responses)]
+        if self.takes_records:
+            args.append(list(records))
+        values = self.fn(*args)
         scores = torch.as_tensor(list(values) if not torch.is_tensor(values) else values)
         return _checked(scores, len(prompts), f"reward function {self.name!r}")
+
+
+class Reward:
+    """Σ_k weight_k · scorer_k(...), with each component's (unweighted) scores kept.
+
+    `parts` is a list of (name, scorer, weight). Calling it returns (total (B,), {name: (B,)}).
+    """
+
+    def __init__(self, parts: Sequence[tuple[str, Scorer, float]]) -> None:
+        if not parts:
+            raise ValueError("Reward: give at least one scorer")
+        names = [name for name, _, _ in parts]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Reward: component names must differ, got {names}")
+        self.parts = list(parts)
+
+    def __call__(
+        self,
+        prompts: Sequence[str],
+        responses: Sequence[str],
+        rollout: Rollout,
+        records: Sequence[PromptRecord],
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        components = {
+            name: scorer(prompts, responses, rollout, records).float().cpu()
+            for name, scorer, _ in self.parts
+        }
+        total = sum(w * components[name] for name, _, w in self.parts)
+        return total, components
 
 
 def import_callable(spec: str) -> Callable[..., Any]:

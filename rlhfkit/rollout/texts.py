@@ -16,10 +16,20 @@ from typing import Any
 import torch
 
 from rlhfkit.data import collate_prompts, encode_prompts, ensure_pad_token
+from rlhfkit.data.chat import Template
 from rlhfkit.rollout.generate import Rollout, RolloutConfig, generate
 from rlhfkit.types import PromptRecord
 
-__all__ = ["sample_batches"]
+__all__ = ["decode_responses", "sample_batches"]
+
+
+def decode_responses(
+    tokenizer: Any, response_ids: torch.Tensor, response_mask: torch.Tensor
+) -> list[str]:
+    """Reply texts: valid tokens only, special tokens (EOS) dropped, surrounding whitespace
+    stripped — the one decoding every reward, judge and sample file sees."""
+    rows = [ids[mask].tolist() for ids, mask in zip(response_ids, response_mask, strict=True)]
+    return [t.strip() for t in tokenizer.batch_decode(rows, skip_special_tokens=True)]
 
 
 def sample_batches(
@@ -29,6 +39,7 @@ def sample_batches(
     cfg: RolloutConfig,
     generator: torch.Generator,
     max_prompt_length: int = 256,
+    template: Template = "chat",
 ) -> Iterator[tuple[int, Rollout, list[str]]]:
     """Yield (index of the batch's first prompt, rollout, decoded replies) per batch."""
     pad_id = ensure_pad_token(tokenizer)
@@ -36,7 +47,7 @@ def sample_batches(
     if eos_id is None:
         raise ValueError("sample_batches: the tokenizer has no EOS token")
     device = next(policy.parameters()).device
-    encoded = encode_prompts(tokenizer, list(prompts), max_prompt_length)
+    encoded = encode_prompts(tokenizer, list(prompts), max_prompt_length, template)
     for start in range(0, len(encoded), cfg.batch_size):
         batch = collate_prompts(encoded[start : start + cfg.batch_size], pad_id)
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
@@ -44,7 +55,4 @@ def sample_batches(
             policy, ids, mask, cfg, generator,
             eos_token_id=eos_id, pad_token_id=pad_id, tokenizer=tokenizer, keep_logprobs=False,
         )  # fmt: skip
-        texts = tokenizer.batch_decode(
-            out.response_ids.masked_fill(~out.response_mask, pad_id), skip_special_tokens=True
-        )
-        yield start, out, [t.strip() for t in texts]
+        yield start, out, decode_responses(tokenizer, out.response_ids, out.response_mask)

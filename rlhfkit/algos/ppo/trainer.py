@@ -1,9 +1,10 @@
 """Stage 3: PPO against a reward model (`rlhfkit ppo`), with the PPO-Max recipe as flags.
 
-One iteration reads top to bottom as numbered steps in `train`: 1. rollout, 2. scoring pass,
-3. shape rewards, 4. advantages, 5. update (epochs × mini-batches), 6. KL control,
-7. log / evaluate / checkpoint. The math is `rlhfkit.core`; sampling and scoring are
-`rlhfkit.rollout`.
+One iteration reads top to bottom as numbered steps in `train`: 1. rollout (sampling and the
+scoring pass), 2. shape rewards, 3. advantages, 4. update (epochs × mini-batches), 5. KL control,
+6. log / evaluate / checkpoint. The math is `rlhfkit.core`; sampling, scoring and in-loop
+evaluation are `rlhfkit.rollout`; the policy and critic steps are `rlhfkit.update` (shared with
+the critic-free trainers); accumulation and the optimiser step are `rlhfkit.engine.steps`.
 
 Implementation details and their sources:
 
@@ -34,76 +35,56 @@ Implementation details and their sources:
 9. NaN/inf in scores, log-probs, values, losses or gradient norms: `on_nan=skip` drops the
    batch (or the optimiser step) and counts it; `on_nan=stop` ends the run without saving, so
    the last checkpoint on disk is the last good state (DESIGN.md §5).
-10. Checkpoints: models, optimisers, schedulers (Accelerate), RNG states (engine), and in
-    `trainer_state`: iteration, prompt-sampler position and generator, the sampling and
-    mini-batch generators, KL controller, running reward moments, collapse-monitor history.
-    Resuming gives bit-identical weights on CPU (tested).
+10. Checkpoints: models, optimisers, schedulers (Accelerate), RNG states (engine), and
+    `update.OnlineState`: iteration, prompt-sampler position and generator, the sampling,
+    mini-batch and ptx generators, KL controller, running reward moments, collapse-monitor
+    history. Resuming gives bit-identical weights on CPU (tested).
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from rlhfkit.algos.ppo.config import PPOConfig
-from rlhfkit.algos.ppo.monitor import (
-    CollapseMonitor,
-    ConsoleThrottle,
-    explained_variance,
-    repetition_fraction,
+from rlhfkit.core import gae, sequence_kl, shape_rewards, whiten
+from rlhfkit.engine import (
+    Engine,
+    NonFiniteError,
+    build_optimizer,
+    build_scheduler,
 )
-from rlhfkit.core import (
-    AdaptiveKLController,
-    FixedKLController,
-    RunningMoments,
-    aggregate_loss,
-    gae,
-    perplexity,
-    ppo_penalty_loss,
-    ppo_policy_loss,
-    sequence_kl,
-    sft_loss,
-    shape_rewards,
-    value_loss,
-    whiten,
-)
-from rlhfkit.engine import Engine, build_optimizer, build_scheduler
-from rlhfkit.models import (
-    ModelConfig,
-    load_critic,
-    load_policy,
-    load_reward_model,
-    load_tokenizer,
-    position_ids_from_mask,
-)
+from rlhfkit.models import ModelConfig, load_critic, load_tokenizer, save_policy
 from rlhfkit.rollout import (
-    CallableScorer,
     Experience,
-    RetokenizingRewardModelScorer,
-    RewardModelScorer,
-    Rollout,
-    Scorer,
-    generate,
-    import_callable,
-    make_experience,
-    response_logprobs,
+    Judge,
+    OnlineModels,
+    build_reward,
+    collect,
+    evaluate_online,
+    explained_variance,
+    rollout_metrics,
+)
+from rlhfkit.update import (
+    OnlineData,
+    OnlineState,
+    build_objective,
+    critic_step,
+    end_iteration,
+    end_run,
+    load_policies,
+    next_ptx,
+    policy_step,
+    read_online_data,
 )
 
-if TYPE_CHECKING:
-    from rlhfkit.data.chat import Template
-
-__all__ = ["PPOResult", "train"]
-
-Judge = Callable[[list[str], list[str]], Sequence[float]]
+__all__ = ["PPOResult", "PPORun", "advantages_and_returns", "setup", "train", "update"]
 
 
 @dataclass
@@ -116,188 +97,53 @@ class PPOResult:
     warnings: list[str] = field(default_factory=list)
 
 
-# -- setup -----------------------------------------------------------------------------------------
-
-
 @dataclass
-class Prompts:
-    """Encoded prompts and their texts, dealt in seeded shuffled passes (the data position)."""
+class PPORun:
+    """Everything one PPO run holds: config, engine, data, models, optimisers, state."""
 
-    ids: list[list[int]]
-    texts: list[str]
-    generator: torch.Generator
-    order: list[int] = field(default_factory=list)
-    cursor: int = 0
+    cfg: PPOConfig
+    engine: Engine
+    data: OnlineData
+    models: OnlineModels  # policy, tokenizer, reward, reference, critic
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    critic_optimizer: torch.optim.Optimizer
+    critic_scheduler: Any
+    state: OnlineState
+    judges: dict[str, Judge]
 
-    def next_batch(self, n: int) -> list[int]:
-        if n > len(self.ids):
-            raise ValueError(f"rollout_batch_size {n} exceeds the {len(self.ids)} prompts")
-        if self.cursor + n > len(self.order):  # a new pass; the remainder is dropped
-            self.order = torch.randperm(len(self.ids), generator=self.generator).tolist()
-            self.cursor = 0
-        batch = self.order[self.cursor : self.cursor + n]
-        self.cursor += n
-        return batch
-
-    def collate(self, index: Sequence[int], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-padded (B, P) ids and mask (True = valid)."""
-        width = max(len(self.ids[i]) for i in index)
-        ids = torch.full((len(index), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(index), width), dtype=torch.bool)
-        for row, i in enumerate(index):
-            n = len(self.ids[i])
-            ids[row, width - n :] = torch.tensor(self.ids[i], dtype=torch.long)
-            mask[row, width - n :] = True
-        return ids, mask
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"order": self.order, "cursor": self.cursor, "rng": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.order, self.cursor = list(state["order"]), int(state["cursor"])
-        self.generator.set_state(state["rng"])
+    @property
+    def total_iters(self) -> int:
+        return self.cfg.critic_warmup_iters + self.cfg.iterations
 
 
-def read_prompt_texts(path: str, cfg: PPOConfig, tokenizer: Any) -> list[str]:
-    """Prompt texts as the policy sees them (chat template / HH format, or raw text)."""
-    from rlhfkit.data import format_prompt, read_prompts
-
-    result = read_prompts(path, format=cfg.data.format, on_error=cfg.data.on_error)
-    records = result.records
-    if not records:
-        raise ValueError(f"{path}: no prompts found")
-    texts = []
-    for rec in records:
-        try:
-            texts.append(format_prompt(tokenizer, rec.prompt, cfg.data.prompt_template))
-        except ValueError as e:
-            raise ValueError(f"{rec.source}: prompt: {e}") from None
-    return texts
-
-
-def encode_texts(
-    tokenizer: Any, texts: list[str], max_len: int, template: Template
-) -> list[list[int]]:
-    """Token ids of each formatted prompt (special tokens as `data.encode_prompt` adds them),
-    keeping the last `max_len` tokens."""
-    from rlhfkit.data import prompt_special_tokens
-
-    if not texts:
-        return []
-    special = prompt_special_tokens(tokenizer, template)
-    encoded = tokenizer(texts, add_special_tokens=special)["input_ids"]
-    return [list(ids[-max_len:]) for ids in encoded]
-
-
-def build_scorer(cfg: PPOConfig, reward_fn: Callable | None, device: torch.device) -> Scorer:
-    """The reward: a Python function (argument or `cfg.reward_fn`), else the reward model."""
-    if reward_fn is not None:
-        return CallableScorer(reward_fn)
-    if cfg.reward_fn:
-        return CallableScorer(import_callable(cfg.reward_fn), name=cfg.reward_fn)
-    if not cfg.reward_model:
-        raise ValueError("ppo: give reward_model (a folder) or reward_fn ('module:function')")
-    rm = load_reward_model(cfg.reward_model, device=device)
-    if cfg.reward_tokenizer:
-        return RetokenizingRewardModelScorer(rm, load_tokenizer(cfg.reward_tokenizer))
-    return RewardModelScorer(rm)
-
-
-def freeze(model: torch.nn.Module) -> torch.nn.Module:
-    return model.eval().requires_grad_(False)
-
-
-def read_ptx(cfg: PPOConfig, tokenizer: Any) -> list[dict[str, torch.Tensor]] | None:
-    """Demonstrations for the ptx loss, tokenized once (prompt + response + EOS)."""
-    if not cfg.ptx_data or cfg.ptx_coef == 0.0:
-        return None
-    from rlhfkit.data import encode_sft, read_sft
-
-    records = read_sft(cfg.ptx_data, on_error=cfg.data.on_error).records
-    max_len = cfg.data.max_prompt_length + cfg.rollout.max_new_tokens
-    return encode_sft(
-        tokenizer, records, max_len, cfg.data.max_prompt_length, cfg.data.prompt_template
-    )
-
-
-# -- the update ----------------------------------------------------------------------------------
-
-
-def split_rows(n: int, parts: int) -> list[torch.Tensor]:
-    return [idx for idx in torch.arange(n).tensor_split(parts) if len(idx)]
-
-
-def ptx_loss(policy: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Token-mean NLL of the demonstration responses (InstructGPT PPO-ptx)."""
-    ids, mask = batch["input_ids"], batch["attention_mask"]
-    logits = policy(
-        input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)
-    ).logits
-    return sft_loss(logits[:, :-1], ids[:, 1:], batch["response_mask"][:, 1:]).loss
-
-
-@contextlib.contextmanager
-def autocast(acc: Any) -> Iterator[None]:
-    """The configured autocast; under bf16 on a CPU also the "math" attention kernel, whose
-    forward + backward is ~2.4x faster there than the CPU flash kernel in bf16 (16×4 heads × 62
-    tokens, torch 2.13; in fp32 the flash kernel is the faster one and stays)."""
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(acc.autocast())
-        if acc.mixed_precision == "bf16" and acc.device.type == "cpu":
-            stack.enter_context(sdpa_kernel(SDPBackend.MATH))
-        yield
-
-
-def finite(*tensors: torch.Tensor) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in tensors)
-
-
-# -- the loop ------------------------------------------------------------------------------------
-
-
-def train(
+def setup(
     cfg: PPOConfig,
     *,
     judges: dict[str, Judge] | None = None,
-    reward_fn: Callable[[list[str], list[str]], Sequence[float]] | None = None,
-) -> PPOResult:
-    """Run PPO as configured; returns where the policy was saved and the final metrics.
-
-    `judges` score held-out responses at each evaluation (`eval/<name>`), e.g. the simulated
-    world's gold scorer; `reward_fn(prompts, responses) -> floats` replaces the reward model.
-    """
-    # data first: every bad row is reported before a run directory or a model exists
+    reward_fn: Callable[..., Sequence[float]] | None = None,
+) -> PPORun:
+    """Read the data (bad rows reported before anything is written), start the engine, load
+    the four models, build the optimisers, and resume from the latest checkpoint if any."""
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.policy.name_or_path)
-    pad_id, eos_id = tokenizer.pad_token_id, tokenizer.eos_token_id
-    template = cfg.data.prompt_template
-    texts = read_prompt_texts(cfg.data.train, cfg, tokenizer)
-    prompts = Prompts(
-        encode_texts(tokenizer, texts, cfg.data.max_prompt_length, template),
-        texts,
-        torch.Generator().manual_seed(cfg.engine.seed),
-    )
-    eval_texts = (
-        read_prompt_texts(cfg.eval_prompts, cfg, tokenizer)[: cfg.eval_size]
-        if (cfg.eval_prompts)
-        else []
-    )
-    eval_ids = encode_texts(tokenizer, eval_texts, cfg.data.max_prompt_length, template)
-    ptx_items = read_ptx(cfg, tokenizer)
+    data = read_online_data(cfg, tokenizer, cfg.rollout_batch_size)
     engine = Engine(cfg.engine, cfg.out_dir, cfg)
-    acc, device = engine.accelerator, engine.device
+    acc = engine.accelerator
 
     # models: policy and critic trained; reference and reward model frozen
-    policy = load_policy(cfg.policy).to(device).eval()
-    ref_policy = None
-    if cfg.policy.lora is None:
-        ref_cfg = ModelConfig(name_or_path=cfg.ref_policy or cfg.policy.name_or_path)
-        ref_policy = freeze(load_policy(ref_cfg.model_copy(update={"dtype": cfg.policy.dtype})))
-        ref_policy.to(device)
+    policy, ref_policy = load_policies(cfg, engine, use_ref=True)
     critic_cfg = cfg.critic or ModelConfig(
         name_or_path=cfg.reward_model or cfg.policy.name_or_path, dtype=cfg.policy.dtype
     )
-    critic = load_critic(critic_cfg).to(device).eval()
-    scorer = build_scorer(cfg, reward_fn, device)
+    critic = load_critic(critic_cfg).to(engine.device).eval()
+    reward = build_reward(
+        cfg.rewards,
+        reward_model=cfg.reward_model,
+        reward_tokenizer=cfg.reward_tokenizer,
+        reward_fn=cfg.reward_fn,
+        fn=reward_fn,
+        device=engine.device,
+    )
 
     steps_per_iter = cfg.ppo_epochs * math.ceil(cfg.rollout_batch_size / cfg.mini_batch_size)
     optimizer = build_optimizer(policy.parameters(), cfg.optim)
@@ -312,112 +158,137 @@ def train(
     )
     acc.register_for_checkpointing(scheduler, critic_scheduler)
 
-    kl_ctl = (
-        AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
-        if cfg.kl_control == "adaptive"
-        else FixedKLController(cfg.kl_coef)
+    state = OnlineState.new(cfg, data.prompts)
+    saved = engine.resume()
+    if saved:
+        state.load_state_dict(saved)
+    models = OnlineModels(policy, tokenizer, reward, ref_policy, use_ref=True, critic=critic)
+    return PPORun(
+        cfg, engine, data, models, optimizer, scheduler, critic_optimizer, critic_scheduler,
+        state, dict(judges or {}),
+    )  # fmt: skip
+
+
+def adjusted_scores(run: PPORun, exp: Experience) -> torch.Tensor:
+    """The score that enters the reward: minus `missing_eos_penalty` for replies that never
+    ended, then normalised by running moments and clipped (PPO-Max), as configured."""
+    cfg, eos_id = run.cfg, run.models.tokenizer.eos_token_id
+    scores = exp.scores.clone()
+    if cfg.missing_eos_penalty is not None:
+        ended = ((exp.response_ids == eos_id) & exp.response_mask).any(1)
+        scores = torch.where(ended, scores, scores - cfg.missing_eos_penalty)
+    if cfg.reward_normalize:
+        run.state.reward_moments.update(scores)
+        scores = (scores - run.state.reward_moments.mean) / max(run.state.reward_moments.std, 1e-8)
+    if cfg.reward_clip is not None:
+        scores = scores.clamp(-cfg.reward_clip, cfg.reward_clip)
+    return scores
+
+
+def advantages_and_returns(
+    cfg: PPOConfig, rewards: torch.Tensor, exp: Experience
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE on the shaped rewards and rollout values; whitening over the whole rollout batch as
+    its own step, then optional clipping. Returns are not whitened (the critic's targets)."""
+    advantages, returns = gae(rewards, exp.old_values, exp.response_mask, cfg.gamma, cfg.lam)
+    if cfg.whiten_advantages:
+        advantages = whiten(advantages, exp.response_mask)
+    if cfg.advantage_clip is not None:
+        advantages = advantages.clamp(-cfg.advantage_clip, cfg.advantage_clip)
+    return advantages, returns
+
+
+def update(
+    run: PPORun,
+    exp: Experience,
+    advantages: torch.Tensor,
+    returns: torch.Tensor,
+    train_policy: bool,
+) -> tuple[dict[str, float], int]:
+    """`ppo_epochs` passes, each a fresh permutation split into mini-batches; per mini-batch one
+    policy step (after the critic warm-up) and one critic step. Returns the mean statistics and
+    how many steps were skipped for NaN/inf (`on_nan=stop` re-raises `NonFiniteError`)."""
+    cfg, acc, engine = run.cfg, run.engine.accelerator, run.engine
+    objective = build_objective(cfg)
+    pad_id = run.models.tokenizer.pad_token_id
+    common = dict(
+        grad_accum_steps=cfg.grad_accum_steps,
+        max_new_tokens=cfg.rollout.max_new_tokens,
+        autocast=engine.autocast,
     )
-    policy_loss_fn = {
-        "clip": functools.partial(ppo_policy_loss, clip_eps=cfg.clip_eps, mode=cfg.loss_mode),
-        "penalty": functools.partial(
-            ppo_penalty_loss, kl_coef=cfg.penalty_coef, mode=cfg.loss_mode
-        ),
-    }[cfg.policy_loss]
-    reward_moments = RunningMoments()
-    monitor = CollapseMonitor(window=cfg.collapse_window)
-    throttle = ConsoleThrottle()  # console only: every warning is kept in the result
-    sample_gen = torch.Generator().manual_seed(cfg.engine.seed + 1)
-    shuffle_gen = torch.Generator().manual_seed(cfg.engine.seed + 2)
-    ptx_gen = torch.Generator().manual_seed(cfg.engine.seed + 3)
+    stats: dict[str, list[float]] = {}
+    skipped = 0
+    for _ in range(cfg.ppo_epochs):
+        perm = torch.randperm(exp.input_ids.shape[0], generator=run.state.shuffle_gen)
+        for rows in perm.split(cfg.mini_batch_size):
+            mb = exp.select(rows)
+            width = mb.response_mask.shape[1]
+            mb_adv, mb_ret = advantages[rows][:, :width], returns[rows][:, :width]
+            step: dict[str, float] = {}
+            try:
+                if train_policy:
+                    ptx = next_ptx(
+                        run.data.ptx_items, cfg.ptx_batch_size, run.state.ptx_gen, pad_id
+                    )
+                    step |= policy_step(
+                        acc, run.models.policy, run.optimizer, run.scheduler, mb, mb_adv,
+                        objective, max_grad_norm=cfg.optim.max_grad_norm, ptx_batch=ptx, **common,
+                    )  # fmt: skip
+                step |= critic_step(
+                    acc, run.models.critic, run.critic_optimizer, run.critic_scheduler, mb, mb_ret,
+                    value_clip_eps=cfg.value_clip_eps, loss_mode=cfg.loss_mode,
+                    max_grad_norm=cfg.critic_optim.max_grad_norm, **common,
+                )  # fmt: skip
+            except NonFiniteError:
+                if cfg.on_nan == "stop":
+                    raise
+                skipped += 1
+                continue
+            for k, v in step.items():
+                stats.setdefault(k, []).append(v)
+    return {k: sum(v) / len(v) for k, v in stats.items()}, skipped
 
-    def trainer_state(iteration: int) -> dict[str, Any]:
-        return {
-            "iteration": iteration,
-            "prompts": prompts.state_dict(),
-            "sample_gen": sample_gen.get_state(),
-            "shuffle_gen": shuffle_gen.get_state(),
-            "ptx_gen": ptx_gen.get_state(),
-            "kl_ctl": kl_ctl.state_dict(),
-            "reward_moments": reward_moments.state_dict(),
-            "monitor": monitor.state_dict(),
-        }
 
-    state = engine.resume()
-    start = 0
-    if state:
-        start = state["iteration"]
-        prompts.load_state_dict(state["prompts"])
-        sample_gen.set_state(state["sample_gen"])
-        shuffle_gen.set_state(state["shuffle_gen"])
-        ptx_gen.set_state(state["ptx_gen"])
-        kl_ctl.load_state_dict(state["kl_ctl"])
-        reward_moments.load_state_dict(state["reward_moments"])
-        monitor.load_state_dict(state["monitor"])
+def evaluate(run: PPORun, iteration: int) -> dict[str, float]:
+    """`eval/*` on the held-out prompts (the same draws every time), samples written."""
+    if run.data.eval_prompts is None:
+        return {}
+    models = OnlineModels(
+        run.models.policy, run.models.tokenizer, run.models.reward, run.models.ref_policy
+    )
+    metrics, rows = evaluate_online(
+        models, run.data.eval_prompts, run.cfg.rollout, run.cfg.engine.seed + 10_000,
+        run.judges, run.engine.autocast,
+    )  # fmt: skip
+    run.engine.run.write_samples(f"eval_{iteration:06d}", rows)
+    return metrics
 
-    def rollout_and_score(index: Sequence[int], source: Prompts, gen: torch.Generator):
-        prompt_ids, prompt_mask = source.collate(index, pad_id)
-        with autocast(acc):
-            rollout = generate(
-                policy,
-                prompt_ids.to(device),
-                prompt_mask.to(device),
-                cfg.rollout,
-                gen,
-                eos_token_id=eos_id,
-                pad_token_id=pad_id,
-                tokenizer=tokenizer,
-            )
-        t_gen = time.perf_counter()
-        responses = decode_responses(tokenizer, rollout)
-        with autocast(acc):
-            exp = make_experience(
-                rollout,
-                [source.texts[i] for i in index],
-                responses,
-                policy=policy,
-                ref_policy=ref_policy,
-                critic=critic,
-                scorer=scorer,
-                temperature=cfg.rollout.temperature,
-                reuse_sampling_logprobs=acc.mixed_precision == "no",
-            )
-        return rollout, exp, responses, t_gen
 
-    def evaluate(iteration: int) -> dict[str, float]:
-        if not eval_texts:
-            return {}
-        source = Prompts(eval_ids, eval_texts, torch.Generator())
-        gen = torch.Generator().manual_seed(cfg.engine.seed + 10_000)  # same draws every eval
-        out: dict[str, float] = {}
-        scores, kls, lengths, all_responses = [], [], [], []
-        for chunk in split_rows(len(eval_ids), math.ceil(len(eval_ids) / cfg.rollout.batch_size)):
-            index = chunk.tolist()
-            _, exp, responses, _ = rollout_and_score(index, source, gen)
-            scores.append(exp.scores)
-            per_seq = torch.where(
-                exp.response_mask, exp.old_logprobs - exp.ref_logprobs, torch.zeros(())
-            ).sum(1)
-            kls.append(per_seq)
-            lengths.append(exp.response_mask.sum(1).float())
-            all_responses += responses
-        out["eval/rm_score"] = float(torch.cat(scores).mean())
-        out["eval/kl_to_ref"] = float(torch.cat(kls).mean())
-        out["eval/length_mean"] = float(torch.cat(lengths).mean())
-        for name, judge in (judges or {}).items():
-            values = [float(v) for v in judge(list(eval_texts), all_responses)]
-            out[f"eval/{name}"] = sum(values) / len(values)
-        engine.run.write_samples(
-            f"eval_{iteration:06d}",
-            [{"prompt": p, "response": r} for p, r in zip(eval_texts, all_responses, strict=True)],
-        )
-        return out
+def finite(*tensors: torch.Tensor | None) -> bool:
+    return all(t is None or bool(torch.isfinite(t).all()) for t in tensors)
 
+
+def train(
+    cfg: PPOConfig,
+    *,
+    judges: dict[str, Judge] | None = None,
+    reward_fn: Callable[..., Sequence[float]] | None = None,
+) -> PPOResult:
+    """Run PPO as configured; returns where the policy was saved and the final metrics.
+
+    `judges` score held-out replies at each evaluation (`eval/<name>`), e.g. the simulated
+    world's gold scorer; `reward_fn(prompts, responses[, records]) -> floats` replaces the
+    reward model.
+    """
+    run = setup(cfg, judges=judges, reward_fn=reward_fn)
+    engine, state, acc = run.engine, run.state, run.engine.accelerator
+    eos_id = run.models.tokenizer.eos_token_id
+    start, total_iters = state.iteration, run.total_iters
     metrics: dict[str, float] = {}
-    status, warnings_seen = "completed", []
-    if start == 0 and eval_texts:
-        metrics.update(evaluate(0))
+    status = "completed"
+    if start == 0 and run.data.eval_prompts is not None:
+        metrics.update(evaluate(run, 0))
         engine.log(metrics, 0)
-    last_done = start  # the last iteration whose effects are in the models and state
     for iteration in engine.progress(range(start + 1, total_iters + 1), desc="ppo"):
         if cfg.stop_after is not None and iteration > cfg.stop_after:
             status = "stopped"
@@ -425,11 +296,13 @@ def train(
         t0 = time.perf_counter()
         train_policy = iteration > cfg.critic_warmup_iters
 
-        # 1-2. rollout and scoring pass: responses, old/ref log-probs, old values, scores
-        index = prompts.next_batch(cfg.rollout_batch_size)
-        rollout, exp, responses, t_gen = rollout_and_score(index, prompts, sample_gen)
-        t_score = time.perf_counter()
-        mask = exp.response_mask
+        # 1. rollout: one reply per prompt; old/ref log-probs, old values, scores
+        index = state.prompts.next_batch(cfg.rollout_batch_size)
+        batch = collect(
+            run.models, state.prompts, index, state.sample_gen, cfg.rollout,
+            autocast=engine.autocast, reuse_sampling_logprobs=acc.mixed_precision == "no",
+        )  # fmt: skip
+        exp = batch.experience
         if not finite(exp.scores, exp.old_logprobs, exp.ref_logprobs, exp.old_values):
             if cfg.on_nan == "stop":
                 status = "stopped_on_nan"
@@ -437,294 +310,67 @@ def train(
                 break
             engine.print(f"[yellow]NaN/inf in rollout {iteration}: batch skipped")
             engine.log({"nan/skipped_batches": 1}, iteration)
-            last_done = iteration
+            state.iteration = iteration
             continue
 
-        # 3. shape rewards: adjusted score on the last valid token, −β·KL on every token
-        raw_scores = exp.scores
-        scores = raw_scores.clone()
-        ended = (exp.response_ids == eos_id) & mask
-        if cfg.missing_eos_penalty is not None:
-            scores = torch.where(ended.any(1), scores, scores - cfg.missing_eos_penalty)
-        if cfg.reward_normalize:
-            reward_moments.update(scores)
-            scores = (scores - reward_moments.mean) / max(reward_moments.std, 1e-8)
-        if cfg.reward_clip is not None:
-            scores = scores.clamp(-cfg.reward_clip, cfg.reward_clip)
+        # 2. shape rewards: adjusted score on the last valid token, −β·KL on every token
+        scores = adjusted_scores(run, exp)
+        kl_coef = state.kl_ctl.value
         rewards = shape_rewards(
-            scores, exp.old_logprobs, exp.ref_logprobs, mask, kl_ctl.value, cfg.kl_estimator
-        )
+            scores, exp.old_logprobs, exp.ref_logprobs, exp.response_mask, kl_coef,
+            cfg.kl_estimator,
+        )  # fmt: skip
 
-        # 4. advantages: GAE on shaped rewards, whitening as its own step, optional clipping
-        advantages, returns = gae(rewards, exp.old_values, mask, cfg.gamma, cfg.lam)
-        if cfg.whiten_advantages:
-            advantages = whiten(advantages, mask)
-        if cfg.advantage_clip is not None:
-            advantages = advantages.clamp(-cfg.advantage_clip, cfg.advantage_clip)
+        # 3. advantages: GAE, whitening as its own step, optional clipping
+        advantages, returns = advantages_and_returns(cfg, rewards, exp)
 
-        # 5. update: epochs × mini-batches, one policy and one critic optimiser step each
-        stats: dict[str, list[float]] = {}
-        skipped_steps = 0
-        for _ in range(cfg.ppo_epochs):
-            perm = torch.randperm(len(index), generator=shuffle_gen)
-            for mb_rows in perm.split(cfg.mini_batch_size):
-                mb = exp.select(mb_rows)
-                mb_adv, mb_ret = (
-                    x[mb_rows][:, : mb.response_mask.shape[1]] for x in (advantages, returns)
-                )
-                num_tokens = mb.response_mask.sum()
-                num_seqs = len(mb_rows)
-                step_stats, ok = update_minibatch(
-                    mb,
-                    mb_adv,
-                    mb_ret,
-                    num_tokens,
-                    num_seqs,
-                    train_policy=train_policy,
-                    policy=policy,
-                    critic=critic,
-                    optimizer=optimizer,
-                    critic_optimizer=critic_optimizer,
-                    policy_loss_fn=policy_loss_fn,
-                    cfg=cfg,
-                    acc=acc,
-                    ptx_batch=next_ptx(ptx_items, cfg, ptx_gen, pad_id) if train_policy else None,
-                )
-                if not ok:
-                    if cfg.on_nan == "stop":
-                        status = "stopped_on_nan"
-                        break
-                    skipped_steps += 1
-                    continue
-                if train_policy:
-                    scheduler.step()
-                critic_scheduler.step()
-                for k, v in step_stats.items():
-                    stats.setdefault(k, []).append(v)
-            if status == "stopped_on_nan":
-                break
-        if status == "stopped_on_nan":
+        # 4. update: epochs × mini-batches, one policy and one critic optimiser step each
+        t_update = time.perf_counter()
+        try:
+            stats, skipped = update(run, exp, advantages, returns, train_policy)
+        except NonFiniteError:
+            status = "stopped_on_nan"
             engine.print(
                 "[red]NaN/inf in a loss or gradient: stopping; the last checkpoint is kept"
             )
             break
         t_train = time.perf_counter()
 
-        # 6. KL control from the mean per-sequence KL of this rollout
+        # 5. KL control from the mean per-sequence KL of this rollout
+        mask = exp.response_mask
         kl_to_ref = float(sequence_kl(exp.old_logprobs, exp.ref_logprobs, mask).mean())
-        kl_coef_used = kl_ctl.value
         if train_policy:
-            kl_ctl.update(kl_to_ref, n_steps=len(index))
+            state.kl_ctl.update(kl_to_ref, n_steps=len(index))
 
-        # 7. log, samples, evaluation, checkpoint
-        n_tokens = int(mask.sum())
-        metrics = {
-            "reward/score_mean": float(raw_scores.mean()),
-            "reward/score_std": float(raw_scores.std()) if len(raw_scores) > 1 else 0.0,
+        # 6. log, samples, evaluation, checkpoint
+        metrics = rollout_metrics(exp, eos_id)
+        metrics |= {
             "reward/shaped_score_mean": float(scores.mean()),
-            "reward/kl_penalty": float(
-                -kl_coef_used
-                * torch.where(mask, exp.old_logprobs - exp.ref_logprobs, 0.0).sum(1).mean()
-            ),
-            "policy/kl_to_ref": kl_to_ref,
-            "policy/kl_coef": kl_coef_used,
-            "policy/perplexity": perplexity(exp.old_logprobs, mask),
-            "ref/perplexity": perplexity(exp.ref_logprobs, mask),
-            "response/length_mean": float(mask.sum(1).float().mean()),
-            "response/eos_fraction": float(ended.any(1).float().mean()),
-            "response/repetition": repetition_fraction(exp.response_ids, mask),
+            "reward/kl_penalty": -kl_coef
+            * float(torch.where(mask, exp.old_logprobs - exp.ref_logprobs, 0.0).sum(1).mean()),
+            "policy/kl_coef": kl_coef,
             "critic/explained_variance": explained_variance(exp.old_values, returns, mask),
             "critic/warmup": float(not train_policy),
-            "perf/tokens_per_s": n_tokens / (t_train - t0),
-            "time/generation": t_gen - t0,
-            "time/scoring": t_score - t_gen,
-            "time/training": t_train - t_score,
-            "nan/skipped_steps": skipped_steps,
+            "perf/tokens_per_s": int(mask.sum()) / (t_train - t0),
+            "time/generation": batch.seconds_generation,
+            "time/scoring": t_update - t0 - batch.seconds_generation,
+            "time/training": t_train - t_update,
+            "nan/skipped_steps": skipped,
         }
-        metrics.update({k: sum(v) / len(v) for k, v in stats.items()})
-        for kind, warning in monitor.check_kinds(metrics):
-            if throttle.show(kind, iteration):
-                engine.print(f"[yellow]iteration {iteration}: {warning}")
-            warnings_seen.append(f"{iteration}: {warning}")
-            metrics["warn/pattern_collapse"] = 1.0
-        if cfg.sample_every and iteration % cfg.sample_every == 0:
-            rows = [
-                {"prompt": prompts.texts[i], "response": r, "score": float(s)}
-                for i, r, s in zip(index, responses, raw_scores.tolist(), strict=True)
-            ]
-            engine.run.write_samples(f"iter_{iteration:06d}", rows[: cfg.num_samples])
-        if cfg.eval_every and iteration % cfg.eval_every == 0 and iteration < total_iters:
-            metrics.update(evaluate(iteration))
-        if iteration % cfg.log_every == 0 or iteration == total_iters:
-            engine.log(metrics, iteration)
-        last_done = iteration
-        if engine.should_save(iteration):
-            engine.save(iteration, trainer_state(iteration))
+        metrics |= stats
+        rows = [
+            {"prompt": p, "response": r, "score": float(s)}
+            for p, r, s in zip(batch.prompts, batch.responses, exp.scores.tolist(), strict=True)
+        ]
+        end_iteration(
+            engine, state, cfg, iteration, total_iters, metrics, rows,
+            lambda i: evaluate(run, i),
+        )  # fmt: skip
 
-    if status == "completed":
-        final_eval = evaluate(total_iters)
-        if final_eval:
-            engine.log(final_eval, total_iters)
-            metrics.update(final_eval)
-    if throttle.hidden:
-        engine.print(
-            f"[yellow]{len(warnings_seen)} pattern-collapse warnings in all ({throttle.hidden} "
-            "repeats not shown; metric warn/pattern_collapse)"
-        )
-    if status != "stopped_on_nan" and last_done > start and not engine.should_save(last_done):
-        engine.save(last_done, trainer_state(last_done))
+    metrics.update(end_run(engine, state, start, status, lambda i: evaluate(run, i), total_iters))
     policy_path = engine.run.path / "policy"
     if engine.is_main and status != "stopped_on_nan":
-        save_policy(acc.unwrap_model(policy), tokenizer, policy_path)
-        acc.unwrap_model(critic).save(engine.run.path / "critic", tokenizer)
+        save_policy(acc.unwrap_model(run.models.policy), run.models.tokenizer, policy_path)
+        acc.unwrap_model(run.models.critic).save(engine.run.path / "critic", run.models.tokenizer)
     engine.close()
-    return PPOResult(policy_path, engine.run.path, metrics, status, last_done, warnings_seen)
-
-
-def next_ptx(items: list | None, cfg: PPOConfig, gen: torch.Generator, pad_id: int):
-    if items is None:
-        return None
-    from rlhfkit.data import collate_sft
-
-    pick = torch.randint(len(items), (cfg.ptx_batch_size,), generator=gen).tolist()
-    return collate_sft([items[i] for i in pick], pad_id)
-
-
-def decode_responses(tokenizer: Any, rollout: Rollout) -> list[str]:
-    """Response texts: valid tokens only, special tokens (EOS) dropped."""
-    rows = [
-        ids[mask].tolist()
-        for ids, mask in zip(rollout.response_ids, rollout.response_mask, strict=True)
-    ]
-    return tokenizer.batch_decode(rows, skip_special_tokens=True)
-
-
-def update_minibatch(
-    mb: Experience,
-    advantages: torch.Tensor,
-    returns: torch.Tensor,
-    num_tokens: torch.Tensor,
-    num_seqs: int,
-    *,
-    train_policy: bool,
-    policy: torch.nn.Module,
-    critic: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    critic_optimizer: torch.optim.Optimizer,
-    policy_loss_fn: Callable[..., Any],
-    cfg: PPOConfig,
-    acc: Any,
-    ptx_batch: dict[str, torch.Tensor] | None,
-) -> tuple[dict[str, float], bool]:
-    """One policy and one critic optimiser step on a mini-batch, over `grad_accum_steps`
-    micro-batches normalised by the mini-batch totals. Returns (stats, all finite)."""
-    stats: dict[str, float] = {}
-    micro = split_rows(num_seqs, cfg.grad_accum_steps)
-    totals = {"num_tokens": num_tokens, "num_seqs": num_seqs}
-    if train_policy:
-        sums = {
-            "loss/policy": 0.0,
-            "policy/entropy": 0.0,
-            "policy/clipfrac": 0.0,
-            "policy/approx_kl": 0.0,
-        }
-        for rows in micro:
-            m = mb.select(rows)
-            adv = advantages[rows][:, : m.response_mask.shape[1]]
-            with autocast(acc):
-                logprobs, entropy = response_logprobs(
-                    policy,
-                    m.input_ids,
-                    m.attention_mask,
-                    m.prompt_len,
-                    cfg.rollout.temperature,
-                    with_entropy=True,
-                )
-            out = policy_loss_fn(logprobs, m.old_logprobs, adv, m.response_mask, **totals)
-            loss = out.loss
-            entropy_term = aggregate_loss(entropy, m.response_mask, cfg.loss_mode, **totals)
-            if cfg.entropy_coef:
-                loss = loss - cfg.entropy_coef * entropy_term
-            if not finite(loss):
-                optimizer.zero_grad(set_to_none=True)
-                return stats, False
-            acc.backward(loss)
-            share = len(rows) / num_seqs
-            sums["loss/policy"] += float(out.loss.detach())
-            sums["policy/entropy"] += float(entropy_term.detach())
-            sums["policy/clipfrac"] += float(out.clipfrac) * share
-            sums["policy/approx_kl"] += float(out.approx_kl) * share
-        if ptx_batch is not None:  # once per optimiser step, on its own demonstrations
-            with autocast(acc):
-                ptx = ptx_loss(policy, ptx_batch)
-            if not finite(ptx):
-                optimizer.zero_grad(set_to_none=True)
-                return stats, False
-            acc.backward(cfg.ptx_coef * ptx)
-            stats["loss/ptx"] = float(ptx.detach())
-        grad_norm = clipped_step(acc, policy, optimizer, cfg.optim.max_grad_norm)
-        if not math.isfinite(grad_norm):
-            return stats, False
-        stats.update(sums)
-        stats["policy/grad_norm"] = grad_norm
-
-    vsums = {"loss/value": 0.0, "critic/value_clipfrac": 0.0, "critic/value_error": 0.0}
-    for rows in micro:
-        m = mb.select(rows)
-        ret = returns[rows][:, : m.response_mask.shape[1]]
-        with autocast(acc):
-            values = critic.values(m.input_ids, m.attention_mask, slice(m.prompt_len - 1, -1))
-        out = value_loss(
-            values.float(),
-            m.old_values,
-            ret,
-            m.response_mask,
-            cfg.value_clip_eps,
-            cfg.loss_mode,
-            **totals,
-        )
-        if not finite(out.loss):
-            critic_optimizer.zero_grad(set_to_none=True)
-            return stats, False
-        acc.backward(out.loss)
-        share = len(rows) / num_seqs
-        vsums["loss/value"] += float(out.loss.detach())
-        vsums["critic/value_clipfrac"] += float(out.clipfrac) * share
-        vsums["critic/value_error"] += float(out.value_error) * share
-    grad_norm = clipped_step(acc, critic, critic_optimizer, cfg.critic_optim.max_grad_norm)
-    if not math.isfinite(grad_norm):
-        return stats, False
-    stats.update(vsums)
-    stats["critic/grad_norm"] = grad_norm
-    return stats, True
-
-
-def clipped_step(
-    acc: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer, max_norm: float | None
-) -> float:
-    """Clip the global gradient norm, step unless it is NaN/inf (the batch is then skipped),
-    clear the gradients; returns the norm before clipping."""
-    grad_norm = clip(acc, model, max_norm)
-    if math.isfinite(grad_norm):
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return grad_norm
-
-
-def clip(acc: Any, model: torch.nn.Module, max_norm: float | None) -> float:
-    """Global gradient-norm clipping (PPO-Max); returns the norm before clipping."""
-    params = [p for p in model.parameters() if p.grad is not None]
-    if max_norm is None:
-        norms = [p.grad.detach().norm() for p in params]
-        return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
-    return float(acc.clip_grad_norm_(params, max_norm))
-
-
-def save_policy(policy: torch.nn.Module, tokenizer: Any, path: Path) -> None:
-    """A plain HF folder (LoRA adapters merged into a copy) with the tokenizer beside it."""
-    if hasattr(policy, "merge_and_unload"):
-        import copy
-
-        policy = copy.deepcopy(policy).merge_and_unload()
-    policy.save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    return PPOResult(policy_path, engine.run.path, metrics, status, state.iteration, state.warnings)

@@ -1,4 +1,5 @@
-"""Watching a PPO run: rollout statistics and the pattern-collapse warnings.
+"""Watching an online run: rollout statistics and the pattern-collapse warnings (every online
+trainer logs `rollout_metrics` and feeds them to a `CollapseMonitor`).
 
 Implementation details and their sources:
 
@@ -21,9 +22,16 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rlhfkit.core import masked_var
+from rlhfkit.core import masked_var, perplexity, sequence_kl
+from rlhfkit.rollout.experience import Experience
 
-__all__ = ["CollapseMonitor", "ConsoleThrottle", "explained_variance", "repetition_fraction"]
+__all__ = [
+    "CollapseMonitor",
+    "ConsoleThrottle",
+    "explained_variance",
+    "repetition_fraction",
+    "rollout_metrics",
+]
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> float:
@@ -82,7 +90,7 @@ class CollapseMonitor:
             warnings.append(
                 ("perplexity", f"policy perplexity fell from {base_ppl:.2f} to {ppl:.2f}")
             )
-        if metrics["policy/kl_to_ref"] > self.max_kl:
+        if metrics.get("policy/kl_to_ref", 0.0) > self.max_kl:  # absent: no reference run
             warnings.append(
                 ("kl", f"KL to the reference is {metrics['policy/kl_to_ref']:.1f} nats")
             )
@@ -115,3 +123,26 @@ class ConsoleThrottle:
             return True
         self.hidden += 1
         return False
+
+
+def rollout_metrics(exp: Experience, eos_id: int) -> dict[str, float]:
+    """What every online trainer logs about a rollout: the reward (and each component), KL to
+    the reference (when computed), perplexities, reply length, EOS share and repetition."""
+    mask = exp.response_mask
+    ended = (exp.response_ids == eos_id) & mask
+    out = {
+        "reward/score_mean": float(exp.scores.mean()),
+        "reward/score_std": float(exp.scores.std()) if len(exp.scores) > 1 else 0.0,
+        "policy/perplexity": perplexity(exp.old_logprobs, mask),
+        "response/length_mean": float(mask.sum(1).float().mean()),
+        "response/eos_fraction": float(ended.any(1).float().mean()),
+        "response/repetition": repetition_fraction(exp.response_ids, mask),
+    }
+    if len(exp.score_parts) > 1:
+        out.update({f"reward/{k}": float(v.mean()) for k, v in exp.score_parts.items()})
+    if exp.ref_logprobs is not None:
+        out["policy/kl_to_ref"] = float(
+            sequence_kl(exp.old_logprobs, exp.ref_logprobs, mask).mean()
+        )
+        out["ref/perplexity"] = perplexity(exp.ref_logprobs, mask)
+    return out

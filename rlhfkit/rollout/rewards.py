@@ -1,0 +1,100 @@
+"""Building an online trainer's reward from its configuration.
+
+A run's reward is one `Reward` (a weighted sum of scorers). The configuration offers two ways:
+
+- the shortcuts `reward_model` (+ `reward_tokenizer` when the RM has its own tokenizer) or
+  `reward_fn` ('package.module:function'): one component of weight 1;
+- `rewards:`, a list of `RewardSpec`s (each a reward model folder or a function, with a weight
+  and a name), TRL's `reward_funcs` + `reward_weights`. Each component is logged as
+  `reward/<name>`; the trainer optimises the weighted sum.
+
+A Python callable passed to `train(..., reward_fn=f)` replaces all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import torch
+from pydantic import model_validator
+
+from rlhfkit.config import ConfigBase
+from rlhfkit.rollout.scorers import (
+    CallableScorer,
+    RetokenizingRewardModelScorer,
+    Reward,
+    RewardModelScorer,
+    Scorer,
+    import_callable,
+)
+
+__all__ = ["RewardSpec", "build_reward"]
+
+
+class RewardSpec(ConfigBase):
+    name: str = ""
+    """Name in the metrics (`reward/<name>`); default: the folder's or function's name."""
+    model: str | None = None
+    """A reward model folder (a `rlhfkit rm` output or any *ForSequenceClassification folder)."""
+    tokenizer: str | None = None
+    """The reward model's own tokenizer when it differs from the policy's (replies are decoded
+    and each (dialogue, reply) re-encoded in the RM's template, + EOS); null: the policy's ids."""
+    template: Literal["chat", "raw"] = "chat"
+    """The RM's prompt template when `tokenizer` is set (as its `rlhfkit rm` run used)."""
+    fn: str | None = None
+    """A Python reward, 'package.module:function', taking (prompts, responses[, records]) and
+    returning one float per reply (e.g. `rlhfkit.sim.rewards:arithmetic_exact_match`)."""
+    weight: float = 1.0
+    """Weight of this component in the sum the trainer optimises."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RewardSpec:
+        if (self.model is None) == (self.fn is None):
+            raise ValueError("a reward needs exactly one of `model` (a folder) or `fn`")
+        return self
+
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        if self.fn:
+            return self.fn.rsplit(":", 1)[-1]
+        return "rm"
+
+
+def _scorer(spec: RewardSpec, device: torch.device) -> Scorer:
+    if spec.fn:
+        return CallableScorer(import_callable(spec.fn), name=spec.fn)
+    from rlhfkit.models import load_reward_model, load_tokenizer
+
+    rm = load_reward_model(spec.model, device=device)
+    if spec.tokenizer:
+        return RetokenizingRewardModelScorer(
+            rm, load_tokenizer(spec.tokenizer), template=spec.template
+        )
+    return RewardModelScorer(rm)
+
+
+def build_reward(
+    specs: Sequence[RewardSpec],
+    *,
+    reward_model: str = "",
+    reward_tokenizer: str | None = None,
+    reward_fn: str | None = None,
+    fn: Callable[..., Sequence[float]] | None = None,
+    device: torch.device | Any = "cpu",
+) -> Reward:
+    """The run's `Reward`: `fn` if given, else `specs`, else the `reward_model` / `reward_fn`
+    shortcut. Raises ValueError when none is configured."""
+    if fn is not None:
+        return Reward([(getattr(fn, "__name__", "reward_fn"), CallableScorer(fn), 1.0)])
+    specs = list(specs)
+    if not specs and reward_fn:
+        specs = [RewardSpec(fn=reward_fn)]
+    if not specs and reward_model:
+        specs = [RewardSpec(model=reward_model, tokenizer=reward_tokenizer)]
+    if not specs:
+        raise ValueError(
+            "no reward: give reward_model (a folder), reward_fn ('module:function') or rewards"
+        )
+    return Reward([(spec.label(), _scorer(spec, device), spec.weight) for spec in specs])

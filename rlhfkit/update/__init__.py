@@ -1,0 +1,45 @@
+"""rlhfkit.update: what every online algorithm does after a rollout — the policy step (PPO-Clip
+with clip-higher and dual clip, PPO-Penalty, the plain REINFORCE surrogate; entropy bonus, KL
+loss, ptx), the critic step, the shared `OnlineConfig`, and the run state that a checkpoint
+stores. Accumulation and the optimiser step are `rlhfkit.engine.steps`."""
+
+from rlhfkit.update.config import OnlineConfig, UpdateLossMode
+from rlhfkit.update.critic import critic_step
+from rlhfkit.update.policy import (
+    PolicyObjective,
+    build_objective,
+    policy_step,
+    ptx_loss,
+    split_rows,
+    step_totals,
+)
+from rlhfkit.update.run import (
+    OnlineData,
+    OnlineState,
+    end_iteration,
+    end_run,
+    freeze,
+    load_policies,
+    next_ptx,
+    read_online_data,
+)
+
+__all__ = [
+    "OnlineConfig",
+    "OnlineData",
+    "OnlineState",
+    "PolicyObjective",
+    "UpdateLossMode",
+    "build_objective",
+    "end_iteration",
+    "end_run",
+    "critic_step",
+    "freeze",
+    "load_policies",
+    "next_ptx",
+    "policy_step",
+    "ptx_loss",
+    "read_online_data",
+    "split_rows",
+    "step_totals",
+]

@@ -1,0 +1,212 @@
+"""What an online run holds besides its models, and the setup every online trainer shares.
+
+`OnlineState` is everything a checkpoint must store beyond Accelerate's `save_state` (models,
+optimisers, schedulers, RNG states): the iteration, the prompt position, the sampling /
+mini-batch / ptx generators, the KL controller, running reward moments and the collapse
+monitor's history. `state_dict` / `load_state_dict` make resume exact (tested per trainer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from rlhfkit.core import AdaptiveKLController, FixedKLController, RunningMoments
+from rlhfkit.engine import Engine
+from rlhfkit.models import ModelConfig, load_policy
+from rlhfkit.rollout import (
+    CollapseMonitor,
+    ConsoleThrottle,
+    PromptSource,
+    read_prompt_source,
+)
+from rlhfkit.update.config import OnlineConfig
+
+__all__ = [
+    "OnlineData",
+    "OnlineState",
+    "end_iteration",
+    "end_run",
+    "freeze",
+    "load_policies",
+    "next_ptx",
+    "read_online_data",
+]
+
+
+@dataclass
+class OnlineState:
+    prompts: PromptSource
+    kl_ctl: FixedKLController | AdaptiveKLController
+    sample_gen: torch.Generator
+    shuffle_gen: torch.Generator
+    ptx_gen: torch.Generator
+    reward_moments: RunningMoments = field(default_factory=RunningMoments)
+    monitor: CollapseMonitor = field(default_factory=CollapseMonitor)
+    throttle: ConsoleThrottle = field(default_factory=ConsoleThrottle)  # console only
+    iteration: int = 0  # the last iteration whose effects are in the models and this state
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def new(cls, cfg: OnlineConfig, prompts: PromptSource) -> OnlineState:
+        seed = cfg.engine.seed
+        kl_ctl = (
+            AdaptiveKLController(cfg.kl_coef, cfg.kl_target, cfg.kl_horizon)
+            if cfg.kl_control == "adaptive"
+            else FixedKLController(cfg.kl_coef)
+        )
+        return cls(
+            prompts=prompts,
+            kl_ctl=kl_ctl,
+            sample_gen=torch.Generator().manual_seed(seed + 1),
+            shuffle_gen=torch.Generator().manual_seed(seed + 2),
+            ptx_gen=torch.Generator().manual_seed(seed + 3),
+            monitor=CollapseMonitor(window=cfg.collapse_window),
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "iteration": self.iteration,
+            "prompts": self.prompts.state_dict(),
+            "sample_gen": self.sample_gen.get_state(),
+            "shuffle_gen": self.shuffle_gen.get_state(),
+            "ptx_gen": self.ptx_gen.get_state(),
+            "kl_ctl": self.kl_ctl.state_dict(),
+            "reward_moments": self.reward_moments.state_dict(),
+            "monitor": self.monitor.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.iteration = state["iteration"]
+        self.prompts.load_state_dict(state["prompts"])
+        self.sample_gen.set_state(state["sample_gen"])
+        self.shuffle_gen.set_state(state["shuffle_gen"])
+        self.ptx_gen.set_state(state["ptx_gen"])
+        self.kl_ctl.load_state_dict(state["kl_ctl"])
+        self.reward_moments.load_state_dict(state["reward_moments"])
+        self.monitor.load_state_dict(state["monitor"])
+
+
+@dataclass
+class OnlineData:
+    prompts: PromptSource
+    eval_prompts: PromptSource | None
+    ptx_items: list | None
+
+
+def read_online_data(cfg: OnlineConfig, tokenizer: Any, rows_per_batch: int) -> OnlineData:
+    """Prompts (every bad row reported before a run directory or a model exists), held-out
+    prompts and ptx demonstrations; `rows_per_batch` prompts must fit in one pass."""
+    from rlhfkit.data import DataError, Problem
+
+    prompts = read_prompt_source(cfg.data.train, tokenizer, cfg.data, seed=cfg.engine.seed)
+    if len(prompts) < rows_per_batch:
+        raise DataError(
+            [
+                Problem(
+                    cfg.data.train,
+                    len(prompts),
+                    "rollout_batch_size",
+                    f"{rows_per_batch} prompts per iteration but the file holds {len(prompts)}",
+                )
+            ],
+            "too few prompts",
+        )
+    eval_prompts = None
+    if cfg.eval_prompts:
+        eval_prompts = read_prompt_source(
+            cfg.eval_prompts, tokenizer, cfg.data, limit=cfg.eval_size
+        )
+    ptx_items = None
+    if cfg.ptx_data and cfg.ptx_coef > 0.0:
+        from rlhfkit.data import encode_sft, read_sft
+
+        records = read_sft(cfg.ptx_data, on_error=cfg.data.on_error).records
+        max_len = cfg.data.max_prompt_length + cfg.rollout.max_new_tokens
+        ptx_items = encode_sft(
+            tokenizer, records, max_len, cfg.data.max_prompt_length, cfg.data.prompt_template
+        )
+    return OnlineData(prompts, eval_prompts, ptx_items)
+
+
+def freeze(model: torch.nn.Module) -> torch.nn.Module:
+    return model.eval().requires_grad_(False)
+
+
+def load_policies(
+    cfg: OnlineConfig, engine: Engine, use_ref: bool
+) -> tuple[torch.nn.Module, torch.nn.Module | None]:
+    """The policy (trainable, eval mode: no dropout) and, when `use_ref` and the policy has no
+    LoRA adapters to switch off, a frozen reference copy (None otherwise)."""
+    policy = load_policy(cfg.policy).to(engine.device).eval()
+    ref_policy = None
+    if use_ref and cfg.policy.lora is None:
+        ref_cfg = ModelConfig(name_or_path=cfg.ref_policy or cfg.policy.name_or_path)
+        ref_policy = freeze(load_policy(ref_cfg.model_copy(update={"dtype": cfg.policy.dtype})))
+        ref_policy.to(engine.device)
+    return policy, ref_policy
+
+
+def next_ptx(
+    items: list | None, batch_size: int, gen: torch.Generator, pad_id: int
+) -> dict[str, torch.Tensor] | None:
+    """A random batch of ptx demonstrations (None without ptx data)."""
+    if items is None:
+        return None
+    from rlhfkit.data import collate_sft
+
+    pick = torch.randint(len(items), (batch_size,), generator=gen).tolist()
+    return collate_sft([items[i] for i in pick], pad_id)
+
+
+def end_iteration(
+    engine: Engine,
+    state: OnlineState,
+    cfg: OnlineConfig,
+    iteration: int,
+    total_iters: int,
+    metrics: dict[str, float],
+    rows: list[dict[str, Any]],
+    evaluate: Any,
+) -> dict[str, float]:
+    """Step 6 of every online loop: collapse warnings, sample file, periodic evaluation, metrics
+    line and checkpoint. `rows` are this rollout's (prompt, response, score) records; `evaluate()`
+    returns `eval/*` metrics (or {} without held-out prompts). Returns the logged metrics."""
+    for kind, warning in state.monitor.check_kinds(metrics):
+        if state.throttle.show(kind, iteration):
+            engine.print(f"[yellow]iteration {iteration}: {warning}")
+        state.warnings.append(f"{iteration}: {warning}")
+        metrics["warn/pattern_collapse"] = 1.0
+    if cfg.sample_every and iteration % cfg.sample_every == 0:
+        engine.run.write_samples(f"iter_{iteration:06d}", rows[: cfg.num_samples])
+    if cfg.eval_every and iteration % cfg.eval_every == 0 and iteration < total_iters:
+        metrics.update(evaluate(iteration))
+    if iteration % cfg.log_every == 0 or iteration == total_iters:
+        engine.log(metrics, iteration)
+    state.iteration = iteration
+    if engine.should_save(iteration):
+        engine.save(iteration, state.state_dict())
+    return metrics
+
+
+def end_run(
+    engine: Engine, state: OnlineState, start: int, status: str, evaluate: Any, total_iters: int
+) -> dict[str, float]:
+    """After the loop: the final evaluation (completed runs), the console summary of hidden
+    warnings, and a last checkpoint unless the run stopped on NaN (the last good one stays)."""
+    final: dict[str, float] = {}
+    if status == "completed":
+        final = evaluate(total_iters)
+        if final:
+            engine.log(final, total_iters)
+    if state.throttle.hidden:
+        engine.print(
+            f"[yellow]{len(state.warnings)} pattern-collapse warnings in all "
+            f"({state.throttle.hidden} repeats not shown; metric warn/pattern_collapse)"
+        )
+    last = state.iteration
+    if status != "stopped_on_nan" and last > start and not engine.should_save(last):
+        engine.save(last, state.state_dict())
+    return final
