@@ -196,15 +196,30 @@ def test_raw_template_rejects_dialogues_naming_the_row() -> None:
 
 @pytest.mark.parametrize("chat_template", [None, CHAT_TEMPLATE])
 @pytest.mark.parametrize("template", ["chat", "raw"])
-def test_ppo_prompt_ids_are_the_data_layers(chat_template: str | None, template: str) -> None:
-    # PPO tokenizes formatted prompt texts in one batch call; the ids must be `encode_prompt`'s
-    # (BOS only in the HH format: a chat template wrote its own markers, raw text gets none).
-    from rlhfkit.algos.ppo.trainer import encode_texts
+@pytest.mark.parametrize("max_len", [512, 5])
+def test_online_prompt_ids_are_the_data_layers(
+    chat_template: str | None, template: str, max_len: int
+) -> None:
+    # Every online trainer's prompts (rollout.PromptSource) and the evaluation
+    # (data.encode_prompts) give the same ids: `encode_prompt`'s, cut to the last `max_len`
+    # tokens with the BOS kept (BOS only in the HH format: a chat template wrote its own
+    # markers, raw text gets none).
+    from rlhfkit.rollout import prompt_source
 
     tok = tiny_tokenizer(chat_template)
     tok.add_bos_token = True
     dialogue = user("What is two plus two?")
-    text = format_prompt(tok, dialogue, template)
-    expected = encode_prompt(tok, dialogue, template)
-    assert encode_texts(tok, [text], 512, template) == [expected]
-    assert (expected[0] == tok.bos_token_id) == (template == "chat" and chat_template is None)
+    full = encode_prompt(tok, dialogue, template)
+    source = prompt_source([PromptRecord(dialogue)], tok, max_len, template)
+    (evaluated,) = encode_prompts(tok, [PromptRecord(dialogue)], max_len, template)
+    assert source.encoded[0].input_ids == evaluated.input_ids
+    assert source.texts == [format_prompt(tok, dialogue, template)]
+    has_bos = template == "chat" and chat_template is None
+    assert (full[0] == tok.bos_token_id) == has_bos
+    ids = source.encoded[0].input_ids
+    if max_len >= len(full):
+        assert ids == full
+    else:
+        assert len(ids) == max_len
+        assert ids[has_bos:] == full[len(full) - max_len + has_bos :]
+        assert (ids[0] == tok.bos_token_id) == has_bos  # the BOS survives truncation

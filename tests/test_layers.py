@@ -20,11 +20,12 @@ LAYER = {
     "models": 2,
     "rollout": 2,
     "engine": 2,
-    "algos": 3,
-    "eval": 4,
-    "demo": 5,
-    "cli": 5,
-    "selfcheck": 5,
+    "update": 3,
+    "algos": 4,
+    "eval": 5,
+    "demo": 6,
+    "cli": 6,
+    "selfcheck": 6,
 }
 
 

@@ -15,6 +15,7 @@ from rlhfkit.models import ScalarModel
 from rlhfkit.rollout import (
     CallableScorer,
     RetokenizingRewardModelScorer,
+    Reward,
     RewardModelScorer,
     Rollout,
     RolloutConfig,
@@ -233,24 +234,60 @@ def test_reward_model_score_lands_on_the_last_real_token(response_pad_side):
     torch.testing.assert_close(scores, expected, rtol=0, atol=1e-5)
 
 
-def test_retokenizing_scorer_equals_id_scorer_when_tokenizers_agree():
+@pytest.mark.parametrize("template", ["chat", "raw"])
+def test_retokenizing_scorer_encodes_like_the_rm_trainer_and_scores_at_eos(template):
+    """A reward model with its own tokenizer sees each (dialogue, reply) exactly as its trainer
+    encoded the chosen reply of a pair (its template, reply + EOS), and scores it there."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
+
+    from rlhfkit.data import encode_pairs
+    from rlhfkit.types import PreferencePair, PromptRecord, user
 
     vocab = {"<eos>": EOS, "<pad>": PAD, **{f"w{i}": i for i in range(2, VOCAB)}}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<eos>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
     rm = tiny_rm()
-    prompts = [[3, 4, 5], [6, 7]]
-    responses = [[8, 9], [10, 11, 9]]
-    texts_p = [" ".join(f"w{t}" for t in p) for p in prompts]
-    texts_r = [" " + " ".join(f"w{t}" for t in r) for r in responses]
-    scores = RetokenizingRewardModelScorer(rm, hf_tok)(texts_p, texts_r)
-    expected = torch.tensor(
-        [naive_score(rm, p + r) for p, r in zip(prompts, responses, strict=True)]
+    records = [PromptRecord(user("w3 w4 w5")), PromptRecord(user("w6 w7"))]
+    replies = ["w8 w9", "w10 w11 w9"]
+    scorer = RetokenizingRewardModelScorer(rm, hf_tok, template=template)
+    scores = scorer(["ignored"] * 2, replies, None, records)
+    for b, (rec, reply) in enumerate(zip(records, replies, strict=True)):
+        (pair,) = encode_pairs(
+            hf_tok, [PreferencePair(rec.prompt, reply, "w2")], 64, template=template
+        )
+        assert scorer.encode(rec, reply) == pair.chosen_ids
+        assert pair.chosen_ids[-1] == EOS
+        assert scores[b].item() == pytest.approx(naive_score(rm, pair.chosen_ids), abs=1e-5)
+    if template == "raw":  # plain ids: prompt words, reply words, EOS
+        assert scorer.encode(records[0], replies[0]) == [3, 4, 5, 8, 9, EOS]
+
+
+def test_reward_is_the_weighted_sum_and_functions_can_read_records():
+    from rlhfkit.rollout import Reward
+    from rlhfkit.types import PromptRecord, user
+
+    records = [
+        PromptRecord(user("q"), meta={"answer": "4"}),
+        PromptRecord(user("q"), meta={"answer": "5"}),
+    ]
+
+    def exact(prompts, responses, records):
+        return [float(r == rec.meta["answer"]) for r, rec in zip(responses, records, strict=True)]
+
+    reward = Reward(
+        [
+            ("exact", CallableScorer(exact), 2.0),
+            ("length", CallableScorer(lambda p, r: [len(x) for x in r]), -0.5),
+        ]
     )
-    torch.testing.assert_close(scores, expected, rtol=0, atol=1e-5)
+    total, parts = reward(["p", "p"], ["4", "42"], None, records)
+    assert parts["exact"].tolist() == [1.0, 0.0]
+    assert parts["length"].tolist() == [1.0, 2.0]
+    assert total.tolist() == [2.0 * 1.0 - 0.5 * 1.0, 2.0 * 0.0 - 0.5 * 2.0]
+    with pytest.raises(ValueError, match="names must differ"):
+        Reward([("a", CallableScorer(exact), 1.0), ("a", CallableScorer(exact), 1.0)])
 
 
 def test_callable_scorer_and_import_by_name():
@@ -281,12 +318,19 @@ def test_make_experience_matches_naive_per_row_forwards():
         out,
         ["p"] * 4,
         ["r"] * 4,
+        [],
         policy=policy,
         ref_policy=ref,
         critic=critic,
-        scorer=RewardModelScorer(rm),
+        reward=Reward([("rm", RewardModelScorer(rm), 1.0)]),
         temperature=0.8,
     )
+    lean = make_experience(
+        out, ["p"] * 4, ["r"] * 4, [], policy=policy, use_ref=False,
+        reward=Reward([("rm", RewardModelScorer(rm), 1.0)]), temperature=0.8,
+    )  # fmt: skip
+    assert lean.ref_logprobs is None and lean.old_values is None  # no reference, no critic run
+    torch.testing.assert_close(lean.old_logprobs, exp.old_logprobs, rtol=0, atol=0)
     for b, prompt in enumerate(PROMPTS):
         n = int(exp.response_mask[b].sum())
         response = exp.response_ids[b, :n].tolist()
@@ -332,10 +376,11 @@ def test_lora_reference_with_adapters_disabled_equals_base_model():
         out,
         ["p"] * 4,
         ["r"] * 4,
+        [],
         policy=policy,
         ref_policy=None,
         critic=critic,
-        scorer=CallableScorer(lambda p, r: [0.0] * len(r)),
+        reward=Reward([("zero", CallableScorer(lambda p, r: [0.0] * len(r)), 1.0)]),
         temperature=1.0,
     )
     with torch.no_grad():
