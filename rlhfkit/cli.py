@@ -1,7 +1,7 @@
 """The `rlhfkit` command.
 
     rlhfkit demo [--out DIR] [--quick]          the whole loop on the simulated world
-    rlhfkit sft|rm|ppo --config FILE [--preset NAME] [key.sub=value ...]
+    rlhfkit sft|rm|ppo|grpo|rloo|reinforce|dpo|bon --config FILE [--preset NAME] [key=value ...]
     rlhfkit sim make|score|collect              the simulated feedback world
     rlhfkit data inspect PATH                   look at a dataset before training on it
     rlhfkit eval ...                            judges, win rates, reports
@@ -31,14 +31,32 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# command -> (module, config class). The module provides `train(cfg)`.
+# command -> (module, config class, help). The module provides `train(cfg)`. Every module here
+# must exist: a missing one is an error (tests/test_cli.py), never a silently absent command.
 TRAINERS = {
     "sft": ("rlhfkit.algos.sft", "SFTConfig", "Supervised fine-tuning on demonstrations."),
     "rm": ("rlhfkit.algos.rm", "RMConfig", "Train a reward model on preference comparisons."),
     "ppo": ("rlhfkit.algos.ppo", "PPOConfig", "PPO against a reward model (presets: ppo_max)."),
+    "grpo": (
+        "rlhfkit.algos.pg",
+        "PGConfig",
+        "GRPO (group-normalised advantages; presets: grpo_sim, dr_grpo_sim, dapo_sim).",
+    ),
+    "rloo": ("rlhfkit.algos.pg", "PGConfig", "RLOO (leave-one-out baseline; preset: rloo_sim)."),
+    "reinforce": (
+        "rlhfkit.algos.pg",
+        "PGConfig",
+        "REINFORCE++ (whitened returns, no critic; preset: reinforce_sim).",
+    ),
     "dpo": ("rlhfkit.algos.dpo", "DPOConfig", "Direct preference optimisation."),
-    "grpo": ("rlhfkit.algos.grpo", "GRPOConfig", "Group-relative policy optimisation."),
     "bon": ("rlhfkit.algos.bon", "BoNConfig", "Best-of-N sampling with a reward model."),
+}
+
+# a command's own starting values, under any preset, file or override
+COMMAND_DEFAULTS: dict[str, dict[str, object]] = {
+    "grpo": {"advantage": "grpo"},
+    "rloo": {"advantage": "rloo", "kl_coef": 0.05},
+    "reinforce": {"advantage": "reinforce_pp", "kl_coef": 0.05},
 }
 
 # sub-command groups owned by their packages: name -> module exposing `app`
@@ -62,13 +80,19 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _run_trainer(
-    module: str, cls_name: str, config: Path | None, preset: str | None, overrides: list[str]
+    name: str,
+    module: str,
+    cls_name: str,
+    config: Path | None,
+    preset: str | None,
+    overrides: list[str],
 ):
     from rlhfkit.config import ConfigError, load_config
 
     mod = importlib.import_module(module)
     try:
-        cfg = load_config(getattr(mod, cls_name), config, overrides or [], preset)
+        cls = getattr(mod, cls_name)
+        cfg = load_config(cls, config, overrides or [], preset, COMMAND_DEFAULTS.get(name))
         mod.train(cfg)
     except ConfigError as e:
         _fail(f"config error: {e}")
@@ -96,32 +120,29 @@ def _make_trainer_command(name: str, module: str, cls_name: str, help_text: str)
         ] = None,
         preset: Annotated[str | None, typer.Option(help="a preset shipped with rlhfkit")] = None,
     ) -> None:
-        _run_trainer(module, cls_name, config, preset, overrides or [])
+        _run_trainer(name, module, cls_name, config, preset, overrides or [])
 
     command.__doc__ = help_text
     app.command(name)(command)
 
 
 for _name, (_module, _cls, _help) in TRAINERS.items():
-    if _exists(_module):
-        _make_trainer_command(_name, _module, _cls, _help)
+    _make_trainer_command(_name, _module, _cls, _help)
 
 for _name, _module in GROUPS.items():
-    if _exists(_module):
-        app.add_typer(importlib.import_module(_module).app, name=_name)
+    app.add_typer(importlib.import_module(_module).app, name=_name)
 
-if _exists("rlhfkit.demo"):
 
-    @app.command()
-    def demo(
-        out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/demo"),
-        seed: Annotated[int, typer.Option(help="seed for the world and every stage")] = 0,
-        quick: Annotated[bool, typer.Option(help="tiny sizes: an end-to-end smoke run")] = False,
-    ) -> None:
-        """The whole loop on the simulated world: SFT → RM → PPO-Max → evaluation → report."""
-        from rlhfkit.demo import run_demo
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/demo"),
+    seed: Annotated[int, typer.Option(help="seed for the world and every stage")] = 0,
+    quick: Annotated[bool, typer.Option(help="tiny sizes: an end-to-end smoke run")] = False,
+) -> None:
+    """The whole loop on the simulated world: SFT → RM → PPO-Max → evaluation → report."""
+    from rlhfkit.demo import run_demo
 
-        run_demo(out, seed=seed, quick=quick)
+    run_demo(out, seed=seed, quick=quick)
 
 
 config_app = typer.Typer(help="Inspect configuration schemas.", no_args_is_help=True)
@@ -139,15 +160,15 @@ def config_show(
 
     from rlhfkit.config import ConfigError, describe, load_config, to_yaml
 
-    if algo not in TRAINERS or not _exists(TRAINERS[algo][0]):
-        _fail(
-            f"unknown algorithm {algo!r}; available: {', '.join(n for n, v in TRAINERS.items() if _exists(v[0]))}"
-        )
+    if algo not in TRAINERS:
+        _fail(f"unknown algorithm {algo!r}; available: {', '.join(TRAINERS)}")
     module, cls_name, _ = TRAINERS[algo]
     cls = getattr(importlib.import_module(module), cls_name)
     if preset:
         try:
-            typer.echo(to_yaml(load_config(cls, preset=preset)))
+            typer.echo(
+                to_yaml(load_config(cls, preset=preset, defaults=COMMAND_DEFAULTS.get(algo)))
+            )
         except ConfigError as e:
             _fail(str(e))
         return

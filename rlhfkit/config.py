@@ -115,9 +115,11 @@ def load_config(
     path: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     preset: str | None = None,
+    defaults: dict[str, Any] | None = None,
 ) -> C:
-    """Build a validated `cls` from preset → file → overrides (see module docstring)."""
-    data: dict[str, Any] = {}
+    """Build a validated `cls` from defaults → preset → file → overrides (see module docstring);
+    `defaults` are a command's own starting values (e.g. `rlhfkit rloo` sets advantage: rloo)."""
+    data: dict[str, Any] = dict(defaults or {})
     files: list[Path] = []
     if preset:
         files.append(preset_path(preset))

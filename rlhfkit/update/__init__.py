@@ -20,6 +20,7 @@ from rlhfkit.update.run import (
     end_run,
     freeze,
     load_policies,
+    minibatch_epochs,
     next_ptx,
     read_online_data,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "critic_step",
     "freeze",
     "load_policies",
+    "minibatch_epochs",
     "next_ptx",
     "policy_step",
     "ptx_loss",

@@ -31,6 +31,7 @@ __all__ = [
     "end_run",
     "freeze",
     "load_policies",
+    "minibatch_epochs",
     "next_ptx",
     "read_online_data",
 ]
@@ -210,3 +211,34 @@ def end_run(
     if status != "stopped_on_nan" and last > start and not engine.should_save(last):
         engine.save(last, state.state_dict())
     return final
+
+
+def minibatch_epochs(
+    n_rows: int,
+    epochs: int,
+    mini_batch_size: int,
+    generator: torch.Generator,
+    step: Any,
+    on_nan: str,
+) -> tuple[dict[str, float], int]:
+    """`epochs` passes over the rollout's rows, each a fresh permutation split into
+    mini-batches; `step(rows) -> stats` runs one optimiser step (or two, with a critic).
+    Returns the mean of each statistic and how many steps NaN/inf made skip; with
+    `on_nan="stop"` the `NonFiniteError` propagates (the caller stops the run)."""
+    from rlhfkit.engine import NonFiniteError
+
+    stats: dict[str, list[float]] = {}
+    skipped = 0
+    for _ in range(epochs):
+        perm = torch.randperm(n_rows, generator=generator)
+        for rows in perm.split(mini_batch_size):
+            try:
+                result = step(rows)
+            except NonFiniteError:
+                if on_nan == "stop":
+                    raise
+                skipped += 1
+                continue
+            for k, v in result.items():
+                stats.setdefault(k, []).append(v)
+    return {k: sum(v) / len(v) for k, v in stats.items()}, skipped

@@ -79,6 +79,7 @@ from rlhfkit.update import (
     end_iteration,
     end_run,
     load_policies,
+    minibatch_epochs,
     next_ptx,
     policy_step,
     read_online_data,
@@ -216,37 +217,29 @@ def update(
         max_new_tokens=cfg.rollout.max_new_tokens,
         autocast=engine.autocast,
     )
-    stats: dict[str, list[float]] = {}
-    skipped = 0
-    for _ in range(cfg.ppo_epochs):
-        perm = torch.randperm(exp.input_ids.shape[0], generator=run.state.shuffle_gen)
-        for rows in perm.split(cfg.mini_batch_size):
-            mb = exp.select(rows)
-            width = mb.response_mask.shape[1]
-            mb_adv, mb_ret = advantages[rows][:, :width], returns[rows][:, :width]
-            step: dict[str, float] = {}
-            try:
-                if train_policy:
-                    ptx = next_ptx(
-                        run.data.ptx_items, cfg.ptx_batch_size, run.state.ptx_gen, pad_id
-                    )
-                    step |= policy_step(
-                        acc, run.models.policy, run.optimizer, run.scheduler, mb, mb_adv,
-                        objective, max_grad_norm=cfg.optim.max_grad_norm, ptx_batch=ptx, **common,
-                    )  # fmt: skip
-                step |= critic_step(
-                    acc, run.models.critic, run.critic_optimizer, run.critic_scheduler, mb, mb_ret,
-                    value_clip_eps=cfg.value_clip_eps, loss_mode=cfg.loss_mode,
-                    max_grad_norm=cfg.critic_optim.max_grad_norm, **common,
-                )  # fmt: skip
-            except NonFiniteError:
-                if cfg.on_nan == "stop":
-                    raise
-                skipped += 1
-                continue
-            for k, v in step.items():
-                stats.setdefault(k, []).append(v)
-    return {k: sum(v) / len(v) for k, v in stats.items()}, skipped
+
+    def step(rows: torch.Tensor) -> dict[str, float]:
+        mb = exp.select(rows)
+        width = mb.response_mask.shape[1]
+        mb_adv, mb_ret = advantages[rows][:, :width], returns[rows][:, :width]
+        stats: dict[str, float] = {}
+        if train_policy:
+            ptx = next_ptx(run.data.ptx_items, cfg.ptx_batch_size, run.state.ptx_gen, pad_id)
+            stats |= policy_step(
+                acc, run.models.policy, run.optimizer, run.scheduler, mb, mb_adv, objective,
+                max_grad_norm=cfg.optim.max_grad_norm, ptx_batch=ptx, **common,
+            )  # fmt: skip
+        stats |= critic_step(
+            acc, run.models.critic, run.critic_optimizer, run.critic_scheduler, mb, mb_ret,
+            value_clip_eps=cfg.value_clip_eps, loss_mode=cfg.loss_mode,
+            max_grad_norm=cfg.critic_optim.max_grad_norm, **common,
+        )  # fmt: skip
+        return stats
+
+    return minibatch_epochs(
+        exp.input_ids.shape[0], cfg.ppo_epochs, cfg.mini_batch_size, run.state.shuffle_gen,
+        step, cfg.on_nan,
+    )  # fmt: skip
 
 
 def evaluate(run: PPORun, iteration: int) -> dict[str, float]:
