@@ -231,3 +231,29 @@ def test_commands_pick_their_estimator(tmp_path):
     assert cfg.advantage == "dr_grpo" and cfg.loss_mode == "seq_mean_token_sum_norm"
     with pytest.raises(ValueError, match="group_size >= 2"):
         PGConfig(advantage="grpo", group_size=1)
+
+
+@pytest.mark.parametrize("command", ["ppo", "grpo", "rloo", "reinforce"])
+def test_too_few_or_no_prompts_fail_in_one_line_before_any_run_directory(
+    assets,  # noqa: F811
+    tmp_path,
+    command,
+):
+    from typer.testing import CliRunner
+
+    from rlhfkit.cli import app
+
+    empty, one = tmp_path / "empty.jsonl", tmp_path / "one.jsonl"
+    empty.write_text("")
+    one.write_text('{"prompt": "w1 w2"}\n')
+    for path, message in ((empty, "the file holds no prompts"), (one, "but the file holds 1")):
+        out = tmp_path / f"run_{path.stem}"
+        result = CliRunner().invoke(
+            app,
+            [command, f"policy.name_or_path={assets['policy']}", f"data.train={path}",
+             "reward_fn=math:fsum", f"out_dir={out}", "data.prompt_template=raw"],
+        )  # fmt: skip
+        assert result.exit_code == 2, result.output
+        assert message in result.output and f"{path.name}:1:" in result.output
+        assert "Traceback" not in result.output
+        assert not out.exists()

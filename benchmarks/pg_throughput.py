@@ -1,0 +1,205 @@
+#!/usr/bin/env python
+"""GRPO / RLOO throughput on the anchor workload (../shared/bench/README.md), one JSON line per
+run; `grpo_throughput.py` and `rloo_throughput.py` are this script with `--algo` fixed.
+
+Workload (TRL's GRPO and RLOO rows of the anchor baseline): the tiny GPT-2 policy (4 layers,
+d = 256, vocab 4096) and GPT2ForSequenceClassification reward model, 16 prompts × 4 samples per
+step (raw text, 24-32 prompt tokens), ≤ 32 new tokens at temperature 1 stopping at EOS, one
+optimiser step on the 64 replies per rollout (TRL: per_device_train_batch_size = 64, one
+generation per step). GRPO: β = 0, no reference model is loaded or run. RLOO: β = 0.05 in the
+reward, with a reference. fp32 or bf16 autocast, 2 torch threads. It runs
+`rlhfkit.algos.pg.train` itself: what is timed is the trainer users run.
+
+Reported (as `ppo_throughput.py`): `s_per_iter` (median wall time between consecutive
+iterations' metric lines after `--warmup`), min/max, generated tokens/s, the time split
+(generation, scoring, training), peak RSS, the GEMM rate, and the FLOP floor: FLOPs of one
+iteration / the machine's large-matmul rate; `achieved_fraction` = floor / s_per_iter.
+FLOPs: generation B·P prefill + B·R decoded tokens through the body and head; scoring the
+reward model body over B·T (and, RLOO, the reference over B·T with the head on R tokens);
+training 3 × (policy forward over B·T, head on R tokens); attention 2·d·T² per layer.
+
+Usage (anchor first: `bench_trl.py grpo --assets DIR`, in turn with this):
+  python benchmarks/grpo_throughput.py --assets ~/.cache/rlhfkit-anchors/assets \
+      [--precision fp32 bf16] [--iterations 8] [--warmup 2] [--threads 2]
+  python benchmarks/rloo_throughput.py ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from ppo_throughput import DEFAULT_ASSETS, gemm_rate  # noqa: E402 -- the shared GEMM probe
+
+ALGOS = {
+    "grpo": {"advantage": "grpo", "kl_coef": 0.0, "kl_loss_coef": 0.0},
+    "rloo": {"advantage": "rloo", "kl_coef": 0.05},
+}
+
+
+def iteration_flops(
+    b: int, p: float, r: float, n_body: int, head: int, layers: int, d: int, with_ref: bool
+) -> dict[str, float]:
+    t = p + r
+    attn = 2 * d * t * t * layers
+    policy_fwd = b * (t * 2 * n_body + r * 2 * head) + b * attn
+    body_fwd = b * t * 2 * n_body + b * attn
+    generation = b * (p * 2 * n_body + 2 * head) + b * r * (2 * n_body + 2 * head) + b * attn
+    scoring = body_fwd + (policy_fwd if with_ref else 0.0)
+    training = 3 * policy_fwd
+    return {
+        "generation": generation,
+        "scoring": scoring,
+        "training": training,
+        "total": generation + scoring + training,
+    }
+
+
+def child(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    from rlhfkit.algos.pg import PGConfig, train
+    from rlhfkit.engine.metrics import read_metrics
+
+    gemm_before = {k: gemm_rate(k) for k in ("fp32", "bf16")}
+    assets = Path(args.assets)
+    out = Path(tempfile.mkdtemp(prefix=f"{args.algo}_bench_{args.precision}_"))
+    cfg = PGConfig.model_validate(
+        {
+            "out_dir": str(out),
+            "policy": {"name_or_path": str(assets / "policy")},
+            "tokenizer": str(assets / "tokenizer"),
+            "reward_model": str(assets / "reward"),
+            "data": {
+                "train": str(assets / "prompts.jsonl"),
+                "prompt_template": "raw",
+                "max_prompt_length": 64,
+            },
+            "rollout": {"max_new_tokens": 32, "temperature": 1.0, "batch_size": 64},
+            "iterations": args.warmup + args.iterations,
+            "rollout_batch_size": 16,
+            "group_size": 4,
+            "mini_batch_size": 64,
+            "ppo_epochs": 1,
+            "loss_mode": "token_mean",
+            "optim": {"lr": 1e-6},
+            "sample_every": 0,
+            **ALGOS[args.algo],
+            "engine": {
+                "seed": 42,
+                "threads": args.threads,
+                "device": "cpu",
+                "mixed_precision": "bf16" if args.precision == "bf16" else "no",
+                "resume": False,
+            },
+        }
+    )
+    t_start = time.perf_counter()
+    train(cfg)
+    wall = time.perf_counter() - t_start
+    gemm_after = {k: gemm_rate(k) for k in ("fp32", "bf16")}
+    rows = [r for r in read_metrics(out / "metrics.jsonl") if "reward/score_mean" in r]
+    times = [r["time"] for r in rows]
+    per_iter = [t1 - t0 for t0, t1 in zip(times, times[1:], strict=False)][args.warmup - 1 :]
+    measured = rows[args.warmup :]
+    s_iter = statistics.median(per_iter)
+    tokens = statistics.median(r["response/length_mean"] * 64 for r in measured)
+
+    tok = AutoTokenizer.from_pretrained(assets / "tokenizer")
+    prompts = [json.loads(line)["prompt"] for line in open(assets / "prompts.jsonl")]
+    p_mean = statistics.mean(len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+    model = AutoModelForCausalLM.from_pretrained(assets / "policy")
+    d, vocab = model.config.n_embd, model.config.vocab_size
+    n_body = sum(q.numel() for q in model.transformer.h.parameters())
+    flops = iteration_flops(
+        64, p_mean, tokens / 64, n_body, d * vocab, model.config.n_layer, d, args.algo == "rloo"
+    )
+    rate = max(gemm_before[args.precision], gemm_after[args.precision])
+    floor_s = flops["total"] / (rate * 1e9)
+    split = {
+        k: statistics.median(r[f"time/{k}"] for r in measured)
+        for k in ("generation", "scoring", "training")
+    }
+    print(
+        json.dumps(
+            {
+                "bench": f"{args.algo}_throughput",
+                "trainer": "rlhfkit.algos.pg",
+                "precision": args.precision,
+                "threads": args.threads,
+                "iterations_measured": len(per_iter),
+                "warmup": args.warmup,
+                "s_per_iter": round(s_iter, 3),
+                "s_per_iter_min": round(min(per_iter), 3),
+                "s_per_iter_max": round(max(per_iter), 3),
+                "iter_per_s": round(1 / s_iter, 4),
+                "gen_tokens_per_iter": round(tokens, 1),
+                "tokens_per_s": round(tokens / s_iter, 1),
+                "time_split_s": {k: round(v, 3) for k, v in split.items()},
+                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "gemm_gflops_before": {k: round(v, 1) for k, v in gemm_before.items()},
+                "gemm_gflops_after": {k: round(v, 1) for k, v in gemm_after.items()},
+                "gflop_per_iter": {k: round(v / 1e9, 2) for k, v in flops.items()},
+                "floor_s": round(floor_s, 3),
+                "achieved_fraction": round(floor_s / s_iter, 3),
+                "process_wall_s": round(wall, 1),
+                "load_avg_1min": os.getloadavg()[0],
+            }
+        ),
+        flush=True,
+    )
+
+
+def main(algo: str | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--algo", choices=sorted(ALGOS), default=algo or "grpo")
+    ap.add_argument("--assets", default=str(DEFAULT_ASSETS))
+    ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    ap.add_argument("--iterations", type=int, default=8, help="measured iterations")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if not (Path(args.assets) / "policy").is_dir():
+        sys.exit(
+            f"{args.assets}: no assets; build them with ../shared/bench/make_assets.py --out DIR"
+        )
+    if args.child:
+        args.precision = args.precision[0]
+        child(args)
+        return
+    for precision in args.precision:
+        cmd = [
+            sys.executable, str(Path(__file__).with_name("pg_throughput.py")), "--child",
+            "--algo", args.algo, "--assets", args.assets, "--precision", precision,
+            "--iterations", str(args.iterations), "--warmup", str(args.warmup),
+            "--threads", str(args.threads),
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            error = {"bench": f"{args.algo}_throughput", "precision": precision, "status": "error"}
+            print(json.dumps({**error, "stderr_tail": proc.stderr[-2000:]}), flush=True)
+        else:
+            print(lines[-1], flush=True)
+
+
+if __name__ == "__main__":
+    main()
