@@ -192,8 +192,15 @@ def test_reward_rises_on_a_toy_reward_while_kl_stays_bounded(assets, tmp_path, n
     assert max(r["policy/kl_to_ref"] for r in rows) < 25.0
 
 
-def test_resume_after_a_stop_equals_an_uninterrupted_run(assets, tmp_path):  # noqa: F811
-    base = dict(advantage="rloo", kl_coef=0.05, iterations=4, ppo_epochs=2, mini_batch_size=8)
+@pytest.mark.parametrize(
+    "extra",
+    [{"advantage": "rloo", "kl_coef": 0.05}, {"advantage": "grpo", "kl_loss_coef": 0.1,
+     "ref_policy": "REF"}, {"advantage": "reinforce_pp_baseline", "kl_coef": 0.05,
+     "dynamic_sampling": True}],
+)  # fmt: skip
+def test_resume_after_a_stop_equals_an_uninterrupted_run(assets, tmp_path, extra):  # noqa: F811
+    extra = {k: assets["ref"] if v == "REF" else v for k, v in extra.items()}
+    base = dict(iterations=4, ppo_epochs=2, mini_batch_size=8, **extra)
     full = pg.train(make_cfg(assets, tmp_path / "full", **base), reward_fn=target_fraction)
     stopped = make_cfg(assets, tmp_path / "resumed", stop_after=2, **base)
     assert pg.train(stopped, reward_fn=target_fraction).status == "stopped"
@@ -257,3 +264,36 @@ def test_too_few_or_no_prompts_fail_in_one_line_before_any_run_directory(
         assert message in result.output and f"{path.name}:1:" in result.output
         assert "Traceback" not in result.output
         assert not out.exists()
+
+
+def test_training_rollouts_and_the_evaluation_sample_the_same_replies(assets):  # noqa: F811
+    """One path: the trainers' `collect` and the evaluation's `sample_batches` give the same ids
+    and the same reply text for the same prompts and generator state."""
+    from rlhfkit.data import read_prompts
+    from rlhfkit.models import ModelConfig, load_policy, load_tokenizer
+    from rlhfkit.rollout import (
+        CallableScorer,
+        OnlineModels,
+        Reward,
+        RolloutConfig,
+        collect,
+        prompt_source,
+        sample_batches,
+    )
+
+    tok = load_tokenizer(assets["policy"])
+    policy = load_policy(ModelConfig(name_or_path=assets["policy"])).eval()
+    records = read_prompts(assets["prompts"]).records[:12]
+    cfg = RolloutConfig(max_new_tokens=6, batch_size=12)
+    source = prompt_source(records, tok, 64, "raw")
+    reward = Reward([("len", CallableScorer(lambda p, r: [len(x) for x in r]), 1.0)])
+    models = OnlineModels(policy, tok, reward, use_ref=False)
+    batch = collect(models, source, list(range(12)), torch.Generator().manual_seed(5), cfg)
+    ((_, rollout, texts),) = list(
+        sample_batches(policy, tok, records, cfg, torch.Generator().manual_seed(5), 64, "raw")
+    )
+    assert batch.responses == texts
+    assert batch.prompts == source.texts
+    width = batch.experience.response_ids.shape[1]
+    assert torch.equal(batch.experience.response_ids, rollout.response_ids[:, :width])
+    assert any(texts) and all(t == t.strip() for t in texts)
