@@ -15,9 +15,12 @@ from rlhfkit.update.policy import (
 )
 from rlhfkit.update.run import (
     OnlineData,
+    OnlineResult,
     OnlineState,
     end_iteration,
     end_run,
+    evaluate_held_out,
+    finite,
     freeze,
     load_policies,
     minibatch_epochs,
@@ -28,12 +31,15 @@ from rlhfkit.update.run import (
 __all__ = [
     "OnlineConfig",
     "OnlineData",
+    "OnlineResult",
     "OnlineState",
     "PolicyObjective",
     "UpdateLossMode",
     "build_objective",
     "end_iteration",
     "end_run",
+    "evaluate_held_out",
+    "finite",
     "critic_step",
     "freeze",
     "load_policies",

@@ -26,9 +26,12 @@ from rlhfkit.update.config import OnlineConfig
 
 __all__ = [
     "OnlineData",
+    "OnlineResult",
     "OnlineState",
     "end_iteration",
     "end_run",
+    "evaluate_held_out",
+    "finite",
     "freeze",
     "load_policies",
     "minibatch_epochs",
@@ -242,3 +245,39 @@ def minibatch_epochs(
             for k, v in result.items():
                 stats.setdefault(k, []).append(v)
     return {k: sum(v) / len(v) for k, v in stats.items()}, skipped
+
+
+@dataclass
+class OnlineResult:
+    policy_path: Any  # Path: the trained policy, a HF folder with its tokenizer (RUN/policy)
+    run_dir: Any  # Path
+    metrics: dict[str, float]  # the last iteration's metrics and the final evaluation
+    status: str = "completed"  # completed | stopped (stop_after) | stopped_on_nan
+    iterations_done: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def finite(*tensors: torch.Tensor | None) -> bool:
+    """Whether every given tensor (None: absent, fine) holds only finite values."""
+    return all(t is None or bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def evaluate_held_out(
+    engine: Engine,
+    cfg: OnlineConfig,
+    data: OnlineData,
+    models: Any,
+    judges: dict[str, Any],
+    iteration: int,
+) -> dict[str, float]:
+    """`eval/*` on the held-out prompts (the same draws at every evaluation: the generator is
+    seeded from the run seed), with the replies written to RUN/samples/eval_NNNNNN.jsonl."""
+    from rlhfkit.rollout import evaluate_online
+
+    if data.eval_prompts is None:
+        return {}
+    metrics, rows = evaluate_online(
+        models, data.eval_prompts, cfg.rollout, cfg.engine.seed + 10_000, judges, engine.autocast
+    )
+    engine.run.write_samples(f"eval_{iteration:06d}", rows)
+    return metrics

@@ -33,8 +33,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -60,15 +59,17 @@ from rlhfkit.rollout import (
     build_reward,
     cat_experiences,
     collect,
-    evaluate_online,
     rollout_metrics,
 )
 from rlhfkit.update import (
     OnlineData,
+    OnlineResult,
     OnlineState,
     build_objective,
     end_iteration,
     end_run,
+    evaluate_held_out,
+    finite,
     load_policies,
     minibatch_epochs,
     next_ptx,
@@ -79,14 +80,7 @@ from rlhfkit.update import (
 __all__ = ["ADVANTAGES", "PGResult", "PGRun", "advantages", "setup", "train", "update"]
 
 
-@dataclass
-class PGResult:
-    policy_path: Path  # the trained policy, a HF folder with its tokenizer (RUN/policy)
-    run_dir: Path
-    metrics: dict[str, float]  # the last iteration's metrics and the final evaluation
-    status: str = "completed"  # completed | stopped (stop_after) | stopped_on_nan
-    iterations_done: int = 0
-    warnings: list[str] = field(default_factory=list)
+PGResult = OnlineResult  # policy_path, run_dir, metrics, status, iterations_done, warnings
 
 
 @dataclass
@@ -264,19 +258,8 @@ def update(
 
 
 def evaluate(run: PGRun, iteration: int) -> dict[str, float]:
-    """`eval/*` on the held-out prompts (the same draws every time), samples written."""
-    if run.data.eval_prompts is None:
-        return {}
-    metrics, rows = evaluate_online(
-        run.models, run.data.eval_prompts, run.cfg.rollout, run.cfg.engine.seed + 10_000,
-        run.judges, run.engine.autocast,
-    )  # fmt: skip
-    run.engine.run.write_samples(f"eval_{iteration:06d}", rows)
-    return metrics
-
-
-def finite(*tensors: torch.Tensor | None) -> bool:
-    return all(t is None or bool(torch.isfinite(t).all()) for t in tensors)
+    """`eval/*` on the held-out prompts (`update.evaluate_held_out`)."""
+    return evaluate_held_out(run.engine, run.cfg, run.data, run.models, run.judges, iteration)
 
 
 # -- the loop -----------------------------------------------------------------------------------

@@ -46,8 +46,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -67,17 +66,19 @@ from rlhfkit.rollout import (
     OnlineModels,
     build_reward,
     collect,
-    evaluate_online,
     explained_variance,
     rollout_metrics,
 )
 from rlhfkit.update import (
     OnlineData,
+    OnlineResult,
     OnlineState,
     build_objective,
     critic_step,
     end_iteration,
     end_run,
+    evaluate_held_out,
+    finite,
     load_policies,
     minibatch_epochs,
     next_ptx,
@@ -88,14 +89,7 @@ from rlhfkit.update import (
 __all__ = ["PPOResult", "PPORun", "advantages_and_returns", "setup", "train", "update"]
 
 
-@dataclass
-class PPOResult:
-    policy_path: Path  # the trained policy, a HF folder with its tokenizer (RUN/policy)
-    run_dir: Path
-    metrics: dict[str, float]  # the last iteration's metrics and the final evaluation
-    status: str = "completed"  # completed | stopped (stop_after) | stopped_on_nan
-    iterations_done: int = 0
-    warnings: list[str] = field(default_factory=list)
+PPOResult = OnlineResult  # policy_path, run_dir, metrics, status, iterations_done, warnings
 
 
 @dataclass
@@ -243,22 +237,10 @@ def update(
 
 
 def evaluate(run: PPORun, iteration: int) -> dict[str, float]:
-    """`eval/*` on the held-out prompts (the same draws every time), samples written."""
-    if run.data.eval_prompts is None:
-        return {}
-    models = OnlineModels(
-        run.models.policy, run.models.tokenizer, run.models.reward, run.models.ref_policy
-    )
-    metrics, rows = evaluate_online(
-        models, run.data.eval_prompts, run.cfg.rollout, run.cfg.engine.seed + 10_000,
-        run.judges, run.engine.autocast,
-    )  # fmt: skip
-    run.engine.run.write_samples(f"eval_{iteration:06d}", rows)
-    return metrics
-
-
-def finite(*tensors: torch.Tensor | None) -> bool:
-    return all(t is None or bool(torch.isfinite(t).all()) for t in tensors)
+    """`eval/*` on the held-out prompts (`update.evaluate_held_out`; no critic forward)."""
+    m = run.models
+    models = OnlineModels(m.policy, m.tokenizer, m.reward, m.ref_policy)
+    return evaluate_held_out(run.engine, run.cfg, run.data, models, run.judges, iteration)
 
 
 def train(
