@@ -297,3 +297,29 @@ def test_training_rollouts_and_the_evaluation_sample_the_same_replies(assets):  
     width = batch.experience.response_ids.shape[1]
     assert torch.equal(batch.experience.response_ids, rollout.response_ids[:, :width])
     assert any(texts) and all(t == t.strip() for t in texts)
+
+
+def test_nan_scores_skip_the_batch_or_stop_with_the_last_good_checkpoint(assets, tmp_path):  # noqa: F811
+    calls = {"n": 0}
+
+    def nan_on_second_call(prompts, responses):
+        calls["n"] += 1
+        scores = target_fraction(prompts, responses)
+        return [float("nan")] * len(scores) if calls["n"] == 2 else scores
+
+    result = pg.train(
+        make_cfg(assets, tmp_path / "skip", iterations=3), reward_fn=nan_on_second_call
+    )
+    assert result.status == "completed" and result.iterations_done == 3
+    rows = read_metrics(result.run_dir / "metrics.jsonl")
+    assert [r["step"] for r in rows if r.get("nan/skipped_batches") == 1] == [2]
+    assert all(math.isfinite(v) for r in rows for v in r.values() if isinstance(v, float))
+
+    calls["n"] = 0
+    cfg = make_cfg(
+        assets, tmp_path / "stop", iterations=3, on_nan="stop", **{"engine.checkpoint_every": 1}
+    )
+    result = pg.train(cfg, reward_fn=nan_on_second_call)
+    assert result.status == "stopped_on_nan" and result.iterations_done == 1
+    assert (result.run_dir / "checkpoints" / "latest").read_text().strip() == "step_00000001"
+    assert not result.policy_path.exists()

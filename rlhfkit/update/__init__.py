@@ -26,6 +26,7 @@ from rlhfkit.update.run import (
     minibatch_epochs,
     next_ptx,
     read_online_data,
+    rollout_is_bad,
 )
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "policy_step",
     "ptx_loss",
     "read_online_data",
+    "rollout_is_bad",
     "split_rows",
     "step_totals",
 ]

@@ -37,6 +37,7 @@ __all__ = [
     "minibatch_epochs",
     "next_ptx",
     "read_online_data",
+    "rollout_is_bad",
 ]
 
 
@@ -281,3 +282,15 @@ def evaluate_held_out(
     )
     engine.run.write_samples(f"eval_{iteration:06d}", rows)
     return metrics
+
+
+def rollout_is_bad(engine: Engine, state: OnlineState, cfg: OnlineConfig, iteration: int) -> str:
+    """A rollout with NaN/inf in its scores or log-probs: "stop" (`on_nan: stop`, the last
+    checkpoint on disk is the last good state) or "skip" (the batch is dropped and counted)."""
+    if cfg.on_nan == "stop":
+        engine.print("[red]NaN/inf in the rollout: stopping; the last checkpoint is kept")
+        return "stop"
+    engine.print(f"[yellow]NaN/inf in rollout {iteration}: batch skipped")
+    engine.log({"nan/skipped_batches": 1}, iteration)
+    state.iteration = iteration
+    return "skip"

@@ -75,6 +75,7 @@ from rlhfkit.update import (
     next_ptx,
     policy_step,
     read_online_data,
+    rollout_is_bad,
 )
 
 __all__ = ["ADVANTAGES", "PGResult", "PGRun", "advantages", "setup", "train", "update"]
@@ -296,13 +297,9 @@ def train(
         batch, dropped, rounds = sample_groups(run)
         exp = batch.experience
         if not finite(exp.scores, exp.old_logprobs, exp.ref_logprobs):
-            if cfg.on_nan == "stop":
+            if rollout_is_bad(engine, state, cfg, iteration) == "stop":
                 status = "stopped_on_nan"
-                engine.print("[red]NaN/inf in the rollout: stopping; the last checkpoint is kept")
                 break
-            engine.print(f"[yellow]NaN/inf in rollout {iteration}: batch skipped")
-            engine.log({"nan/skipped_batches": 1}, iteration)
-            state.iteration = iteration
             continue
 
         # 2. rewards: overlong shaping and missing-EOS penalty on the score

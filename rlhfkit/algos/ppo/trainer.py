@@ -84,6 +84,7 @@ from rlhfkit.update import (
     next_ptx,
     policy_step,
     read_online_data,
+    rollout_is_bad,
 )
 
 __all__ = ["PPOResult", "PPORun", "advantages_and_returns", "setup", "train", "update"]
@@ -279,13 +280,9 @@ def train(
         )  # fmt: skip
         exp = batch.experience
         if not finite(exp.scores, exp.old_logprobs, exp.ref_logprobs, exp.old_values):
-            if cfg.on_nan == "stop":
+            if rollout_is_bad(engine, state, cfg, iteration) == "stop":
                 status = "stopped_on_nan"
-                engine.print("[red]NaN/inf in the rollout: stopping; the last checkpoint is kept")
                 break
-            engine.print(f"[yellow]NaN/inf in rollout {iteration}: batch skipped")
-            engine.log({"nan/skipped_batches": 1}, iteration)
-            state.iteration = iteration
             continue
 
         # 2. shape rewards: adjusted score on the last valid token, −β·KL on every token
@@ -321,8 +318,7 @@ def train(
         metrics = rollout_metrics(exp, eos_id)
         metrics |= {
             "reward/shaped_score_mean": float(scores.mean()),
-            "reward/kl_penalty": -kl_coef
-            * float(torch.where(mask, exp.old_logprobs - exp.ref_logprobs, 0.0).sum(1).mean()),
+            "reward/kl_penalty": -kl_coef * kl_to_ref,  # mean Σ_t −β·(log π − log π_ref)
             "policy/kl_coef": kl_coef,
             "critic/explained_variance": explained_variance(exp.old_values, returns, mask),
             "critic/warmup": float(not train_policy),
