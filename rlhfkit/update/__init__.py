@@ -27,6 +27,7 @@ from rlhfkit.update.run import (
     next_ptx,
     read_online_data,
     rollout_is_bad,
+    timing_metrics,
 )
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "ptx_loss",
     "read_online_data",
     "rollout_is_bad",
+    "timing_metrics",
     "split_rows",
     "step_totals",
 ]

@@ -38,6 +38,7 @@ __all__ = [
     "next_ptx",
     "read_online_data",
     "rollout_is_bad",
+    "timing_metrics",
 ]
 
 
@@ -166,6 +167,19 @@ def next_ptx(
     return collate_sft([items[i] for i in pick], pad_id)
 
 
+def timing_metrics(
+    batch: Any, t0: float, t_update: float, t_train: float, skipped: int
+) -> dict[str, float]:
+    """Throughput and the time split of one iteration (`batch` is the rollout's `Collected`)."""
+    return {
+        "perf/tokens_per_s": int(batch.experience.response_mask.sum()) / (t_train - t0),
+        "time/generation": batch.seconds_generation,
+        "time/scoring": t_update - t0 - batch.seconds_generation,
+        "time/training": t_train - t_update,
+        "nan/skipped_steps": skipped,
+    }
+
+
 def end_iteration(
     engine: Engine,
     state: OnlineState,
@@ -173,18 +187,23 @@ def end_iteration(
     iteration: int,
     total_iters: int,
     metrics: dict[str, float],
-    rows: list[dict[str, Any]],
+    batch: Any,
     evaluate: Any,
 ) -> dict[str, float]:
     """Step 6 of every online loop: collapse warnings, sample file, periodic evaluation, metrics
-    line and checkpoint. `rows` are this rollout's (prompt, response, score) records; `evaluate()`
-    returns `eval/*` metrics (or {} without held-out prompts). Returns the logged metrics."""
+    line and checkpoint. `batch` is this rollout's `Collected`; `evaluate(iteration)` returns
+    `eval/*` metrics (or {} without held-out prompts). Returns the logged metrics."""
     for kind, warning in state.monitor.check_kinds(metrics):
         if state.throttle.show(kind, iteration):
             engine.print(f"[yellow]iteration {iteration}: {warning}")
         state.warnings.append(f"{iteration}: {warning}")
         metrics["warn/pattern_collapse"] = 1.0
     if cfg.sample_every and iteration % cfg.sample_every == 0:
+        scores = batch.experience.scores.tolist()
+        rows = [
+            {"prompt": p, "response": r, "score": float(s)}
+            for p, r, s in zip(batch.prompts, batch.responses, scores, strict=True)
+        ]
         engine.run.write_samples(f"iter_{iteration:06d}", rows[: cfg.num_samples])
     if cfg.eval_every and iteration % cfg.eval_every == 0 and iteration < total_iters:
         metrics.update(evaluate(iteration))

@@ -76,6 +76,7 @@ from rlhfkit.update import (
     policy_step,
     read_online_data,
     rollout_is_bad,
+    timing_metrics,
 )
 
 __all__ = ["ADVANTAGES", "PGResult", "PGRun", "advantages", "setup", "train", "update"]
@@ -343,19 +344,10 @@ def train(
             "sampling/dropped_group_fraction": dropped,
             "sampling/rounds": rounds,
             "policy/kl_coef": kl_coef,
-            "perf/tokens_per_s": int(exp.response_mask.sum()) / (t_train - t0),
-            "time/generation": batch.seconds_generation,
-            "time/scoring": t_update - t0 - batch.seconds_generation,
-            "time/training": t_train - t_update,
-            "nan/skipped_steps": skipped,
         }
-        metrics |= stats
-        rows = [
-            {"prompt": p, "response": r, "score": float(s)}
-            for p, r, s in zip(batch.prompts, batch.responses, exp.scores.tolist(), strict=True)
-        ]
+        metrics |= timing_metrics(batch, t0, t_update, t_train, skipped) | stats
         end_iteration(
-            engine, state, cfg, iteration, total, metrics, rows, lambda i: evaluate(run, i)
+            engine, state, cfg, iteration, total, metrics, batch, lambda i: evaluate(run, i)
         )
 
     metrics.update(end_run(engine, state, start, status, lambda i: evaluate(run, i), total))

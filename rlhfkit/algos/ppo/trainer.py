@@ -85,6 +85,7 @@ from rlhfkit.update import (
     policy_step,
     read_online_data,
     rollout_is_bad,
+    timing_metrics,
 )
 
 __all__ = ["PPOResult", "PPORun", "advantages_and_returns", "setup", "train", "update"]
@@ -322,19 +323,10 @@ def train(
             "policy/kl_coef": kl_coef,
             "critic/explained_variance": explained_variance(exp.old_values, returns, mask),
             "critic/warmup": float(not train_policy),
-            "perf/tokens_per_s": int(mask.sum()) / (t_train - t0),
-            "time/generation": batch.seconds_generation,
-            "time/scoring": t_update - t0 - batch.seconds_generation,
-            "time/training": t_train - t_update,
-            "nan/skipped_steps": skipped,
         }
-        metrics |= stats
-        rows = [
-            {"prompt": p, "response": r, "score": float(s)}
-            for p, r, s in zip(batch.prompts, batch.responses, exp.scores.tolist(), strict=True)
-        ]
+        metrics |= timing_metrics(batch, t0, t_update, t_train, skipped) | stats
         end_iteration(
-            engine, state, cfg, iteration, total_iters, metrics, rows,
+            engine, state, cfg, iteration, total_iters, metrics, batch,
             lambda i: evaluate(run, i),
         )  # fmt: skip
 
