@@ -29,16 +29,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ppo_throughput import DEFAULT_ASSETS, gemm_rate  # noqa: E402 -- the shared GEMM probe
+from ppo_throughput import (  # noqa: E402 -- the shared measuring code
+    DEFAULT_ASSETS,
+    gemm_rate,
+    iteration_times,
+    policy_shape,
+    result_line,
+    run_children,
+)
 
 ALGOS = {
     "grpo": {"advantage": "grpo", "kl_coef": 0.0, "kl_loss_coef": 0.0},
@@ -69,7 +73,6 @@ def child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -114,55 +117,16 @@ def child(args: argparse.Namespace) -> None:
     wall = time.perf_counter() - t_start
     gemm_after = {k: gemm_rate(k) for k in ("fp32", "bf16")}
     rows = [r for r in read_metrics(out / "metrics.jsonl") if "reward/score_mean" in r]
-    times = [r["time"] for r in rows]
-    per_iter = [t1 - t0 for t0, t1 in zip(times, times[1:], strict=False)][args.warmup - 1 :]
-    measured = rows[args.warmup :]
-    s_iter = statistics.median(per_iter)
-    tokens = statistics.median(r["response/length_mean"] * 64 for r in measured)
-
-    tok = AutoTokenizer.from_pretrained(assets / "tokenizer")
-    prompts = [json.loads(line)["prompt"] for line in open(assets / "prompts.jsonl")]
-    p_mean = statistics.mean(len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts)
-    model = AutoModelForCausalLM.from_pretrained(assets / "policy")
-    d, vocab = model.config.n_embd, model.config.vocab_size
-    n_body = sum(q.numel() for q in model.transformer.h.parameters())
+    t = iteration_times(rows, args.warmup, 64)
+    m = policy_shape(assets)
     flops = iteration_flops(
-        64, p_mean, tokens / 64, n_body, d * vocab, model.config.n_layer, d, args.algo == "rloo"
+        64, m["p"], t["tokens"] / 64, m["n_body"], m["head"], m["layers"], m["d"],
+        args.algo == "rloo",
+    )  # fmt: skip
+    line = result_line(
+        f"{args.algo}_throughput", "rlhfkit.algos.pg", args, t, flops, (gemm_before, gemm_after)
     )
-    rate = max(gemm_before[args.precision], gemm_after[args.precision])
-    floor_s = flops["total"] / (rate * 1e9)
-    split = {
-        k: statistics.median(r[f"time/{k}"] for r in measured)
-        for k in ("generation", "scoring", "training")
-    }
-    print(
-        json.dumps(
-            {
-                "bench": f"{args.algo}_throughput",
-                "trainer": "rlhfkit.algos.pg",
-                "precision": args.precision,
-                "threads": args.threads,
-                "iterations_measured": len(per_iter),
-                "warmup": args.warmup,
-                "s_per_iter": round(s_iter, 3),
-                "s_per_iter_min": round(min(per_iter), 3),
-                "s_per_iter_max": round(max(per_iter), 3),
-                "iter_per_s": round(1 / s_iter, 4),
-                "gen_tokens_per_iter": round(tokens, 1),
-                "tokens_per_s": round(tokens / s_iter, 1),
-                "time_split_s": {k: round(v, 3) for k, v in split.items()},
-                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                "gemm_gflops_before": {k: round(v, 1) for k, v in gemm_before.items()},
-                "gemm_gflops_after": {k: round(v, 1) for k, v in gemm_after.items()},
-                "gflop_per_iter": {k: round(v / 1e9, 2) for k, v in flops.items()},
-                "floor_s": round(floor_s, 3),
-                "achieved_fraction": round(floor_s / s_iter, 3),
-                "process_wall_s": round(wall, 1),
-                "load_avg_1min": os.getloadavg()[0],
-            }
-        ),
-        flush=True,
-    )
+    print(json.dumps({**line, "process_wall_s": round(wall, 1)}), flush=True)
 
 
 def main(algo: str | None = None) -> None:
@@ -185,20 +149,8 @@ def main(algo: str | None = None) -> None:
         args.precision = args.precision[0]
         child(args)
         return
-    for precision in args.precision:
-        cmd = [
-            sys.executable, str(Path(__file__).with_name("pg_throughput.py")), "--child",
-            "--algo", args.algo, "--assets", args.assets, "--precision", precision,
-            "--iterations", str(args.iterations), "--warmup", str(args.warmup),
-            "--threads", str(args.threads),
-        ]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-        if proc.returncode != 0 or not lines:
-            error = {"bench": f"{args.algo}_throughput", "precision": precision, "status": "error"}
-            print(json.dumps({**error, "stderr_tail": proc.stderr[-2000:]}), flush=True)
-        else:
-            print(lines[-1], flush=True)
+    run_children(str(Path(__file__).with_name("pg_throughput.py")), f"{args.algo}_throughput",
+                 args, ["--algo", args.algo])  # fmt: skip
 
 
 if __name__ == "__main__":

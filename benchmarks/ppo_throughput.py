@@ -47,6 +47,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 DEFAULT_ASSETS = Path.home() / ".cache" / "rlhfkit-anchors" / "assets"
 
@@ -65,6 +66,85 @@ def gemm_rate(dtype_name: str, n: int = 2048, repeats: int = 6) -> float:
         a @ b
         best = min(best, time.perf_counter() - t)
     return 2 * n**3 / best / 1e9
+
+
+def iteration_times(rows: list[dict], warmup: int, replies: int) -> dict:
+    """From a run's metric lines: the seconds between consecutive iterations after `warmup`,
+    the median generated tokens per iteration and the median time split."""
+    times = [r["time"] for r in rows]
+    per_iter = [t1 - t0 for t0, t1 in zip(times, times[1:], strict=False)][warmup - 1 :]
+    measured = rows[warmup:]
+    split = {
+        k: statistics.median(r[f"time/{k}"] for r in measured)
+        for k in ("generation", "scoring", "training")
+    }
+    tokens = statistics.median(r["response/length_mean"] * replies for r in measured)
+    return {"per_iter": per_iter, "tokens": tokens, "split": split}
+
+
+def policy_shape(assets: Path) -> dict:
+    """Mean prompt length and the policy's sizes, for the FLOP count."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(assets / "tokenizer")
+    prompts = [json.loads(line)["prompt"] for line in open(assets / "prompts.jsonl")]
+    p_mean = statistics.mean(len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts)
+    model = AutoModelForCausalLM.from_pretrained(assets / "policy")
+    d, vocab = model.config.n_embd, model.config.vocab_size
+    n_body = sum(q.numel() for q in model.transformer.h.parameters())
+    return {
+        "p": p_mean,
+        "n_body": n_body,
+        "head": d * vocab,
+        "layers": model.config.n_layer,
+        "d": d,
+    }
+
+
+def result_line(bench: str, trainer: str, args: Any, t: dict, flops: dict, gemm: tuple) -> dict:
+    """The JSON fields every throughput benchmark reports."""
+    before, after = gemm
+    s_iter = statistics.median(t["per_iter"])
+    floor_s = flops["total"] / (max(before[args.precision], after[args.precision]) * 1e9)
+    return {
+        "bench": bench,
+        "trainer": trainer,
+        "precision": args.precision,
+        "threads": args.threads,
+        "iterations_measured": len(t["per_iter"]),
+        "warmup": args.warmup,
+        "s_per_iter": round(s_iter, 3),
+        "s_per_iter_min": round(min(t["per_iter"]), 3),
+        "s_per_iter_max": round(max(t["per_iter"]), 3),
+        "iter_per_s": round(1 / s_iter, 4),
+        "gen_tokens_per_iter": round(t["tokens"], 1),
+        "tokens_per_s": round(t["tokens"] / s_iter, 1),
+        "time_split_s": {k: round(v, 3) for k, v in t["split"].items()},
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "gemm_gflops_before": {k: round(v, 1) for k, v in before.items()},
+        "gemm_gflops_after": {k: round(v, 1) for k, v in after.items()},
+        "gflop_per_iter": {k: round(v / 1e9, 2) for k, v in flops.items()},
+        "floor_s": round(floor_s, 3),
+        "achieved_fraction": round(floor_s / s_iter, 3),
+        "load_avg_1min": os.getloadavg()[0],
+    }
+
+
+def run_children(script: str, bench: str, args: Any, extra: list[str]) -> None:
+    """Run each precision in a fresh process (`--child`), print its JSON line (or the error)."""
+    for precision in args.precision:
+        cmd = [
+            sys.executable, script, "--child", "--assets", args.assets, "--precision", precision,
+            "--iterations", str(args.iterations), "--warmup", str(args.warmup),
+            "--threads", str(args.threads), *extra,
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            error = {"bench": bench, "precision": precision, "status": "error"}
+            print(json.dumps({**error, "stderr_tail": proc.stderr[-2000:]}), flush=True)
+        else:
+            print(lines[-1], flush=True)
 
 
 def iteration_flops(
@@ -91,7 +171,6 @@ def child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -148,21 +227,11 @@ def child(args: argparse.Namespace) -> None:
     wall = time.perf_counter() - t_start
     gemm_after = {k: gemm_rate(k) for k in ("fp32", "bf16")}
     rows = [r for r in read_metrics(out / "metrics.jsonl") if "reward/score_mean" in r]
-    times = [r["time"] for r in rows]
-    per_iter = [t1 - t0 for t0, t1 in zip(times, times[1:], strict=False)][args.warmup - 1 :]
-    measured = rows[args.warmup :]
-    s_iter = statistics.median(per_iter)
-    tokens = statistics.median(r["response/length_mean"] * 64 for r in measured)
-
-    tok = AutoTokenizer.from_pretrained(assets / "tokenizer")
-    prompts = [json.loads(line)["prompt"] for line in open(assets / "prompts.jsonl")]
-    p_mean = statistics.mean(len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts)
-    model = AutoModelForCausalLM.from_pretrained(assets / "policy")
-    d, vocab = model.config.n_embd, model.config.vocab_size
-    n_body = sum(q.numel() for q in model.transformer.h.parameters())
-    flops = iteration_flops(64, p_mean, tokens / 64, n_body, d * vocab, model.config.n_layer, d, 4)
-    rate = max(gemm_before[args.precision], gemm_after[args.precision])
-    floor_s = flops["total"] / (rate * 1e9)
+    t = iteration_times(rows, args.warmup, 64)
+    m = policy_shape(assets)
+    flops = iteration_flops(
+        64, m["p"], t["tokens"] / 64, m["n_body"], m["head"], m["layers"], m["d"], 4
+    )
     profiled = {}
     if args.profile:  # matmul time is spread evenly over the `total` iterations (no other source)
         profiled = {
@@ -170,39 +239,10 @@ def child(args: argparse.Namespace) -> None:
             "profiled_op_s_per_iter": round(all_us / 1e6 / total, 3),
             "profiler_note": "timings under torch.profiler (slower than unprofiled runs)",
         }
-    split = {
-        k: statistics.median(r[f"time/{k}"] for r in measured)
-        for k in ("generation", "scoring", "training")
-    }
-    print(
-        json.dumps(
-            {
-                "bench": "ppo_throughput",
-                "trainer": "rlhfkit.algos.ppo",
-                "precision": args.precision,
-                "threads": args.threads,
-                "iterations_measured": len(per_iter),
-                "warmup": args.warmup,
-                "s_per_iter": round(s_iter, 3),
-                "s_per_iter_min": round(min(per_iter), 3),
-                "s_per_iter_max": round(max(per_iter), 3),
-                "iter_per_s": round(1 / s_iter, 4),
-                "gen_tokens_per_iter": round(tokens, 1),
-                "tokens_per_s": round(tokens / s_iter, 1),
-                "time_split_s": {k: round(v, 3) for k, v in split.items()},
-                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-                "gemm_gflops_before": {k: round(v, 1) for k, v in gemm_before.items()},
-                "gemm_gflops_after": {k: round(v, 1) for k, v in gemm_after.items()},
-                "gflop_per_iter": {k: round(v / 1e9, 1) for k, v in flops.items()},
-                "floor_s": round(floor_s, 3),
-                "achieved_fraction": round(floor_s / s_iter, 3),
-                "process_wall_s": round(wall, 1),
-                "load_avg_1min": os.getloadavg()[0],
-                **profiled,
-            }
-        ),
-        flush=True,
+    line = result_line(
+        "ppo_throughput", "rlhfkit.algos.ppo", args, t, flops, (gemm_before, gemm_after)
     )
+    print(json.dumps({**line, "process_wall_s": round(wall, 1), **profiled}), flush=True)
 
 
 def main() -> None:
@@ -229,38 +269,7 @@ def main() -> None:
         args.precision = args.precision[0]
         child(args)
         return
-    for precision in args.precision:
-        cmd = [
-            sys.executable,
-            __file__,
-            "--child",
-            "--assets",
-            args.assets,
-            "--precision",
-            precision,
-            "--iterations",
-            str(args.iterations),
-            "--warmup",
-            str(args.warmup),
-            "--threads",
-            str(args.threads),
-        ] + (["--profile"] if args.profile else [])
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-        if proc.returncode != 0 or not lines:
-            print(
-                json.dumps(
-                    {
-                        "bench": "ppo_throughput",
-                        "precision": precision,
-                        "status": "error",
-                        "stderr_tail": proc.stderr[-2000:],
-                    }
-                ),
-                flush=True,
-            )
-        else:
-            print(lines[-1], flush=True)
+    run_children(__file__, "ppo_throughput", args, ["--profile"] if args.profile else [])
 
 
 if __name__ == "__main__":
