@@ -117,7 +117,8 @@ def test_each_estimator_equals_its_definition(assets, tmp_path, name):  # noqa: 
 @pytest.mark.parametrize(
     "name, loss_mode, kl_loss_coef",
     [("grpo", "seq_mean_token_mean", 0.1), ("dr_grpo", "seq_mean_token_sum_norm", 0.0),
-     ("rloo", "token_mean", 0.0), ("reinforce_pp", "token_mean", 0.0)],
+     ("rloo", "token_mean", 0.0), ("reinforce_pp", "token_mean", 0.0),
+     ("reinforce_pp_baseline", "token_mean", 0.0)],
 )  # fmt: skip
 def test_one_step_equals_a_hand_written_step(assets, tmp_path, name, loss_mode, kl_loss_coef):  # noqa: F811
     lr, eps, max_norm = 1e-2, 1.0, 0.05
@@ -177,7 +178,7 @@ def test_one_step_equals_a_hand_written_step(assets, tmp_path, name, loss_mode, 
 # -- learning signal, resume, dynamic sampling ---------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["grpo", "rloo", "reinforce_pp"])
+@pytest.mark.parametrize("name", ESTIMATORS)
 def test_reward_rises_on_a_toy_reward_while_kl_stays_bounded(assets, tmp_path, name):  # noqa: F811
     cfg = make_cfg(
         assets, tmp_path / name, advantage=name, iterations=30, rollout_batch_size=8,
