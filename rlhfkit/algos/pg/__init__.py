@@ -2,7 +2,8 @@
 REINFORCE++ (`rlhfkit grpo|rloo|reinforce`, one trainer with an `advantage:` key).
 
 `train(cfg, judges=None, reward_fn=None) -> PGResult`; `PGConfig` (presets `grpo_sim`,
-`dr_grpo_sim`, `dapo_sim`, `rloo_sim`, `reinforce_sim`, and `grpo_gpu` for a real model).
+`dr_grpo_sim`, `dapo_sim`, `rloo_sim`, `reinforce_sim`; `grpo_gpu`, `rloo_gpu`, `reinforce_gpu`
+for a real model on a GPU).
 See `trainer` for the implementation details and their sources.
 """
 
