@@ -344,6 +344,7 @@ def train(
             "sampling/dropped_group_fraction": dropped,
             "sampling/rounds": rounds,
             "policy/kl_coef": kl_coef,
+            "reward/kl_penalty": -kl_coef * metrics.get("policy/kl_to_ref", 0.0),
         }
         metrics |= timing_metrics(batch, t0, t_update, t_train, skipped) | stats
         end_iteration(
