@@ -1,7 +1,7 @@
 """User mistakes as one line, bugs as tracebacks: `reported()`, used by every command.
 
 A mistake in the user's input — a config key or value (`ConfigError`), a data file (`DataError`:
-file, line, field), a path that is not there (`FileNotFoundError`, which model, tokenizer and
+file, line, field), both `UserError`s, or a path that is not there (`FileNotFoundError`, which model, tokenizer and
 data loaders raise naming the config key) — is printed as one red line on stderr and the
 command exits with status 2, having written nothing it need not have. Any other exception is a
 bug in rlhfkit and keeps its traceback. `RLHFKIT_DEBUG=1` shows the traceback of user mistakes
@@ -14,14 +14,17 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import typer
-
-from rlhfkit.config import ConfigError
-from rlhfkit.data.problems import DataError
-
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, FileNotFoundError)
-
 DEBUG_ENV = "RLHFKIT_DEBUG"
+
+
+class UserError(Exception):
+    """Base of the errors that are the user's to fix (`config.ConfigError`,
+    `data.DataError`); their message is what the user sees."""
+
+    kind = "error"
+
+
+USER_ERRORS: tuple[type[BaseException], ...] = (UserError, FileNotFoundError)
 
 
 def debug() -> bool:
@@ -31,6 +34,8 @@ def debug() -> bool:
 
 def fail(message: str, code: int = 2) -> None:
     """Print `message` in red on stderr and exit with `code`."""
+    import typer
+
     typer.secho(message, fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
@@ -43,5 +48,4 @@ def reported() -> Iterator[None]:
     except USER_ERRORS as e:
         if debug():
             raise
-        kind = "config error" if isinstance(e, ConfigError) else "error"
-        fail(f"{kind}: {e}")
+        fail(f"{getattr(e, 'kind', 'error')}: {e}")

@@ -549,12 +549,13 @@ def parse_alpaca(row: dict[str, Any], ctx: Context) -> NativeRecord:
     if output is None or output == "":
         return PromptRecord(prompt, source=ctx.source, meta=meta)
     if isinstance(output, (list, tuple)):
-        replies = [text_field(r, f"{names['output']}[{i}]") for i, r in enumerate(output)]
+        replies = tuple(text_field(r, f"{names['output']}[{i}]") for i, r in enumerate(output))
+        ranked = check_ranked(
+            RankedList(prompt, replies, source=ctx.source, meta=meta), names["output"]
+        )
         if len(replies) == 2:  # LLaMA-Factory "ranking": [chosen, rejected]
-            pair = PreferencePair(prompt, replies[0], replies[1], source=ctx.source, meta=meta)
-            return check_pair(pair)
-        ranked = RankedList(prompt, tuple(replies), source=ctx.source, meta=meta)
-        return check_ranked(ranked, names["output"])
+            return PreferencePair(prompt, replies[0], replies[1], source=ctx.source, meta=meta)
+        return ranked
     response = text_field(output, names["output"])
     return SFTExample(prompt, response, source=ctx.source, meta=meta)
 

@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
+from rlhfkit.errors import UserError
+
 OnError = Literal["stop", "skip"]
 
 MAX_SHOWN = 20  # problems printed in a DataError message; the rest are counted
@@ -41,7 +43,7 @@ class RowError(ValueError):
         self.message = message
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad input data, with every problem found listed as `file:line: field: message`."""
 
     def __init__(self, problems: list[Problem], header: str = "bad data") -> None:
