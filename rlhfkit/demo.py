@@ -21,9 +21,9 @@ Stages, each in its own folder of the output directory DIR:
     DIR/ppo_nokl/     the same PPO with kl_coef = 0 (and the ablation's overrides)
     DIR/eval/         held-out evaluation: one JSONL per policy and samples.jsonl side by side
     DIR/configs/      the exact YAML each trainer ran with (`rlhfkit sft --config ...` reruns it)
-    DIR/summary.json  headline figures (keys below); DIR/report.html the report
+    DIR/summary.json  headline figures (`rlhfkit.eval.summary.RunSummary`); DIR/report.html
 
-summary.json keys: gold.{sft,ppo,ppo_nokl}_mean, rm.{...}_mean, win_rate_vs_sft (PPO vs SFT under
+summary.json keys (typed in `RunSummary`): gold.{sft,ppo,ppo_nokl}_mean, rm.{...}_mean, win_rate_vs_sft (PPO vs SFT under
 the gold judge, ties half) with win_rate_ci (95 % Wilson) and win_rate_detail, kl_to_ref (PPO vs
 the SFT reference, nats per reply), rm_gold_accuracy (RM agreement with the gold preference on
 held-out pairs whose gold scores differ), rm_accuracy (vs the noisy labels), rm_calibration,
@@ -474,6 +474,7 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False) -> dict[st
     from rlhfkit.eval.judges import gold_judge_on_texts
     from rlhfkit.eval.overopt import overoptimisation_curve
     from rlhfkit.eval.report import build_report
+    from rlhfkit.eval.summary import RunSummary
     from rlhfkit.models.tiny import build_tiny_model, save_tiny_model
     from rlhfkit.sim import make_world
 
@@ -608,10 +609,11 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False) -> dict[st
             "ppo_warnings": ppo_result.warnings,
         }
         summary["seed"], summary["quick"] = seed, quick
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        RunSummary.model_validate(summary).write(out / "summary.json")
         build_report(out)
     summary["timings"] = dict(stages.timings)
     summary["timings"]["total"] = round(time.perf_counter() - t_start, 1)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    typed = RunSummary.model_validate(summary)  # the schema the report reads
+    typed.write(out / "summary.json")
     _print_summary(summary, out)
-    return summary
+    return typed.model_dump()
