@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from rlhfkit.config import ConfigBase
 from rlhfkit.data.formats import COLUMN_NAMES
-from rlhfkit.data.problems import DataError
+from rlhfkit.data.problems import DataError, ReadResult
 from rlhfkit.data.readers import Format, Task, read, require_records
 from rlhfkit.data.sampling import split_records
 
@@ -103,6 +103,12 @@ class DataConfig(ReadOptions):
         return self
 
 
+def read_records(source: str, task: Task, options: ReadOptions) -> ReadResult[Any]:
+    """`read(source, task, **options.reader_options())`, and a `DataError` saying why when it
+    gives no records (empty file, every row bad or dropped): what every trainer reads with."""
+    return require_records(read(source, task, **options.reader_options()), source, task)
+
+
 @dataclass
 class LoadedData(Generic[R]):
     """Records for training and validation, and the read reports behind them."""
@@ -120,12 +126,11 @@ def load_data(cfg: DataConfig, task: Task, seed: int = 0) -> LoadedData[Any]:
         raise DataError(
             [], header="data.train is empty: give a file, a datasets folder or a hub name"
         )
-    opts = cfg.reader_options()
-    train = require_records(read(cfg.train, task, **opts), cfg.train, task)
+    train = read_records(cfg.train, task, cfg)
     reports: dict[str, Any] = {"train": train}
     records = train.records
     if cfg.validation:
-        val = require_records(read(cfg.validation, task, **opts), cfg.validation, task)
+        val = read_records(cfg.validation, task, cfg)
         reports["validation"] = val
         return LoadedData(records, val.records, reports)
     if cfg.validation_fraction > 0:

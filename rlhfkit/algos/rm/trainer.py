@@ -57,11 +57,10 @@ from rlhfkit.data import (
     encode_ranked,
     expand_pairs,
     plan_steps,
-    read_preferences,
-    read_ranked,
+    read_records,
     split_records,
 )
-from rlhfkit.data.readers import Task, require_records
+from rlhfkit.data.readers import Task
 from rlhfkit.engine import Engine, build_optimizer, build_scheduler
 from rlhfkit.models import ScalarModel, build_scalar_model, check_fits, load_tokenizer
 from rlhfkit.types import PreferencePair, RankedList
@@ -79,8 +78,7 @@ class Variant:
     """Pairs or ranked lists: how to read, encode and collate them, and how many rows and
     comparisons one item brings. Chosen once at setup."""
 
-    task: Task
-    read: Callable[..., Any]
+    task: Task  # what to read: "preferences" or "ranked"
     encode: Callable[..., list]
     collate: Callable[..., dict]
     rows: Callable[[Any], int]  # forward rows of one item
@@ -88,12 +86,9 @@ class Variant:
 
 
 VARIANTS = {
-    "pairs": Variant(
-        "preferences", read_preferences, encode_pairs, collate_pairs, lambda it: 2, lambda it: 1
-    ),
+    "pairs": Variant("preferences", encode_pairs, collate_pairs, lambda it: 2, lambda it: 1),
     "ranked": Variant(
         "ranked",
-        read_ranked,
         encode_ranked,
         collate_ranked,
         lambda it: len(it.sequences),
@@ -128,11 +123,9 @@ def _read(cfg: RMConfig, variant: Variant) -> tuple[list, list[PreferencePair]]:
     d = cfg.data
     if not d.train:
         raise DataError([], header="data.train is empty: give a comparisons file")
-    opts = d.reader_options()
-    train = require_records(variant.read(d.train, **opts), d.train, variant.task).records
+    train = read_records(d.train, variant.task, d).records
     if d.validation:
-        val = require_records(read_preferences(d.validation, **opts), d.validation, "preferences")
-        val = val.records
+        val = read_records(d.validation, "preferences", d).records
     elif d.validation_fraction > 0:
         frac = d.validation_fraction
         train, val = split_records(train, (1.0 - frac, frac), seed=cfg.engine.seed)

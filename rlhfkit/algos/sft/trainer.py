@@ -46,10 +46,9 @@ from rlhfkit.data import (
     encode_sft,
     pack_sft,
     plan_steps,
-    read,
+    read_records,
     split_records,
 )
-from rlhfkit.data.readers import require_records
 from rlhfkit.engine import Engine, build_optimizer, build_scheduler
 from rlhfkit.models import check_fits, load_policy, load_tokenizer
 
@@ -83,11 +82,9 @@ def _read(cfg: SFTConfig) -> tuple[list, list]:
     d = cfg.data
     if not d.train:
         raise DataError([], header="data.train is empty: give a demonstrations file")
-    opts = d.reader_options()
-    train = require_records(read(d.train, "sft", **opts), d.train, "sft").records
+    train = read_records(d.train, "sft", d).records
     if d.validation:
-        val = require_records(read(d.validation, "sft", **opts), d.validation, "sft").records
-        return train, val
+        return train, read_records(d.validation, "sft", d).records
     if d.validation_fraction == 0:
         return train, []
     frac = d.validation_fraction
