@@ -192,3 +192,19 @@ def test_eval_run_on_an_empty_prompt_file_is_one_line(tmp_path, base):
         env={"COLUMNS": "200"},
     )
     _assert_one_clean_line(result, "p.jsonl: no prompts", "no rows")
+
+
+# ---------------------------------------------------------------------------- sim
+
+
+def test_sim_commands_report_bad_input_in_one_line(tmp_path, base):
+    binary = tmp_path / "bin.jsonl"
+    binary.write_bytes(b'{"prompt": "x"}\n\xff\xfe\n')
+    result = runner.invoke(app, ["sim", "score", "-i", str(binary)])
+    assert result.exit_code == 2 and "bin.jsonl:2" in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    args = ["sim", "collect", "--world", str(tmp_path / "no-world"), "--policy", str(base)]
+    result = runner.invoke(app, [*args, "-o", str(tmp_path / "o.jsonl")])
+    _assert_one_clean_line(result, "no-world")
+    result = runner.invoke(app, [*args, "-o", str(tmp_path / "o.jsonl"), "-k", "1"])
+    _assert_one_clean_line(result, "-k must be at least 2")
