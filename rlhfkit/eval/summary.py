@@ -17,22 +17,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from rlhfkit.eval.ceiling import CeilingRow  # dataclasses: pydantic validates their fields
+from rlhfkit.eval.winrate import WinRate
+
 
 class _Part(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-class WinRateDetail(_Part):
-    """`eval.winrate.WinRate.to_dict()`."""
-
-    rate: float
-    low: float
-    high: float
-    n: int
-    wins: int
-    ties: int
-    losses: int
-    level: float
 
 
 class PolicyRates(_Part):
@@ -81,17 +71,6 @@ class Ablation(_Part):
     hacked: bool
 
 
-class CeilingRow(_Part):
-    """`eval.ceiling.CeilingRow.as_dict()`: best-of-n from SFT, by the gold oracle and the RM."""
-
-    n: int
-    kl_bound: float
-    oracle: WinRateDetail
-    oracle_gold_mean: float
-    rm: WinRateDetail | None
-    rm_gold_mean: float | None
-
-
 class Goal(_Part):
     win_rate_ok: bool
     harmful_ok: bool
@@ -124,7 +103,7 @@ class RunSummary(_Part):
     """`{policy}_mean` → mean reward-model score."""
     win_rate_vs_sft: float
     win_rate_ci: tuple[float, float]
-    win_rate_detail: WinRateDetail
+    win_rate_detail: WinRate
     kl_to_ref: float
     """KL of the PPO policy to the SFT reference, nats per reply."""
     rm_gold_accuracy: float | None

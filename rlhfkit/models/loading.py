@@ -152,6 +152,17 @@ def load_tokenizer(
     return tokenizer
 
 
+def _model_config(cfg: ModelConfig) -> Any:
+    """The model's `AutoConfig` (a missing or unreachable source: `FileNotFoundError`)."""
+    return _from_hub_or_folder(
+        AutoConfig.from_pretrained,
+        cfg.name_or_path,
+        "model.name_or_path",
+        "model",
+        trust_remote_code=cfg.trust_remote_code,
+    )
+
+
 def max_positions(cfg: ModelConfig) -> int | None:
     """The longest sequence `cfg`'s model takes (its position table), or None when the config
     does not say (rotary models without a limit)."""
@@ -160,13 +171,7 @@ def max_positions(cfg: ModelConfig) -> int | None:
 
         size = cfg.name_or_path[len(TINY_PREFIX) :].partition("-")[2]
         return PRESETS[size]["context"] if size in PRESETS else None
-    config = _from_hub_or_folder(
-        AutoConfig.from_pretrained,
-        cfg.name_or_path,
-        "model.name_or_path",
-        "model",
-        trust_remote_code=cfg.trust_remote_code,
-    )
+    config = _model_config(cfg)
     for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
         value = getattr(config, attr, None)
         if isinstance(value, int) and value > 0:
@@ -188,13 +193,7 @@ def check_fits(cfg: ModelConfig, max_length: int, key: str = "data.max_length") 
 def _from_pretrained_kwargs(cfg: ModelConfig, **config_overrides: Any) -> dict[str, Any]:
     """Keyword arguments for `from_pretrained`, with the config loaded here so it can be
     adjusted first (the fused GELU, see the module docstring; `config_overrides`)."""
-    config = _from_hub_or_folder(
-        AutoConfig.from_pretrained,
-        cfg.name_or_path,
-        "model.name_or_path",
-        "model",
-        trust_remote_code=cfg.trust_remote_code,
-    )
+    config = _model_config(cfg)
     if getattr(config, "activation_function", None) == "gelu_new":
         config.activation_function = "gelu_pytorch_tanh"  # the same function, one fused kernel
     for key, value in config_overrides.items():
