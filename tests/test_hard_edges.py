@@ -87,6 +87,7 @@ def test_rows_dropped_by_an_option_leave_no_data_and_say_so(tmp_path, base):
     _assert_one_clean_line(result, "dropped by reader options")
 
 
+@pytest.mark.timeout(10)
 def test_an_empty_epoch_ends_the_plan_instead_of_cycling_forever():
     with pytest.raises(DataError, match="no training batches"):
         plan_steps(lambda e: [], accum=1, world=1, epochs=1, max_steps=5)
