@@ -23,13 +23,14 @@ Stages, each in its own folder of the output directory DIR:
     DIR/configs/      the exact YAML each trainer ran with (`rlhfkit sft --config ...` reruns it)
     DIR/summary.json  headline figures (`rlhfkit.eval.summary.RunSummary`); DIR/report.html
 
-summary.json keys (typed in `RunSummary`): gold.{sft,ppo,ppo_nokl}_mean, rm.{...}_mean, win_rate_vs_sft (PPO vs SFT under
-the gold judge, ties half) with win_rate_ci (95 % Wilson) and win_rate_detail, kl_to_ref (PPO vs
-the SFT reference, nats per reply), rm_gold_accuracy (RM agreement with the gold preference on
-held-out pairs whose gold scores differ), rm_accuracy (vs the noisy labels), rm_calibration,
-per_family {family: {sft, ppo, ppo_nokl, n}}, rates {policy: {harmful_compliance_rate,
-over_refusal_rate, ...}}, behaviours, ablation {kl_coef, rm_change, gold_change, hacked, ...},
-goal {win_rate_ok, harmful_ok, over_refusal_ok}, timings {stage: seconds}, settings.
+summary.json keys (typed in `RunSummary`): gold.{sft,ppo,ppo_nokl}_mean, rm.{...}_mean,
+win_rate_vs_sft (PPO vs SFT under the gold judge, ties half) with win_rate_ci (95 % Wilson) and
+win_rate_detail, kl_to_ref (PPO vs the SFT reference, nats per reply), rm_gold_accuracy (RM
+agreement with the gold preference on held-out pairs whose gold scores differ), rm_accuracy (vs the
+noisy labels), rm_calibration, per_family {family: {sft, ppo, ppo_nokl, n}}, rates {policy:
+{harmful_compliance_rate, over_refusal_rate, ...}}, behaviours, ablation {kl_coef, rm_change,
+gold_change, hacked, ...}, goal {win_rate_ok, harmful_ok, over_refusal_ok}, timings {stage:
+seconds}, settings.
 
 Sizes, iterations and learning rates live in `rlhfkit/configs/demo.yaml` (and `demo_quick.yaml`
 for `--quick`): one place to read and tune them, read into `DemoConfig`, so an unknown or

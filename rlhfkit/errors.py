@@ -1,9 +1,10 @@
 """User mistakes as one line, bugs as tracebacks: `reported()`, used by every command.
 
-A mistake in the user's input — a config key or value (`ConfigError`), a data file (`DataError`:
-file, line, field), both `UserError`s, or a path that is not there (`FileNotFoundError`, which model, tokenizer and
-data loaders raise naming the config key) — is printed as one red line on stderr and the
-command exits with status 2, having written nothing it need not have. Any other exception is a
+A mistake in the user's input — a config key or value (`ConfigError`) or a data file
+(`DataError`: file, line, field), both `UserError`s, or a path that is not there
+(`FileNotFoundError`, which the model, tokenizer and data loaders raise naming the config key) —
+is printed as one red line on stderr and the command exits with status 2, having written
+nothing it need not have. Any other exception is a
 bug in rlhfkit and keeps its traceback. `RLHFKIT_DEBUG=1` shows the traceback of user mistakes
 too (for a bug report, or to see where a message came from).
 """

@@ -39,10 +39,11 @@ Implementation details and sources:
   `chosen`/`rejected` (a turn each, or text) it is a pair after the conversation. Tool turns
   (`function_call`, `observation`) are bad rows: rlhfkit does not train tool use.
 - Generic rows: canonical fields `prompt` (text or a list of `{"role","content"}` messages),
-  `messages`, `system`, `response` (or TRL's `completion`), `chosen`, `rejected` (text, or message lists in the
-  conversational form), `responses` (best first) with optional `scores` (higher is better; the
-  list is sorted by score), `margin`; `columns` maps a canonical name to the file's column name.
-  Fields not used are carried into `record.meta` (a `meta` object's keys are merged into it).
+  `messages`, `system`, `response` (or TRL's `completion`), `chosen`, `rejected` (text, or message
+  lists in the conversational form), `responses` (best first) with optional `scores` (higher is
+  better; the list is sorted by score), `margin`; `columns` maps a canonical name to the file's
+  column name. Fields not used are carried into `record.meta` (a `meta` object's keys are merged
+  into it).
 """
 
 from __future__ import annotations
