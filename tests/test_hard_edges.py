@@ -140,6 +140,7 @@ def test_a_model_shorter_than_max_length_is_a_config_error(tmp_path, base):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.timeout(60)
 def test_rlhfkit_debug_shows_the_traceback(tmp_path, base):
     path = tmp_path / "train.jsonl"
     path.write_text("")
