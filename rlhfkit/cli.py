@@ -8,6 +8,9 @@
     rlhfkit config show ALGO                    every config key, its default and its help
     rlhfkit selfcheck                           quick numerical self-check of the math core
 
+A mistake in the input (config, data file, model path) prints one line and exits with status 2;
+RLHFKIT_DEBUG=1 shows its traceback (`rlhfkit.errors`).
+
 Each training command is `load_config(<Algo>Config, file, overrides, preset)` then
 `<algo>.train(cfg)`; modules are imported only when their command runs, so `--help` is fast.
 """
@@ -15,7 +18,6 @@ Each training command is `load_config(<Algo>Config, file, overrides, preset)` th
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -67,16 +69,10 @@ GROUPS = {
 }
 
 
-def _exists(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
-
-
 def _fail(message: str, code: int = 2) -> None:
-    typer.secho(message, fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
+    from rlhfkit.errors import fail
+
+    fail(message, code)
 
 
 def _run_trainer(
@@ -87,27 +83,16 @@ def _run_trainer(
     preset: str | None,
     overrides: list[str],
 ):
-    from rlhfkit.config import ConfigError, load_config
+    """Load the config and train; a user mistake is one line and exit status 2, a bug a
+    traceback (`rlhfkit.errors`; RLHFKIT_DEBUG=1 shows tracebacks for mistakes too)."""
+    from rlhfkit.config import load_config
+    from rlhfkit.errors import reported
 
     mod = importlib.import_module(module)
-    try:
+    with reported():
         cls = getattr(mod, cls_name)
         cfg = load_config(cls, config, overrides or [], preset, COMMAND_DEFAULTS.get(name))
         mod.train(cfg)
-    except ConfigError as e:
-        _fail(f"config error: {e}")
-    except _user_errors() as e:
-        _fail(f"error: {e}")
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors about the user's input, shown as a message rather than a traceback."""
-    errors: list[type[BaseException]] = [FileNotFoundError]
-    if _exists("rlhfkit.data"):
-        data = importlib.import_module("rlhfkit.data")
-        if hasattr(data, "DataError"):
-            errors.append(data.DataError)
-    return tuple(errors)
 
 
 def _make_trainer_command(name: str, module: str, cls_name: str, help_text: str) -> None:
@@ -141,8 +126,10 @@ def demo(
 ) -> None:
     """The whole loop on the simulated world: SFT → RM → PPO-Max → evaluation → report."""
     from rlhfkit.demo import run_demo
+    from rlhfkit.errors import reported
 
-    run_demo(out, seed=seed, quick=quick)
+    with reported():
+        run_demo(out, seed=seed, quick=quick)
 
 
 config_app = typer.Typer(help="Inspect configuration schemas.", no_args_is_help=True)

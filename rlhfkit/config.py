@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from rlhfkit.errors import UserError
+
 PRESET_DIR = Path(__file__).parent / "configs"
 
 C = TypeVar("C", bound=BaseModel)
@@ -33,8 +35,10 @@ class ConfigBase(BaseModel):
     )
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration problem, phrased for the user (key, value, source)."""
+
+    kind = "config error"
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -65,12 +69,12 @@ def preset_path(name: str) -> Path:
     return path
 
 
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     """Recursive dict merge; mappings merge key by key, anything else replaces."""
     out = copy.deepcopy(base)
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -123,10 +127,10 @@ def load_config(
     files: list[Path] = []
     if preset:
         files.append(preset_path(preset))
-        data = _merge(data, _read_yaml(files[-1]))
+        data = merge(data, _read_yaml(files[-1]))
     if path is not None:
         files.append(Path(path))
-        data = _merge(data, _read_yaml(files[-1]))
+        data = merge(data, _read_yaml(files[-1]))
     origins: dict[str, str] = {}
     for text in overrides:
         keys, value = parse_override(text)
@@ -141,6 +145,8 @@ def load_config(
             key = ".".join(str(p) for p in err["loc"]) or "(top level)"
             if err["type"] == "extra_forbidden":
                 msg = f"unknown key (valid keys here: {_valid_keys(cls, err['loc'][:-1])})"
+            elif err["type"] == "value_error":  # a validator's own message says what is wrong
+                msg = err["msg"].removeprefix("Value error, ")
             else:
                 msg = f"{err['msg']} (got {err.get('input')!r})"
             lines.append(f"  {key}: {msg} [from {_origin_of(err['loc'], origins, files)}]")

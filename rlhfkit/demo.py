@@ -21,18 +21,22 @@ Stages, each in its own folder of the output directory DIR:
     DIR/ppo_nokl/     the same PPO with kl_coef = 0 (and the ablation's overrides)
     DIR/eval/         held-out evaluation: one JSONL per policy and samples.jsonl side by side
     DIR/configs/      the exact YAML each trainer ran with (`rlhfkit sft --config ...` reruns it)
-    DIR/summary.json  headline figures (keys below); DIR/report.html the report
+    DIR/summary.json  headline figures (`rlhfkit.eval.summary.RunSummary`); DIR/report.html
 
-summary.json keys: gold.{sft,ppo,ppo_nokl}_mean, rm.{...}_mean, win_rate_vs_sft (PPO vs SFT under
-the gold judge, ties half) with win_rate_ci (95 % Wilson) and win_rate_detail, kl_to_ref (PPO vs
-the SFT reference, nats per reply), rm_gold_accuracy (RM agreement with the gold preference on
-held-out pairs whose gold scores differ), rm_accuracy (vs the noisy labels), rm_calibration,
-per_family {family: {sft, ppo, ppo_nokl, n}}, rates {policy: {harmful_compliance_rate,
-over_refusal_rate, ...}}, behaviours, ablation {kl_coef, rm_change, gold_change, hacked, ...},
-goal {win_rate_ok, harmful_ok, over_refusal_ok}, timings {stage: seconds}, settings.
+summary.json keys (typed in `RunSummary`): gold.{sft,ppo,ppo_nokl}_mean, rm.{...}_mean,
+win_rate_vs_sft (PPO vs SFT under the gold judge, ties half) with win_rate_ci (95 % Wilson) and
+win_rate_detail, kl_to_ref (PPO vs the SFT reference, nats per reply), rm_gold_accuracy (RM
+agreement with the gold preference on held-out pairs whose gold scores differ), rm_accuracy (vs the
+noisy labels), rm_calibration, per_family {family: {sft, ppo, ppo_nokl, n}}, rates {policy:
+{harmful_compliance_rate, over_refusal_rate, ...}}, behaviours, ablation {kl_coef, rm_change,
+gold_change, hacked, ...}, goal {win_rate_ok, harmful_ok, over_refusal_ok}, timings {stage:
+seconds}, settings.
 
 Sizes, iterations and learning rates live in `rlhfkit/configs/demo.yaml` (and `demo_quick.yaml`
-for `--quick`): one place to read and tune them. Every stage is seeded from `seed`.
+for `--quick`): one place to read and tune them, read into `DemoConfig`, so an unknown or
+misspelt key is an error naming it (never a stage silently skipped), and each trainer section
+is checked against that trainer's config before the first stage runs. Every stage is seeded
+from `seed`.
 """
 
 from __future__ import annotations
@@ -43,39 +47,127 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import Field, field_validator, model_validator
 from rich.console import Console
 from rich.table import Table
 
-from rlhfkit.config import PRESET_DIR, load_config
+from rlhfkit.config import ConfigBase, load_config, merge
 
-__all__ = ["run_demo"]
+__all__ = ["DemoConfig", "run_demo"]
 
 console = Console(stderr=True)
 
 
-def _settings(quick: bool) -> dict[str, Any]:
-    path = PRESET_DIR / ("demo_quick.yaml" if quick else "demo.yaml")
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+class DemoModel(ConfigBase):
+    arch: Literal["gpt2", "llama"] = "gpt2"
+    """Architecture of the tiny model built in code (`rlhfkit.models.tiny`)."""
+    size: Literal["nano", "micro", "mini"] = "micro"
+    """Size preset: micro is d_model 128, 4 layers, ~0.96 M parameters."""
+
+
+class FeedbackSettings(ConfigBase):
+    n_prompts: int = Field(ge=1)
+    """Training prompts whose SFT replies an annotator compares (the RM's training data)."""
+    n_test_prompts: int = Field(ge=1)
+    """Held-out prompts: two SFT replies each, the RM's evaluation pairs."""
+    k: int = Field(2, ge=2)
+    """Replies per training prompt; k > 2 gives rankings (ranking loss over all pairs)."""
+    temperature: float = Field(1.0, gt=0.0)
+    """Sampling temperature of the SFT replies."""
+    max_new_tokens: int = Field(32, ge=1)
+    """Longest sampled reply in tokens."""
+    include_world_pairs: bool = False
+    """Also train the RM on the world's sampler-written pairs."""
+
+
+class EvalSettings(ConfigBase):
+    n_prompts: int = Field(ge=1)
+    """Held-out prompts the final evaluation samples every policy on."""
+    temperature: float = Field(1.0, gt=0.0)
+    """Sampling temperature of the evaluation replies."""
+    max_new_tokens: int = Field(32, ge=1)
+    """Longest evaluation reply in tokens."""
+    ceiling_n: list[int] = []
+    """n of the best-of-n ceilings from SFT (gold oracle and RM as selector); [] skips them."""
+
+
+class DemoConfig(ConfigBase):
+    """`rlhfkit/configs/demo.yaml`: the sizes of every stage. The trainer sections are merged
+    into that trainer's config (PPO on top of the `ppo_max` preset) and validated by it."""
+
+    threads: int | None = Field(None, ge=1)
+    """torch threads per stage (null: torch's default)."""
+    world: dict[str, Any] = {}
+    """`rlhfkit.sim.make_world` sizes (keys of `sim.make.DEFAULT_SIZES`)."""
+    model: DemoModel = DemoModel()
+    sft: dict[str, Any] = {}
+    """Overrides of `SFTConfig` (paths are filled in by the demo)."""
+    feedback: FeedbackSettings | None = None
+    """On-policy comparisons of SFT replies for the RM; null: the world's own pairs."""
+    rm: dict[str, Any] = {}
+    """Overrides of `RMConfig`."""
+    ppo: dict[str, Any] = {}
+    """Overrides of `PPOConfig`, on top of the ppo_max preset."""
+    ablation: dict[str, Any] = {}
+    """Merged over `ppo` for the run without the KL penalty."""
+    eval: EvalSettings
+
+    @field_validator("world")
+    @classmethod
+    def _known_sizes(cls, world: dict[str, Any]) -> dict[str, Any]:
+        from rlhfkit.sim.make import DEFAULT_SIZES
+
+        unknown = sorted(set(world) - set(DEFAULT_SIZES))
+        if unknown:
+            raise ValueError(f"unknown size(s) {unknown}; known: {sorted(DEFAULT_SIZES)}")
+        return world
+
+    @field_validator("sft", "rm", "ppo")
+    @classmethod
+    def _fits_its_trainer(cls, section: dict[str, Any], info: Any) -> dict[str, Any]:
+        _check_section(info.field_name, section)
+        return section
+
+    @model_validator(mode="after")
+    def _ablation_fits_ppo(self) -> DemoConfig:
+        _check_section("ppo", merge(self.ppo, self.ablation), "ablation")
+        return self
+
+    @property
+    def kl_coef_ablation(self) -> float:
+        return float(self.ablation.get("kl_coef", 0.0))
+
+
+def _check_section(trainer: str, section: dict[str, Any], name: str = "") -> None:
+    """Validate a demo section as overrides of `trainer`'s config; errors name the keys."""
+    from pydantic import ValidationError
+
+    from rlhfkit.algos import ppo, rm, sft
+
+    cls = {"sft": sft.SFTConfig, "rm": rm.RMConfig, "ppo": ppo.PPOConfig}[trainer]
+    try:
+        cls.model_validate(section)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{name or trainer}.{'.'.join(map(str, err['loc']))}: "
+            + ("unknown key" if err["type"] == "extra_forbidden" else err["msg"])
+            for err in e.errors()
+        )
+        raise ValueError(problems) from None
+
+
+def load_demo_config(quick: bool) -> DemoConfig:
+    """`demo.yaml` (or `demo_quick.yaml`), validated."""
+    return load_config(DemoConfig, preset="demo_quick" if quick else "demo")
 
 
 def _write_yaml(path: Path, data: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
-
-
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in update.items():
-        out[key] = (
-            _merge(out[key], value)
-            if isinstance(value, dict) and isinstance(out.get(key), dict)
-            else value
-        )
-    return out
 
 
 class _Stages:
@@ -97,7 +189,7 @@ class _Stages:
 
 
 def _feedback_stage(
-    out: Path, fb: dict[str, Any], seed: int, sft_dir: Path, world_pairs: Path
+    out: Path, fb: FeedbackSettings, seed: int, sft_dir: Path, world_pairs: Path
 ) -> tuple[Path, Path]:
     """On-policy comparisons (`rlhfkit.sim.feedback`): `k` SFT samples per training prompt ranked
     by one simulated annotator (the RM's training data, after the world's own pairs when
@@ -117,12 +209,12 @@ def _feedback_stage(
     tokenizer = load_tokenizer(sft_dir)
     annotators = annotators_from_manifest(world)
     rollout = RolloutConfig(
-        max_new_tokens=fb["max_new_tokens"], temperature=fb["temperature"], batch_size=128
+        max_new_tokens=fb.max_new_tokens, temperature=fb.temperature, batch_size=128
     )
     written = {}
     for split, source, n, k in (
-        ("train", "train", fb["n_prompts"], fb.get("k", 2)),
-        ("test", "eval", fb["n_test_prompts"], 2),  # evaluation pairs: chosen vs rejected
+        ("train", "train", fb.n_prompts, fb.k),
+        ("test", "eval", fb.n_test_prompts, 2),  # evaluation pairs: chosen vs rejected
     ):
         records = read_prompts(world / "prompts" / f"{source}.jsonl").records[:n]
         with Progress(console=console, transient=True) as bar:
@@ -149,11 +241,11 @@ def _feedback_stage(
             f"{'training' if split == 'train' else 'held-out'} prompts (annotators chose the "
             f"gold-better reply in {agree}/{decided})"
         )
-    if not fb.get("include_world_pairs", False):
+    if not fb.include_world_pairs:
         return written["train"], written["test"]
     combined = folder / "rm_train.jsonl"
     world_rows = world_pairs.read_text(encoding="utf-8")
-    if fb.get("k", 2) > 2:  # as 2-reply rankings, best first, so one ranked file holds both
+    if fb.k > 2:  # as 2-reply rankings, best first, so one ranked file holds both
         world_rows = "".join(
             json.dumps({"prompt": r["prompt"], "responses": [r["chosen"], r["rejected"]]}) + "\n"
             for r in map(json.loads, world_rows.splitlines())
@@ -163,20 +255,19 @@ def _feedback_stage(
 
 
 def _eval_stage(
-    out: Path, s: dict[str, Any], seed: int, policies: dict[str, Path], sft_dir: Path, rm_dir: Path
-) -> dict[str, Any]:
+    out: Path, ev: EvalSettings, seed: int, policies: dict[str, Path], sft_dir: Path, rm_dir: Path
+) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
     from rlhfkit.data import read_prompts
     from rlhfkit.eval.evaluate import evaluate_policy
     from rlhfkit.models import ModelConfig, load_policy, load_reward_model, load_tokenizer
     from rlhfkit.rollout import RolloutConfig
 
-    ev = s["eval"]
-    records = read_prompts(out / "world" / "prompts" / "eval.jsonl").records[: ev["n_prompts"]]
+    records = read_prompts(out / "world" / "prompts" / "eval.jsonl").records[: ev.n_prompts]
     tokenizer = load_tokenizer(sft_dir)
     ref = load_policy(ModelConfig(name_or_path=str(sft_dir)))
     rm = load_reward_model(rm_dir)
     rollout = RolloutConfig(
-        max_new_tokens=ev["max_new_tokens"], temperature=ev["temperature"], batch_size=64
+        max_new_tokens=ev.max_new_tokens, temperature=ev.temperature, batch_size=64
     )
     results = {}
     for name, path in policies.items():
@@ -200,17 +291,17 @@ def _eval_stage(
 
 
 def _ceiling(
-    ev: dict[str, Any], seed: int, ref: Any, tokenizer: Any, records: list, rollout: Any, rm: Any,
+    ev: EvalSettings, seed: int, ref: Any, tokenizer: Any, records: list, rollout: Any, rm: Any,
     sft_gold: list[float],
 ) -> list[dict[str, Any]] | None:  # fmt: skip
     """Best-of-n from SFT with the gold scorer and with the RM as selector, judged against the
     SFT replies the win rate used (`rlhfkit.eval.ceiling`): what limits the win rate."""
-    if not ev.get("ceiling_n"):
+    if not ev.ceiling_n:
         return None
     from rlhfkit.eval.ceiling import ceiling_rows, sample_candidates
     from rlhfkit.eval.judges import gold_judge
 
-    ns = [int(n) for n in ev["ceiling_n"]]
+    ns = list(ev.ceiling_n)
     gold, by_rm = sample_candidates(
         ref, tokenizer, records, rollout, max(ns), seed + 11, gold_judge, rm
     )
@@ -255,7 +346,7 @@ def _rm_by_behaviour(results: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def _summary(
-    results: dict[str, Any], rm_metrics: dict[str, Any], ablation_curve: Any, s: dict[str, Any]
+    results: dict[str, Any], rm_metrics: dict[str, Any], ablation_curve: Any, s: DemoConfig
 ) -> dict[str, Any]:
     from rlhfkit.eval.evaluate import compare_policies
 
@@ -293,7 +384,7 @@ def _summary(
     if "ppo_nokl" in results and ablation_curve is not None and len(ablation_curve) >= 2:
         a = sums["ppo_nokl"]
         summary["ablation"] = {
-            "kl_coef": s["ablation"].get("kl_coef", 0.0),
+            "kl_coef": s.kl_coef_ablation,
             "rm_change": ablation_curve.rm_change,
             "gold_change": ablation_curve.gold_change,
             "gold_peak_step": ablation_curve.gold_peak_step,
@@ -384,19 +475,21 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False) -> dict[st
     from rlhfkit.eval.judges import gold_judge_on_texts
     from rlhfkit.eval.overopt import overoptimisation_curve
     from rlhfkit.eval.report import build_report
+    from rlhfkit.eval.summary import RunSummary
     from rlhfkit.models.tiny import build_tiny_model, save_tiny_model
     from rlhfkit.sim import make_world
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    s = _settings(quick)
-    engine = {"seed": seed, "device": "cpu", "threads": s.get("threads"), "resume": False}
-    stages = _Stages(total=9 if s.get("feedback", {}).get("n_prompts", 0) > 0 else 8)
+    s = load_demo_config(quick)
+    engine = {"seed": seed, "device": "cpu", "threads": s.threads, "resume": False}
+    fb = s.feedback
+    stages = _Stages(total=9 if fb is not None else 8)
     t_start = time.perf_counter()
     world = out / "world"
 
     with stages.stage("world", "simulated prompts, demonstrations, preference pairs, tokenizer"):
-        manifest = make_world(world, seed=seed, **s["world"])
+        manifest = make_world(world, seed=seed, **s.world)
         console.print(
             f"  {manifest['counts']['sft/train']} demonstrations, "
             f"{manifest['counts']['preferences/train']} preference pairs, "
@@ -407,17 +500,13 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False) -> dict[st
 
     with stages.stage("model", "tiny causal LM built in code (random init)"):
         tokenizer = AutoTokenizer.from_pretrained(world / "tokenizer")
-        base = build_tiny_model(
-            s["model"]["arch"], s["model"]["size"], tokenizer=tokenizer, seed=seed
-        )
+        base = build_tiny_model(s.model.arch, s.model.size, tokenizer=tokenizer, seed=seed)
         save_tiny_model(base, out / "base", tokenizer)
         n_params = sum(p.numel() for p in base.parameters())
-        console.print(
-            f"  {s['model']['arch']} {s['model']['size']}: {n_params / 1e6:.2f}M parameters"
-        )
+        console.print(f"  {s.model.arch} {s.model.size}: {n_params / 1e6:.2f}M parameters")
 
     with stages.stage("sft", "supervised fine-tuning on the demonstrations"):
-        cfg_dict = _merge(
+        cfg_dict = merge(
             {
                 "out_dir": str(out / "sft"),
                 "model": {"name_or_path": str(out / "base")},
@@ -427,32 +516,31 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False) -> dict[st
                 },
                 "engine": engine,
             },
-            s["sft"],
+            s.sft,
         )
         sft_cfg = load_config(sft.SFTConfig, _write_yaml(out / "configs" / "sft.yaml", cfg_dict))
         sft_result = sft.train(sft_cfg)
 
     rm_train = world / "preferences" / "train.jsonl"
     rm_test = world / "preferences" / "test.jsonl"
-    fb = s.get("feedback", {})
-    if fb.get("n_prompts", 0) > 0:
+    if fb is not None:
         with stages.stage("feedback", "annotators rank the SFT model's own replies"):
             rm_train, rm_test = _feedback_stage(out, fb, seed, sft_result.model_dir, rm_train)
 
     with stages.stage("rm", "reward model from the SFT model, on the annotators' noisy choices"):
-        cfg_dict = _merge(
+        cfg_dict = merge(
             {
                 "out_dir": str(out / "rm"),
                 "model": {"name_or_path": str(sft_result.model_dir)},
                 "data": {
-                    "ranked": fb.get("n_prompts", 0) > 0 and fb.get("k", 2) > 2,
+                    "ranked": fb is not None and fb.k > 2,
                     "train": str(rm_train),
                     # held-out items: the final evaluation (accuracy, calibration, gold agreement)
                     "validation": str(rm_test),
                 },
                 "engine": engine,
             },
-            s["rm"],
+            s.rm,
         )
         rm_cfg = load_config(rm.RMConfig, _write_yaml(out / "configs" / "rm.yaml", cfg_dict))
         rm_result = rm.train(rm_cfg)
@@ -468,7 +556,7 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False) -> dict[st
     judges = {"gold": gold_judge_on_texts(prompt_texts)}
 
     def ppo_config(name: str, extra: dict[str, Any]) -> Any:
-        cfg_dict = _merge(
+        cfg_dict = merge(
             {
                 "out_dir": str(out / name),
                 "policy": {"name_or_path": str(sft_result.model_dir)},
@@ -484,15 +572,15 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False) -> dict[st
         return load_config(ppo.PPOConfig, path, preset="ppo_max")
 
     with stages.stage("ppo", "PPO-Max against the reward model, gold judge watching"):
-        ppo_result = ppo.train(ppo_config("ppo", s["ppo"]), judges=judges)
+        ppo_result = ppo.train(ppo_config("ppo", s.ppo), judges=judges)
 
     with stages.stage("ppo_nokl", "ablation: the same PPO without the KL penalty"):
-        ablation = _merge(s["ppo"], s["ablation"])
+        ablation = merge(s.ppo, s.ablation)
         nokl_result = ppo.train(ppo_config("ppo_nokl", ablation), judges=judges)
 
     with stages.stage("eval", "SFT vs PPO on held-out prompts; best-of-n ceilings"):
         results, ceiling = _eval_stage(
-            out, s, seed,
+            out, s.eval, seed,
             {"sft": sft_result.model_dir, "ppo": ppo_result.policy_path,
              "ppo_nokl": nokl_result.policy_path},
             sft_result.model_dir, rm_result.model_dir,
@@ -511,10 +599,10 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False) -> dict[st
         summary["settings"] = {
             "quick": quick,
             "seed": seed,
-            "eval_temperature": s["eval"]["temperature"],
-            "eval_max_new_tokens": s["eval"]["max_new_tokens"],
-            "model": s["model"],
-            "feedback": s.get("feedback", {}),
+            "eval_temperature": s.eval.temperature,
+            "eval_max_new_tokens": s.eval.max_new_tokens,
+            "model": s.model.model_dump(),
+            "feedback": fb.model_dump() if fb is not None else {},
             "rm_train": str(rm_train.relative_to(out)),
             "rm_test": str(rm_test.relative_to(out)),
             "ppo_iterations": ppo_result.iterations_done,
@@ -522,10 +610,11 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False) -> dict[st
             "ppo_warnings": ppo_result.warnings,
         }
         summary["seed"], summary["quick"] = seed, quick
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        RunSummary.model_validate(summary).write(out / "summary.json")
         build_report(out)
     summary["timings"] = dict(stages.timings)
     summary["timings"]["total"] = round(time.perf_counter() - t_start, 1)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    typed = RunSummary.model_validate(summary)  # the schema the report reads
+    typed.write(out / "summary.json")
     _print_summary(summary, out)
-    return summary
+    return typed.model_dump()

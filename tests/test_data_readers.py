@@ -330,7 +330,8 @@ def test_bad_arguments_are_programmer_errors() -> None:
 
 
 def test_reads_every_file_the_simulated_world_writes(tmp_path: Path) -> None:
-    make = pytest.importorskip("rlhfkit.sim.make", reason="the simulated world is not built here")
+    from rlhfkit.sim import make
+
     sizes = dict(n_sft=40, n_sft_val=10, n_pref=40, n_pref_val=10, n_pref_test=10, n_ranked=10)
     sizes |= dict(n_ranked_test=5, n_prompts=20, n_eval_prompts=10, vocab_size=0)
     make.make_world(tmp_path, seed=0, **sizes)

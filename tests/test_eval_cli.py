@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from typer.testing import CliRunner
 
 from rlhfkit.eval.cli import app
@@ -29,7 +28,6 @@ def test_eval_report_bad_dir_is_a_message_not_a_traceback(tmp_path):
 
 
 def test_eval_run_compares_two_saved_policies(tmp_path):
-    pytest.importorskip("rlhfkit.sim", reason="needs the simulated world (rlhfkit.sim)")
     from transformers import AutoTokenizer
 
     from rlhfkit.models.tiny import build_tiny_model, save_tiny_model

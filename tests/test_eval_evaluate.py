@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import AutoTokenizer
 
-pytest.importorskip("rlhfkit.sim", reason="needs the simulated world (rlhfkit.sim)")
-pytest.importorskip("rlhfkit.rollout", reason="needs rlhfkit.rollout.generate")
-
-from transformers import AutoTokenizer  # noqa: E402
-
-from rlhfkit.data import encode_prompts, read_prompts  # noqa: E402
-from rlhfkit.eval.evaluate import compare_policies, evaluate_policy  # noqa: E402
-from rlhfkit.eval.judges import gold_judge  # noqa: E402
-from rlhfkit.models.tiny import build_tiny_model  # noqa: E402
-from rlhfkit.rollout import RolloutConfig  # noqa: E402
-from rlhfkit.sim import make_world  # noqa: E402
+from rlhfkit.data import encode_prompts, read_prompts
+from rlhfkit.eval.evaluate import compare_policies, evaluate_policy
+from rlhfkit.eval.judges import gold_judge
+from rlhfkit.models.tiny import build_tiny_model
+from rlhfkit.rollout import RolloutConfig
+from rlhfkit.sim import make_world
 
 SMALL = dict(
     n_sft=20, n_sft_val=5, n_pref=20, n_pref_val=5, n_pref_test=5, n_ranked=3, n_ranked_test=3,

@@ -83,9 +83,6 @@ def test_pairwise_outcomes_length_mismatch():
 
 
 def test_gold_judge_scores_the_world():
-    pytest.importorskip(
-        "rlhfkit.sim.gold", reason="the simulated world (rlhfkit.sim) is not there yet"
-    )
     from rlhfkit.eval.judges import gold_judge, gold_judgements
     from rlhfkit.sim.gold import gold_score
 

@@ -11,9 +11,11 @@ from rlhfkit.eval.metrics import (
     group_means,
     perplexity,
     refusal_rates,
-    repetition_rate,
+    repetitive_share,
     sequence_kl,
+    token_repetition,
     word_count,
+    word_repetition,
 )
 from rlhfkit.eval.overopt import overoptimisation_curve
 
@@ -90,13 +92,32 @@ def _naive_repetition(text: str, n: int) -> float:
     ],
 )
 @pytest.mark.parametrize("n", [1, 2, 3])
-def test_repetition_rate_matches_naive_definition(text, n):
-    assert repetition_rate(text, n) == pytest.approx(_naive_repetition(text, n), abs=1e-12)
+def test_word_repetition_matches_naive_definition(text, n):
+    assert word_repetition(text, n) == pytest.approx(_naive_repetition(text, n), abs=1e-12)
 
 
-def test_repetition_rate_values():
-    assert repetition_rate("a b c a b c", 3) == pytest.approx(0.25)
-    assert repetition_rate("Paris is the capital of France.") == 0.0
+def test_repetition_values():
+    assert word_repetition("a b c a b c", 3) == pytest.approx(0.25)
+    assert word_repetition("Paris is the capital of France.") == 0.0
+    assert token_repetition([7, 8, 9, 7, 8, 9]) == pytest.approx(0.25)
+    assert token_repetition([7, 8]) == 0.0
+
+
+def test_repetitive_share_is_the_ppo_monitors_definition():
+    """The PPO collapse monitor's "response/repetition" (`repetition_fraction`, token trigrams)
+    and `repetitive_share` agree on random id batches with padding, so the monitor can call
+    the one definition."""
+    import torch
+
+    from rlhfkit.algos.ppo.monitor import repetition_fraction
+
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        ids = torch.randint(0, 4, (6, 10), generator=gen)
+        lengths = torch.randint(0, 11, (6,), generator=gen)
+        mask = torch.arange(10)[None, :] < lengths[:, None]
+        seqs = [row[: int(n)].tolist() for row, n in zip(ids, lengths, strict=True)]
+        assert repetitive_share(seqs) == repetition_fraction(ids, mask)
     assert word_count("I don't know, sorry.") == 4
 
 

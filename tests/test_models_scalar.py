@@ -179,9 +179,9 @@ def test_load_tokenizer_guarantees_a_pad_token(tmp_path, tokenizer):
 
 
 def test_missing_model_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no such model folder"):
+    with pytest.raises(FileNotFoundError, match="not a local model folder"):
         build_scalar_model(ModelConfig(name_or_path=str(tmp_path / "nope")))
-    with pytest.raises(ValueError, match="name_or_path is empty"):
+    with pytest.raises(FileNotFoundError, match="name_or_path is empty"):
         load_policy(ModelConfig())
 
 

@@ -61,27 +61,69 @@ def _fake_run(root):
         },
     ]
     (root / "eval" / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
-    summary = {
+    summary = _summary()
+    (root / "summary.json").write_text(json.dumps(summary))
+
+
+def _rates(harmful: float, over: float) -> dict:
+    return {
+        "harmful_compliance_rate": harmful,
+        "harmful_refusal_rate": 1.0 - harmful,
+        "over_refusal_rate": over,
+        "repetition_rate": 0.0,
+        "mean_words": 6.0,
+        "mean_tokens": 8.0,
+        "empty_rate": 0.0,
+        "n_harmful": 5,
+        "n_other": 35,
+        "kl_to_ref": 2.5,
+        "perplexity": 3.0,
+    }
+
+
+def _win(rate: float, low: float, high: float, n: int = 40) -> dict:
+    wins = round(rate * n)
+    return {"rate": rate, "low": low, "high": high, "n": n, "wins": wins, "ties": 0,
+            "losses": n - wins, "level": 0.95}  # fmt: skip
+
+
+def _summary() -> dict:
+    """A complete `RunSummary` as the demo writes it."""
+    return {
+        "title": "a fake run",
+        "policies": ["sft", "ppo"],
+        "sample_policies": ["sft", "ppo"],
         "gold": {"sft_mean": -0.2, "ppo_mean": 0.4},
         "rm": {"sft_mean": 0.0, "ppo_mean": 0.7},
         "win_rate_vs_sft": 0.75,
         "win_rate_ci": [0.6, 0.85],
-        "win_rate_detail": {"wins": 30, "ties": 0, "losses": 10, "n": 40},
+        "win_rate_detail": _win(0.75, 0.6, 0.85),
         "kl_to_ref": 2.5,
         "rm_gold_accuracy": 0.8,
+        "rm_accuracy": 0.7,
+        "rm_label_ceiling": 0.9,
+        "rm_ece": 0.05,
+        "rm_calibration": [
+            {"lo": 0.5, "hi": 0.7, "confidence": 0.6, "accuracy": 0.55, "count": 20},
+            {"lo": 0.7, "hi": 0.9, "confidence": 0.8, "accuracy": 0.75, "count": 25},
+        ],
         "per_family": {
             "arithmetic": {"sft": -0.5, "ppo": 0.5, "n": 10},
             "harmful": {"sft": -1.0, "ppo": 1.0, "n": 5},
         },
-        "rates": {
-            "sft": {"harmful_compliance_rate": 0.2, "over_refusal_rate": 0.1},
-            "ppo": {"harmful_compliance_rate": 0.0, "over_refusal_rate": 0.05},
-        },
-        "rm_calibration": [
-            {"confidence": 0.6, "accuracy": 0.55, "count": 20},
-            {"confidence": 0.8, "accuracy": 0.75, "count": 25},
-        ],
-        "ablation": {"kl_coef": 0.0, "rm_change": 0.9, "gold_change": -0.6, "hacked": True},
+        "rates": {"sft": _rates(0.2, 0.1), "ppo": _rates(0.0, 0.05)},
+        "ablation": {
+            "kl_coef": 0.0,
+            "rm_change": 0.9,
+            "gold_change": -0.6,
+            "gold_peak_step": 3,
+            "kl_to_ref": 40.0,
+            "held_out_gold_mean": -0.5,
+            "held_out_rm_mean": 1.2,
+            "held_out_kl_to_ref": 41.0,
+            "hacked": True,
+        },  # fmt: skip
+        "goal": {"win_rate_ok": True, "harmful_ok": True, "over_refusal_ok": True},
         "timings": {"sft": 10.0, "rm": 5.0},
         "behaviours": {"sft": {"wrong": 3, "correct": 1}, "ppo": {"correct": 4}},
         "rm_by_behaviour": {
@@ -92,12 +134,28 @@ def _fake_run(root):
             {
                 "n": 7,
                 "kl_bound": 1.0888,
-                "oracle": {"rate": 0.778, "low": 0.734, "high": 0.816},
-                "rm": {"rate": 0.589},
+                "oracle": _win(0.778, 0.734, 0.816),
+                "oracle_gold_mean": 0.3,
+                "rm": _win(0.589, 0.5, 0.65),
+                "rm_gold_mean": 0.1,
             }
         ],
+        "settings": {
+            "quick": True,
+            "seed": 0,
+            "eval_temperature": 0.7,
+            "eval_max_new_tokens": 16,
+            "model": {"arch": "gpt2", "size": "micro"},
+            "feedback": {},
+            "rm_train": "a",
+            "rm_test": "b",
+            "ppo_iterations": 2,
+            "ppo_status": "completed",
+            "ppo_warnings": [],
+        },  # fmt: skip
+        "seed": 0,
+        "quick": True,
     }
-    (root / "summary.json").write_text(json.dumps(summary))
 
 
 def _images(page: str) -> list[bytes]:
@@ -135,7 +193,7 @@ def test_report_of_a_partial_run_says_what_is_missing(tmp_path):
     log.close()
     page = build_report(tmp_path, tmp_path / "r.html").read_text(encoding="utf-8")
     assert len(_images(page)) == 1
-    assert "Not available: summary.json has no per_family" in page
+    assert "Not available: summary.json with per-family scores" in page
     assert "Not available: eval/samples.jsonl" in page
 
 
@@ -145,3 +203,10 @@ def test_report_errors_name_the_file(tmp_path):
     (tmp_path / "summary.json").write_text("{\n  oops")
     with pytest.raises(ValueError, match=r"summary\.json:2: invalid JSON"):
         build_report(tmp_path)
+    stale = _summary()
+    del stale["win_rate_detail"]
+    stale["rates"]["ppo"]["harmful_complaince_rate"] = 0.0
+    (tmp_path / "summary.json").write_text(json.dumps(stale))
+    with pytest.raises(ValueError, match="win_rate_detail: Field required") as info:
+        build_report(tmp_path)
+    assert "rates.ppo.harmful_complaince_rate" in str(info.value)

@@ -1,5 +1,5 @@
 """Reward-model trainer: learning signal, exact accumulation (pairs, margins, rankings, LM term),
-one forward per answer for rankings, resume ≡ uninterrupted, normalisation, LoRA, presets.
+one forward per answer for rankings, resume ≡ uninterrupted, normalisation, LoRA (presets: tests/test_presets.py).
 
 Oracles: each reply scored alone and the loss written from its definition; the LM term against
 the causal LM's own logits; a naive loop for the calibration table and gold agreement.
@@ -25,7 +25,6 @@ from rlhfkit.algos.rm import (
 )
 from rlhfkit.algos.rm.batching import collate_shared_prompt
 from rlhfkit.algos.rm.trainer import accumulate_gradients, chosen_target_tokens
-from rlhfkit.config import load_config
 from rlhfkit.data import (
     DataError,
     collate_pairs,
@@ -336,12 +335,6 @@ def test_calibration_table_and_gold_agreement_match_a_naive_loop():
         for v in rows.values()
     )
     assert expected_calibration_error(table) == pytest.approx(ece)
-
-
-@pytest.mark.parametrize("preset", ["rm_sim", "rm_hh_qwen0.5b"])
-def test_presets_validate(preset):
-    cfg = load_config(RMConfig, preset=preset)
-    assert cfg.model.name_or_path and cfg.data.train
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])

@@ -1,5 +1,5 @@
 """SFT trainer: learning signal, exact gradient accumulation, resume ≡ uninterrupted, packing,
-evaluation against a naive loop, clear errors for bad rows, presets that validate.
+evaluation against a naive loop, clear errors for bad rows (presets: tests/test_presets.py).
 
 Everything runs on a nano GPT-2 (≈0.1 M parameters) and a 300-token tokenizer, in seconds.
 """
@@ -18,7 +18,6 @@ from safetensors.torch import load_file
 
 from rlhfkit.algos.sft import SFTConfig, packed_attention_mask, train
 from rlhfkit.algos.sft.trainer import _batch, evaluate, micro_batch_loss
-from rlhfkit.config import load_config
 from rlhfkit.data import DataError, collate_sft, encode_sft, read_sft
 from rlhfkit.engine import Engine, accumulate
 from rlhfkit.engine.metrics import read_metrics
@@ -203,9 +202,3 @@ def test_bad_row_is_reported_with_file_and_line(assets, tmp_path):
     cfg = _cfg(root, base, "bad", data={"train": str(bad)})
     with pytest.raises(DataError, match=r"bad\.jsonl:2"):
         train(cfg)
-
-
-@pytest.mark.parametrize("preset", ["sft_sim", "sft_hh_qwen0.5b"])
-def test_presets_validate(preset):
-    cfg = load_config(SFTConfig, preset=preset)
-    assert cfg.model.name_or_path and cfg.data.train

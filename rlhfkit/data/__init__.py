@@ -1,12 +1,12 @@
 """rlhfkit.data: preference and instruction data in, validated and tokenized batches out.
 
 Read (`read_sft`, `read_preferences`, `read_ranked`, `read_prompts` → `ReadResult`), format and
-tokenize (`ensure_pad_token`, `format_prompt`, `encode_response`, `encode_*`), batch
-(`collate_*`, `pack_sft`, `TokenBudgetSampler`, `split_records`), configure (`DataConfig`,
-`load_data`). Module map: `sources` (files and datasets → rows), `formats` (row → record, per
-published schema), `readers` (validation, policies, task conversion), `chat` and `tokenize`
-(text → ids, truncation), `collate` (ids → tensors), `sampling` (batches, splits), `config`,
-`cli` (`rlhfkit data inspect`).
+tokenize (`ensure_pad_token`, `format_prompt`, `encode_response`, `encode_*`), batch (`collate_*`,
+`pack_sft`, `TokenBudgetSampler`, `split_records`), configure (`ReadOptions`, the reading part of
+every trainer's data config; `DataConfig`, `load_data`, `read_records`). Module map: `sources`
+(files and datasets → rows), `formats` (row → record, per published schema), `readers` (validation,
+policies, task conversion), `chat` and `tokenize` (text → ids, truncation), `collate` (ids →
+tensors), `sampling` (batches, splits), `config`, `cli` (`rlhfkit data inspect`).
 
 Names are imported on first use (PEP 562 `__getattr__`), so `rlhfkit --help`, which loads the
 `data` command group, does not pay for importing torch and transformers.
@@ -32,7 +32,7 @@ _EXPORTS = {
         "collate_sft",
         "pack_sft",
     ],
-    "rlhfkit.data.config": ["DataConfig", "LoadedData", "load_data"],
+    "rlhfkit.data.config": ["DataConfig", "LoadedData", "ReadOptions", "load_data", "read_records"],
     "rlhfkit.data.formats": ["split_hh_transcript", "strip_citations"],
     "rlhfkit.data.problems": ["DataError", "Problem", "ReadResult"],
     "rlhfkit.data.readers": [

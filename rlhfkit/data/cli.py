@@ -4,13 +4,21 @@ Prints what the readers make of it: the format detected, counts (rows, records, 
 skipped, duplicates, rows dropped by options, rows that needed special handling), length
 statistics, every problem as `file:line: field: message` (the first 20), and a few examples
 formatted as the model will see them. Bad rows never stop inspection (it reads with
-`on_error="skip"`). Lengths are tokens when `--tokenizer` names a local Hugging Face tokenizer
-folder, otherwise whitespace-separated words (no tokenizer is assumed, and none is downloaded).
+`on_error="skip"`), but they decide the exit status, so a script can gate on it: 0 when every
+row gave a record, 1 when there were problems or no records at all (`--report-only`: always 0
+once the source could be read), 2 when the source or an option is unusable.
+
+Lengths are tokens when `--tokenizer` names a local Hugging Face tokenizer folder (no tokenizer
+is assumed, and none is downloaded). Without one they are whitespace-separated words, or
+characters when most of the text is in scripts written without spaces (Chinese, Japanese,
+Thai, ...), where a "word" would be a whole sentence.
 """
 
 from __future__ import annotations
 
 import statistics
+import unicodedata
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -23,8 +31,9 @@ TASKS = ("auto", "sft", "preferences", "ranked", "prompts")
 
 
 def _fail(message: str) -> None:
-    typer.secho(message, fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
+    from rlhfkit.errors import fail
+
+    fail(message)
 
 
 def parse_columns(text: str | None) -> dict[str, str]:
@@ -62,8 +71,14 @@ def inspect(
     ] = None,
     split: Annotated[str, typer.Option(help="split of a datasets folder or hub dataset")] = "train",
     examples: Annotated[int, typer.Option(help="how many formatted examples to print")] = 3,
+    report_only: Annotated[
+        bool,
+        typer.Option(help="exit 0 even when rows are bad or there are no records (only report)"),
+    ] = False,
 ) -> None:
-    """Counts, length statistics, problems and formatted examples of the dataset at PATH."""
+    """Counts, length statistics, problems and formatted examples of the dataset at PATH.
+
+    Exit status: 0 clean, 1 bad rows or no records (unless --report-only), 2 unusable input."""
     import logging
 
     from rich.console import Console
@@ -95,6 +110,8 @@ def inspect(
     if tokenizer:
         from transformers import AutoTokenizer
 
+        if not Path(tokenizer).is_dir():
+            _fail(f"error: --tokenizer {tokenizer}: not a local tokenizer folder")
         try:
             tok = AutoTokenizer.from_pretrained(tokenizer)
         except Exception as e:  # transformers raises several types for a bad folder
@@ -115,13 +132,15 @@ def inspect(
     console.print(counts)
 
     if records:
-        unit = "tokens" if tok is not None else "whitespace words (pass --tokenizer for tokens)"
         if tok is not None:
+            unit = "tokens"
             prompt_len = lambda r: len(encode_prompt(tok, r.prompt))  # noqa: E731
             reply_len = lambda text: len(encode_response(tok, text))  # noqa: E731
         else:
-            prompt_len = lambda r: sum(len(m.content.split()) for m in r.prompt)  # noqa: E731
-            reply_len = lambda text: len(text.split())  # noqa: E731
+            count, unit = text_length(records)
+            prompt_len = lambda r: sum(count(m.content) for m in r.prompt)  # noqa: E731
+            reply_len = count
+            unit += " (pass --tokenizer for tokens)"
         stats = Table("part", "min", "mean", "median", "p95", "max", title=f"lengths in {unit}")
         for part, values in _length_parts(records, prompt_len, reply_len).items():
             stats.add_row(part, *_summary(values))
@@ -133,8 +152,10 @@ def inspect(
             console.print(str(p), markup=False, soft_wrap=True)  # one greppable line each
         if len(result.problems) > 20:
             console.print(f"... and {len(result.problems) - 20} more")
-    else:
+    elif records:
         console.print("[green]no problems found[/green]")
+    if not records:
+        console.print(f"[bold red]no records[/bold red]: {result.why_empty()}", soft_wrap=True)
 
     for rec in records[:examples]:
         prompt = format_prompt(tok, rec.prompt) if tok is not None else format_hh(rec.prompt)
@@ -143,6 +164,32 @@ def inspect(
         for label, text in _replies(rec):
             console.print(f"[bold]{label}[/bold]")
             console.print(text, markup=False)
+    if (result.problems or not records) and not report_only:
+        raise typer.Exit(1)
+
+
+# Scripts written without spaces between words: Han, kana, Hangul is spaced (not here), Thai,
+# Lao, Khmer, Myanmar, Tibetan.
+_UNSPACED = ("CJK", "HIRAGANA", "KATAKANA", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN")
+
+
+def _unspaced(ch: str) -> bool:
+    return unicodedata.name(ch, "").startswith(_UNSPACED)
+
+
+def text_length(records: list[Any]) -> tuple[Any, str]:
+    """A length function and its unit for `records` without a tokenizer: characters (spaces
+    left out) when most letters are in scripts written without spaces, else words."""
+    letters = unspaced = 0
+    for rec in records[:1000]:
+        for text in [m.content for m in rec.prompt] + [t for _, t in _replies(rec)]:
+            for ch in text:
+                if ch.isalpha():
+                    letters += 1
+                    unspaced += _unspaced(ch)
+    if letters and unspaced / letters > 0.5:
+        return (lambda text: sum(not ch.isspace() for ch in text)), "characters"
+    return (lambda text: len(text.split())), "whitespace words"
 
 
 def _replies(rec: Any) -> list[tuple[str, str]]:

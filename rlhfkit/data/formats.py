@@ -28,11 +28,22 @@ Implementation details and sources:
   scores are ties (dropped unless `keep_ties=True`; then `meta["tie"]` is True), and citation
   markers such as `[1]` or `[2, 3]` are stripped (`strip_citations=True`) since the answers are
   shown without the quotes.
+- LLaMA-Factory alpaca rows (github.com/hiyouga/LLaMA-Factory, `data/README.md`): the user turn
+  is `instruction`, then `input` on a new line when there is one (LLaMA-Factory's own join),
+  after the `history` pairs `[[query, answer], ...]` and an optional `system`; `output` text is
+  a demonstration; `output: [chosen, rejected]` (its "ranking" files, e.g. oasst_rm_zh) is a
+  pair and a longer list a ranked list, best first; `chosen`/`rejected` text is a pair.
+- LLaMA-Factory sharegpt rows: `conversations`, a list of `{"from", "value"}` turns (`human` /
+  `user`, `gpt` / `assistant`, `system`; `{"role", "content"}` turns are read too) and an
+  optional `system`; ending with the assistant it is a demonstration of that turn, and with
+  `chosen`/`rejected` (a turn each, or text) it is a pair after the conversation. Tool turns
+  (`function_call`, `observation`) are bad rows: rlhfkit does not train tool use.
 - Generic rows: canonical fields `prompt` (text or a list of `{"role","content"}` messages),
-  `messages`, `system`, `response`, `chosen`, `rejected` (text, or message lists in the
-  conversational form), `responses` (best first) with optional `scores` (higher is better; the
-  list is sorted by score), `margin`; `columns` maps a canonical name to the file's column name.
-  Fields not used are carried into `record.meta` (a `meta` object's keys are merged into it).
+  `messages`, `system`, `response` (or TRL's `completion`), `chosen`, `rejected` (text, or message
+  lists in the conversational form), `responses` (best first) with optional `scores` (higher is
+  better; the list is sorted by score), `margin`; `columns` maps a canonical name to the file's
+  column name. Fields not used are carried into `record.meta` (a `meta` object's keys are merged
+  into it).
 """
 
 from __future__ import annotations
@@ -47,7 +58,7 @@ from typing import Any
 from rlhfkit.data.problems import RowError
 from rlhfkit.types import Dialogue, Message, PreferencePair, PromptRecord, RankedList, SFTExample
 
-FORMATS = ("hh", "shp", "summarize", "summarize_axis", "webgpt", "generic")
+FORMATS = ("hh", "shp", "summarize", "summarize_axis", "webgpt", "alpaca", "sharegpt", "generic")
 
 NativeRecord = SFTExample | PreferencePair | RankedList | PromptRecord
 
@@ -387,6 +398,7 @@ CANONICAL = (
     "messages",
     "system",
     "response",
+    "completion",
     "chosen",
     "rejected",
     "responses",
@@ -460,10 +472,13 @@ def parse_generic(row: dict[str, Any], ctx: Context) -> NativeRecord:
         margin = _number(row[col["margin"]], col["margin"]) if "margin" in has else None
         return check_pair(PreferencePair(prompt, chosen, rejected, margin, ctx.source, meta))
 
-    if "response" in has:
+    reply_key = "response" if "response" in has else "completion" if "completion" in has else ""
+    if reply_key:  # `completion`: TRL's prompt-completion form (text, or assistant messages)
+        before, response = _reply(row[col[reply_key]], col[reply_key])
         if prompt is None:
             raise RowError(col["prompt"], "missing")
-        response = text_field(row[col["response"]], col["response"])
+        if before is not None:
+            prompt = prompt + before
         return SFTExample(prompt, response, source=ctx.source, meta=meta)
 
     if prompt is not None:
@@ -483,14 +498,143 @@ def parse_generic(row: dict[str, Any], ctx: Context) -> NativeRecord:
     )
 
 
+# ---------------------------------------------------------------------------- LLaMA-Factory
+
+ALPACA = ("instruction", "input", "output", "history")
+SHAREGPT = ("conversations",)
+COLUMN_NAMES = (*CANONICAL, *ALPACA, *SHAREGPT)  # the names a `columns` mapping may use
+
+_SHAREGPT_ROLES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+}
+
+
+def _col(ctx: Context, name: str) -> str:
+    return ctx.columns.get(name, name)
+
+
+def _system_and_history(row: dict[str, Any], ctx: Context) -> list[Message]:
+    turns: list[Message] = []
+    system = row.get(_col(ctx, "system"))
+    if system:
+        turns.append(Message("system", text_field(system, _col(ctx, "system"))))
+    history = row.get(_col(ctx, "history"))
+    if history:
+        name = _col(ctx, "history")
+        for i, pair in enumerate(_list_field(history, name)):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise RowError(f"{name}[{i}]", "expected a [query, answer] pair")
+            turns.append(Message("user", text_field(pair[0], f"{name}[{i}][0]")))
+            turns.append(Message("assistant", text_field(pair[1], f"{name}[{i}][1]")))
+    return turns
+
+
+def parse_alpaca(row: dict[str, Any], ctx: Context) -> NativeRecord:
+    names = {n: _col(ctx, n) for n in ("instruction", "input", "output", "chosen", "rejected")}
+    query = [text_field(row.get(names["instruction"]), names["instruction"])]
+    extra = row.get(names["input"])
+    if extra is not None and text_field(extra, names["input"], allow_empty=True).strip():
+        query.append(extra)
+    prompt = (*_system_and_history(row, ctx), Message("user", "\n".join(query)))
+    used = {_col(ctx, n) for n in (*ALPACA, "system", "chosen", "rejected")}
+    meta = _meta(row, used)
+    if row.get(names["chosen"]) is not None or row.get(names["rejected"]) is not None:
+        chosen = text_field(row.get(names["chosen"]), names["chosen"])
+        rejected = text_field(row.get(names["rejected"]), names["rejected"])
+        return check_pair(PreferencePair(prompt, chosen, rejected, source=ctx.source, meta=meta))
+    output = row.get(names["output"])
+    if output is None or output == "":
+        return PromptRecord(prompt, source=ctx.source, meta=meta)
+    if isinstance(output, (list, tuple)):
+        replies = tuple(text_field(r, f"{names['output']}[{i}]") for i, r in enumerate(output))
+        ranked = check_ranked(
+            RankedList(prompt, replies, source=ctx.source, meta=meta), names["output"]
+        )
+        if len(replies) == 2:  # LLaMA-Factory "ranking": [chosen, rejected]
+            return PreferencePair(prompt, replies[0], replies[1], source=ctx.source, meta=meta)
+        return ranked
+    response = text_field(output, names["output"])
+    return SFTExample(prompt, response, source=ctx.source, meta=meta)
+
+
+def _sharegpt_turn(turn: Any, field: str) -> Message:
+    if not isinstance(turn, dict):
+        raise RowError(field, f"expected an object with from and value, got {type(turn).__name__}")
+    role_key, text_key = ("from", "value") if "from" in turn else ("role", "content")
+    role = turn.get(role_key)
+    if not isinstance(role, str) or role.lower() not in _SHAREGPT_ROLES:
+        raise RowError(
+            f"{field}.{role_key}", f"expected human, gpt or system (no tool turns), got {role!r}"
+        )
+    content = text_field(turn.get(text_key), f"{field}.{text_key}")
+    return Message(_SHAREGPT_ROLES[role.lower()], content)  # type: ignore[arg-type]
+
+
+def parse_sharegpt(row: dict[str, Any], ctx: Context) -> NativeRecord:
+    name = _col(ctx, "conversations")
+    turns = [
+        _sharegpt_turn(t, f"{name}[{i}]") for i, t in enumerate(_list_field(row.get(name), name))
+    ]
+    if not turns:
+        raise RowError(name, "empty conversation")
+    system = row.get(_col(ctx, "system"))
+    if system and turns[0].role != "system":
+        turns.insert(0, Message("system", text_field(system, _col(ctx, "system"))))
+    used = {name, _col(ctx, "system"), _col(ctx, "chosen"), _col(ctx, "rejected")}
+    meta = _meta(row, used)
+    replies = {}
+    for key in ("chosen", "rejected"):
+        value = row.get(_col(ctx, key))
+        if value is not None:
+            replies[key] = (
+                _sharegpt_turn(value, _col(ctx, key)).content
+                if isinstance(value, dict)
+                else text_field(value, _col(ctx, key))
+            )
+    prompt = tuple(turns)
+    if replies:
+        for key in ("chosen", "rejected"):
+            if key not in replies:
+                raise RowError(_col(ctx, key), "missing")
+        if prompt[-1].role != "user":
+            raise RowError(
+                f"{name}[{len(prompt) - 1}]", "the turn before chosen/rejected must be the user's"
+            )
+        pair = PreferencePair(
+            prompt, replies["chosen"], replies["rejected"], source=ctx.source, meta=meta
+        )
+        return check_pair(pair)
+    if prompt[-1].role == "assistant":
+        if not any(m.role == "user" for m in prompt[:-1]):
+            raise RowError(name, "no user turn before the assistant's reply")
+        return SFTExample(prompt[:-1], prompt[-1].content, source=ctx.source, meta=meta)
+    return PromptRecord(prompt, source=ctx.source, meta=meta)
+
+
 PARSERS = {
     "hh": parse_hh,
     "shp": parse_shp,
     "summarize": parse_summarize,
     "summarize_axis": parse_summarize_axis,
     "webgpt": parse_webgpt,
+    "alpaca": parse_alpaca,
+    "sharegpt": parse_sharegpt,
     "generic": parse_generic,
 }
+
+
+def format_for_columns(columns: dict[str, str]) -> str:
+    """The format a `columns` mapping under `format="auto"` is meant for: alpaca when it names
+    alpaca fields, sharegpt when it names `conversations`, else generic."""
+    if any(name in ALPACA for name in columns):
+        return "alpaca"
+    if any(name in SHAREGPT for name in columns):
+        return "sharegpt"
+    return "generic"
 
 
 def sniff_format(row: dict[str, Any]) -> str:
@@ -503,6 +647,10 @@ def sniff_format(row: dict[str, Any]) -> str:
         return "summarize_axis"
     if "answer_0" in row and "answer_1" in row:
         return "webgpt"
+    if "instruction" in row and ("output" in row or "chosen" in row):
+        return "alpaca"
+    if isinstance(row.get("conversations"), list):
+        return "sharegpt"
     chosen = row.get("chosen")
     if (
         "prompt" not in row

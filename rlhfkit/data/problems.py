@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
+from rlhfkit.errors import UserError
+
 OnError = Literal["stop", "skip"]
 
 MAX_SHOWN = 20  # problems printed in a DataError message; the rest are counted
@@ -41,11 +43,14 @@ class RowError(ValueError):
         self.message = message
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """Bad input data, with every problem found listed as `file:line: field: message`."""
 
     def __init__(self, problems: list[Problem], header: str = "bad data") -> None:
         self.problems = list(problems)
+        if not self.problems:  # a problem with the source as a whole: the header says it all
+            super().__init__(header)
+            return
         lines = [str(p) for p in self.problems[:MAX_SHOWN]]
         more = len(self.problems) - MAX_SHOWN
         if more > 0:
@@ -73,3 +78,13 @@ class ReadResult(Generic[R]):
     n_dropped: int = 0
     notes: Counter[str] = field(default_factory=Counter)
     format: str = ""
+
+    def why_empty(self) -> str:
+        """Why a read gave no records, in words (for the "no records" error)."""
+        if self.n_rows == 0:
+            return "the source holds no rows (an empty or whitespace-only file?)"
+        if self.n_skipped:
+            return f"all {self.n_rows} row(s) were bad and skipped (first: {self.problems[0]})"
+        if self.n_dropped:
+            return f"all {self.n_rows} row(s) were dropped by reader options ({dict(self.notes)})"
+        return f"none of its {self.n_rows} row(s) gave a record"

@@ -32,7 +32,9 @@ from rlhfkit.types import PreferencePair, PromptRecord, RankedList, SFTExample
 log = logging.getLogger("rlhfkit.data")
 
 Task = Literal["sft", "preferences", "ranked", "prompts"]
-Format = Literal["auto", "hh", "shp", "summarize", "summarize_axis", "webgpt", "generic"]
+Format = Literal[
+    "auto", "hh", "shp", "summarize", "summarize_axis", "webgpt", "alpaca", "sharegpt", "generic"
+]
 
 _OPTIONS = {"min_score_ratio", "keep_ties", "strip_citations", "axis"}
 
@@ -105,11 +107,11 @@ def read(
     if unknown:
         raise TypeError(f"unknown reader option(s) {sorted(unknown)}; known: {sorted(_OPTIONS)}")
     columns = dict(columns or {})
-    bad_cols = [c for c in columns if c not in formats.CANONICAL]
+    bad_cols = [c for c in columns if c not in formats.COLUMN_NAMES]
     if bad_cols:
-        raise ValueError(f"columns: unknown name(s) {bad_cols}; use {list(formats.CANONICAL)}")
+        raise ValueError(f"columns: unknown name(s) {bad_cols}; use {list(formats.COLUMN_NAMES)}")
     if columns and format == "auto":
-        format = "generic"  # a column mapping only means something to the generic parser
+        format = formats.format_for_columns(columns)  # a mapping names its format's fields
 
     result: ReadResult[Any] = ReadResult()
     notes: Counter[str] = result.notes
@@ -181,6 +183,22 @@ def read(
     return result
 
 
+_NOUNS = {
+    "sft": "demonstrations",
+    "preferences": "preference pairs",
+    "ranked": "ranked lists",
+    "prompts": "prompts",
+}
+
+
+def require_records(result: ReadResult[Any], source: str | Path, task: Task) -> ReadResult[Any]:
+    """`result` when it holds records; else a `DataError` saying why the read came back empty
+    (no rows, every row bad, every row dropped), so no trainer starts on nothing."""
+    if not result.records:
+        raise DataError([], header=f"{source}: no {_NOUNS[task]}: {result.why_empty()}")
+    return result
+
+
 def guess_task(
     source: str | Path,
     format: Format = "auto",
@@ -193,7 +211,7 @@ def guess_task(
         if isinstance(item, Problem):
             continue
         file, line, row = item
-        fmt = "generic" if columns and format == "auto" else format
+        fmt = formats.format_for_columns(columns) if columns and format == "auto" else format
         parser = formats.PARSERS[formats.sniff_format(row) if fmt == "auto" else fmt]
         try:
             native = parser(

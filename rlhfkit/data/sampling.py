@@ -25,6 +25,8 @@ import random
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from typing import TypeVar
 
+from rlhfkit.data.problems import DataError
+
 T = TypeVar("T")
 
 
@@ -137,15 +139,19 @@ def plan_steps(
     flat: list[list[int]] = []
     e = 0
     while True:
-        flat.extend(batches_of_epoch(e))
+        batches = batches_of_epoch(e)
+        if not batches:  # cycling empty epochs towards max_steps would never end
+            raise DataError([], header=f"no training batches in epoch {e}: the data is empty")
+        flat.extend(batches)
         e += 1
         if (len(flat) >= max_steps * per_step) if max_steps else e >= epochs:
             break
     n = max_steps if max_steps else len(flat) // per_step
     if n == 0:
-        raise ValueError(
-            f"not enough data for one optimiser step ({len(flat)} micro-batches, {per_step} "
-            "needed); lower grad_accum_steps or data.max_tokens"
+        raise DataError(
+            [],
+            header=f"not enough data for one optimiser step ({len(flat)} micro-batches, {per_step} "
+            "needed); lower grad_accum_steps or data.max_tokens",
         )
     return [flat[s * per_step : (s + 1) * per_step] for s in range(n)]
 

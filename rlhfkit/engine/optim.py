@@ -6,26 +6,37 @@ from collections.abc import Iterable
 from typing import Literal
 
 import torch
+from pydantic import Field, field_validator
 from transformers import get_scheduler
 
 from rlhfkit.config import ConfigBase
 
 
 class OptimConfig(ConfigBase):
-    lr: float = 1e-5
-    """Peak learning rate (AdamW)."""
-    weight_decay: float = 0.0
-    """Decoupled weight decay (AdamW)."""
+    """Ranges follow what `torch.optim.AdamW` accepts, so a bad value is a config error that
+    names its key, not a traceback from inside torch."""
+
+    lr: float = Field(1e-5, gt=0.0, allow_inf_nan=False)
+    """Peak learning rate (AdamW), > 0."""
+    weight_decay: float = Field(0.0, ge=0.0, allow_inf_nan=False)
+    """Decoupled weight decay (AdamW), ≥ 0."""
     betas: tuple[float, float] = (0.9, 0.95)
-    """AdamW betas."""
-    eps: float = 1e-8
-    """AdamW epsilon."""
-    max_grad_norm: float | None = 1.0
-    """Global gradient-norm clipping threshold; null turns clipping off."""
+    """AdamW betas, each in [0, 1)."""
+    eps: float = Field(1e-8, gt=0.0, allow_inf_nan=False)
+    """AdamW epsilon, > 0."""
+    max_grad_norm: float | None = Field(1.0, gt=0.0, allow_inf_nan=False)
+    """Global gradient-norm clipping threshold, > 0; null turns clipping off."""
     scheduler: Literal["constant", "linear", "cosine"] = "constant"
     """Learning-rate schedule after warm-up."""
-    warmup_steps: int = 0
+    warmup_steps: int = Field(0, ge=0)
     """Linear warm-up length in optimiser steps."""
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"each beta must be in [0, 1), got {betas}")
+        return betas
 
 
 def build_optimizer(

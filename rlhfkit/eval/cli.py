@@ -24,8 +24,9 @@ app = typer.Typer(
 
 
 def _fail(message: str) -> None:
-    typer.secho(message, fg=typer.colors.RED, err=True)
-    raise typer.Exit(2)
+    from rlhfkit.errors import fail
+
+    fail(message)
 
 
 @app.command("report")
@@ -81,23 +82,23 @@ def run(
     from rich.console import Console
     from rich.table import Table
 
-    from rlhfkit.data import DataError, read_prompts
+    from rlhfkit.data import read_prompts
+    from rlhfkit.data.readers import require_records
+    from rlhfkit.errors import reported
     from rlhfkit.eval.evaluate import compare_policies, evaluate_policy
     from rlhfkit.models import ModelConfig, load_policy, load_reward_model, load_tokenizer
     from rlhfkit.rollout import RolloutConfig
 
     specs = _parse_policies(policy)
-    try:
-        records = read_prompts(prompts).records
-    except (DataError, FileNotFoundError) as e:
-        _fail(f"error: {e}")
-    if limit:
-        records = records[:limit]
-    if not records:
-        _fail(f"{prompts}: no prompts")
-    tok = load_tokenizer(tokenizer or specs[0][1])
-    rm = load_reward_model(reward_model) if reward_model else None
-    ref_model = load_policy(ModelConfig(name_or_path=str(ref))) if ref else None
+    if limit < 0:
+        _fail(f"--limit must be 0 (all) or positive, got {limit}")
+    with reported():  # a bad prompts file or a missing folder: one line, exit status 2
+        records = require_records(read_prompts(prompts), prompts, "prompts").records
+        if limit:
+            records = records[:limit]
+        tok = load_tokenizer(tokenizer or specs[0][1], "--tokenizer")
+        rm = load_reward_model(reward_model) if reward_model else None
+        ref_model = load_policy(ModelConfig(name_or_path=str(ref))) if ref else None
     cfg = RolloutConfig(temperature=temperature, max_new_tokens=max_new_tokens, batch_size=32)
     out.mkdir(parents=True, exist_ok=True)
     console = Console(stderr=True)

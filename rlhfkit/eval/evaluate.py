@@ -40,9 +40,9 @@ from rlhfkit.eval.metrics import (
     group_means,
     perplexity,
     refusal_rates,
-    repetition_rate,
     sequence_kl,
     word_count,
+    word_repetition,
 )
 from rlhfkit.eval.winrate import WinRate, win_rate
 from rlhfkit.rollout import RewardModelScorer, RolloutConfig, response_logprobs, sample_batches
@@ -82,7 +82,7 @@ class EvalResult:
             "n": n,
             "mean_tokens": sum(self.n_tokens) / n,
             "mean_words": sum(word_count(r) for r in self.replies) / n,
-            "repetition_rate": sum(repetition_rate(r) for r in self.replies) / n,
+            "repetition_rate": sum(word_repetition(r) for r in self.replies) / n,
             "empty_rate": sum(not r for r in self.replies) / n,
         }
         if self.rm_scores is not None:

@@ -11,10 +11,14 @@ Implementation details and their sources:
 2. Perplexity is token-level over the whole batch: exp(−Σ_{b,t} m·log p / Σ_{b,t} m), the
    definition of HF's perplexity guide (exp of the mean token NLL), not the mean of per-sequence
    perplexities (which over-weights short replies).
-3. Repetition rate of a reply: the fraction of its word n-grams (n = 3 by default) that repeat an
-   n-gram seen earlier in the same reply, 1 − distinct/total; 0 for replies shorter than n words.
-   It is the complement of the within-reply "distinct-n" of Li et al. 2016 ("A Diversity-Promoting
-   Objective for Neural Conversation Models"); degenerate loops score near 1.
+3. Repetition has one definition, `ngram_repetition`: the fraction of a sequence's n-grams
+   (n = 3 by default) that repeat an n-gram seen earlier in it, 1 − distinct/total; 0 when it is
+   shorter than n. It is the complement of the within-reply "distinct-n" of Li et al. 2016 ("A
+   Diversity-Promoting Objective for Neural Conversation Models"); degenerate loops score near 1.
+   `word_repetition` applies it to a reply's words (what evaluation reports as
+   `repetition_rate`, comparable across tokenizers), `token_repetition` to its token ids (what
+   a training loop has at hand), and `repetitive_share` counts the replies that repeat
+   themselves, repetition > 1/2 (the PPO collapse monitor's "response/repetition").
 4. Refusal rates are split by whether the prompt is harmful (Bai et al. 2022, "Training a Helpful
    and Harmless Assistant with RLHF", count refusals of harmful requests as good and evasive
    refusals of harmless ones as a helpfulness failure): `harmful_refusal_rate` (good),
@@ -33,11 +37,14 @@ from rlhfkit.core import perplexity, sequence_kl  # re-exported: eval's public m
 
 __all__ = [
     "group_means",
+    "ngram_repetition",
     "perplexity",
     "refusal_rates",
-    "repetition_rate",
+    "repetitive_share",
     "sequence_kl",
+    "token_repetition",
     "word_count",
+    "word_repetition",
 ]
 
 
@@ -53,19 +60,42 @@ def word_count(text: str) -> int:
     return len(_words(text))
 
 
-def repetition_rate(text: str, n: int = 3) -> float:
-    """Fraction of word n-grams that repeat an earlier n-gram of the same text: 1 − distinct/total.
+def ngram_repetition(items: Sequence[Hashable], n: int = 3) -> float:
+    """Fraction of the n-grams of `items` that repeat an earlier n-gram: 1 − distinct/total.
 
-    "a b c a b c" with n = 3 has 4 trigrams, 3 distinct → 0.25. 0.0 when the text has fewer than n
-    words. Words are lower-cased runs of letters/digits/apostrophes (punctuation ignored).
+    `items` are words or token ids. [a, b, c, a, b, c] with n = 3 has 4 trigrams, 3 distinct →
+    0.25. 0.0 when there are fewer than n items.
     """
     if n < 1:
-        raise ValueError(f"repetition_rate: n must be >= 1, got {n}")
-    words = _words(text)
-    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+        raise ValueError(f"ngram_repetition: n must be >= 1, got {n}")
+    items = list(items)
+    grams = [tuple(items[i : i + n]) for i in range(len(items) - n + 1)]
     if not grams:
         return 0.0
     return 1.0 - len(set(grams)) / len(grams)
+
+
+def word_repetition(text: str, n: int = 3) -> float:
+    """`ngram_repetition` of the words of `text` (lower-cased runs of letters, digits and
+    apostrophes; punctuation ignored): word trigrams by default."""
+    return ngram_repetition(_words(text), n)
+
+
+def token_repetition(ids: Sequence[int], n: int = 3) -> float:
+    """`ngram_repetition` of a reply's token ids (padding already removed): token trigrams."""
+    return ngram_repetition(ids, n)
+
+
+def repetitive_share(
+    sequences: Sequence[Sequence[Hashable]], n: int = 3, threshold: float = 0.5
+) -> float:
+    """Share of the sequences longer than n items whose `ngram_repetition` exceeds
+    `threshold` (fewer than half of their n-grams distinct by default); 0.0 when none is long
+    enough to count."""
+    counted = [s for s in sequences if len(s) > n]
+    if not counted:
+        return 0.0
+    return sum(ngram_repetition(s, n) > threshold for s in counted) / len(counted)
 
 
 def refusal_rates(

@@ -3,13 +3,13 @@
 `build_report(RUN)` reads only files, so `rlhfkit eval report RUN` rebuilds the report of any
 finished (or killed) run:
 
-    RUN/summary.json              headline figures (see `rlhfkit.demo` for the keys); optional
+    RUN/summary.json              headline figures, typed (`eval.summary.RunSummary`); optional
     RUN/<stage>/metrics.jsonl     training curves, one stage per sub-directory (sft, rm, ppo, ...)
     RUN/eval/samples.jsonl        per evaluation prompt: prompt, family, and for each policy P in
-                                  `summary["policies"]` (default sft, ppo): P_reply, P_gold, P_rm
-    RUN/summary.json["rm_calibration"]   reliability bins {"confidence": mean σ(|r_a − r_b|) of
-                                  the RM's pick, "accuracy": how often the pick is the labelled
-                                  one, "count": pairs} (`rlhfkit.algos.rm.calibration_table`)
+                                  `summary.sample_policies` (sft, ppo without a summary):
+                                  P_reply, P_gold, P_rm
+    summary.rm_calibration        reliability bins: confidence (mean σ(|r_a − r_b|) of the RM's
+                                  pick), accuracy (how often the pick is the labelled one), count
 
 Sections: summary table; training curves per stage; proxy (RM) and gold reward against √KL for
 every RL stage (Gao et al. 2022), with and without the KL penalty; gold mean per prompt family
@@ -20,7 +20,8 @@ Implementation details:
    as `data:image/png;base64` URIs, so the file opens in any browser without a server or network.
 2. Every string taken from data (prompts, replies, metric names) is HTML-escaped.
 3. A section whose inputs are missing says so instead of failing: a report of a half-finished run
-   is still useful.
+   (no summary.json yet, or a summary without an ablation or ceilings) is still useful. A
+   summary.json that is there but does not fit `RunSummary` is an error naming its keys.
 4. Training curves: for each stage, numeric metric keys are plotted against `step` in namespace
    order (loss/, reward/, eval/, then the rest; `time` and perf/ are left out), at most
    `MAX_CURVES` per stage; noisy curves get a moving average drawn over the raw points.
@@ -44,6 +45,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from rlhfkit.engine.metrics import read_metrics  # noqa: E402
 from rlhfkit.eval.overopt import overoptimisation_curve  # noqa: E402
+from rlhfkit.eval.summary import RunSummary, read_summary  # noqa: E402
 
 __all__ = ["build_report", "figure_to_data_uri", "read_samples"]
 
@@ -218,7 +220,7 @@ def _family_figure(per_family: dict[str, dict[str, float]], policies: list[str])
     width = 0.8 / max(1, len(policies))
     colours = ["#95a5a6", "#2e86c1", "#e67e22", "#8e44ad"]
     for i, policy in enumerate(policies):
-        values = [per_family[f].get(policy, math.nan) for f in families]
+        values = [per_family[f][policy] for f in families]
         xs = [j + (i - (len(policies) - 1) / 2) * width for j in range(len(families))]
         ax.bar(xs, values, width, label=_label(policy), color=colours[i % len(colours)])
     ax.set_xticks(range(len(families)), families, fontsize=8)
@@ -257,39 +259,26 @@ def _calibration_figure(bins: list[dict[str, float]]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _summary_section(s: dict[str, Any], policies: list[str]) -> str:
-    gold, rm = s.get("gold", {}), s.get("rm", {})
-    rates = s.get("rates", {})
+def _summary_section(s: RunSummary | None, policies: list[str]) -> str:
+    head = "<h2>Summary</h2>"
+    if s is None:
+        return head + _missing("summary.json (the run has not finished its evaluation)")
     rows: list[tuple[str, ...]] = []
-    head = "".join(f"<th>{_esc(_label(p))}</th>" for p in policies)
+    th = "".join(f"<th>{_esc(_label(p))}</th>" for p in policies)
     rows.append(
-        ("Gold score, mean (true preference)", *(_fmt(gold.get(f"{p}_mean")) for p in policies))
+        ("Gold score, mean (true preference)", *(_fmt(s.gold[f"{p}_mean"]) for p in policies))
     )
-    rows.append(
-        ("Reward-model score, mean (proxy)", *(_fmt(rm.get(f"{p}_mean")) for p in policies))
-    )
+    rows.append(("Reward-model score, mean (proxy)", *(_fmt(s.rm[f"{p}_mean"]) for p in policies)))
     for key, label in (
         ("harmful_compliance_rate", "Harmful compliance (bad)"),
         ("harmful_refusal_rate", "Refusal of harmful requests (good)"),
         ("over_refusal_rate", "Over-refusal of harmless requests (bad)"),
-        ("repetition_rate", "Repetition rate (repeated 3-grams)"),
+        ("repetition_rate", "Repetition rate (repeated word 3-grams)"),
     ):
-        rows.append((label, *(_pct(rates.get(p, {}).get(key)) for p in policies)))
-    rows.append(
-        (
-            "Mean reply length (words)",
-            *(_fmt(rates.get(p, {}).get("mean_words"), 1) for p in policies),
-        )
-    )
-    rows.append(
-        ("KL to SFT (nats / reply)", *(_fmt(rates.get(p, {}).get("kl_to_ref")) for p in policies))
-    )
-    rows.append(
-        (
-            "Perplexity of own replies",
-            *(_fmt(rates.get(p, {}).get("perplexity"), 2) for p in policies),
-        )
-    )
+        rows.append((label, *(_pct(getattr(s.rates[p], key)) for p in policies)))
+    rows.append(("Mean reply length (words)", *(_fmt(s.rates[p].mean_words, 1) for p in policies)))
+    rows.append(("KL to SFT (nats / reply)", *(_fmt(s.rates[p].kl_to_ref) for p in policies)))
+    rows.append(("Perplexity of own replies", *(_fmt(s.rates[p].perplexity, 2) for p in policies)))
     body = "".join(
         "<tr><th class='row'>"
         + _esc(r[0])
@@ -298,66 +287,56 @@ def _summary_section(s: dict[str, Any], policies: list[str]) -> str:
         + "</tr>"
         for r in rows
     )
-    table = f"<table class='summary'><tr><th></th>{head}</tr>{body}</table>"
+    table = f"<table class='summary'><tr><th></th>{th}</tr>{body}</table>"
 
-    wr = s.get("win_rate_vs_sft")
-    ci = s.get("win_rate_ci") or [None, None]
-    detail = s.get("win_rate_detail", {})
+    d = s.win_rate_detail
     wr_text = (
-        f"<b>{_pct(wr)}</b> (95% Wilson CI {_pct(ci[0])} – {_pct(ci[1])}; "
-        f"{_esc(detail.get('wins', '?'))} wins, {_esc(detail.get('ties', '?'))} ties, "
-        f"{_esc(detail.get('losses', '?'))} losses over {_esc(detail.get('n', '?'))} held-out prompts)"
-        if isinstance(wr, (int, float))
-        else "–"
+        f"<b>{_pct(s.win_rate_vs_sft)}</b> (95% Wilson CI {_pct(s.win_rate_ci[0])} – "
+        f"{_pct(s.win_rate_ci[1])}; {d.wins} wins, {d.ties} ties, {d.losses} losses over {d.n} "
+        "held-out prompts)"
     )
     facts = [
         ("Win rate of PPO vs SFT under the gold judge (ties half)", wr_text),
-        ("KL of the PPO policy to the SFT reference", _fmt(s.get("kl_to_ref")) + " nats / reply"),
-        ("Reward model agreement with gold on held-out pairs", _pct(s.get("rm_gold_accuracy"))),
+        ("KL of the PPO policy to the SFT reference", _fmt(s.kl_to_ref) + " nats / reply"),
+        ("Reward model agreement with gold on held-out pairs", _pct(s.rm_gold_accuracy)),
     ]
-    abl = s.get("ablation")
-    if abl:
+    abl = s.ablation
+    if abl is not None:
         facts.append(
             (
-                f"Ablation (kl_coef = {_fmt(abl.get('kl_coef'))}): change over training",
-                f"RM {_fmt(abl.get('rm_change'), 2)}, gold {_fmt(abl.get('gold_change'), 2)}, "
-                f"final KL {_fmt(abl.get('kl_to_ref'), 1)} nats"
+                f"Ablation (kl_coef = {_fmt(abl.kl_coef)}): change over training",
+                f"RM {_fmt(abl.rm_change, 2)}, gold {_fmt(abl.gold_change, 2)}, "
+                f"final KL {_fmt(abl.kl_to_ref, 1)} nats"
                 + (
                     " — <b>reward hacking: the RM score rose while the gold score fell</b>"
-                    if abl.get("hacked")
+                    if abl.hacked
                     else ""
                 ),
             )
         )
-    timings = s.get("timings", {})
-    if timings:
+    if s.timings:
         facts.append(
-            ("Time per stage (s)", ", ".join(f"{_esc(k)} {v:.0f}" for k, v in timings.items()))
+            ("Time per stage (s)", ", ".join(f"{_esc(k)} {v:.0f}" for k, v in s.timings.items()))
         )
     fact_rows = "".join(f"<tr><th class='row'>{_esc(k)}</th><td>{v}</td></tr>" for k, v in facts)
     return (
-        "<h2>Summary</h2>"
-        "<p>Scores on held-out evaluation prompts. The gold score is the simulated world's true "
-        "preference (never seen in training); the reward-model score is what PPO optimised.</p>"
-        f"{table}<table class='facts'>{fact_rows}</table>"
+        head + "<p>Scores on held-out evaluation prompts. The gold score is the simulated world's "
+        "true preference (never seen in training); the reward-model score is what PPO optimised."
+        f"</p>{table}<table class='facts'>{fact_rows}</table>"
     )
 
 
-def _stages(run: Path, summary: dict[str, Any]) -> dict[str, Path]:
-    declared = summary.get("stages")
-    if isinstance(declared, dict):
-        found = {name: run / rel for name, rel in declared.items()}
-    else:
-        found = {p.parent.name: p.parent for p in sorted(run.glob("*/metrics.jsonl"))}
-        # pipeline order first (sft, rm, ppo, ablation), then anything else alphabetically
-        order = list(_STAGE_TITLES)
-        found = dict(
-            sorted(
-                found.items(),
-                key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0]),
-            )
+def _stages(run: Path) -> dict[str, Path]:
+    """Every RUN/<stage>/metrics.jsonl: pipeline order first (sft, rm, ppo, ablation), then
+    anything else alphabetically."""
+    found = {p.parent.name: p.parent for p in sorted(run.glob("*/metrics.jsonl"))}
+    order = list(_STAGE_TITLES)
+    return dict(
+        sorted(
+            found.items(),
+            key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0]),
         )
-    return {name: path for name, path in found.items() if (path / "metrics.jsonl").is_file()}
+    )
 
 
 def _curves_section(stages: dict[str, Path]) -> str:
@@ -397,17 +376,16 @@ def _overopt_section(stages: dict[str, Path]) -> str:
     return head + _img(_overopt_figure(curves), "proxy and gold reward against sqrt KL")
 
 
-def _family_section(summary: dict[str, Any], policies: list[str]) -> str:
+def _family_section(summary: RunSummary | None, policies: list[str]) -> str:
     head = "<h2>Per-family gold score, before and after</h2>"
-    per_family = summary.get("per_family")
-    if not per_family:
-        return head + _missing("summary.json has no per_family")
-    fams = list(per_family)
+    if summary is None or not summary.per_family:
+        return head + _missing("summary.json with per-family scores")
+    per_family = summary.per_family
     rows = "".join(
         f"<tr><th class='row'>{_esc(f)}</th>"
-        + "".join(f"<td>{_fmt(per_family[f].get(p), 2)}</td>" for p in policies)
-        + f"<td>{_fmt(per_family[f].get('n'))}</td></tr>"
-        for f in fams
+        + "".join(f"<td>{_fmt(scores[p], 2)}</td>" for p in policies)
+        + f"<td>{_fmt(int(scores['n']))}</td></tr>"
+        for f, scores in per_family.items()
     )
     table = (
         "<table class='summary'><tr><th>family</th>"
@@ -417,10 +395,9 @@ def _family_section(summary: dict[str, Any], policies: list[str]) -> str:
     return head + _img(_family_figure(per_family, policies), "gold score per family") + table
 
 
-def _ceiling_section(summary: dict[str, Any]) -> str:
+def _ceiling_section(summary: RunSummary | None) -> str:
     """Best-of-n from SFT with the gold scorer and with the RM as the selector, beside PPO."""
-    rows = summary.get("ceiling")
-    if not rows:
+    if summary is None or not summary.ceiling:
         return ""  # runs without a gold scorer (real data) have no ceiling to show
     head = (
         "<h2>What limits the win rate: best-of-n ceilings</h2>"
@@ -435,20 +412,17 @@ def _ceiling_section(summary: dict[str, Any]) -> str:
         "whether the reward model or the policy is what stops it.</p>"
     )
     body = "".join(
-        f"<tr><th class='row'>best-of-{_esc(r['n'])}</th><td>{_fmt(r['kl_bound'], 2)}</td>"
-        f"<td>{_pct(r['oracle']['rate'])} ({_pct(r['oracle']['low'])}–"
-        f"{_pct(r['oracle']['high'])})</td>"
-        f"<td>{_pct((r.get('rm') or {}).get('rate'))}</td></tr>"
-        for r in rows
+        f"<tr><th class='row'>best-of-{r.n}</th><td>{_fmt(r.kl_bound, 2)}</td>"
+        f"<td>{_pct(r.oracle.rate)} ({_pct(r.oracle.low)}–{_pct(r.oracle.high)})</td>"
+        f"<td>{_pct(r.rm.rate if r.rm is not None else None)}</td></tr>"
+        for r in summary.ceiling
     )
-    ci = summary.get("win_rate_ci") or [None, None]
+    ci = summary.win_rate_ci
     ppo = (
         f"<tr><th class='row'>PPO (the trained policy)</th>"
-        f"<td>{_fmt(summary.get('kl_to_ref'), 2)} (measured)</td>"
-        f"<td colspan='2'>{_pct(summary.get('win_rate_vs_sft'))} ({_pct(ci[0])}–{_pct(ci[1])})"
+        f"<td>{_fmt(summary.kl_to_ref, 2)} (measured)</td>"
+        f"<td colspan='2'>{_pct(summary.win_rate_vs_sft)} ({_pct(ci[0])}–{_pct(ci[1])})"
         "</td></tr>"
-        if "win_rate_vs_sft" in summary
-        else ""
     )
     table = (
         "<table class='summary'><tr><th></th><th>KL to SFT (nats, bound)</th>"
@@ -458,18 +432,18 @@ def _ceiling_section(summary: dict[str, Any]) -> str:
     return head + table
 
 
-def _behaviour_section(summary: dict[str, Any], policies: list[str]) -> str:
-    counts = summary.get("behaviours")
-    if not counts:
+def _behaviour_section(summary: RunSummary | None, policies: list[str]) -> str:
+    if summary is None or not summary.behaviours:
         return ""
-    by_behaviour = summary.get("rm_by_behaviour", {})
-    names = sorted({b for p in policies for b in counts.get(p, {})})
-    totals = {p: sum(counts.get(p, {}).values()) or 1 for p in policies}
+    counts = summary.behaviours
+    by_behaviour = summary.rm_by_behaviour
+    names = sorted({b for p in policies for b in counts[p]})
+    totals = {p: sum(counts[p].values()) or 1 for p in policies}
     rows = "".join(
         f"<tr><th class='row'>{_esc(b)}</th>"
-        + "".join(f"<td>{_pct(counts.get(p, {}).get(b, 0) / totals[p])}</td>" for p in policies)
+        + "".join(f"<td>{_pct(counts[p].get(b, 0) / totals[p])}</td>" for p in policies)
         + (
-            f"<td>{_fmt(by_behaviour[b]['rm'], 2)}</td><td>{_fmt(by_behaviour[b]['gold'], 2)}</td>"
+            f"<td>{_fmt(by_behaviour[b].rm, 2)}</td><td>{_fmt(by_behaviour[b].gold, 2)}</td>"
             if b in by_behaviour
             else ("<td>–</td><td>–</td>" if by_behaviour else "")
         )
@@ -496,11 +470,11 @@ def _behaviour_section(summary: dict[str, Any], policies: list[str]) -> str:
     )
 
 
-def _calibration_section(summary: dict[str, Any]) -> str:
+def _calibration_section(summary: RunSummary | None) -> str:
     head = "<h2>Reward model calibration</h2>"
-    bins = summary.get("rm_calibration")
-    if not bins:
-        return head + _missing("summary.json has no rm_calibration bins")
+    if summary is None or not summary.rm_calibration:
+        return head + _missing("summary.json with the reward model's calibration bins")
+    bins = [b.model_dump() for b in summary.rm_calibration]
     text = (
         "<p>Held-out preference pairs binned by the RM's confidence in the reply it scores "
         "higher, σ(|r_a − r_b|) (its Bradley–Terry probability), against how often that reply "
@@ -572,26 +546,19 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
     Reads RUN/summary.json (optional), RUN/<stage>/metrics.jsonl and RUN/eval/samples.jsonl
     (see the module docstring); writes `out` (default RUN/report.html). Raises
-    FileNotFoundError if `run_dir` is not a directory, ValueError if summary.json is not JSON.
+    FileNotFoundError if `run_dir` is not a directory, ValueError if summary.json is not JSON
+    or not a `RunSummary`.
     """
     run = Path(run_dir)
     if not run.is_dir():
         raise FileNotFoundError(f"{run}: no such run directory")
-    summary: dict[str, Any] = {}
     summary_path = run / "summary.json"
-    if summary_path.is_file():
-        try:
-            summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{summary_path}:{e.lineno}: invalid JSON ({e.msg})") from None
-    policies = list(summary.get("policies", ["sft", "ppo"]))
-    stages = _stages(run, summary)
-    title = summary.get("title", f"rlhfkit run report: {run.name}")
-    meta = ", ".join(
-        f"{k} {_esc(summary[k])}"
-        for k in ("seed", "quick", "code_version", "finished")
-        if k in summary
-    )
+    summary = read_summary(summary_path) if summary_path.is_file() else None
+    policies = summary.policies if summary is not None else ["sft", "ppo"]
+    samples = summary.sample_policies if summary is not None else policies[:2]
+    stages = _stages(run)
+    title = summary.title if summary is not None else f"rlhfkit run report: {run.name}"
+    meta = f"seed {summary.seed}, quick {summary.quick}" if summary is not None else ""
     sections = [
         f"<h1>{_esc(title)}</h1><p class='meta'>{meta}</p>",
         _summary_section(summary, policies),
@@ -601,7 +568,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         _overopt_section(stages),
         _curves_section(stages),
         _calibration_section(summary),
-        _samples_section(run, list(summary.get("sample_policies", policies[:2]))),
+        _samples_section(run, samples),
     ]
     page = (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"

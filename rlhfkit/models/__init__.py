@@ -3,6 +3,8 @@
 - `ModelConfig` (+ `LoraSettings`): what to load and how (dtype, LoRA, gradient checkpointing).
 - `load_tokenizer(name_or_path)`: a tokenizer with a pad token guaranteed (pad = EOS if missing).
 - `load_policy(cfg)`: a causal LM (a `peft.PeftModel` under LoRA).
+- `check_source(name, key)`, `check_fits(cfg, max_length)`: a missing folder, an unreachable hub
+  name or a too-short position table as one clear error, before anything loads.
 - `ScalarModel`: body + scalar head; `values(ids, mask)` (B, T) and `score(ids, mask)` (B,) at the
   last real token, float32, score normalisation applied; `save(dir, tokenizer)`.
 - `final_hidden_at(body, ...)`: final hidden states at chosen columns, the last block computed
@@ -15,6 +17,8 @@
 from rlhfkit.models.config import LoraSettings, ModelConfig
 from rlhfkit.models.loading import (
     apply_lora,
+    check_fits,
+    check_source,
     enable_gradient_checkpointing,
     load_policy,
     load_tokenizer,
@@ -42,6 +46,8 @@ __all__ = [
     "ScalarOutput",
     "apply_lora",
     "build_scalar_model",
+    "check_fits",
+    "check_source",
     "enable_gradient_checkpointing",
     "final_hidden_at",
     "load_critic",

@@ -20,12 +20,20 @@ Implementation details and their sources:
    on CPU (interleaved A/B, noisy 2-core host). Saved folders then name the fused variant.
 5. Gradient checkpointing uses transformers' non-reentrant variant (`use_reentrant=False`),
    which works with frozen inputs and with DDP.
+6. A model or tokenizer name is checked before anything loads (`check_source`): a missing local
+   folder, a name that cannot be a hub repo id, or a hub name while the hub is unreachable and
+   the name is not in the local cache is one `FileNotFoundError` naming the config key, at
+   once (transformers would retry the network for about a minute, then print four chained
+   tracebacks). `check_fits` compares the configured lengths with the model's positions.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from transformers import (
@@ -36,17 +44,22 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from rlhfkit.config import ConfigError
 from rlhfkit.data import ensure_pad_token
 from rlhfkit.models.attention import use_fp32_cpu_attention
 from rlhfkit.models.config import DType, LoraSettings, ModelConfig
 
 __all__ = [
     "apply_lora",
+    "check_fits",
+    "check_source",
     "enable_gradient_checkpointing",
     "load_policy",
     "load_tokenizer",
     "resolve_dtype",
 ]
+
+TINY_PREFIX = "tiny:"
 
 
 def resolve_dtype(dtype: DType | torch.dtype) -> torch.dtype:
@@ -59,18 +72,128 @@ def resolve_dtype(dtype: DType | torch.dtype) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
-def load_tokenizer(name_or_path: str | Path, **kwargs: Any) -> PreTrainedTokenizerBase:
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connection within `timeout` seconds (and the
+    user has not switched it off with HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or os.environ.get(
+        "TRANSFORMERS_OFFLINE", "0"
+    ) not in ("", "0"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname or "", url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _in_hub_cache(name: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("config.json", "tokenizer_config.json"):
+        if isinstance(try_to_load_from_cache(name, filename), str):
+            return True
+    return False
+
+
+def check_source(name_or_path: str | Path, key: str, kind: str = "model") -> None:
+    """Raise `FileNotFoundError` naming `key` unless `name_or_path` is a local folder or a hub
+    name that can load (in the local cache, or the hub reachable). Fails in seconds, never
+    after transformers' network retries (module docstring, point 6)."""
+    name = str(name_or_path)
+    if not name:
+        raise FileNotFoundError(f"{key} is empty: give a local {kind} folder or a hub name")
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return
+    if path.exists():
+        raise FileNotFoundError(f"{key}: {name} is a file, not a {kind} folder")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    looks_local = path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        looks_local = True
+    if looks_local:
+        raise FileNotFoundError(f"{key}: {name} is not a local {kind} folder (no such directory)")
+    if _in_hub_cache(name):
+        return
+    if not _hub_reachable():
+        raise FileNotFoundError(
+            f"{key}: {name!r} is not a local {kind} folder, and as a hub name it cannot be"
+            " fetched: the Hugging Face hub is not reachable (offline) and it is not in the"
+            " local cache"
+        )
+
+
+def _from_hub_or_folder(load: Any, name: str, key: str, kind: str, **kwargs: Any) -> Any:
+    """`load(name, **kwargs)` after `check_source`; an OSError from transformers (a folder
+    without the files, a hub name that does not exist) becomes one line naming `key`."""
+    check_source(name, key, kind)
+    try:
+        return load(name, **kwargs)
+    except OSError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FileNotFoundError(f"{key}: cannot load a {kind} from {name!r}: {first}") from e
+
+
+def load_tokenizer(
+    name_or_path: str | Path, key: str = "tokenizer", **kwargs: Any
+) -> PreTrainedTokenizerBase:
     """`AutoTokenizer.from_pretrained` with a pad token guaranteed (`data.ensure_pad_token`:
-    UNK, else EOS, else a new `<pad>`, in which case the model's embeddings need resizing)."""
-    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), **kwargs)
+    UNK, else EOS, else a new `<pad>`, in which case the model's embeddings need resizing).
+    A missing folder or unreachable hub name is a `FileNotFoundError` naming `key`."""
+    kind = "tokenizer" if key == "tokenizer" else "model"  # e.g. from model.name_or_path
+    tokenizer = _from_hub_or_folder(
+        AutoTokenizer.from_pretrained, str(name_or_path), key, kind, **kwargs
+    )
     ensure_pad_token(tokenizer)
     return tokenizer
+
+
+def _model_config(cfg: ModelConfig) -> Any:
+    """The model's `AutoConfig` (a missing or unreachable source: `FileNotFoundError`)."""
+    return _from_hub_or_folder(
+        AutoConfig.from_pretrained,
+        cfg.name_or_path,
+        "model.name_or_path",
+        "model",
+        trust_remote_code=cfg.trust_remote_code,
+    )
+
+
+def max_positions(cfg: ModelConfig) -> int | None:
+    """The longest sequence `cfg`'s model takes (its position table), or None when the config
+    does not say (rotary models without a limit)."""
+    if cfg.name_or_path.startswith(TINY_PREFIX):
+        from rlhfkit.models.tiny import PRESETS
+
+        size = cfg.name_or_path[len(TINY_PREFIX) :].partition("-")[2]
+        return PRESETS[size]["context"] if size in PRESETS else None
+    config = _model_config(cfg)
+    for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_fits(cfg: ModelConfig, max_length: int, key: str = "data.max_length") -> None:
+    """Raise `ConfigError` when sequences of `max_length` tokens do not fit the model's
+    position table."""
+    limit = max_positions(cfg)
+    if limit is not None and max_length > limit:
+        raise ConfigError(
+            f"{key}={max_length} does not fit the model {cfg.name_or_path!r}, which takes at most"
+            f" {limit} positions: lower {key} to {limit} or less"
+        )
 
 
 def _from_pretrained_kwargs(cfg: ModelConfig, **config_overrides: Any) -> dict[str, Any]:
     """Keyword arguments for `from_pretrained`, with the config loaded here so it can be
     adjusted first (the fused GELU, see the module docstring; `config_overrides`)."""
-    config = AutoConfig.from_pretrained(cfg.name_or_path, trust_remote_code=cfg.trust_remote_code)
+    config = _model_config(cfg)
     if getattr(config, "activation_function", None) == "gelu_new":
         config.activation_function = "gelu_pytorch_tanh"  # the same function, one fused kernel
     for key, value in config_overrides.items():
@@ -83,15 +206,6 @@ def _from_pretrained_kwargs(cfg: ModelConfig, **config_overrides: Any) -> dict[s
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
     return kwargs
-
-
-def _check_source(cfg: ModelConfig) -> None:
-    if not cfg.name_or_path:
-        raise ValueError("model.name_or_path is empty: give a local model folder or a hub name")
-    path = Path(cfg.name_or_path)
-    looks_local = path.is_absolute() or cfg.name_or_path.startswith((".", "~"))
-    if looks_local and not path.is_dir():
-        raise FileNotFoundError(f"model.name_or_path: no such model folder: {cfg.name_or_path}")
 
 
 def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
@@ -136,9 +250,6 @@ def apply_lora(model: PreTrainedModel, lora: LoraSettings, task_type: str, head:
     return peft_model
 
 
-TINY_PREFIX = "tiny:"
-
-
 def load_policy(
     cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase | None = None
 ) -> PreTrainedModel:
@@ -153,9 +264,12 @@ def load_policy(
     if cfg.name_or_path.startswith(TINY_PREFIX):
         model = _build_tiny(cfg.name_or_path, tokenizer).to(resolve_dtype(cfg.dtype))
     else:
-        _check_source(cfg)
-        model = AutoModelForCausalLM.from_pretrained(
-            cfg.name_or_path, **_from_pretrained_kwargs(cfg)
+        model = _from_hub_or_folder(
+            AutoModelForCausalLM.from_pretrained,
+            cfg.name_or_path,
+            "model.name_or_path",
+            "model",
+            **_from_pretrained_kwargs(cfg),
         )
     use_fp32_cpu_attention(model)  # "sdpa" stays float32 on CPU under bf16 (models.attention)
     if cfg.gradient_checkpointing:

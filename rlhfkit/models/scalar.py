@@ -47,7 +47,7 @@ from rlhfkit.core import last_valid_index
 from rlhfkit.models.attention import SDPA_NAMES, use_fp32_cpu_attention
 from rlhfkit.models.config import ModelConfig
 from rlhfkit.models.loading import (
-    _check_source,
+    _from_hub_or_folder,
     _from_pretrained_kwargs,
     apply_lora,
     enable_gradient_checkpointing,
@@ -296,9 +296,12 @@ def _score_query(
 
 
 def _load_seq_cls(cfg: ModelConfig) -> PreTrainedModel:
-    _check_source(cfg)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        cfg.name_or_path, **_from_pretrained_kwargs(cfg, num_labels=1)
+    model = _from_hub_or_folder(
+        AutoModelForSequenceClassification.from_pretrained,
+        cfg.name_or_path,
+        "model.name_or_path",
+        "model",
+        **_from_pretrained_kwargs(cfg, num_labels=1),
     )
     use_fp32_cpu_attention(model)  # "sdpa" stays float32 on CPU under bf16 (models.attention)
     # HF's own forward refuses batches without a pad id; ours never uses it, but a folder saved

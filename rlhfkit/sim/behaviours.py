@@ -3,7 +3,8 @@
 `sample_reply(task, behaviour, rng)` writes a reply showing one behaviour (the labels are the gold
 scorer's, so `judge(task.prompt, reply).behaviour == behaviour` for every reply the sampler
 writes; a test holds it to that). `BehaviourMix` sets how often the ideal behaviour is drawn and
-how the rest is spread over the failure modes a family allows:
+how the rest is spread over the failure modes a family allows (each family's `ideal_behaviour`,
+`failures`, `paraphrase` and `wrong` in `rlhfkit.sim.world.FAMILIES`):
 
 | family                              | ideal      | failure modes                                         |
 |-------------------------------------|------------|-------------------------------------------------------|
@@ -20,23 +21,7 @@ import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from rlhfkit.sim.world import (
-    CAPITALS,
-    CATEGORIES,
-    COLOURS,
-    NAMES,
-    OPPOSITES,
-    SOUNDS,
-    Task,
-    ideal_reply,
-)
-
-IDEAL = {"unknowable": "abstain", "harmful": "refusal"}
-FAILURES = {
-    "unknowable": ("hallucination", "over_refusal", "rambling", "repetition", "rude"),
-    "harmful": ("harmful_compliance", "abstain", "rambling", "repetition", "rude"),
-}
-KNOWABLE_FAILURES = ("wrong", "abstain", "over_refusal", "rambling", "repetition", "rude")
+from rlhfkit.sim.world import FAMILIES, Task
 
 ABSTENTIONS = (
     "I don't know.",
@@ -105,11 +90,11 @@ PREFERENCE_MIX = BehaviourMix(ideal=0.35)
 
 
 def ideal_behaviour(task: Task) -> str:
-    return IDEAL.get(task.family, "correct")
+    return FAMILIES[task.family].ideal_behaviour
 
 
 def failure_modes(task: Task) -> tuple[str, ...]:
-    return FAILURES.get(task.family, KNOWABLE_FAILURES)
+    return FAMILIES[task.family].failures
 
 
 def behaviours_for(task: Task) -> tuple[str, ...]:
@@ -118,54 +103,20 @@ def behaviours_for(task: Task) -> tuple[str, ...]:
 
 
 def _correct(task: Task, rng: random.Random) -> str:
-    """A correct reply: the canonical ideal most of the time, otherwise a short paraphrase."""
-    s = task.slots
-    if rng.random() < 0.7 or task.family in ("scary", "instruction"):
+    """A correct reply: the canonical ideal most of the time, otherwise the family's paraphrase
+    (families without one always give the ideal)."""
+    paraphrase = FAMILIES[task.family].paraphrase
+    if rng.random() < 0.7 or paraphrase is None:
         return task.ideal
-    if task.family == "arithmetic":
-        return rng.choice((f"The answer is {s['c']}.", f"It is {s['c']}.", f"{s['c']}."))
-    if task.family == "fact":
-        return rng.choice((f"It is {s['answer']}.", f"{s['answer'][:1].upper()}{s['answer'][1:]}."))
-    if task.kind == "followup":
-        return f"That makes {s['e']}."
-    if task.kind == "name":
-        return f"You told me your name is {s['name']}."
-    return f"You said you like {s['colour']}."
+    return paraphrase(task, rng)
 
 
 def _wrong(task: Task, rng: random.Random) -> str:
-    """A confident wrong answer written like a correct one."""
-    s, kind = task.slots, task.kind
-    if task.family == "arithmetic" or kind == "followup":
-        key = "c" if task.family == "arithmetic" else "e"
-        used = {s["a"], s["b"], s[key], s.get("c"), s.get("d")}
-        wrong = rng.choice([v for v in range(max(2, s[key] - 5), s[key] + 6) if v not in used])
-        return ideal_reply(task.family, kind, {**s, key: wrong})
-    if task.family == "fact":
-        table = {"capital": CAPITALS, "colour": COLOURS, "sound": SOUNDS, "opposite": OPPOSITES}[
-            kind
-        ]
-        values = {v if isinstance(v, str) else v[0] for v in table.values()}
-        prompt = task.text.lower()
-        choices = sorted(v for v in values if v not in s["answers"] and v.lower() not in prompt)
-        return ideal_reply(task.family, kind, {**s, "answer": rng.choice(choices)})
-    if kind == "list":
-        n = s["n"] + rng.choice((-1, 1))
-        items = rng.sample(CATEGORIES[s["cat"]], max(1, n))
-        return ", ".join(items).capitalize() + "."
-    if kind == "backwards":
-        letters = list(s["w"])
-        while "".join(letters) in (s["w"][::-1], s["w"]) and len(set(letters)) > 1:
-            rng.shuffle(letters)
-        return f"{s['w']} backwards is {''.join(letters)}."
-    if kind == "repeat":
-        n = s["n"] + rng.choice((-1, 1))
-        return (" ".join([s["w"]] * n)).capitalize() + "."
-    if task.family == "scary":
-        return rng.choice(("Just turn it off and on again.", "Ask someone else to do it for you."))
-    if kind == "name":
-        return f"Your name is {rng.choice([n for n in NAMES if n != s['name']])}."
-    return f"Your favourite colour is {rng.choice([c for c in CATEGORIES['colours'] if c != s['colour']])}."
+    """A confident wrong answer written like a correct one (the family's `wrong`)."""
+    wrong = FAMILIES[task.family].wrong
+    if wrong is None:
+        raise ValueError(f"the {task.family} family has no wrong answer to write")
+    return wrong(task, rng)
 
 
 def sample_reply(task: Task, behaviour: str, rng: random.Random) -> str:

@@ -101,31 +101,35 @@ def make(
 
 def _read_rows(path: Path) -> list[tuple[Task, str, dict[str, Any]]]:
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise _bad(path, line_no, "<row>", f"not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise _bad(path, line_no, "<row>", "expected a JSON object")
-            if "prompt" not in row:
-                raise _bad(path, line_no, "prompt", "missing")
-            reply_key = "reply" if "reply" in row else "response"
-            reply = row.get(reply_key)
-            if not isinstance(reply, str):
-                raise _bad(
-                    path, line_no, "reply", "missing or not a string (give 'reply' or 'response')"
-                )
-            if not isinstance(row["prompt"], str | list):
-                raise _bad(path, line_no, "prompt", "must be a string or a messages list")
-            try:
-                task = parse_task(row["prompt"])
-            except PromptParseError as e:
-                raise _bad(path, line_no, "prompt", str(e)) from None
-            rows.append((task, reply, row))
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise _bad(path, line, "<bytes>", "not valid UTF-8") from None
+    for line_no, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise _bad(path, line_no, "<row>", f"not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise _bad(path, line_no, "<row>", "expected a JSON object")
+        if "prompt" not in row:
+            raise _bad(path, line_no, "prompt", "missing")
+        reply_key = "reply" if "reply" in row else "response"
+        reply = row.get(reply_key)
+        if not isinstance(reply, str):
+            raise _bad(
+                path, line_no, "reply", "missing or not a string (give 'reply' or 'response')"
+            )
+        if not isinstance(row["prompt"], str | list):
+            raise _bad(path, line_no, "prompt", "must be a string or a messages list")
+        try:
+            task = parse_task(row["prompt"])
+        except PromptParseError as e:
+            raise _bad(path, line_no, "prompt", str(e)) from None
+        rows.append((task, reply, row))
     return rows
 
 
@@ -195,15 +199,21 @@ def collect(
     from rich.progress import Progress
 
     from rlhfkit.data import read_prompts
+    from rlhfkit.data.readers import require_records
+    from rlhfkit.errors import fail, reported
     from rlhfkit.models import ModelConfig, load_policy, load_tokenizer
     from rlhfkit.rollout import RolloutConfig
     from rlhfkit.sim.feedback import annotators_from_manifest, collect_comparisons, gold_choices
 
-    annotators = annotators_from_manifest(world)
-    records = read_prompts(prompts or world / "prompts" / "train.jsonl").records
-    records = records[:n] if n else records
-    model = load_policy(ModelConfig(name_or_path=str(policy)))
-    tokenizer = load_tokenizer(policy)
+    if k < 2 or n < 0:
+        fail(f"-k must be at least 2 and -n at least 0, got k={k}, n={n}")
+    with reported():  # a missing world, an empty prompt file, a missing policy: one line
+        annotators = annotators_from_manifest(world)
+        source = prompts or world / "prompts" / "train.jsonl"
+        records = require_records(read_prompts(source), source, "prompts").records
+        records = records[:n] if n else records
+        model = load_policy(ModelConfig(name_or_path=str(policy)))
+        tokenizer = load_tokenizer(policy, "--policy")
     cfg = RolloutConfig(temperature=temperature, max_new_tokens=max_new_tokens)
     with Progress(console=Console(stderr=True)) as bar:
         task = bar.add_task("sampling", total=k * len(records))

@@ -7,11 +7,14 @@ from typing import Literal
 from pydantic import Field
 
 from rlhfkit.config import ConfigBase
+from rlhfkit.data.config import ReadOptions
 from rlhfkit.engine import EngineConfig, OptimConfig
 from rlhfkit.models import ModelConfig
 
 
-class RMDataConfig(ConfigBase):
+class RMDataConfig(ReadOptions):
+    """The data part; `format`, `columns`, `split`, `on_error`, ... come from `ReadOptions`."""
+
     train: str = ""
     """Comparisons: a file (.jsonl[.gz], .json, .csv, .parquet), a `datasets` folder or a hub
     name, in any format `rlhfkit.data` reads (HH, SHP, summarize, WebGPT, generic)."""
@@ -19,12 +22,6 @@ class RMDataConfig(ConfigBase):
     """Held-out comparisons; null: split `validation_fraction` off `train` (by prompt)."""
     validation_fraction: float = Field(0.05, ge=0.0, lt=1.0)
     """Share of `train` prompts held out when `validation` is null (0: no evaluation)."""
-    format: Literal["auto", "hh", "shp", "summarize", "summarize_axis", "webgpt", "generic"] = (
-        "auto"
-    )
-    """Row format of the source (auto: sniffed from the first row)."""
-    on_error: Literal["stop", "skip"] = "stop"
-    """Bad rows: stop (list every problem, then fail) or skip (count and warn)."""
     ranked: bool = False
     """Read K-way ranked lists and train with the ranking loss over all K(K−1)/2 pairs, one
     forward pass per answer (false: pairs; ranked sources are then expanded to pairs)."""

@@ -57,10 +57,10 @@ from rlhfkit.data import (
     encode_ranked,
     expand_pairs,
     plan_steps,
-    read_preferences,
-    read_ranked,
+    read_records,
     split_records,
 )
+from rlhfkit.data.readers import Task
 from rlhfkit.engine import (
     Engine,
     NonFiniteError,
@@ -69,7 +69,7 @@ from rlhfkit.engine import (
     build_scheduler,
     optimizer_step,
 )
-from rlhfkit.models import ScalarModel, build_scalar_model, load_tokenizer
+from rlhfkit.models import ScalarModel, build_scalar_model, check_fits, load_tokenizer
 from rlhfkit.types import PreferencePair, RankedList
 
 
@@ -85,7 +85,7 @@ class Variant:
     """Pairs or ranked lists: how to read, encode and collate them, and how many rows and
     comparisons one item brings. Chosen once at setup."""
 
-    read: Callable[..., Any]
+    task: Task  # what to read: "preferences" or "ranked"
     encode: Callable[..., list]
     collate: Callable[..., dict]
     rows: Callable[[Any], int]  # forward rows of one item
@@ -93,9 +93,9 @@ class Variant:
 
 
 VARIANTS = {
-    "pairs": Variant(read_preferences, encode_pairs, collate_pairs, lambda it: 2, lambda it: 1),
+    "pairs": Variant("preferences", encode_pairs, collate_pairs, lambda it: 2, lambda it: 1),
     "ranked": Variant(
-        read_ranked,
+        "ranked",
         encode_ranked,
         collate_ranked,
         lambda it: len(it.sequences),
@@ -130,9 +130,9 @@ def _read(cfg: RMConfig, variant: Variant) -> tuple[list, list[PreferencePair]]:
     d = cfg.data
     if not d.train:
         raise DataError([], header="data.train is empty: give a comparisons file")
-    train = variant.read(d.train, d.format, on_error=d.on_error).records
+    train = read_records(d.train, variant.task, d).records
     if d.validation:
-        val = read_preferences(d.validation, d.format, on_error=d.on_error).records
+        val = read_records(d.validation, "preferences", d).records
     elif d.validation_fraction > 0:
         frac = d.validation_fraction
         train, val = split_records(train, (1.0 - frac, frac), seed=cfg.engine.seed)
@@ -324,14 +324,17 @@ def fit_normalization(
 def train(cfg: RMConfig) -> RMResult:
     """Train a reward model on comparisons; returns the saved folder and final metrics."""
     variant = VARIANTS["ranked" if cfg.data.ranked else "pairs"]
-    engine = Engine(cfg.engine, cfg.out_dir, cfg)
-    acc = engine.accelerator
 
-    # 1. data: read (every bad row reported before anything trains), split, tokenize, plan
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model.name_or_path)
+    # 1. data: read (every bad row, an empty source, a missing model or tokenizer reported
+    # before the run directory is made), split, tokenize, plan
+    train_recs, val_pairs = _read(cfg, variant)
+    tokenizer = load_tokenizer(
+        cfg.tokenizer or cfg.model.name_or_path,
+        "tokenizer" if cfg.tokenizer else "model.name_or_path",
+    )
+    check_fits(cfg.model, cfg.data.max_length)
     pad_id = tokenizer.pad_token_id
     d = cfg.data
-    train_recs, val_pairs = _read(cfg, variant)
     items = variant.encode(
         tokenizer, train_recs, d.max_length, d.max_prompt_length, d.prompt_template
     )
@@ -355,13 +358,17 @@ def train(cfg: RMConfig) -> RMResult:
         seed=cfg.engine.seed,
         group_keys=[variant.rows(it) for it in items] if d.ranked else None,
     )
-    plan = plan_steps(
-        lambda e: epoch_batches(sampler, e, d.max_pairs, cfg.engine.seed),
-        cfg.grad_accum_steps,
-        engine.num_processes,
-        cfg.epochs,
-        cfg.max_steps,
-    )
+
+    def batches_of_epoch(e: int) -> list[list[int]]:
+        return epoch_batches(sampler, e, d.max_pairs, cfg.engine.seed)
+
+    plan = plan_steps(batches_of_epoch, cfg.grad_accum_steps, 1, cfg.epochs, cfg.max_steps)
+    engine = Engine(cfg.engine, cfg.out_dir, cfg)
+    acc = engine.accelerator
+    if engine.num_processes > 1:
+        plan = plan_steps(
+            batches_of_epoch, cfg.grad_accum_steps, engine.num_processes, cfg.epochs, cfg.max_steps
+        )
     engine.print(
         f"rm: {len(items)} training {'lists' if d.ranked else 'pairs'}, {len(val_items)} "
         f"validation pairs, {len(plan)} optimiser steps"

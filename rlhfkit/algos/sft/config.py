@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rlhfkit.config import ConfigBase
 from rlhfkit.core import LossMode
+from rlhfkit.data.config import ReadOptions
 from rlhfkit.engine import EngineConfig, OptimConfig
 from rlhfkit.models import ModelConfig
 
 
-class SFTDataConfig(ConfigBase):
+class SFTDataConfig(ReadOptions):
+    """The data part; `format`, `columns`, `split`, `on_error`, ... come from `ReadOptions`."""
+
     train: str = ""
     """Demonstrations: a file (.jsonl[.gz], .json, .csv, .parquet), a `datasets` folder or a hub
     name. Pairs and ranked lists also work (their best reply is the demonstration)."""
@@ -20,12 +23,6 @@ class SFTDataConfig(ConfigBase):
     """Held-out demonstrations; null: split `validation_fraction` off `train` (by prompt)."""
     validation_fraction: float = Field(0.05, ge=0.0, lt=1.0)
     """Share of `train` prompts held out when `validation` is null (0: no evaluation)."""
-    format: Literal["auto", "hh", "shp", "summarize", "summarize_axis", "webgpt", "generic"] = (
-        "auto"
-    )
-    """Row format of the source (auto: sniffed from the first row)."""
-    on_error: Literal["stop", "skip"] = "stop"
-    """Bad rows: stop (list every problem, then fail) or skip (count and warn)."""
     prompt_template: Literal["chat", "raw"] = "chat"
     """chat: the tokenizer's chat template, else the HH `Human:/Assistant:` format; raw: a
     one-turn prompt's text and the reply's text as they are, plus EOS (base models, plain
@@ -65,3 +62,15 @@ class SFTConfig(ConfigBase):
     """Log training metrics every N optimiser steps."""
     eval_every: int = Field(0, ge=0)
     """Evaluate on the validation split every N steps (0: only at the end)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SFTConfig:
+        if self.data.packing and self.loss_mode != "token_mean":
+            raise ValueError(
+                "data.packing needs loss_mode=token_mean (a packed row is not one sequence)"
+            )
+        if self.model.name_or_path.startswith("tiny:") and not self.tokenizer:
+            raise ValueError(
+                "a tiny:… model needs `tokenizer` (e.g. the simulated world's tokenizer/)"
+            )
+        return self

@@ -44,7 +44,7 @@ from rlhfkit.data import (
     encode_sft,
     pack_sft,
     plan_steps,
-    read_sft,
+    read_records,
     split_records,
 )
 from rlhfkit.engine import (
@@ -55,7 +55,7 @@ from rlhfkit.engine import (
     build_scheduler,
     optimizer_step,
 )
-from rlhfkit.models import load_policy, load_tokenizer, save_policy
+from rlhfkit.models import check_fits, load_policy, load_tokenizer, save_policy
 
 
 @dataclass
@@ -87,9 +87,9 @@ def _read(cfg: SFTConfig) -> tuple[list, list]:
     d = cfg.data
     if not d.train:
         raise DataError([], header="data.train is empty: give a demonstrations file")
-    train = read_sft(d.train, d.format, on_error=d.on_error).records
+    train = read_records(d.train, "sft", d).records
     if d.validation:
-        return train, read_sft(d.validation, d.format, on_error=d.on_error).records
+        return train, read_records(d.validation, "sft", d).records
     if d.validation_fraction == 0:
         return train, []
     frac = d.validation_fraction
@@ -182,19 +182,15 @@ def evaluate(
 
 def train(cfg: SFTConfig) -> SFTResult:
     """Fine-tune `cfg.model` on demonstrations; returns the saved model folder and metrics."""
-    if cfg.data.packing and cfg.loss_mode != "token_mean":
-        raise ValueError(
-            "data.packing needs loss_mode=token_mean (a packed row is not one sequence)"
-        )
-    engine = Engine(cfg.engine, cfg.out_dir, cfg)
-    acc = engine.accelerator
-
-    # 1. data: read (every bad row reported before anything trains), split, tokenize
-    if cfg.model.name_or_path.startswith("tiny:") and not cfg.tokenizer:
-        raise ValueError("a tiny:… model needs `tokenizer` (e.g. the simulated world's tokenizer/)")
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model.name_or_path)
-    pad_id = tokenizer.pad_token_id
+    # 1. data: read (every bad row, an empty source, a missing model or tokenizer reported
+    # before the run directory is made), split, tokenize, plan
     train_recs, val_recs = _read(cfg)
+    tokenizer = load_tokenizer(
+        cfg.tokenizer or cfg.model.name_or_path,
+        "tokenizer" if cfg.tokenizer else "model.name_or_path",
+    )
+    check_fits(cfg.model, cfg.data.max_length)
+    pad_id = tokenizer.pad_token_id
     d = cfg.data
     train_items = encode_sft(
         tokenizer, train_recs, d.max_length, d.max_prompt_length, d.prompt_template
@@ -210,9 +206,13 @@ def train(cfg: SFTConfig) -> SFTResult:
         sampler.set_epoch(e)
         return [list(b) for b in sampler.batches()]
 
-    plan = plan_steps(
-        batches_of_epoch, cfg.grad_accum_steps, engine.num_processes, cfg.epochs, cfg.max_steps
-    )
+    plan = plan_steps(batches_of_epoch, cfg.grad_accum_steps, 1, cfg.epochs, cfg.max_steps)
+    engine = Engine(cfg.engine, cfg.out_dir, cfg)
+    acc = engine.accelerator
+    if engine.num_processes > 1:
+        plan = plan_steps(
+            batches_of_epoch, cfg.grad_accum_steps, engine.num_processes, cfg.epochs, cfg.max_steps
+        )
     engine.print(
         f"sft: {len(train_items)} train / {len(val_items)} validation demonstrations, "
         f"{len(plan)} optimiser steps"
