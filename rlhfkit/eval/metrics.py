@@ -34,6 +34,7 @@ from collections import defaultdict
 from collections.abc import Hashable, Sequence
 
 from rlhfkit.core import perplexity, sequence_kl  # re-exported: eval's public metrics
+from rlhfkit.rollout.monitor import ngram_repetition, repetitive_share  # one definition
 
 __all__ = [
     "group_means",
@@ -60,21 +61,6 @@ def word_count(text: str) -> int:
     return len(_words(text))
 
 
-def ngram_repetition(items: Sequence[Hashable], n: int = 3) -> float:
-    """Fraction of the n-grams of `items` that repeat an earlier n-gram: 1 − distinct/total.
-
-    `items` are words or token ids. [a, b, c, a, b, c] with n = 3 has 4 trigrams, 3 distinct →
-    0.25. 0.0 when there are fewer than n items.
-    """
-    if n < 1:
-        raise ValueError(f"ngram_repetition: n must be >= 1, got {n}")
-    items = list(items)
-    grams = [tuple(items[i : i + n]) for i in range(len(items) - n + 1)]
-    if not grams:
-        return 0.0
-    return 1.0 - len(set(grams)) / len(grams)
-
-
 def word_repetition(text: str, n: int = 3) -> float:
     """`ngram_repetition` of the words of `text` (lower-cased runs of letters, digits and
     apostrophes; punctuation ignored): word trigrams by default."""
@@ -84,18 +70,6 @@ def word_repetition(text: str, n: int = 3) -> float:
 def token_repetition(ids: Sequence[int], n: int = 3) -> float:
     """`ngram_repetition` of a reply's token ids (padding already removed): token trigrams."""
     return ngram_repetition(ids, n)
-
-
-def repetitive_share(
-    sequences: Sequence[Sequence[Hashable]], n: int = 3, threshold: float = 0.5
-) -> float:
-    """Share of the sequences longer than n items whose `ngram_repetition` exceeds
-    `threshold` (fewer than half of their n-grams distinct by default); 0.0 when none is long
-    enough to count."""
-    counted = [s for s in sequences if len(s) > n]
-    if not counted:
-        return 0.0
-    return sum(ngram_repetition(s, n) > threshold for s in counted) / len(counted)
 
 
 def refusal_rates(

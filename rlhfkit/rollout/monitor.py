@@ -11,13 +11,15 @@ Implementation details and their sources:
    perplexity fell below `perplexity_drop` × its baseline, (c) KL to the reference exceeds
    `max_kl` nats, or (d) more than `max_repetition` of responses repeat themselves.
 2. A response "repeats itself" when fewer than half of its token trigrams are distinct (the
-   distinct-n measure of Li et al. 2016, applied per response).
+   distinct-n measure of Li et al. 2016, applied per response): `repetitive_share` over
+   `ngram_repetition`, the one definition `rlhfkit.eval.metrics` also uses (on words there).
 3. Explained variance 1 − Var(R − V)/Var(R) over valid tokens (OpenAI baselines
    `explained_variance`; CleanRL logs the same).
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -29,7 +31,9 @@ __all__ = [
     "CollapseMonitor",
     "ConsoleThrottle",
     "explained_variance",
+    "ngram_repetition",
     "repetition_fraction",
+    "repetitive_share",
     "rollout_metrics",
 ]
 
@@ -44,17 +48,41 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
     return 1.0 - float(masked_var(returns - values, mask)) / var_returns
 
 
+def ngram_repetition(items: Sequence[Hashable], n: int = 3) -> float:
+    """Fraction of the n-grams of `items` that repeat an earlier n-gram: 1 − distinct/total.
+
+    `items` are words or token ids. [a, b, c, a, b, c] with n = 3 has 4 trigrams, 3 distinct →
+    0.25. 0.0 when there are fewer than n items.
+    """
+    if n < 1:
+        raise ValueError(f"ngram_repetition: n must be >= 1, got {n}")
+    items = list(items)
+    grams = [tuple(items[i : i + n]) for i in range(len(items) - n + 1)]
+    if not grams:
+        return 0.0
+    return 1.0 - len(set(grams)) / len(grams)
+
+
+def repetitive_share(
+    sequences: Sequence[Sequence[Hashable]], n: int = 3, threshold: float = 0.5
+) -> float:
+    """Share of the sequences longer than n items whose `ngram_repetition` exceeds
+    `threshold` (fewer than half of their n-grams distinct by default); 0.0 when none is long
+    enough to count."""
+    counted = [s for s in sequences if len(s) > n]
+    if not counted:
+        return 0.0
+    return sum(ngram_repetition(s, n) > threshold for s in counted) / len(counted)
+
+
 def repetition_fraction(response_ids: torch.Tensor, response_mask: torch.Tensor) -> float:
-    """Share of responses (with ≥ 4 tokens) whose distinct trigrams are < half of their trigrams."""
-    repetitive = counted = 0
-    for ids, mask in zip(response_ids.tolist(), response_mask.tolist(), strict=True):
-        tokens = [t for t, m in zip(ids, mask, strict=True) if m]
-        if len(tokens) < 4:
-            continue
-        trigrams = list(zip(tokens, tokens[1:], tokens[2:], strict=False))
-        counted += 1
-        repetitive += len(set(trigrams)) < 0.5 * len(trigrams)
-    return repetitive / counted if counted else 0.0
+    """`repetitive_share` of the replies' valid token ids: the share of replies (more than 3
+    tokens) fewer than half of whose token trigrams are distinct."""
+    rows = [
+        [t for t, m in zip(ids, mask, strict=True) if m]
+        for ids, mask in zip(response_ids.tolist(), response_mask.tolist(), strict=True)
+    ]
+    return repetitive_share(rows)
 
 
 @dataclass

@@ -24,21 +24,20 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from rlhfkit.config import ConfigBase
 from rlhfkit.data import EncodedPrompt, encode_prompts, format_prompt
+from rlhfkit.data.config import ReadOptions
 from rlhfkit.types import PromptRecord
 
 __all__ = ["PromptDataConfig", "PromptSource", "read_prompt_source"]
 
 
-class PromptDataConfig(ConfigBase):
+class PromptDataConfig(ReadOptions):
+    """Where the prompts come from and how they are read (`format`, `columns`, `on_error`, ...:
+    the reader options every trainer shares, `data.ReadOptions`) and formatted."""
+
     train: str = ""
     """Prompts for rollouts: any file `rlhfkit.data.read_prompts` reads (JSONL with a `prompt`
-    field, HH transcripts, preference files, ...)."""
-    format: str = "auto"
-    """Reader format (auto, hh, generic, ...), as in `rlhfkit.data`."""
-    on_error: Literal["stop", "skip"] = "stop"
-    """Bad rows: stop with every problem listed by file and line, or skip and count them."""
+    field, HH transcripts, preference files, alpaca / sharegpt files, ...)."""
     prompt_template: Literal["chat", "raw"] = "chat"
     """chat: the tokenizer's chat template, else the HH `Human:/Assistant:` format; raw: a
     one-turn prompt's text and the reply's text as they are, plus EOS (base models, plain
@@ -120,10 +119,8 @@ def read_prompt_source(
     limit: int | None = None,
 ) -> PromptSource:
     """Read a prompt file (every bad row reported by file and line), keep the first `limit`."""
-    from rlhfkit.data import DataError, Problem, read_prompts
+    from rlhfkit.data import read_records
 
-    records = read_prompts(path, format=cfg.format, on_error=cfg.on_error).records
-    if not records:
-        raise DataError([Problem(str(path), 1, "prompt", "the file holds no prompts")], "no data")
+    records = read_records(path, "prompts", cfg).records  # a DataError says why when empty
     records = records[:limit] if limit is not None else records
     return prompt_source(records, tokenizer, cfg.max_prompt_length, cfg.prompt_template, seed)

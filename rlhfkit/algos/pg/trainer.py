@@ -50,7 +50,7 @@ from rlhfkit.core import (
     whiten,
 )
 from rlhfkit.engine import Engine, NonFiniteError, build_optimizer, build_scheduler
-from rlhfkit.models import load_tokenizer, save_policy
+from rlhfkit.models import check_fits, load_tokenizer, save_policy
 from rlhfkit.rollout import (
     Collected,
     Experience,
@@ -154,7 +154,12 @@ def setup(
 ) -> PGRun:
     """Read the data (bad rows reported before anything is written), start the engine, load
     the policy (and the reference only when needed) and the reward, resume if possible."""
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.policy.name_or_path)
+    tokenizer = load_tokenizer(
+        cfg.tokenizer or cfg.policy.name_or_path,
+        "tokenizer" if cfg.tokenizer else "policy.name_or_path",
+    )
+    length = cfg.data.max_prompt_length + cfg.rollout.max_new_tokens
+    check_fits(cfg.policy, length, "data.max_prompt_length + rollout.max_new_tokens")
     data = read_online_data(cfg, tokenizer, cfg.rollout_batch_size)
     engine = Engine(cfg.engine, cfg.out_dir, cfg)
     policy, ref_policy = load_policies(cfg, engine, use_ref=cfg.use_ref)

@@ -59,7 +59,7 @@ from rlhfkit.engine import (
     build_optimizer,
     build_scheduler,
 )
-from rlhfkit.models import ModelConfig, load_critic, load_tokenizer, save_policy
+from rlhfkit.models import ModelConfig, check_fits, load_critic, load_tokenizer, save_policy
 from rlhfkit.rollout import (
     Experience,
     Judge,
@@ -122,7 +122,12 @@ def setup(
 ) -> PPORun:
     """Read the data (bad rows reported before anything is written), start the engine, load
     the four models, build the optimisers, and resume from the latest checkpoint if any."""
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.policy.name_or_path)
+    tokenizer = load_tokenizer(
+        cfg.tokenizer or cfg.policy.name_or_path,
+        "tokenizer" if cfg.tokenizer else "policy.name_or_path",
+    )
+    length = cfg.data.max_prompt_length + cfg.rollout.max_new_tokens
+    check_fits(cfg.policy, length, "data.max_prompt_length + rollout.max_new_tokens")
     data = read_online_data(cfg, tokenizer, cfg.rollout_batch_size)
     engine = Engine(cfg.engine, cfg.out_dir, cfg)
     acc = engine.accelerator
