@@ -136,7 +136,7 @@ class ScalarModel(nn.Module):
 
         `attention_mask` is (B, T), True = real token (positions then come from it), or a
         (B, T, T) boolean "query i may attend to key j" mask with explicit `position_ids`
-        (B, T), for packed rows (see `rlhfkit.algos.rm.batching`).
+        (B, T), for packed rows (see `rlhfkit.data.shared_prompt`).
         """
         if attention_mask.dim() == 3:
             if position_ids is None:
