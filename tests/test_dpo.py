@@ -192,7 +192,7 @@ def test_one_trainer_step_equals_a_hand_written_step(assets):
     h = (pol[0] - ref[0]) - (pol[1] - ref[1])
     loss = (-(1 - s) * torch.nn.functional.logsigmoid(beta * h)
             - s * torch.nn.functional.logsigmoid(-beta * h)).mean()  # fmt: skip
-    assert abs(loss.item() - math.log(2)) > 0.05 # π ≠ π_ref: the loss is not at its midpoint
+    assert abs(loss.item() - math.log(2)) > 0.05  # π ≠ π_ref: the loss is not at its midpoint
     loss.backward()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), eps=1.0, weight_decay=0)
     opt.step()
