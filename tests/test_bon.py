@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from rlhfkit.algos.bon import (
+    BoNConfig,
     pick_best,
     pick_worst,
     sample_candidates,
