@@ -142,6 +142,14 @@ def fingerprint(items: Sequence[EncodedPair], reference: str) -> str:
     return h.hexdigest()
 
 
+def _inference_batches(items: Sequence[EncodedPair], cfg: DPOConfig) -> list[list[int]]:
+    """Length-sorted batches within the token budget and `max_pairs` (64 when unset)."""
+    lengths = [shared_length(it) if cfg.data.share_prompt else 2 * it.length for it in items]
+    sampler = TokenBudgetSampler(lengths, cfg.data.max_tokens, shuffle=False)
+    cap = cfg.data.max_pairs or 64
+    return [b[i : i + cap] for b in sampler.batches() for i in range(0, len(b), cap)]
+
+
 @torch.no_grad()
 def reference_logps(
     model: torch.nn.Module,
@@ -156,11 +164,9 @@ def reference_logps(
         return torch.zeros(2, 0)
     was_training = model.training
     model.eval()
-    lengths = [shared_length(it) if cfg.data.share_prompt else 2 * it.length for it in items]
-    sampler = TokenBudgetSampler(lengths, cfg.data.max_tokens, shuffle=False)
     out = torch.zeros(2, len(items))
     with context():
-        for b in sampler:
+        for b in _inference_batches(items, cfg):
             batch = collate([items[i] for i in b], pad_id, cfg.data.share_prompt)
             out[:, b] = pair_logps(model, batch).float().cpu()
     model.train(was_training)
@@ -247,9 +253,8 @@ def evaluate(
     accuracy of the implicit reward) over `items`."""
     was_training = model.training
     model.eval()
-    lengths = [shared_length(it) if cfg.data.share_prompt else 2 * it.length for it in items]
     sums = dict.fromkeys(STAT_KEYS, 0.0)
-    for b in TokenBudgetSampler(lengths, cfg.data.max_tokens, shuffle=False):
+    for b in _inference_batches(items, cfg):
         batch = collate([items[i] for i in b], pad_id, cfg.data.share_prompt)
         batch["index"] = torch.tensor(b)
         _, stats = micro_batch_loss(model, batch, ref, len(items), 1, variant, cfg)
@@ -373,6 +378,7 @@ def train(cfg: DPOConfig) -> DPOResult:
                 **_named(summed, n_pairs),
                 "optim/lr": scheduler.get_last_lr()[0],
                 "optim/grad_norm": grad_norm,
+                "perf/tokens": tokens_since * world,  # non-padding, since the last log
                 "perf/tokens_per_s": tokens_since * world / max(now - t_last, 1e-9),
                 "nan/skipped_steps": skipped,
             }
