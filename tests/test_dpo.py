@@ -279,6 +279,9 @@ def test_killed_and_resumed_run_ends_equal_to_uninterrupted(assets, monkeypatch)
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=0, rtol=0)
     assert resumed.metrics["eval/rewards/accuracies"] == full.metrics["eval/rewards/accuracies"]
+    (resumed.run_dir / REFERENCE_FILE).unlink()  # a checkpoint without its reference: refuse
+    with pytest.raises(RuntimeError, match="reference log-probs"):
+        train(_cfg(root, base, "resumed", **common))
 
 
 def test_lora_live_reference_is_the_base_model(assets, monkeypatch):

@@ -72,6 +72,7 @@ from rlhfkit.engine import (
     accumulate,
     build_optimizer,
     build_scheduler,
+    latest_checkpoint,
     optimizer_step,
 )
 from rlhfkit.models import ModelConfig, load_policy, load_tokenizer, save_policy
@@ -187,6 +188,13 @@ def _cached_reference(
             engine.print(f"dpo: reference log-probs read from {path}")
             return saved
         engine.print(f"[yellow]dpo: {path} was computed for other data; recomputing")
+    if engine.cfg.resume and latest_checkpoint(engine.run.checkpoints) is not None:
+        # the policy has moved: recomputing from it would give the wrong reference
+        raise RuntimeError(
+            f"dpo: resuming from {engine.run.checkpoints} needs the reference log-probs of its "
+            f"data in {path}, which are missing or were computed for other data; start a new "
+            "run directory (or engine.resume=false)"
+        )
     values = compute()
     if engine.is_main:
         tmp = path.with_name(f".{path.name}.tmp")
