@@ -60,7 +60,6 @@ from rlhfkit.data import (
     TokenBudgetSampler,
     encode_pairs,
     epoch_batches,
-    expand_pairs,
     plan_steps,
     read_preferences,
     shared_length,
@@ -77,7 +76,7 @@ from rlhfkit.engine import (
 )
 from rlhfkit.models import ModelConfig, load_policy, load_tokenizer, save_policy
 from rlhfkit.rollout import reference_context
-from rlhfkit.types import PreferencePair, RankedList
+from rlhfkit.types import PreferencePair
 
 REFERENCE_FILE = "reference_logps.pt"
 
@@ -115,23 +114,18 @@ STAT_KEYS = ("loss", "chosen", "rejected", "correct", "logps_chosen", "logps_rej
 
 
 def _read(cfg: DPOConfig) -> tuple[list[PreferencePair], list[PreferencePair]]:
-    """Training and validation pairs (ranked lists expanded to their pairs)."""
+    """Training and validation pairs (`read_preferences` expands ranked lists to their pairs)."""
     d = cfg.data
     if not d.train:
         raise DataError([], header="data.train is empty: give a comparisons file")
     train = read_preferences(d.train, d.format, on_error=d.on_error).records
     if d.validation:
-        val = read_preferences(d.validation, d.format, on_error=d.on_error).records
-    elif d.validation_fraction > 0:
-        frac = d.validation_fraction
-        train, val = split_records(train, (1.0 - frac, frac), seed=cfg.engine.seed)
-    else:
-        val = []
-
-    def pairs(recs: list) -> list[PreferencePair]:
-        return [p for r in recs for p in (expand_pairs(r) if isinstance(r, RankedList) else [r])]
-
-    return pairs(train), pairs(val)
+        return train, read_preferences(d.validation, d.format, on_error=d.on_error).records
+    if d.validation_fraction == 0:
+        return train, []
+    frac = d.validation_fraction
+    train, val = split_records(train, (1.0 - frac, frac), seed=cfg.engine.seed)
+    return train, val
 
 
 def fingerprint(items: Sequence[EncodedPair], reference: str) -> str:
