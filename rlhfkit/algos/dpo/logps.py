@@ -36,8 +36,9 @@ def _targets(rows: list[list[tuple[int, int, int]]], width: int) -> dict[str, to
     n_len = max(len(row) for row in rows)
     query, slot, tcol, group, tmask = [], [], [], [], []
     for row in rows:
-        cols = sorted({c for c, _, _ in row})
-        spare = (c for c in range(width) if c not in set(cols))
+        used = {c for c, _, _ in row}
+        cols = sorted(used)
+        spare = (c for c in range(width) if c not in used)
         cols += [next(spare) for _ in range(q_len - len(cols))]
         where = {c: i for i, c in enumerate(cols)}
         pad = n_len - len(row)
