@@ -127,8 +127,12 @@ def test_local_lm_judge_is_the_softmax_over_a_and_b(tmp_path):
     tok = train_tokenizer(["A B question good answer bad reply"] * 20, vocab_size=200,
                           min_frequency=1)  # fmt: skip
     model = build_tiny_model("gpt2", "nano", tokenizer=tok, seed=0).eval()
-    judge = LocalLMJudge(model, tok, "{prompt}|{reply_a}|{reply_b}|")
-    items = [(PROMPTS[0], GOOD[0], BAD[0]), (PROMPTS[1], "a much longer good answer", "bad")]
+    judge = LocalLMJudge(model, tok, "{prompt}|{reply_a}|{reply_b}|", batch_size=2)
+    items = [
+        (PROMPTS[0], GOOD[0], BAD[0]),
+        (PROMPTS[1], "a much longer good answer", "bad"),  # the first batch is left-padded
+        (PROMPTS[2], BAD[2], GOOD[2]),  # a second batch
+    ]
     batched = judge.judge_many(items)
     for (p, a, b), verdict in zip(items, batched, strict=True):
         ids = torch.tensor([tok.encode(judge.text(p, a, b))])

@@ -85,10 +85,17 @@ def _fill(template: str, prompt: Any, reply_a: str, reply_b: str) -> str:
 class LocalLMJudge:
     """A local causal LM as a pairwise judge (see the module docstring, detail 2)."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, template: str | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        template: str | None = None,
+        batch_size: int = 16,
+    ):
         from rlhfkit.data import ensure_pad_token
 
         self.model = model.eval()
+        self.batch_size = batch_size
         self.tokenizer = tokenizer
         ensure_pad_token(tokenizer)
         self.template = template or load_template()
@@ -107,11 +114,16 @@ class LocalLMJudge:
         filled = _fill(self.template, prompt, reply_a, reply_b)
         return format_prompt(self.tokenizer, (Message("user", filled),))
 
-    @torch.inference_mode()
     def judge_many(self, items: Sequence[tuple[Any, str, str]]) -> list[Verdict]:
-        """One verdict per (prompt, reply_a, reply_b), one left-padded forward for all."""
-        if not items:
-            return []
+        """One verdict per (prompt, reply_a, reply_b), `batch_size` per left-padded forward."""
+        return [
+            v
+            for i in range(0, len(items), self.batch_size)
+            for v in self._judge_batch(items[i : i + self.batch_size])
+        ]
+
+    @torch.inference_mode()
+    def _judge_batch(self, items: Sequence[tuple[Any, str, str]]) -> list[Verdict]:
         texts = [self.text(*it) for it in items]
         enc = [self.tokenizer.encode(t) for t in texts]
         width = max(len(e) for e in enc)
