@@ -108,6 +108,7 @@ def test_repetitive_share_is_the_ppo_monitors_definition():
     and `repetitive_share` agree on random id batches with padding, so the monitor can call
     the one definition."""
     import torch
+
     from rlhfkit.rollout.monitor import repetition_fraction
 
     gen = torch.Generator().manual_seed(0)

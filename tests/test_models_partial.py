@@ -9,8 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlhfkit.algos.rm.batching import collate_shared_prompt
-from rlhfkit.data import EncodedPair
+from rlhfkit.data import EncodedPair, collate_shared_prompt
 from rlhfkit.models import final_hidden_at, position_ids_from_mask
 from rlhfkit.models.partial import _gpt2_blocks
 from rlhfkit.models.tiny import build_tiny_model

@@ -23,12 +23,12 @@ from rlhfkit.algos.rm import (
     pair_metrics,
     train,
 )
-from rlhfkit.algos.rm.batching import collate_shared_prompt
 from rlhfkit.algos.rm.trainer import accumulate_gradients, chosen_target_tokens
 from rlhfkit.data import (
     DataError,
     collate_pairs,
     collate_ranked,
+    collate_shared_prompt,
     encode_pairs,
     encode_ranked,
     read_preferences,

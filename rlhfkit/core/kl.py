@@ -20,6 +20,7 @@ Implementation details and their sources:
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -30,6 +31,7 @@ __all__ = [
     "AdaptiveKLController",
     "FixedKLController",
     "KLEstimator",
+    "best_of_n_kl",
     "kl_loss",
     "kl_penalty",
     "last_valid_index",
@@ -192,3 +194,13 @@ def sequence_kl(
     return masked_sum(
         kl_penalty(logprobs.float(), ref_logprobs.float(), estimator), response_mask, dim=1
     )
+
+
+def best_of_n_kl(n: int) -> float:
+    """KL(best-of-n ‖ π) = log n − (n − 1)/n nats: the policy that samples n replies from π and
+    keeps the highest-scoring one (exact for continuous scores without ties; an upper bound
+    with ties). n = 1 gives 0. Reference: Stiennon et al. 2020, appendix G.3; Gao et al. 2022
+    use it to put best-of-n and RL on one KL axis."""
+    if n < 1:
+        raise ValueError(f"best_of_n_kl: n must be ≥ 1, got {n}")
+    return math.log(n) - (n - 1) / n

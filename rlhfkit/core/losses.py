@@ -21,7 +21,11 @@ Implementation details and their sources:
    Touvron et al. 2023 §3.2.2); K-way ranking as the mean over all K(K−1)/2 ordered pairs
    (InstructGPT: all pairs of a prompt in one batch element).
 6. DPO (Rafailov et al. 2023 eq. 7), conservative label smoothing (Mitchell 2023, cDPO) and
-   IPO (Azar et al. 2023 eq. 17), checked against TRL `DPOTrainer.dpo_loss`.
+   IPO (Azar et al. 2023 eq. 17), checked against TRL `DPOTrainer.dpo_loss`; SimPO (Meng et al.
+   2024 eq. 6), reference-free, on length-normalised log-probs with a target margin γ, checked
+   against TRL `CPOTrainer` (`loss_type="simpo"`). The per-pair forms (`dpo_sigmoid_losses`,
+   `ipo_losses`, `simpo_losses`) leave the reduction to the trainer, which divides by the
+   step's global pair count (detail 1).
 7. `logsigmoid` is used instead of log(sigmoid(·)) so large margins do not underflow.
 """
 
@@ -38,18 +42,22 @@ from rlhfkit.core.stats import masked_mean, masked_sum
 __all__ = [
     "DPOLossOutput",
     "LossMode",
+    "PreferenceLosses",
     "PairwiseLossOutput",
     "PolicyLossOutput",
     "SFTLossOutput",
     "ValueLossOutput",
     "aggregate_loss",
     "dpo_loss",
+    "dpo_sigmoid_losses",
+    "ipo_losses",
     "pairwise_loss",
     "policy_gradient_loss",
     "ppo_penalty_loss",
     "ppo_policy_loss",
     "ranking_loss",
     "sft_loss",
+    "simpo_losses",
     "value_loss",
 ]
 
@@ -338,6 +346,101 @@ def ranking_loss(scores: torch.Tensor) -> PairwiseLossOutput:
     return PairwiseLossOutput(loss, (gaps > 0).to(gaps.dtype).mean(), gaps.mean())
 
 
+class PreferenceLosses(NamedTuple):
+    """Per-pair results of an offline preference loss (no reduction: the trainer divides the sum
+    by the step's global pair count)."""
+
+    losses: torch.Tensor  # (B,) the loss of each pair, with gradient
+    chosen_rewards: torch.Tensor  # (B,) implicit reward of the chosen reply, detached
+    rejected_rewards: torch.Tensor  # (B,) implicit reward of the rejected reply, detached
+
+
+def _log_ratios(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    shapes = {tuple(t.shape) for t in (policy_chosen_logps, policy_rejected_logps,
+                                        ref_chosen_logps, ref_rejected_logps)}  # fmt: skip
+    if len(shapes) != 1 or len(next(iter(shapes))) != 1:
+        raise ValueError(
+            f"preference loss: the four log-prob tensors must share one (B,) shape, got {shapes}"
+        )
+    return (
+        policy_chosen_logps - ref_chosen_logps.detach(),
+        policy_rejected_logps - ref_rejected_logps.detach(),
+    )
+
+
+def dpo_sigmoid_losses(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float,
+    label_smoothing: float = 0.0,
+) -> PreferenceLosses:
+    """DPO, per pair: ℓ = −(1 − s)·log σ(β·h) − s·log σ(−β·h) with
+    h = (log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l)).
+
+    s = `label_smoothing` ∈ [0, ½) is conservative DPO (cDPO: each label is flipped with
+    probability s; s = 0 is DPO). Rewards: β·(log π − log π_ref) of each reply. Shapes: all
+    four (B,) summed response log-probs → (B,). With h = 0, ℓ = log 2.
+    Reference: Rafailov et al. 2023 eq. 7; Mitchell 2023 ("A note on DPO with noisy
+    preferences"); TRL `DPOTrainer.dpo_loss` (`loss_type="sigmoid"`, `label_smoothing`).
+    """
+    if not 0.0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must lie in [0, 0.5), got {label_smoothing}")
+    chosen, rejected = _log_ratios(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps
+    )
+    z = beta * (chosen - rejected)
+    losses = -(1.0 - label_smoothing) * F.logsigmoid(z) - label_smoothing * F.logsigmoid(-z)
+    return PreferenceLosses(losses, beta * chosen.detach(), beta * rejected.detach())
+
+
+def ipo_losses(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float,
+) -> PreferenceLosses:
+    """IPO, per pair: ℓ = (h − 1/(2β))², h as in `dpo_sigmoid_losses` (β is IPO's τ).
+
+    A squared loss toward a finite margin 1/(2β) instead of pushing h → ∞, so it does not
+    overfit deterministic preferences. TRL feeds it token-*mean* log-probs (the trainer decides;
+    this function takes whatever (B,) log-probs it is given). Rewards: β·(log π − log π_ref).
+    Reference: Azar et al. 2023 eq. 17; TRL `DPOTrainer.dpo_loss` (`loss_type="ipo"`).
+    """
+    chosen, rejected = _log_ratios(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps
+    )
+    losses = (chosen - rejected - 1.0 / (2.0 * beta)).square()
+    return PreferenceLosses(losses, beta * chosen.detach(), beta * rejected.detach())
+
+
+def simpo_losses(
+    chosen_avg_logps: torch.Tensor,
+    rejected_avg_logps: torch.Tensor,
+    beta: float,
+    gamma: float,
+) -> PreferenceLosses:
+    """SimPO, per pair (reference-free): ℓ = −log σ(β·ā_w − β·ā_l − γ), ā = the reply's
+    token-*mean* log-prob under the policy, γ the target reward margin.
+
+    Rewards: β·ā of each reply (no reference model). Shapes (B,) → (B,). With ā_w = ā_l and
+    γ = 0, ℓ = log 2. Reference: Meng, Xia & Chen 2024 ("SimPO"), eq. 6 (defaults there:
+    β 2.0–2.5, γ/β ≈ 0.5); TRL `CPOTrainer` (`loss_type="simpo"`, `simpo_gamma`).
+    """
+    if chosen_avg_logps.shape != rejected_avg_logps.shape or chosen_avg_logps.dim() != 1:
+        raise ValueError("simpo_losses: chosen and rejected must both be (B,)")
+    chosen, rejected = beta * chosen_avg_logps, beta * rejected_avg_logps
+    losses = -F.logsigmoid(chosen - rejected - gamma)
+    return PreferenceLosses(losses, chosen.detach(), rejected.detach())
+
+
 class DPOLossOutput(NamedTuple):
     loss: torch.Tensor
     chosen_rewards: torch.Tensor  # (B,) β·(log π(y_w) − log π_ref(y_w)), detached
@@ -355,32 +458,22 @@ def dpo_loss(
     loss_type: Literal["sigmoid", "ipo"] = "sigmoid",
     label_smoothing: float = 0.0,
 ) -> DPOLossOutput:
-    """Direct preference optimisation loss from sequence log-probabilities.
-
-    h = (log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l)).
-    "sigmoid": mean −(1−s)·log σ(β·h) − s·log σ(−β·h), s = `label_smoothing` (cDPO; s = 0 is DPO).
-    "ipo": mean (h − 1/(2β))². Shapes: all four (B,) (sums of token log-probs over each response,
-    or their means for length-normalised IPO) → scalar loss. With h = 0 the sigmoid loss is log 2.
+    """The batch mean of `dpo_sigmoid_losses` (cDPO with `label_smoothing` > 0) or `ipo_losses`,
+    with accuracy and margin of the implicit rewards. Shapes: all four (B,) → scalar loss.
     Reference: Rafailov et al. 2023 eq. 7; Azar et al. 2023 eq. 17; TRL `DPOTrainer.dpo_loss`.
     """
-    chosen_log_ratio = policy_chosen_logps - ref_chosen_logps.detach()
-    rejected_log_ratio = policy_rejected_logps - ref_rejected_logps.detach()
-    h = chosen_log_ratio - rejected_log_ratio
+    args = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     if loss_type == "sigmoid":
-        losses = -(1.0 - label_smoothing) * F.logsigmoid(beta * h) - label_smoothing * F.logsigmoid(
-            -beta * h
-        )
+        out = dpo_sigmoid_losses(*args, beta, label_smoothing)
     elif loss_type == "ipo":
-        losses = (h - 1.0 / (2.0 * beta)).square()
+        out = ipo_losses(*args, beta)
     else:
         raise ValueError(f"dpo_loss: unknown loss_type {loss_type!r}; use 'sigmoid' or 'ipo'")
-    chosen_rewards = beta * chosen_log_ratio.detach()
-    rejected_rewards = beta * rejected_log_ratio.detach()
-    reward_gap = chosen_rewards - rejected_rewards
+    reward_gap = out.chosen_rewards - out.rejected_rewards
     return DPOLossOutput(
-        losses.mean(),
-        chosen_rewards,
-        rejected_rewards,
+        out.losses.mean(),
+        out.chosen_rewards,
+        out.rejected_rewards,
         (reward_gap > 0).to(reward_gap.dtype).mean(),
         reward_gap.mean(),
     )

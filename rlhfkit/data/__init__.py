@@ -2,11 +2,12 @@
 
 Read (`read_sft`, `read_preferences`, `read_ranked`, `read_prompts` → `ReadResult`), format and
 tokenize (`ensure_pad_token`, `format_prompt`, `encode_response`, `encode_*`), batch (`collate_*`,
-`pack_sft`, `TokenBudgetSampler`, `split_records`), configure (`ReadOptions`, the reading part of
-every trainer's data config; `DataConfig`, `load_data`, `read_records`). Module map: `sources`
-(files and datasets → rows), `formats` (row → record, per published schema), `readers` (validation,
-policies, task conversion), `chat` and `tokenize` (text → ids, truncation), `collate` (ids →
-tensors), `sampling` (batches, splits), `config`, `cli` (`rlhfkit data inspect`).
+`pack_sft`, `collate_shared_prompt`, `TokenBudgetSampler`, `epoch_batches`, `split_records`),
+configure (`ReadOptions`, the reading part of every trainer's data config; `DataConfig`,
+`load_data`, `read_records`). Module map: `sources` (files and datasets → rows), `formats` (row →
+record, per published schema), `readers` (validation, policies, task conversion), `chat` and
+`tokenize` (text → ids, truncation), `collate` (ids → tensors), `sampling` (batches, splits),
+`config`, `cli` (`rlhfkit data inspect`).
 
 Names are imported on first use (PEP 562 `__getattr__`), so `rlhfkit --help`, which loads the
 `data` command group, does not pay for importing torch and transformers.
@@ -47,9 +48,11 @@ _EXPORTS = {
         "TokenBudgetSampler",
         "fixed_batches",
         "padding_fraction",
+        "epoch_batches",
         "plan_steps",
         "split_records",
     ],
+    "rlhfkit.data.shared_prompt": ["collate_shared_prompt", "shared_length"],
     "rlhfkit.data.tokenize": [
         "EncodedPair",
         "EncodedPrompt",

@@ -200,3 +200,18 @@ def split_records(
     for r, g in zip(records, group_of, strict=True):
         parts[part_of_group[g]].append(r)
     return parts
+
+
+def epoch_batches(
+    sampler: TokenBudgetSampler, epoch: int, max_items: int | None, seed: int
+) -> list[list[int]]:
+    """The sampler's batches of `epoch`, each split into chunks of at most `max_items` (the
+    chunks keep the length sorting and are shuffled again, seeded by (seed, epoch))."""
+    sampler.set_epoch(epoch)
+    batches = [list(b) for b in sampler.batches()]
+    if not max_items:
+        return batches
+    chunks = [b[i : i + max_items] for b in batches for i in range(0, len(b), max_items)]
+    if len(chunks) != len(batches):
+        random.Random(f"{seed}:{epoch}:max_items").shuffle(chunks)
+    return chunks

@@ -22,20 +22,24 @@ bound with ties), and best-of-n is close to the best reward reachable at that KL
 prompts (Gao et al. 2022), so the row whose bound matches PPO's KL is an upper reference for
 PPO at its KL leash (an optimistic one: see above).
 
-Selection ties go to the earliest sample (a fixed rule, independent of the scores).
+Sampling and selection are `rlhfkit.algos.bon` (`rlhfkit bon`): the same replies, the same
+rule (ties go to the earliest sample, a fixed rule independent of the scores).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from rlhfkit.algos import bon
+from rlhfkit.algos.bon import pick_best
+from rlhfkit.core import best_of_n_kl
 from rlhfkit.eval.judges import score_outcomes
 from rlhfkit.eval.winrate import WinRate, win_rate
+from rlhfkit.rollout import CallableScorer, RewardModelScorer
 
 __all__ = [
     "CeilingRow",
@@ -47,10 +51,8 @@ __all__ = [
 
 
 def best_of_n_kl_bound(n: int) -> float:
-    """KL(best-of-n ‖ base) ≤ log n − (n − 1)/n nats."""
-    if n < 1:
-        raise ValueError(f"best_of_n_kl_bound: n must be ≥ 1, got {n}")
-    return math.log(n) - (n - 1) / n
+    """KL(best-of-n ‖ base) ≤ log n − (n − 1)/n nats (`core.best_of_n_kl`)."""
+    return best_of_n_kl(n)
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,7 @@ class CeilingRow:
 
 def _pick(gold: Sequence[float], selector: Sequence[float], n: int) -> float:
     """Gold score of the first of the first n candidates with the highest selector score."""
-    best = max(range(n), key=lambda i: (selector[i], -i))
-    return gold[best]
+    return gold[pick_best(selector, n)]
 
 
 def ceiling_rows(
@@ -131,29 +132,14 @@ def sample_candidates(
     gold: Callable[[list[Any], list[str]], list[float]],
     reward_model: Any = None,
 ) -> tuple[list[list[float]], list[list[float]] | None]:
-    """n samples per prompt record from `policy`; their gold scores (and reward-model scores,
-    read on the sampled token ids) as per-prompt lists in sampling order."""
-    from rlhfkit.rollout import RewardModelScorer, sample_batches
-
-    repeated = [rec for rec in records for _ in range(n)]
-    scorer = RewardModelScorer(reward_model) if reward_model is not None else None
-    replies: list[str] = []
-    rm: list[float] = []
-    generator = torch.Generator().manual_seed(seed)
-    policy.eval()
-    with torch.no_grad():
-        for _, rollout, texts in sample_batches(
-            policy, tokenizer, repeated, rollout_cfg, generator
-        ):
-            replies.extend(texts)
-            if scorer is not None:
-                rm.extend(scorer([], texts, rollout).tolist())
-    golds = gold([rec.prompt for rec in repeated], replies)
-
-    def per_prompt(values: list[float]) -> list[list[float]]:
-        return [values[i * n : (i + 1) * n] for i in range(len(records))]
-
-    return per_prompt(golds), (per_prompt(rm) if scorer is not None else None)
+    """n samples per prompt record from `policy` (`algos.bon.sample_candidates`); their gold
+    scores (and reward-model scores, read on the sampled token ids) as per-prompt lists in
+    sampling order."""
+    scorers: dict[str, Any] = {"gold": CallableScorer(gold, name="gold")}
+    if reward_model is not None:
+        scorers["rm"] = RewardModelScorer(reward_model)
+    cand = bon.sample_candidates(policy, tokenizer, records, rollout_cfg, n, seed, scorers)
+    return cand.scores["gold"], cand.scores.get("rm")
 
 
 def row_near_kl(rows: Sequence[dict[str, Any]], kl: float) -> dict[str, Any]:

@@ -1,12 +1,20 @@
 """`rlhfkit eval ...`: evaluate policies on a prompt set, and (re)build a run's HTML report.
 
-    rlhfkit eval run --policy sft=DIR --policy ppo=DIR --prompts FILE [--reward-model DIR]
-                     [--ref DIR] [--gold] [--temperature T] [--max-new-tokens N] --out DIR
+    rlhfkit eval run --policy sft=DIR --policy ppo=DIR [--policy ...] --prompts FILE
+                     [--reward-model DIR] [--ref DIR] [--gold]
+                     [--judge-model DIR | --judge-url URL --judge-api-model NAME
+                      [--judge-api-key-env VAR]] [--judge-template FILE]
+                     [--temperature T] [--max-new-tokens N] --out DIR
     rlhfkit eval report RUN [--out FILE]
 
 `eval run` writes OUT/<name>.jsonl (one row per prompt: reply, RM score, KL, gold …) and
-OUT/eval_summary.json, prints a table, and the win rate of every policy against the first one
-under the gold judge (when `--gold`) with its 95 % Wilson interval.
+OUT/eval_summary.json, prints a table, and the win rate of every policy against the first one,
+with its 95 % Wilson interval, under each judge given: the gold scorer (`--gold`, the simulated
+world), the reward model (`--reward-model`: the higher score wins, ties half), and a pairwise
+LLM judge (`--judge-model` a local causal LM, or `--judge-url` an OpenAI-compatible endpoint
+with its key in the environment variable `--judge-api-key-env`) asked in both orders, whose
+order-dependent verdicts count as ties; its position-inconsistency rate is reported and every
+judgment saved to OUT/judgments_<name>_vs_<first>.jsonl (`eval.judges`, `eval.llm_judge`).
 """
 
 from __future__ import annotations
@@ -58,6 +66,33 @@ def _parse_policies(specs: list[str]) -> list[tuple[str, Path]]:
     return out
 
 
+def _make_judge(
+    model: Path | None, url: str | None, api_model: str | None, key_env: str, template: Path | None
+):
+    """The pairwise LLM judge the options name, or None."""
+    if model is None and url is None:
+        return None
+    if model is not None and url is not None:
+        _fail("give --judge-model or --judge-url, not both")
+    from rlhfkit.eval.llm_judge import LocalLMJudge, OpenAIJudge, load_template
+
+    try:
+        text = load_template(template)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(f"--judge-template: {e}")
+    if url is not None:
+        if not api_model:
+            _fail("--judge-url needs --judge-api-model (the model name the endpoint serves)")
+        return OpenAIJudge(url, api_model, key_env, text)
+    from rlhfkit.models import ModelConfig, load_policy, load_tokenizer
+
+    if not model.is_dir():
+        _fail(f"--judge-model: {model} is not a model directory")
+    return LocalLMJudge(
+        load_policy(ModelConfig(name_or_path=str(model))), load_tokenizer(model), text
+    )
+
+
 @app.command("run")
 def run(
     policy: Annotated[
@@ -77,6 +112,19 @@ def run(
     max_new_tokens: Annotated[int, typer.Option(help="longest reply in tokens")] = 48,
     limit: Annotated[int, typer.Option(help="evaluate at most N prompts (0: all)")] = 0,
     seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+    judge_model: Annotated[
+        Path | None, typer.Option(help="a local causal LM folder as the pairwise judge")
+    ] = None,
+    judge_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible base URL, e.g. http://host:8000/v1")
+    ] = None,
+    judge_api_model: Annotated[str | None, typer.Option(help="model name at --judge-url")] = None,
+    judge_api_key_env: Annotated[
+        str, typer.Option(help="environment variable holding the endpoint's API key")
+    ] = "OPENAI_API_KEY",
+    judge_template: Annotated[
+        Path | None, typer.Option(help="judge prompt template (default: rlhfkit's, see docs)")
+    ] = None,
 ) -> None:
     """Sample replies from each policy on PROMPTS and score them; compare to the first policy."""
     from rich.console import Console
@@ -86,6 +134,8 @@ def run(
     from rlhfkit.data.readers import require_records
     from rlhfkit.errors import reported
     from rlhfkit.eval.evaluate import compare_policies, evaluate_policy
+    from rlhfkit.eval.judges import judge_both_orders, score_outcomes
+    from rlhfkit.eval.winrate import win_rate
     from rlhfkit.models import ModelConfig, load_policy, load_reward_model, load_tokenizer
     from rlhfkit.rollout import RolloutConfig
 
@@ -93,6 +143,9 @@ def run(
     if limit < 0:
         _fail(f"--limit must be 0 (all) or positive, got {limit}")
     with reported():  # a bad prompts file or a missing folder: one line, exit status 2
+        judge = _make_judge(
+            judge_model, judge_url, judge_api_model, judge_api_key_env, judge_template
+        )
         records = require_records(read_prompts(prompts), prompts, "prompts").records
         if limit:
             records = records[:limit]
@@ -115,11 +168,30 @@ def run(
         )
         results.append(res)
     summary = {r.name: r.summary() for r in results}
-    if gold and len(results) > 1:
-        for r in results[1:]:
-            summary[r.name][f"win_rate_vs_{results[0].name}"] = compare_policies(
-                r, results[0]
-            ).to_dict()
+    first = results[0]
+    lines = []
+    for r in results[1:]:
+        if gold:
+            wr = compare_policies(r, first)
+            summary[r.name][f"win_rate_vs_{first.name}"] = wr.to_dict()
+            lines.append(f"win rate {r.name} vs {first.name} (gold): {wr}")
+        if rm is not None:
+            wr = win_rate(score_outcomes(r.rm_scores, first.rm_scores))
+            summary[r.name][f"rm_win_rate_vs_{first.name}"] = wr.to_dict()
+            lines.append(f"win rate {r.name} vs {first.name} (reward model): {wr}")
+        if judge is not None:
+            console.print(f"[bold]judge[/] {r.name} vs {first.name}: {len(records)} × 2 orders")
+            rep = judge_both_orders(judge, [p.prompt for p in records], r.replies, first.replies)
+            summary[r.name][f"judge_win_rate_vs_{first.name}"] = rep.to_dict()
+            path = out / f"judgments_{r.name}_vs_{first.name}.jsonl"
+            path.write_text(
+                "".join(json.dumps(j.to_dict(), ensure_ascii=False) + "\n" for j in rep.judgments),
+                encoding="utf-8",
+            )
+            lines.append(
+                f"win rate {r.name} vs {first.name} (LLM judge, both orders): {rep.win_rate}; "
+                f"position-inconsistent {100 * rep.inconsistency:.1f}% ({path.name})"
+            )
     (out / "eval_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
     table = Table("metric", *(r.name for r in results))
@@ -129,9 +201,6 @@ def run(
         if any(key in summary[r.name] for r in results):
             table.add_row(key, *(f"{summary[r.name].get(key, float('nan')):.3f}" for r in results))
     Console().print(table)
-    if gold and len(results) > 1:
-        for r in results[1:]:
-            typer.echo(
-                f"win rate {r.name} vs {results[0].name} (gold): {compare_policies(r, results[0])}"
-            )
+    for line in lines:
+        typer.echo(line)
     typer.echo(f"wrote {out}/eval_summary.json")

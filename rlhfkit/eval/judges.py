@@ -22,17 +22,29 @@ Implementation details and their sources:
    p(x, a, b) + p(x, b, a) = 1 for every judge.
 2. Ties count half (the convention of AlpacaEval and Chatbot Arena win rates): a pairwise verdict
    of ½ adds half a win.
+3. `judge_both_orders` keeps every judgment (both orders, raw outputs) for audit and reports
+   the position-inconsistency rate: the share of items whose decisive verdict names a different
+   reply when the order is swapped (Zheng et al. 2023 Table 2 "consistency"). For hard verdicts
+   (an API judge answering A or B, J ∈ {0, 1}) the averaged outcome of such an item is ½:
+   an order-dependent verdict counts as a tie. A judge that always picks the first position
+   gives win rate ½ and inconsistency 1.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from rlhfkit.eval.winrate import WinRate, win_rate
+
 __all__ = [
+    "Judgment",
     "PairwiseJudge",
+    "PairwiseReport",
     "gold_judge",
     "gold_judgements",
+    "judge_both_orders",
     "pairwise_from_pointwise",
     "pairwise_outcomes",
     "score_outcomes",
@@ -74,6 +86,101 @@ def pairwise_outcomes(
         symmetric_preference(judge, p, a, b)
         for p, a, b in zip(prompts, replies_a, replies_b, strict=True)
     ]
+
+
+@dataclass(frozen=True)
+class Judgment:
+    """One item judged in both orders: J(x, a, b) and J(x, b, a) with the judge's raw output."""
+
+    prompt: Any
+    reply_a: str
+    reply_b: str
+    p_ab: float  # P(a better) with a shown first
+    p_ba: float  # P(b better) with b shown first
+    raw_ab: str
+    raw_ba: str
+
+    @property
+    def outcome(self) -> float:
+        """½·(J(x, a, b) + 1 − J(x, b, a)): a's share of a win, position bias averaged out."""
+        return 0.5 * (self.p_ab + 1.0 - self.p_ba)
+
+    @property
+    def inconsistent(self) -> bool:
+        """Both orders decisive (≠ ½) but naming different replies: the verdict followed the
+        position, not the reply."""
+        if self.p_ab == 0.5 or self.p_ba == 0.5:
+            return False
+        return (self.p_ab > 0.5) != (self.p_ba < 0.5)
+
+    def to_dict(self) -> dict[str, Any]:
+        prompt = self.prompt
+        if not isinstance(prompt, str):
+            prompt = [{"role": m.role, "content": m.content} for m in prompt]
+        return {
+            "prompt": prompt, "reply_a": self.reply_a, "reply_b": self.reply_b,
+            "p_a_first": self.p_ab, "p_b_first": self.p_ba,
+            "raw_a_first": self.raw_ab, "raw_b_first": self.raw_ba,
+            "outcome": self.outcome, "inconsistent": self.inconsistent,
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PairwiseReport:
+    win_rate: WinRate  # of the a replies, from the order-averaged outcomes
+    inconsistency: float  # share of items whose verdict changed with the order
+    judgments: list[Judgment]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.win_rate.to_dict(), "position_inconsistency": self.inconsistency}
+
+
+def judge_both_orders(
+    judge: Any,
+    prompts: Sequence[Any],
+    replies_a: Sequence[str],
+    replies_b: Sequence[str],
+    level: float = 0.95,
+) -> PairwiseReport:
+    """Ask `judge` about every (prompt, a, b) in both orders; win rate of a, inconsistency rate,
+    every judgment. `judge` is a `PairwiseJudge`, or has `judge_many(items) -> [Verdict]` /
+    `judge(prompt, a, b) -> Verdict` (the LLM judges), whose raw outputs are then kept."""
+    if not len(prompts) == len(replies_a) == len(replies_b):
+        raise ValueError(
+            f"judge_both_orders: {len(prompts)} prompts, {len(replies_a)} replies a, "
+            f"{len(replies_b)} replies b; they must be the same length"
+        )
+    items = list(zip(prompts, replies_a, replies_b, strict=True))
+    swapped = [(p, b, a) for p, a, b in items]
+    if hasattr(judge, "judge_many"):
+        first, second = judge.judge_many(items), judge.judge_many(swapped)
+        pairs = [((f.p_a, f.raw), (s.p_a, s.raw)) for f, s in zip(first, second, strict=True)]
+    elif hasattr(judge, "judge"):
+        pairs = [
+            ((v.p_a, v.raw), (w.p_a, w.raw))
+            for v, w in (
+                (judge.judge(*x), judge.judge(*y)) for x, y in zip(items, swapped, strict=True)
+            )
+        ]
+    else:
+        pairs = [
+            ((float(judge(*x)), ""), (float(judge(*y)), ""))
+            for x, y in zip(items, swapped, strict=True)
+        ]
+    judgments = []
+    for (p, a, b), ((p_ab, raw_ab), (p_ba, raw_ba)) in zip(items, pairs, strict=True):
+        for value, order in ((p_ab, "(a, b)"), (p_ba, "(b, a)")):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(
+                    f"pairwise judge returned {value} for order {order}; expected [0, 1]"
+                )
+        judgments.append(Judgment(p, a, b, p_ab, p_ba, str(raw_ab), str(raw_ba)))
+    n = len(judgments)
+    return PairwiseReport(
+        win_rate([j.outcome for j in judgments], level),
+        sum(j.inconsistent for j in judgments) / n if n else 0.0,
+        judgments,
+    )
 
 
 def pairwise_from_pointwise(

@@ -12,8 +12,11 @@
 - `build_scalar_model(cfg)` (trainable, from a causal LM or a reward model),
   `load_reward_model(path)` (frozen), `load_critic(path_or_cfg)` (trainable, from the RM).
 - `save_policy(model, tokenizer, dir)`: a plain HF folder (LoRA merged into a copy).
+- `block_mask(allowed, attn_implementation, dtype)`: a packed row's (B, T, T) mask as the
+  attention kernel takes it.
 """
 
+from rlhfkit.models.attention import block_mask
 from rlhfkit.models.config import LoraSettings, ModelConfig
 from rlhfkit.models.loading import (
     apply_lora,
@@ -45,6 +48,7 @@ __all__ = [
     "ScalarModel",
     "ScalarOutput",
     "apply_lora",
+    "block_mask",
     "build_scalar_model",
     "check_fits",
     "check_source",

@@ -26,7 +26,7 @@ from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
-__all__ = ["ATTENTION_NAME", "SDPA_NAMES", "attention", "use_fp32_cpu_attention"]
+__all__ = ["ATTENTION_NAME", "SDPA_NAMES", "attention", "block_mask", "use_fp32_cpu_attention"]
 
 ATTENTION_NAME = "rlhfkit_sdpa"
 SDPA_NAMES = ("sdpa", ATTENTION_NAME)  # attention implementations that take SDPA's bool masks
@@ -92,3 +92,17 @@ def use_fp32_cpu_attention(model: nn.Module) -> nn.Module:
     if config is not None and getattr(config, "_attn_implementation", None) == "sdpa":
         model.set_attn_implementation(ATTENTION_NAME)
     return model
+
+
+def block_mask(allowed: torch.Tensor, attn_implementation: str, dtype: torch.dtype) -> torch.Tensor:
+    """(B, T, T) bool "query i may attend to key j" → the (B, 1, T, T) mask transformers passes
+    to attention unchanged: boolean for SDPA; additive (0 / the minimum of `dtype`, or of the
+    autocast dtype when autocast is on) for other kernels, which add it to the logits. Used for
+    packed rows (`data.shared_prompt`) by the reward model and DPO."""
+    allowed = allowed[:, None].bool()
+    if attn_implementation in SDPA_NAMES:
+        return allowed
+    if torch.is_autocast_enabled(allowed.device.type):
+        dtype = torch.get_autocast_dtype(allowed.device.type)
+    zero = torch.zeros((), dtype=dtype, device=allowed.device)
+    return torch.where(allowed, zero, torch.finfo(dtype).min)

@@ -44,7 +44,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedModel
 
 from rlhfkit.core import last_valid_index
-from rlhfkit.models.attention import SDPA_NAMES, use_fp32_cpu_attention
+from rlhfkit.models.attention import block_mask, use_fp32_cpu_attention
 from rlhfkit.models.config import ModelConfig
 from rlhfkit.models.loading import (
     _from_hub_or_folder,
@@ -136,7 +136,7 @@ class ScalarModel(nn.Module):
 
         `attention_mask` is (B, T), True = real token (positions then come from it), or a
         (B, T, T) boolean "query i may attend to key j" mask with explicit `position_ids`
-        (B, T), for packed rows (see `rlhfkit.algos.rm.batching`).
+        (B, T), for packed rows (see `rlhfkit.data.shared_prompt`).
         """
         if attention_mask.dim() == 3:
             if position_ids is None:
@@ -149,19 +149,8 @@ class ScalarModel(nn.Module):
         return final_hidden_at(self.body, input_ids, mask, position_ids, query)
 
     def _mask_4d(self, allowed: torch.Tensor) -> torch.Tensor:
-        """(B, T, T) bool → the (B, 1, T, T) mask transformers passes to attention unchanged:
-        boolean for SDPA; additive (0 / dtype minimum) for other kernels, which add it to the
-        attention logits."""
-        allowed = allowed[:, None].bool()
-        if self.config._attn_implementation in SDPA_NAMES:
-            return allowed
-        dtype = (
-            torch.get_autocast_dtype(allowed.device.type)
-            if torch.is_autocast_enabled(allowed.device.type)
-            else self._dtype()
-        )
-        zero = torch.zeros((), dtype=dtype, device=allowed.device)
-        return torch.where(allowed, zero, torch.finfo(dtype).min)
+        """(B, T, T) bool → the (B, 1, T, T) mask of this model's attention kernel."""
+        return block_mask(allowed, self.config._attn_implementation, self._dtype())
 
     def _head(self, hidden: torch.Tensor) -> torch.Tensor:
         """Normalised scalar head in float32: scale·(w·h + b − offset), shape (...)."""

@@ -38,7 +38,7 @@ class RMDataConfig(ReadOptions):
     share_prompt a comparison is one row; without, a pair is 2 rows and a list K rows)."""
     share_prompt: bool = True
     """Pack the replies to a prompt into one row after a single copy of the prompt (block
-    attention mask; exact, see `rm.batching`): the prompt is computed once, not once per reply."""
+    attention mask; exact, see `data.shared_prompt`): the prompt is computed once, not once per reply."""
     max_pairs: int | None = Field(None, ge=1)
     """Also cap the items (pairs, or ranked lists) per micro-batch (null: only the token budget
     applies). With a large `max_tokens` this is a fixed batch size whose batches are still

@@ -35,7 +35,6 @@ Implementation details and their sources:
 from __future__ import annotations
 
 import functools
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -44,7 +43,6 @@ from typing import Any
 
 import torch
 
-from rlhfkit.algos.rm.batching import collate_shared_prompt, shared_length
 from rlhfkit.algos.rm.config import RMConfig
 from rlhfkit.algos.rm.evaluate import gold_gaps_of, pair_metrics, score_pairs
 from rlhfkit.core import aggregate_loss, gather_logprobs, pairwise_loss, ranking_loss
@@ -53,11 +51,14 @@ from rlhfkit.data import (
     TokenBudgetSampler,
     collate_pairs,
     collate_ranked,
+    collate_shared_prompt,
     encode_pairs,
     encode_ranked,
+    epoch_batches,
     expand_pairs,
     plan_steps,
     read_records,
+    shared_length,
     split_records,
 )
 from rlhfkit.data.readers import Task
@@ -108,21 +109,6 @@ def chosen_target_tokens(item: Any) -> int:
     """Tokens the LM term scores: positions t ≥ max(prompt_length, 1) of the chosen/best reply."""
     ids = item.chosen_ids if hasattr(item, "chosen_ids") else item.sequences[0]
     return max(0, len(ids) - max(item.prompt_length, 1))
-
-
-def epoch_batches(
-    sampler: TokenBudgetSampler, epoch: int, max_items: int | None, seed: int
-) -> list[list[int]]:
-    """The sampler's batches of `epoch`, each split into chunks of at most `max_items` (the
-    chunks keep the length sorting and are shuffled again, seeded by (seed, epoch))."""
-    sampler.set_epoch(epoch)
-    batches = [list(b) for b in sampler.batches()]
-    if not max_items:
-        return batches
-    chunks = [b[i : i + max_items] for b in batches for i in range(0, len(b), max_items)]
-    if len(chunks) != len(batches):
-        random.Random(f"{seed}:{epoch}:max_items").shuffle(chunks)
-    return chunks
 
 
 def _read(cfg: RMConfig, variant: Variant) -> tuple[list, list[PreferencePair]]:

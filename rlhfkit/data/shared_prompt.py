@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from rlhfkit.data import EncodedPair, EncodedRanked
+from rlhfkit.data.tokenize import EncodedPair, EncodedRanked
 
 
 def _replies(item: EncodedPair | EncodedRanked) -> list[list[int]]:
@@ -47,7 +47,7 @@ def collate_shared_prompt(
     `allowed` (B, L, L) bool; `score_index` (N, 2) (row, position) of each reply's last token,
     in the order of `collate_pairs` (chosen of every pair, then rejected) or `collate_ranked`
     (prompt-major, best first); `response_mask` (B, L) True on the tokens of the chosen / best
-    reply (what the LM term scores); `num_pairs` and `margin` for pairs, `group_size` for
+    reply (what the LM term scores); `segment_ids` (B, L) as in the module docstring; `num_pairs` and `margin` for pairs, `group_size` for
     ranked lists.
     """
     if not items:
@@ -98,6 +98,7 @@ def collate_shared_prompt(
         "allowed": allowed,
         "score_index": torch.stack([rows, cols], dim=1),
         "response_mask": segment == 2,
+        "segment_ids": segment,
     }
     if pairs:
         batch["num_pairs"] = n

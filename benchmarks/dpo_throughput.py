@@ -1,0 +1,196 @@
+"""DPO training throughput on the anchor workload (`../shared/bench/README.md`, TRL's DPO row).
+
+The workload: the anchor assets' GPT-2 policy (4 layers, d = 256, random init) on
+`preferences.jsonl`, 8 pairs per optimiser step, max length 128, β = 0.1, sigmoid loss, a frozen
+reference (the initial policy), 2 torch threads, fp32 (bf16 autocast as a side row). This runs
+`rlhfkit.algos.dpo.train` itself (the code `rlhfkit dpo` runs) and prints one JSON line per
+(precision, reference mode) with the fields `bench_trl.py` reports: median s/step after 2 warm-up
+steps, pairs/s, non-padding tokens/s, peak RSS (MiB, the whole process).
+
+Reference modes:
+- `cached` (rlhfkit's default, TRL's `precompute_ref_log_probs=True`): the reference log-probs of
+  every pair are computed once before the first step. The step then runs the policy only, so
+  the JSON line also gives the one-off reference pass (`ref_precompute_s`, over all 1,024
+  pairs) and `pairs_per_s_with_reference`: pairs/s with that pass spread over the pairs, i.e.
+  one epoch's throughput — the fair comparison with TRL's default, which runs the reference
+  every step.
+- `live`: a frozen reference copy runs beside the policy every step (TRL's default).
+
+Step times are the differences between consecutive `metrics.jsonl` rows (logged every step, like
+TRL's `on_step_end` timer). Each run is its own process (peak RSS is per process).
+
+    python /work/shared/bench/make_assets.py --out ~/.cache/rlhfkit-anchors/assets   # once
+    .venv/bin/python benchmarks/dpo_throughput.py [--assets DIR] [--steps 40]
+        [--precision fp32 bf16] [--reference cached live]
+    ~/.cache/rlhfkit-anchors/venv/bin/python /work/shared/bench/bench_trl.py dpo   # TRL, in turn
+
+The texts are TRL's (`data.prompt_template=raw`: prompt + reply + EOS as they are). Differences
+from TRL's run, on purpose: a pair's two replies share one copy of the prompt
+(`data.share_prompt`, exact), the LM head runs at response positions only, and batches are
+length-sorted within the epoch (`data.max_pairs`). Dropout is off in both (TRL's
+`disable_dropout=True` default, rlhfkit's too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+DEFAULT_ASSETS = Path.home() / ".cache" / "rlhfkit-anchors" / "assets"
+PAIRS = 8
+
+
+def matmul_gflops(reps: int = 15, n: int = 1024) -> float:
+    """The same machine-speed probe as bench_trl.py (median fp32 GEMM throughput)."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return round(2 * n**3 / statistics.median(times) / 1e9, 1)
+
+
+def run_one(
+    assets: Path, steps: int, warmup: int, precision: str, reference: str, threads: int
+) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    import rlhfkit.algos.dpo.trainer as trainer_module
+    from rlhfkit.algos.dpo import DPOConfig, train
+    from rlhfkit.engine.metrics import read_metrics
+
+    ref_seconds = []
+    real = trainer_module.reference_logps
+
+    def timed(*args, **kwargs):
+        t = time.perf_counter()
+        out = real(*args, **kwargs)
+        ref_seconds.append(time.perf_counter() - t)
+        return out
+
+    trainer_module.reference_logps = timed
+    out = tempfile.mkdtemp(prefix="rlhfkit_dpo_bench_")
+    cfg = DPOConfig.model_validate(
+        {
+            "out_dir": out,
+            "model": {"name_or_path": str(assets / "policy"), "dtype": "float32"},
+            "tokenizer": str(assets / "tokenizer"),
+            "data": {
+                "train": str(assets / "preferences.jsonl"),
+                "validation_fraction": 0.0,
+                "max_length": 128,
+                "max_tokens": 1_000_000,  # no token cap: exactly 8 pairs per step
+                "max_pairs": PAIRS,
+                "prompt_template": "raw",
+            },
+            "optim": {"lr": 1e-6},  # TRL DPOConfig default
+            "beta": 0.1,
+            "loss_type": "sigmoid",
+            "reference": reference,
+            "max_steps": steps,
+            "log_every": 1,
+            "engine": {
+                "seed": 42,
+                "device": "cpu",
+                "threads": threads,
+                "mixed_precision": "bf16" if precision == "bf16" else "no",
+                "resume": False,
+            },
+        }
+    )
+    before = matmul_gflops()
+    t0 = time.perf_counter()
+    train(cfg)
+    wall = time.perf_counter() - t0
+    after = matmul_gflops()
+    rows = [r for r in read_metrics(Path(out) / "metrics.jsonl") if "loss/dpo" in r]
+    times = [b["time"] - a["time"] for a, b in zip(rows, rows[1:], strict=False)]
+    measured = times[warmup - 1 :] if warmup > 0 else times
+    tok = [r["perf/tokens"] for r in rows[1:]]
+    med = statistics.median(measured)
+    tokens_per_step = statistics.fmean(tok[warmup - 1 :])
+    ref_s = sum(ref_seconds)
+    n_pairs = sum(1 for _ in open(assets / "preferences.jsonl", encoding="utf-8"))
+    result = {
+        "trainer": "rlhfkit.algos.dpo",
+        "variant": precision,
+        "reference": reference,
+        "steps": steps,
+        "warmup_steps": warmup,
+        "measured_steps": len(measured),
+        "threads": threads,
+        "s_per_step": round(med, 4),
+        "s_per_step_min": round(min(measured), 4),
+        "s_per_step_max": round(max(measured), 4),
+        "samples_per_step": PAIRS,
+        "sample_unit": "preference pairs",
+        "samples_per_s": round(PAIRS / med, 2),
+        "train_tokens_per_step": round(tokens_per_step, 1),
+        "tokens_per_s": round(tokens_per_step / med, 1),
+        "train_wall_s": round(wall, 2),
+        "calib_gflops_before": before,
+        "calib_gflops_after": after,
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
+        "load_avg_1min": os.getloadavg()[0],
+    }
+    if reference == "cached":
+        per_pair = ref_s / n_pairs
+        result["ref_precompute_s"] = round(ref_s, 2)
+        result["ref_precompute_pairs"] = n_pairs
+        result["pairs_per_s_with_reference"] = round(PAIRS / (med + PAIRS * per_pair), 2)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--assets", type=Path, default=DEFAULT_ASSETS)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    ap.add_argument(
+        "--reference", nargs="+", default=["cached", "live"], choices=["cached", "live"]
+    )
+    ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if not (args.assets / "preferences.jsonl").is_file():
+        sys.exit(
+            f"no assets at {args.assets}: run /work/shared/bench/make_assets.py --out {args.assets}"
+        )
+    if args.one:  # child process: one run, one JSON line on stdout
+        precision, reference = args.one
+        result = run_one(args.assets, args.steps, args.warmup, precision, reference, args.threads)
+        print(json.dumps(result), flush=True)
+        return
+    for precision in args.precision:
+        for reference in args.reference:
+            cmd = [sys.executable, __file__, "--assets", str(args.assets)]
+            cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup)]
+            cmd += ["--threads", str(args.threads), "--one", precision, reference]
+            env = dict(os.environ, TOKENIZERS_PARALLELISM="false", CUDA_VISIBLE_DEVICES="")
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+            if proc.returncode != 0 or not lines:
+                sys.stderr.write(proc.stderr[-3000:])
+                sys.exit(f"{precision}/{reference} run failed (exit {proc.returncode})")
+            print(lines[-1], flush=True)
+
+
+if __name__ == "__main__":
+    main()
