@@ -76,11 +76,11 @@ def test_every_training_command_has_its_module_and_config():
     """A command whose module is missing is an error here, never a silently absent command."""
     import importlib
 
-    from rlhfkit.cli import COMMAND_DEFAULTS, TRAINERS
-    from rlhfkit.config import load_config
+    from pydantic import BaseModel
+
+    from rlhfkit.cli import TRAINERS
 
     for name, (module, cls_name, _) in TRAINERS.items():
         mod = importlib.import_module(module)
         assert callable(mod.train), name
-        cfg = load_config(getattr(mod, cls_name), defaults=COMMAND_DEFAULTS.get(name))
-        assert cfg is not None
+        assert issubclass(getattr(mod, cls_name), BaseModel), name
