@@ -1,5 +1,6 @@
 """Every YAML shipped under `rlhfkit/configs/` validates against the config class its name
-says (sft_* → SFTConfig, rm_* → RMConfig, ppo_* → PPOConfig, demo* → DemoConfig): a preset
+says (sft_* → SFTConfig, rm_* → RMConfig, ppo_* → PPOConfig, grpo_* / dr_grpo_* / dapo_* /
+rloo_* / reinforce_* → PGConfig, dpo_* → DPOConfig, bon_* → BoNConfig, demo* → DemoConfig): a preset
 with a misspelt or stale key fails here, not in a user's run."""
 
 from __future__ import annotations
@@ -8,13 +9,24 @@ from pathlib import Path
 
 import pytest
 
+from rlhfkit.algos.bon import BoNConfig
+from rlhfkit.algos.dpo import DPOConfig
+from rlhfkit.algos.pg import PGConfig
 from rlhfkit.algos.ppo import PPOConfig
 from rlhfkit.algos.rm import RMConfig
 from rlhfkit.algos.sft import SFTConfig
 from rlhfkit.config import PRESET_DIR, load_config
 from rlhfkit.demo import DemoConfig
 
-CLASS_OF = {"sft": SFTConfig, "rm": RMConfig, "ppo": PPOConfig, "demo": DemoConfig}
+CLASS_OF = {
+    "sft": SFTConfig,
+    "rm": RMConfig,
+    "ppo": PPOConfig,
+    "demo": DemoConfig,
+    "dpo": DPOConfig,
+    "bon": BoNConfig,
+    **{name: PGConfig for name in ("grpo", "dr", "dapo", "rloo", "reinforce")},
+}
 
 SHIPPED = sorted(PRESET_DIR.rglob("*.yaml"))
 

@@ -126,9 +126,9 @@ def setup(
         cfg.tokenizer or cfg.policy.name_or_path,
         "tokenizer" if cfg.tokenizer else "policy.name_or_path",
     )
-    length = cfg.data.max_prompt_length + cfg.rollout.max_new_tokens
-    check_fits(cfg.policy, length, "data.max_prompt_length + rollout.max_new_tokens")
     data = read_online_data(cfg, tokenizer, cfg.rollout_batch_size)
+    longest = max(len(p.input_ids) for p in data.prompts.encoded) + cfg.rollout.max_new_tokens
+    check_fits(cfg.policy, longest, "the longest prompt + rollout.max_new_tokens")
     engine = Engine(cfg.engine, cfg.out_dir, cfg)
     acc = engine.accelerator
 
