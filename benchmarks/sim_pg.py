@@ -60,9 +60,6 @@ def main() -> None:
     cfg_path = demo / "configs" / "ppo.yaml"
     if not cfg_path.is_file():
         raise SystemExit(f"{cfg_path}: missing; is {demo} a finished `rlhfkit demo` run?")
-    summary = json.loads((demo / "summary.json").read_text())
-    sft_rows = [json.loads(line) for line in open(demo / "eval" / "sft.jsonl")]
-
     # 1. the configuration: the demo's PPO, or a critic-free preset with the demo's settings
     out = args.out or demo / f"{args.algo}_{args.reward}"
     out.mkdir(parents=True, exist_ok=True)
@@ -91,7 +88,10 @@ def main() -> None:
     result = trainer.train(cfg, judges={"gold": gold}, reward_fn=reward_fn)
     train_s = time.perf_counter() - t0
 
-    # 3. evaluated as the demo evaluates, judged against the demo's SFT replies
+    # 3. evaluated as the demo evaluates, judged against the demo's SFT replies (read now: a
+    # run may start while the demo is still finishing)
+    summary = json.loads((demo / "summary.json").read_text())
+    sft_rows = [json.loads(line) for line in open(demo / "eval" / "sft.jsonl")]
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.policy.name_or_path)
     eval_records = [
         PromptRecord(tuple(Message(m["role"], m["content"]) for m in r["dialogue"]))
