@@ -46,6 +46,7 @@ GROUPS = {
     "sim": "rlhfkit.sim.cli",
     "data": "rlhfkit.data.cli",
     "eval": "rlhfkit.eval.cli",
+    "label": "rlhfkit.label.cli",
 }
 
 
