@@ -42,12 +42,14 @@ def comparison_labels(
     return {(item_id, 0, 1): "tie" if choice is None else choice}
 
 
-def gold_labels(item_id: int, gold: Sequence[int]) -> dict[Unit, Value]:
-    """The comparison labels a gold best-first order implies (gold may name only the best)."""
+def gold_labels(item_id: int, gold: Sequence[int], n_candidates: int) -> dict[Unit, Value]:
+    """The comparison labels a gold best-first order implies. It may name only the best few:
+    a named candidate beats every unnamed one, and two unnamed ones are not compared."""
     place = {c: r for r, c in enumerate(gold)}
     out: dict[Unit, Value] = {}
-    for i, j in combinations(sorted(place), 2):
-        out[(item_id, i, j)] = i if place[i] < place[j] else j
+    for i, j in combinations(range(n_candidates), 2):
+        if i in place or j in place:
+            out[(item_id, i, j)] = i if place.get(i, n_candidates) < place.get(j, n_candidates) else j
     return out
 
 

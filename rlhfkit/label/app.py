@@ -26,7 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -76,7 +76,7 @@ class ItemsBody(BaseModel):
 
 class JudgmentBody(BaseModel):
     choice: str | None = Field(None, description="pairwise/chat: a letter (A, B) or 'tie'")
-    strength: int | None = Field(None, description="1 slightly, 2 better, 3 much better")
+    strength: StrictInt | None = Field(None, description="1 slightly, 2 better, 3 much better")
     ranking: list[str] | None = Field(None, description="ranking: every letter once, best first")
     flags: list[str] = Field(default_factory=list, description="unsafe, pii, wrong_language")
     note: str = ""
@@ -84,6 +84,68 @@ class JudgmentBody(BaseModel):
 
 class MessageBody(BaseModel):
     text: str
+
+
+
+# ---------------------------------------------------------------------------- dependencies
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    with request.app.state.database.session() as db:
+        yield db
+
+
+DB = Annotated[Session, Depends(get_db)]
+
+
+def identify(request: Request, db: DB) -> User | None:
+    """The user behind the request (token or cookie), remembering which it was."""
+    request.state.csrf = None
+    request.state.via = None
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        request.state.via = "token"
+        return service.user_by_token(db, auth[7:].strip())
+    session = request.app.state.signer.read_session(request.cookies.get(SESSION_COOKIE))
+    if session is None:
+        return None
+    request.state.via, request.state.csrf = "cookie", session["csrf"]
+    return db.get(User, session["uid"])
+
+
+Who = Annotated[User | None, Depends(identify)]
+
+
+def reader(user: Who) -> User:
+    if user is None:
+        raise LabelError(401, "log in, or send Authorization: Bearer <token>")
+    return user
+
+
+def writer(request: Request, user: Annotated[User, Depends(reader)]) -> User:
+    if request.state.via == "cookie" and not same_token(
+        request.state.csrf, request.headers.get("x-csrf-token")
+    ):
+        raise LabelError(403, "missing or wrong CSRF token (header X-CSRF-Token)")
+    return user
+
+
+def admin_reader(user: Annotated[User, Depends(reader)]) -> User:
+    if user.role != "admin":
+        raise LabelError(403, "admins only")
+    return user
+
+
+def admin_writer(user: Annotated[User, Depends(writer)]) -> User:
+    if user.role != "admin":
+        raise LabelError(403, "admins only")
+    return user
+
+
+Reader = Annotated[User, Depends(reader)]
+Writer = Annotated[User, Depends(writer)]
+AdminReader = Annotated[User, Depends(admin_reader)]
+AdminWriter = Annotated[User, Depends(admin_writer)]
 
 
 # ---------------------------------------------------------------------------- the app
@@ -111,54 +173,6 @@ def create_app(database: Database | str) -> FastAPI:
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.autoescape = True
     templates.env.globals["strengths"] = service.STRENGTHS
-
-    # ------------------------------------------------------------------ plumbing
-
-    def get_db() -> Iterator[Session]:
-        with database.session() as db:
-            yield db
-
-    DB = Annotated[Session, Depends(get_db)]
-
-    def identify(request: Request, db: DB) -> User | None:
-        """The user behind the request (token or cookie), remembering which it was."""
-        request.state.csrf = None
-        auth = request.headers.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            request.state.via = "token"
-            return service.user_by_token(db, auth[7:].strip())
-        session = signer.read_session(request.cookies.get(SESSION_COOKIE))
-        if session is None:
-            return None
-        request.state.via, request.state.csrf = "cookie", session["csrf"]
-        return db.get(User, session["uid"])
-
-    def reader(request: Request, user: Annotated[User | None, Depends(identify)]) -> User:
-        if user is None:
-            raise LabelError(401, "log in, or send Authorization: Bearer <token>")
-        return user
-
-    def writer(request: Request, user: Annotated[User, Depends(reader)]) -> User:
-        if request.state.via == "cookie" and not same_token(
-            request.state.csrf, request.headers.get("x-csrf-token")
-        ):
-            raise LabelError(403, "missing or wrong CSRF token (header X-CSRF-Token)")
-        return user
-
-    def admin_reader(user: Annotated[User, Depends(reader)]) -> User:
-        if user.role != "admin":
-            raise LabelError(403, "admins only")
-        return user
-
-    def admin_writer(user: Annotated[User, Depends(writer)]) -> User:
-        if user.role != "admin":
-            raise LabelError(403, "admins only")
-        return user
-
-    Reader = Annotated[User, Depends(reader)]
-    Writer = Annotated[User, Depends(writer)]
-    AdminReader = Annotated[User, Depends(admin_reader)]
-    AdminWriter = Annotated[User, Depends(admin_writer)]
 
     def wants_html(request: Request) -> bool:
         return not request.url.path.startswith("/api") and request.url.path not in ("/docs", "/openapi.json")
@@ -221,8 +235,6 @@ def create_app(database: Database | str) -> FastAPI:
             return
         if not same_token(request.state.csrf, token):
             raise LabelError(403, "missing or wrong CSRF token; reload the page and try again")
-
-    Who = Annotated[User | None, Depends(identify)]
 
     # ------------------------------------------------------------------ pages
 
@@ -487,7 +499,7 @@ def create_app(database: Database | str) -> FastAPI:
     @app.post("/api/me/token", tags=["accounts"])
     def api_rotate_token(user: Writer, db: DB) -> dict[str, Any]:
         """A new API token for yourself (the old one stops working)."""
-        return {"name": user.name, "api_token": service.rotate_token(db, db.merge(user))}
+        return {"name": user.name, "api_token": service.rotate_token(db, user)}
 
     @app.get("/api/users", tags=["accounts"])
     def api_users(_: AdminReader, db: DB) -> list[dict[str, Any]]:
@@ -498,6 +510,11 @@ def create_app(database: Database | str) -> FastAPI:
         """Create an account; the answer holds its API token, shown only this once."""
         user, token = service.create_user(db, body.name, body.password, body.role)
         return {"id": user.id, "name": user.name, "role": user.role, "api_token": token}
+
+    @app.post("/api/users/{name}/token", tags=["accounts"])
+    def api_user_token(name: str, _: AdminWriter, db: DB) -> dict[str, Any]:
+        """A new API token for an account (the old one stops working); for scripted clients."""
+        return {"name": name, "api_token": service.rotate_token(db, service.user_by_name(db, name))}
 
     @app.get("/api/projects", tags=["projects"])
     def api_projects(user: Reader, db: DB) -> list[dict[str, Any]]:

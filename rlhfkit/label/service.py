@@ -633,7 +633,7 @@ def stats(db: Session, project: Project) -> dict[str, Any]:
             agreement.comparison_labels(item.id, j.choice, j.ranking, len(item.candidates))
         )
         if item.gold:
-            gold.update(agreement.gold_labels(item.id, item.gold))
+            gold.update(agreement.gold_labels(item.id, item.gold, len(item.candidates)))
         if j.seconds is not None:
             seconds[user.name].append(j.seconds)
         for f in j.flags:
@@ -648,6 +648,11 @@ def stats(db: Session, project: Project) -> dict[str, Any]:
         ).all()
     )
     table = agreement.agreement_table(labels, gold, seconds)
+    notes = [
+        {"item": item.id, "annotator": user.name, "note": j.note, "flags": j.flags}
+        for j, item, user in rows
+        if j.note or j.flags
+    ][-50:]
     all_seconds = sorted(s for v in seconds.values() for s in v)
     return {
         "project": project.name,
@@ -661,6 +666,7 @@ def stats(db: Session, project: Project) -> dict[str, Any]:
         "ties": sum(j.choice is None and j.ranking is None for j, _, _ in rows),
         "flags": dict(flags),
         "median_seconds": all_seconds[len(all_seconds) // 2] if all_seconds else None,
+        "notes": notes,
         **table,
     }
 
