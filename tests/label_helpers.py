@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,24 +27,31 @@ BACKENDS = ["sqlite", "postgresql"]
 PASSWORDS = {"admin": "admin-pass-1", "ann1": "ann1-pass-1", "ann2": "ann2-pass-2", "ann3": "ann3-pass-3"}
 
 
-@contextmanager
-def fresh_url(backend: str, tmp_path: Path):
-    """A URL of an empty database: a new SQLite file, or a new PostgreSQL database that is
-    dropped afterwards."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'label.db'}"
-        return
+def pg_admin_url() -> str:
     admin_url = os.environ.get(PG_ENV)
     if not admin_url:
         pytest.skip(f"{PG_ENV} is not set: no PostgreSQL server (.ci/run starts one and sets it)")
+    return admin_url
+
+
+@contextmanager
+def fresh_url(backend: str, tmp_path: Path, template: str | None = None):
+    """A URL of a new database, empty or a copy of `template` (a SQLite file path, or a
+    PostgreSQL database name); a PostgreSQL database is dropped afterwards."""
+    if backend == "sqlite":
+        path = tmp_path / "label.db"
+        if template is not None:
+            shutil.copyfile(template, path)
+        yield f"sqlite:///{path}"
+        return
     import psycopg
 
+    admin_url = pg_admin_url()
     name = f"rlhfkit_test_{secrets.token_hex(6)}"
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = admin_url.rsplit("/", 1)[0]
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     try:
-        yield f"{base}/{name}"
+        yield f"{admin_url.rsplit('/', 1)[0]}/{name}"
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -128,8 +136,67 @@ def make_env(url: str, annotators: tuple[str, ...] = ("ann1", "ann2")) -> Env:
     return env
 
 
-@pytest.fixture
-def env(db_url):
-    e = make_env(db_url)
-    yield e
-    e.database.close()
+@pytest.fixture(scope="session")
+def _seeded_templates(tmp_path_factory):
+    """One seeded database per backend, copied for each test: migrations and password hashing
+    (Argon2, deliberately slow) run once per session instead of once per test."""
+    made: dict[str, tuple[str, dict[str, str], dict[str, int]]] = {}
+    yield made
+    for backend, (template, _, _) in made.items():
+        if backend == "postgresql":
+            import psycopg
+
+            with psycopg.connect(pg_admin_url(), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
+
+
+@pytest.fixture(params=BACKENDS)
+def env(request, tmp_path, tmp_path_factory, _seeded_templates):
+    backend = request.param
+    if backend not in _seeded_templates:
+        folder = tmp_path_factory.mktemp("template")
+        with fresh_url(backend, folder) as url:
+            seeded = make_env(url)
+            seeded.database.close()
+            if backend == "sqlite":
+                template = str(folder / "label.db")
+            else:
+                import psycopg
+
+                template = f"rlhfkit_tpl_{secrets.token_hex(6)}"
+                with psycopg.connect(pg_admin_url(), autocommit=True) as conn:
+                    conn.execute(f'CREATE DATABASE "{template}" TEMPLATE "{url.rsplit("/", 1)[1]}"')
+        _seeded_templates[backend] = (template, seeded.tokens, seeded.projects)
+    template, tokens, projects = _seeded_templates[backend]
+    with fresh_url(backend, tmp_path, template) as url:
+        database = Database(url)
+        e = Env(database, create_app(database), dict(tokens), dict(projects))
+        yield e
+        database.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_policy(tmp_path_factory) -> Path:
+    """A random-init nano GPT-2 and a BPE tokenizer trained here: a local policy folder for
+    live chat generation (nothing downloaded)."""
+    from rlhfkit.models.tiny import build_tiny_model, save_tiny_model
+    from rlhfkit.sim.tokenizer import train_tokenizer
+
+    texts = ["Hello there, how are you today? I am fine, thank you."] * 20
+    texts += ["What is the capital of France? The capital of France is Paris."] * 20
+    tokenizer = train_tokenizer(texts, vocab_size=300, min_frequency=1)
+    model = build_tiny_model("gpt2", "nano", tokenizer=tokenizer, seed=0)
+    return save_tiny_model(model, tmp_path_factory.mktemp("policy"), tokenizer)
+
+
+def wait_for(fn, timeout: float = 60.0, every: float = 0.1):
+    """Poll `fn` until it returns something truthy; fail after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s")

@@ -548,7 +548,7 @@ def get_chat(db: Session, user: User, chat_id: int) -> Chat:
 
 def add_human_turn(db: Session, chat: Chat, text: Any) -> None:
     """Append the annotator's message; the caller then starts generation."""
-    if chat.status != "human":
+    if chat.status not in ("human", "error"):
         raise LabelError(409, f"chat {chat.id} is {chat.status}, not waiting for your message")
     text = _text(text, "text")
     chat.messages = [*chat.messages, {"role": "user", "content": text}]
