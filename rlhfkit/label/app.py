@@ -200,15 +200,6 @@ def create_app(database: Database | str) -> FastAPI:
             return page(request, "message.html", {"title": "Error", "message": str(exc.detail)}, exc.status_code)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
-    @app.middleware("http")
-    async def _headers(request: Request, call_next: Any) -> Any:
-        response = await call_next(request)
-        if response.headers.get("content-type", "").startswith("text/html"):
-            response.headers["Content-Security-Policy"] = CSP
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        response.headers["Referrer-Policy"] = "same-origin"
-        return response
-
     def page(request: Request, template: str, context: dict[str, Any], status: int = 200) -> Any:
         user = getattr(request.state, "user", None)
         csrf = getattr(request.state, "csrf", None)
@@ -220,6 +211,9 @@ def create_app(database: Database | str) -> FastAPI:
         response = templates.TemplateResponse(
             request, template, {"user": user, "csrf": csrf, **context}, status_code=status
         )
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "same-origin"
         if fresh is not None:
             response.set_cookie(CSRF_COOKIE, fresh, httponly=True, samesite="lax", max_age=SESSION_SECONDS)
         return response

@@ -210,3 +210,7 @@ def stats(
 
     result = _run(_database(db), lambda s: service.stats(s, service.get_project(s, project)))
     typer.echo(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":  # `python -m rlhfkit.label.cli`: skips loading the other command groups
+    app()

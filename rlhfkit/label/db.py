@@ -139,7 +139,13 @@ class Chat(Base):
 
 
 class Database:
-    """An engine and its session factory for one URL."""
+    """An engine and its session factory for one URL.
+
+    On SQLite, Python's driver begins a transaction only at the first INSERT/UPDATE/DELETE, so
+    a write transaction takes the write lock with its first statement (waiting on the busy
+    timeout if another writer holds it) and never upgrades a stale read snapshot; that is why
+    `service.submit` writes first (the conditional UPDATE) and reads the chat afterwards.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = normalise_url(url)
@@ -164,7 +170,13 @@ def normalise_url(url: str) -> str:
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # as many connections as the server has request threads (anyio's default: 40)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=20,
+            max_overflow=30,
+        )
 
         @event.listens_for(engine, "connect")
         def _pragmas(conn: Any, _record: Any) -> None:
@@ -176,7 +188,7 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_size=20, max_overflow=40, pool_pre_ping=True)
+    return create_engine(url, pool_size=20, max_overflow=30, pool_recycle=3600)
 
 
 def alembic_config(connection: Any = None) -> Any:

@@ -510,7 +510,7 @@ def submit(db: Session, user: User, assignment_id: int, answer: dict[str, Any]) 
     )
     db.add(judgment)
     if item.chat_id is not None:
-        chat = db.get(Chat, item.chat_id)
+        chat = db.get(Chat, item.chat_id, populate_existing=True)  # read under the write lock
         picked = choice if choice is not None else task.display_order[0]
         chat.messages = [*chat.messages, {"role": "assistant", "content": item.candidates[picked]}]
         chat.status, chat.item_id = "human", None
