@@ -145,16 +145,26 @@ class Phase:
 
 
 def run_clients(
-    base: str, tokens: dict[str, str], project: int, seconds: float, during: Callable[[], None] | None = None
+    base: str,
+    tokens: dict[str, str],
+    project: int,
+    seconds: float,
+    during: Callable[[Phase], None] | None = None,
+    min_judgments: int = 1,
 ) -> Phase:
-    """Every annotator labels in its own thread until `seconds` pass or its connection dies;
-    `during()` runs on the calling thread meanwhile (the crash phase kills the server there)."""
+    """Every annotator labels in its own thread until `seconds` have passed and the phase has
+    `min_judgments` acknowledged (at most a minute more, on a slow machine), or its connection
+    dies; `during(phase)` runs on the calling thread meanwhile (the crash phase kills there)."""
     phase = Phase()
-    stop = time.monotonic() + seconds
+    start = time.monotonic()
+
+    def running() -> bool:
+        elapsed = time.monotonic() - start
+        return elapsed < seconds or (len(phase.acked) < min_judgments and elapsed < seconds + 60)
 
     def client(token: str) -> None:
         with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
-            while time.monotonic() < stop:
+            while running():
                 try:
                     task = http.get(f"/api/projects/{project}/next").json()["task"]
                     if task is None:
@@ -177,9 +187,9 @@ def run_clients(
     for t in threads:
         t.start()
     if during is not None:
-        during()
+        during(phase)
     for t in threads:
-        t.join(timeout=seconds + 60)
+        t.join(timeout=seconds + 120)
     phase.seconds = time.monotonic() - t0
     return phase
 
@@ -216,9 +226,17 @@ def run(url: str, out: Path, clients: int, seconds: float, kill_after: float, it
     server.start()
     try:
         steady = run_clients(server.base, tokens, project, seconds)
-        crash = run_clients(server.base, tokens, project, kill_after + 30, during=lambda: (time.sleep(kill_after), server.kill9()))
+        def kill_mid_burst(phase: Phase) -> None:
+            deadline = time.monotonic() + kill_after + 60
+            time.sleep(kill_after)
+            while not phase.acked and time.monotonic() < deadline:  # the burst must be running
+                time.sleep(0.05)
+            server.kill9()
+
+        crash = run_clients(server.base, tokens, project, kill_after + 60, during=kill_mid_burst)
         server.start()  # same database, same port
-        after = run_clients(server.base, tokens, project, 1.0)
+        a_few = dict(list(tokens.items())[:5])  # the restarted server answers and stores
+        after = run_clients(server.base, a_few, project, 0.5)
     finally:
         server.stop()
     acked = steady.acked + crash.acked + after.acked
