@@ -11,23 +11,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
-import threading
 from pathlib import Path
 
 import pytest
-from label_helpers import PASSWORDS, tiny_policy, wait_for  # noqa: F401
+from label_helpers import PASSWORDS, live_server, tiny_policy  # noqa: F401
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
     pytest.skip("no Chromium at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
-import uvicorn  # noqa: E402
-
 from rlhfkit.data import read_preferences  # noqa: E402
 from rlhfkit.label import service  # noqa: E402
-from rlhfkit.label.app import create_app  # noqa: E402
 from rlhfkit.label.db import Database  # noqa: E402
 
 FRUITS = ["apple, pear and plum", "apple", "I don't know any fruits.", "Fruits are food."]
@@ -39,12 +34,6 @@ PAIRS = [
     ("What is the capital of Atlantis?", "I don't know; Atlantis is a legend.", "Its capital is Poseidonia, population 4 million."),
 ]  # fmt: skip
 VERDICTS = ["A3", "B2", "A1", "B3", "A2"]  # by letter: the candidate behind A or B varies per task
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -61,15 +50,8 @@ def server(tmp_path, tiny_policy):
         row = {"prompt": "List three fruits.", "responses": FRUITS}
         service.import_items(db, rk, [service.parse_item(row, "ranking", "t")])
         service.create_project(db, "Live chat", "chat", policy_a=str(tiny_policy), max_new_tokens=16)
-    port = _free_port()
-    config = uvicorn.Config(create_app(database), host="127.0.0.1", port=port, log_level="warning")
-    srv = uvicorn.Server(config)
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    wait_for(lambda: srv.started, timeout=30)
-    yield f"http://127.0.0.1:{port}", database
-    srv.should_exit = True
-    thread.join(timeout=10)
+    with live_server(database) as url:
+        yield url, database
     database.close()
 
 
