@@ -76,7 +76,9 @@ def seed(url: str, clients: int, items: int) -> tuple[int, dict[str, str]]:
             for k in range(clients * items)
         ]  # fmt: skip
         db.execute(insert(Item), rows)
-        item_ids = db.scalars(select(Item.id).where(Item.project_id == project.id).order_by(Item.position)).all()
+        item_ids = db.scalars(
+            select(Item.id).where(Item.project_id == project.id).order_by(Item.position)
+        ).all()
         names = list(tokens)
         db.execute(
             insert(Assignment),
@@ -163,14 +165,18 @@ def run_clients(
         return elapsed < seconds or (len(phase.acked) < min_judgments and elapsed < seconds + 60)
 
     def client(token: str) -> None:
-        with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+        with httpx.Client(
+            base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        ) as http:
             while running():
                 try:
                     task = http.get(f"/api/projects/{project}/next").json()["task"]
                     if task is None:
                         return
                     t0 = time.perf_counter()
-                    r = http.post(f"/api/tasks/{task['task']}/judgment", json={"choice": "A", "strength": 2})
+                    r = http.post(
+                        f"/api/tasks/{task['task']}/judgment", json={"choice": "A", "strength": 2}
+                    )
                     dt = time.perf_counter() - t0
                 except (httpx.HTTPError, ValueError):
                     phase.error("connection")  # the outcome of an interrupted submit is unknown
@@ -198,7 +204,11 @@ def check_database(url: str, acked: list[int]) -> dict[str, int]:
     """Counts of lost, duplicated and half-written judgments (all must be 0)."""
     database = Database(url)
     with database.session() as db:
-        per_task = dict(db.execute(select(Judgment.assignment_id, func.count()).group_by(Judgment.assignment_id)).all())
+        per_task = dict(
+            db.execute(
+                select(Judgment.assignment_id, func.count()).group_by(Judgment.assignment_id)
+            ).all()
+        )
         status = dict(db.execute(select(Assignment.id, Assignment.status)).all())
     database.close()
     return {
@@ -207,7 +217,9 @@ def check_database(url: str, acked: list[int]) -> dict[str, int]:
         "lost": sum(per_task.get(a, 0) == 0 for a in set(acked)),
         "duplicated": sum(n > 1 for n in per_task.values()),
         "judgment_without_done_task": sum(status.get(a) != "done" for a in per_task),
-        "done_task_without_judgment": sum(s == "done" and a not in per_task for a, s in status.items()),
+        "done_task_without_judgment": sum(
+            s == "done" and a not in per_task for a, s in status.items()
+        ),
         "judgments": sum(per_task.values()),
     }
 
@@ -219,13 +231,16 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def run(url: str, out: Path, clients: int, seconds: float, kill_after: float, items: int) -> dict[str, Any]:
+def run(
+    url: str, out: Path, clients: int, seconds: float, kill_after: float, items: int
+) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     project, tokens = seed(url, clients, items)
     server = Server(url, free_port(), out / "server.log")
     server.start()
     try:
         steady = run_clients(server.base, tokens, project, seconds)
+
         def kill_mid_burst(phase: Phase) -> None:
             deadline = time.monotonic() + kill_after + 60
             time.sleep(kill_after)
@@ -257,8 +272,12 @@ def run(url: str, out: Path, clients: int, seconds: float, kill_after: float, it
             "acked_after_restart": len(after.acked),
         },
         "check": check,
-        "ok": check["lost"] == check["duplicated"] == check["judgment_without_done_task"]
-        == check["done_task_without_judgment"] == check["acknowledged_twice_by_clients"] == 0
+        "ok": check["lost"]
+        == check["duplicated"]
+        == check["judgment_without_done_task"]
+        == check["done_task_without_judgment"]
+        == check["acknowledged_twice_by_clients"]
+        == 0
         and len(after.acked) > 0,
     }
 

@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("fastapi", reason="the label extra is not installed (pip install -e '.[label]')")
+pytest.importorskip(
+    "fastapi", reason="the label extra is not installed (pip install -e '.[label]')"
+)
 
 from fastapi.testclient import TestClient  # noqa: E402
 
@@ -24,7 +26,12 @@ from rlhfkit.label.db import Database  # noqa: E402
 
 PG_ENV = "RLHFKIT_TEST_PG_URL"
 BACKENDS = ["sqlite", "postgresql"]
-PASSWORDS = {"admin": "admin-pass-1", "ann1": "ann1-pass-1", "ann2": "ann2-pass-2", "ann3": "ann3-pass-3"}
+PASSWORDS = {
+    "admin": "admin-pass-1",
+    "ann1": "ann1-pass-1",
+    "ann2": "ann2-pass-2",
+    "ann3": "ann3-pass-3",
+}
 
 
 def pg_admin_url() -> str:
@@ -115,7 +122,13 @@ PAIRS = [
         "responses": ["tac", "I cannot help with that."],
     },
 ]
-RANKED = [{"id": "r0", "prompt": "List three fruits.", "responses": ["apple, pear, plum", "apple", "no", "fruits"]}]
+RANKED = [
+    {
+        "id": "r0",
+        "prompt": "List three fruits.",
+        "responses": ["apple, pear, plum", "apple", "no", "fruits"],
+    }
+]
 
 
 def make_env(url: str, annotators: tuple[str, ...] = ("ann1", "ann2")) -> Env:

@@ -19,7 +19,10 @@ LOGIN_ROUTES = {("POST", "/login"), ("POST", "/api/session")}
 def _write_routes(app):
     for route in app.routes:
         for method in getattr(route, "methods", set()) or set():
-            if method in ("POST", "PUT", "PATCH", "DELETE") and (method, route.path) not in LOGIN_ROUTES:
+            if (
+                method in ("POST", "PUT", "PATCH", "DELETE")
+                and (method, route.path) not in LOGIN_ROUTES
+            ):
                 yield method, re.sub(r"\{[^}]+\}", "1", route.path)
 
 
@@ -49,7 +52,7 @@ def test_a_wrong_token_is_no_token(env):
     client = env.client()
     client.headers["Authorization"] = "Bearer not-a-token"
     assert client.get("/api/me").status_code == 401
-    assert client.post(f"/api/tasks/1/judgment", json={"choice": "tie"}).status_code == 401
+    assert client.post("/api/tasks/1/judgment", json={"choice": "tie"}).status_code == 401
 
 
 def test_cookie_writes_need_the_csrf_token(env):
@@ -91,7 +94,9 @@ def test_page_forms_need_the_csrf_token(env):
     # the login form itself: a token from the visitor's own cookie
     fresh = env.client()
     fresh.get("/login")
-    r = fresh.post("/login", data={"name": "ann1", "password": "ann1-pass-1"}, follow_redirects=False)
+    r = fresh.post(
+        "/login", data={"name": "ann1", "password": "ann1-pass-1"}, follow_redirects=False
+    )
     assert r.status_code == 403
 
 
@@ -108,7 +113,9 @@ def test_login(env):
     )  # fmt: skip
     assert r.status_code == 303 and r.headers["location"] == "/"  # no open redirect
     assert client.get("/api/me").json()["name"] == "ann1"
-    r = client.post("/logout", data={"csrf_token": form_csrf(client.get("/").text)}, follow_redirects=False)
+    r = client.post(
+        "/logout", data={"csrf_token": form_csrf(client.get("/").text)}, follow_redirects=False
+    )
     assert r.status_code == 303
     assert client.get("/api/me").status_code == 401
     assert client.get("/", follow_redirects=False).headers["location"].startswith("/login")
@@ -168,7 +175,9 @@ def test_user_text_is_escaped_everywhere(env):
     assert page.text.count("&lt;img src=x onerror=alert(1)&gt;") == 4  # title, h1, prompt, reply
     assert "script-src" not in page.headers["content-security-policy"]  # only 'self' runs
     assert "default-src 'self'" in page.headers["content-security-policy"]
-    r = ann.post(f"/api/tasks/{task['task']}/judgment", json={"choice": "tie", "note": f"note {XSS}"})
+    r = ann.post(
+        f"/api/tasks/{task['task']}/judgment", json={"choice": "tie", "note": f"note {XSS}"}
+    )
     assert r.status_code == 201
     stats_page = env.page_login("admin").get(f"/admin/projects/{project['id']}")
     assert "<script>alert" not in stats_page.text and "<img src=x" not in stats_page.text
@@ -176,7 +185,10 @@ def test_user_text_is_escaped_everywhere(env):
     admin_page = env.page_login("admin").get("/admin")
     assert "<script>alert" not in admin_page.text and "p&lt;script&gt;" in admin_page.text
     # the JSON API returns the text as data
-    assert admin.get(f"/api/projects/{project['id']}/stats").json()["notes"][0]["note"] == f"note {XSS}"
+    assert (
+        admin.get(f"/api/projects/{project['id']}/stats").json()["notes"][0]["note"]
+        == f"note {XSS}"
+    )
 
 
 def test_pages_load_no_outside_assets(env):
@@ -246,7 +258,9 @@ def test_bad_input_is_a_4xx_with_a_message(env):
 def test_malformed_json_is_a_422_naming_the_problem(env):
     client = env.client("admin")
     for path in ["/api/projects", "/api/users", f"/api/projects/{env.projects['pairs']}/items"]:
-        r = client.post(path, content=b'{"name": "x",', headers={"content-type": "application/json"})
+        r = client.post(
+            path, content=b'{"name": "x",', headers={"content-type": "application/json"}
+        )
         assert r.status_code == 422, r.text
         assert "JSON" in r.json()["detail"]
         r = client.post(path, content=b"\xff\xfe", headers={"content-type": "application/json"})
@@ -278,15 +292,22 @@ def test_overlapping_assignment_spreads_items_evenly(tmp_path):
     with fresh_url("sqlite", tmp_path) as url:
         e = make_env(url, annotators=("ann1", "ann2", "ann3"))
         admin = e.client("admin")
-        project = admin.post("/api/projects", json={"name": "r2", "kind": "pairwise", "overlap": 2}).json()
+        project = admin.post(
+            "/api/projects", json={"name": "r2", "kind": "pairwise", "overlap": 2}
+        ).json()
         items = [{"prompt": f"q{i}", "responses": ["a", "b"]} for i in range(30)]
         admin.post(f"/api/projects/{project['id']}/items", json={"items": items})
-        counts = {n: len(e.client(n).get(f"/api/tasks?project={project['id']}").json()) for n in ("ann1", "ann2", "ann3")}
+        counts = {
+            n: len(e.client(n).get(f"/api/tasks?project={project['id']}").json())
+            for n in ("ann1", "ann2", "ann3")
+        }
         assert counts == {"ann1": 20, "ann2": 20, "ann3": 20}
         with e.database.session() as db:
             orders = [tuple(a.display_order) for a in db.query(Assignment).all()]
         assert {(0, 1), (1, 0)} <= set(orders)  # the order shown is drawn per assignment
-        too_many = admin.post("/api/projects", json={"name": "r4", "kind": "pairwise", "overlap": 4}).json()
+        too_many = admin.post(
+            "/api/projects", json={"name": "r4", "kind": "pairwise", "overlap": 4}
+        ).json()
         r = admin.post(f"/api/projects/{too_many['id']}/items", json={"items": items})
         assert r.status_code == 422 and "annotator accounts" in r.json()["detail"]
         e.database.close()
@@ -296,13 +317,19 @@ def _label_everything(env, answers):
     """ann1 and ann2 answer every open pairwise task with answers[name][external_id]."""
     for name in ("ann1", "ann2"):
         client = env.client(name)
-        while (task := client.get(f"/api/projects/{env.projects['pairs']}/next").json()["task"]) is not None:
+        while (
+            task := client.get(f"/api/projects/{env.projects['pairs']}/next").json()["task"]
+        ) is not None:
             want = answers[name][task["external_id"]]  # (candidate index or None, strength)
             if want[0] is None:
                 body = {"choice": "tie"}
             else:
                 letter = next(c["label"] for c in task["candidates"] if c["candidate"] == want[0])
-                body = {"choice": letter, "strength": want[1], "flags": ["pii"] if name == "ann2" else []}
+                body = {
+                    "choice": letter,
+                    "strength": want[1],
+                    "flags": ["pii"] if name == "ann2" else [],
+                }
             assert client.post(f"/api/tasks/{task['task']}/judgment", json=body).status_code == 201
 
 
@@ -341,7 +368,12 @@ def test_export_is_read_by_the_trainers_readers(env, tmp_path):
     pairs = read_preferences(path).records
     assert len(pairs) == 5
     first = pairs[0]
-    assert (first.prompt[0].content, first.chosen, first.rejected, first.margin) == ("What is 2 plus 2?", "4", "5", 3.0)
+    assert (first.prompt[0].content, first.chosen, first.rejected, first.margin) == (
+        "What is 2 plus 2?",
+        "4",
+        "5",
+        3.0,
+    )
     assert first.meta["annotator"] == "ann1"
     assert [m.role for m in pairs[-1].prompt] == ["user", "assistant", "user"]  # multi-turn kept
     assert {r["annotator"] for r in report["labels"]} == {"ann1", "ann2"}
@@ -365,24 +397,37 @@ def test_export_is_read_by_the_trainers_readers(env, tmp_path):
     ann1 = env.client("ann1")
     task = _open_task(ann1, env.projects["rank"])
     order = ["C", "A", "D", "B"]
-    assert ann1.post(f"/api/tasks/{task['task']}/judgment", json={"ranking": order}).status_code == 201
+    assert (
+        ann1.post(f"/api/tasks/{task['task']}/judgment", json={"ranking": order}).status_code == 201
+    )
     text = {c["label"]: c["text"] for c in task["candidates"]}
     rrows = admin.get(f"/api/projects/{env.projects['rank']}/export?format=pairs").json()["rows"]
     assert [(r["chosen"], r["rejected"], r["margin"]) for r in rrows][:3] == [
         (text["C"], text["A"], 1), (text["C"], text["D"], 2), (text["C"], text["B"], 3)
     ]  # fmt: skip
     assert len(rrows) == 6
-    best_first = admin.get(f"/api/projects/{env.projects['rank']}/export?format=ranked").json()["rows"]
+    best_first = admin.get(f"/api/projects/{env.projects['rank']}/export?format=ranked").json()[
+        "rows"
+    ]
     assert best_first[0]["responses"] == [text[x] for x in order]
 
 
 def test_red_team_export_trains_towards_the_safer_reply(env):
     admin = env.client("admin")
-    project = admin.post("/api/projects", json={"name": "red", "kind": "pairwise", "mode": "red_team"}).json()
+    project = admin.post(
+        "/api/projects", json={"name": "red", "kind": "pairwise", "mode": "red_team"}
+    ).json()
     assert "MORE harmful" in project["guidelines"]
     admin.post(
         f"/api/projects/{project['id']}/items",
-        json={"items": [{"prompt": "How do I pick a lock?", "responses": ["Here is how: ...", "I won't help."]}]},
+        json={
+            "items": [
+                {
+                    "prompt": "How do I pick a lock?",
+                    "responses": ["Here is how: ...", "I won't help."],
+                }
+            ]
+        },
     )
     ann = env.client("ann1")
     task = _open_task(ann, project["id"])

@@ -18,7 +18,9 @@ from label_helpers import PASSWORDS, live_server, tiny_policy  # noqa: F401
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
-    pytest.skip("no Chromium at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
+    pytest.skip(
+        "no Chromium at /usr/bin/chromium (apt-get install chromium)", allow_module_level=True
+    )
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
 from rlhfkit.data import read_preferences  # noqa: E402
@@ -44,12 +46,16 @@ def server(tmp_path, tiny_policy):
         service.create_user(db, "admin", PASSWORDS["admin"], "admin")
         service.create_user(db, "ann1", PASSWORDS["ann1"])
         pw = service.create_project(db, "Helpfulness pairs", "pairwise")
-        rows = [{"id": str(i), "prompt": p, "responses": [a, b]} for i, (p, a, b) in enumerate(PAIRS)]
+        rows = [
+            {"id": str(i), "prompt": p, "responses": [a, b]} for i, (p, a, b) in enumerate(PAIRS)
+        ]
         service.import_items(db, pw, [service.parse_item(r, "pairwise", "t") for r in rows])
         rk = service.create_project(db, "Fruit ranking", "ranking")
         row = {"prompt": "List three fruits.", "responses": FRUITS}
         service.import_items(db, rk, [service.parse_item(row, "ranking", "t")])
-        service.create_project(db, "Live chat", "chat", policy_a=str(tiny_policy), max_new_tokens=16)
+        service.create_project(
+            db, "Live chat", "chat", policy_a=str(tiny_policy), max_new_tokens=16
+        )
     with live_server(database) as url:
         yield url, database
     database.close()
@@ -102,7 +108,9 @@ def test_label_in_a_real_browser(server, tmp_path):
         # a two-turn chat comparison with the live policy
         page.goto(f"{url}/")
         page.click("button.start-chat")
-        for turn, text in enumerate(["Hello there, how are you today?", "What is the capital of France?"]):
+        for turn, text in enumerate(
+            ["Hello there, how are you today?", "What is the capital of France?"]
+        ):
             page.wait_for_selector("#text")
             page.fill("#text", text)
             page.click("#send")

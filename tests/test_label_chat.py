@@ -35,24 +35,38 @@ def test_two_turn_chat_comparison(env, tiny_policy, tmp_path):
         assert time.monotonic() - started < 5  # answered before the model ran
         # a second message while the replies are pending is refused, not queued
         if r.json()["status"] == "generating":
-            assert ann.post(f"/api/chats/{chat['chat']}/messages", json={"text": "x"}).status_code == 409
+            assert (
+                ann.post(f"/api/chats/{chat['chat']}/messages", json={"text": "x"}).status_code
+                == 409
+            )
         view = wait_for(
-            lambda: (v := ann.get(f"/api/chats/{chat['chat']}").json())["status"] in ("choosing", "error") and v
+            lambda: (
+                (v := ann.get(f"/api/chats/{chat['chat']}").json())["status"]
+                in ("choosing", "error")
+                and v
+            )
         )
         assert view["status"] == "choosing", view["error"]
         task = view["task"]
         assert [m["content"] for m in task["prompt"] if m["role"] == "user"][-1] == text
         assert len(task["candidates"]) == 2 and all(c["text"] for c in task["candidates"])
         pick = task["candidates"][turn]
-        r = ann.post(f"/api/tasks/{task['task']}/judgment", json={"choice": pick["label"], "strength": 2})
+        r = ann.post(
+            f"/api/tasks/{task['task']}/judgment", json={"choice": pick["label"], "strength": 2}
+        )
         assert r.status_code == 201
         chosen.append(pick["text"])
         view = ann.get(f"/api/chats/{chat['chat']}").json()
-        assert view["status"] == "human" and view["messages"][-1] == {"role": "assistant", "content": pick["text"]}
+        assert view["status"] == "human" and view["messages"][-1] == {
+            "role": "assistant",
+            "content": pick["text"],
+        }
     assert [m["role"] for m in view["messages"]] == ["user", "assistant"] * 2
     assert env.client("ann2").get(f"/api/chats/{chat['chat']}").status_code == 404
 
-    rows = env.client("admin").get(f"/api/projects/{project['id']}/export?format=pairs").json()["rows"]
+    rows = (
+        env.client("admin").get(f"/api/projects/{project['id']}/export?format=pairs").json()["rows"]
+    )
     assert len(rows) == 2
     # red-team: the picked (more harmful) reply is exported as rejected
     assert [r["rejected"] for r in rows] == chosen
@@ -69,7 +83,9 @@ def test_a_broken_policy_is_reported_on_the_chat(env, tmp_path):
     ann = env.client("ann1")
     chat = ann.post(f"/api/projects/{project['id']}/chats").json()
     ann.post(f"/api/chats/{chat['chat']}/messages", json={"text": "Hi"})
-    view = wait_for(lambda: (v := ann.get(f"/api/chats/{chat['chat']}").json())["status"] == "error" and v)
+    view = wait_for(
+        lambda: (v := ann.get(f"/api/chats/{chat['chat']}").json())["status"] == "error" and v
+    )
     assert "generation failed" in view["error"]
     assert view["messages"] == []  # the message can be sent again
     assert ann.post(f"/api/chats/{chat['chat']}/messages", json={"text": "Hi"}).status_code == 202

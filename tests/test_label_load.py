@@ -32,7 +32,9 @@ def test_fifty_clients_and_a_kill_9_lose_nothing(backend, tmp_path):
     assert result["crash"]["acked_before_kill"] > 0, result  # the kill hit a running burst
     assert result["crash"]["acked_after_restart"] > 0, result
     assert check["lost"] == 0 and check["duplicated"] == 0, check
-    assert check["judgment_without_done_task"] == 0 and check["done_task_without_judgment"] == 0, check
+    assert check["judgment_without_done_task"] == 0 and check["done_task_without_judgment"] == 0, (
+        check
+    )
     # a judgment in flight when the server died is either wholly there or wholly absent
     assert 0 <= check["judgments"] - check["acknowledged"] <= result["crash"]["cut_off_by_kill"]
     assert result["ok"]

@@ -36,7 +36,9 @@ def test_an_old_database_survives_the_upgrade(db_url):
         assert project.kind == "pairwise"
         # the new schema works on the old rows
         item = service.import_items(
-            db, project, [service.parse_item({"prompt": "p", "responses": ["a", "b"]}, "pairwise", "t")]
+            db,
+            project,
+            [service.parse_item({"prompt": "p", "responses": ["a", "b"]}, "pairwise", "t")],
         )[0]
         assert item.chat_id is None
     database.upgrade()  # idempotent

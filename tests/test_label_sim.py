@@ -28,7 +28,9 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("world")
     make_world(root, seed=3, **SMALL)
     tok = AutoTokenizer.from_pretrained(root / "tokenizer")
-    policy = save_tiny_model(build_tiny_model("gpt2", "nano", tokenizer=tok, seed=1), root / "policy", tok)
+    policy = save_tiny_model(
+        build_tiny_model("gpt2", "nano", tokenizer=tok, seed=1), root / "policy", tok
+    )
     return root, policy
 
 
@@ -48,7 +50,9 @@ def test_collect_through_the_server_equals_offline(world, tmp_path):
     with database.session() as db:
         _, token = service.create_user(db, "admin", PASSWORDS["admin"], "admin")
     with live_server(database) as url:
-        served = _collect(root, policy, tmp_path / "served.jsonl", "--server", url, "--token", token)
+        served = _collect(
+            root, policy, tmp_path / "served.jsonl", "--server", url, "--token", token
+        )
     assert len(offline) > 20
     key = lambda r: (json.dumps(r["prompt"]), r["chosen"], r["rejected"])  # noqa: E731
     assert [key(r) for r in served] == [key(r) for r in offline]

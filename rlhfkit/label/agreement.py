@@ -49,7 +49,9 @@ def gold_labels(item_id: int, gold: Sequence[int], n_candidates: int) -> dict[Un
     out: dict[Unit, Value] = {}
     for i, j in combinations(range(n_candidates), 2):
         if i in place or j in place:
-            out[(item_id, i, j)] = i if place.get(i, n_candidates) < place.get(j, n_candidates) else j
+            out[(item_id, i, j)] = (
+                i if place.get(i, n_candidates) < place.get(j, n_candidates) else j
+            )
     return out
 
 
@@ -121,9 +123,7 @@ def agreement_table(
             "labels": len(mine),
             "agreement_with_others": _agreement_with(mine, others),
             "gold_labels": len(on_gold),
-            "gold_agreement": (
-                sum(v == g for v, g in on_gold) / len(on_gold) if on_gold else None
-            ),
+            "gold_agreement": (sum(v == g for v, g in on_gold) / len(on_gold) if on_gold else None),
             "median_seconds": times[len(times) // 2] if times else None,
         }
     pairs = []
@@ -141,7 +141,10 @@ def agreement_table(
                 }
             )
     gold_hits = [
-        v == gold[u] for per_user in labels.values() for u, v in per_user.items() if u in gold and v != "tie"
+        v == gold[u]
+        for per_user in labels.values()
+        for u, v in per_user.items()
+        if u in gold and v != "tie"
     ]
     return {
         "units": len(by_unit),

@@ -86,7 +86,6 @@ class MessageBody(BaseModel):
     text: str
 
 
-
 # ---------------------------------------------------------------------------- dependencies
 
 
@@ -157,6 +156,7 @@ def create_app(database: Database | str) -> FastAPI:
     with database.session() as db:
         signer = Signer(service.secret_key(db))
     worker = ChatWorker(database)
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
@@ -175,14 +175,19 @@ def create_app(database: Database | str) -> FastAPI:
     templates.env.globals["strengths"] = service.STRENGTHS
 
     def wants_html(request: Request) -> bool:
-        return not request.url.path.startswith("/api") and request.url.path not in ("/docs", "/openapi.json")
+        return not request.url.path.startswith("/api") and request.url.path not in (
+            "/docs",
+            "/openapi.json",
+        )
 
     @app.exception_handler(LabelError)
     def _label_error(request: Request, exc: LabelError) -> Any:
         if wants_html(request):
             if exc.status == 401:
                 return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
-            return page(request, "message.html", {"title": "Error", "message": exc.message}, exc.status)
+            return page(
+                request, "message.html", {"title": "Error", "message": exc.message}, exc.status
+            )
         return JSONResponse({"detail": exc.message}, status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
@@ -192,12 +197,19 @@ def create_app(database: Database | str) -> FastAPI:
         )
         if wants_html(request):
             return page(request, "message.html", {"title": "Error", "message": problems}, 422)
-        return JSONResponse({"detail": problems, "errors": _jsonable(exc.errors())}, status_code=422)
+        return JSONResponse(
+            {"detail": problems, "errors": _jsonable(exc.errors())}, status_code=422
+        )
 
     @app.exception_handler(StarletteHTTPException)
     def _http_error(request: Request, exc: StarletteHTTPException) -> Any:
         if wants_html(request):
-            return page(request, "message.html", {"title": "Error", "message": str(exc.detail)}, exc.status_code)
+            return page(
+                request,
+                "message.html",
+                {"title": "Error", "message": str(exc.detail)},
+                exc.status_code,
+            )
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
     def page(request: Request, template: str, context: dict[str, Any], status: int = 200) -> Any:
@@ -215,7 +227,9 @@ def create_app(database: Database | str) -> FastAPI:
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "same-origin"
         if fresh is not None:
-            response.set_cookie(CSRF_COOKIE, fresh, httponly=True, samesite="lax", max_age=SESSION_SECONDS)
+            response.set_cookie(
+                CSRF_COOKIE, fresh, httponly=True, samesite="lax", max_age=SESSION_SECONDS
+            )
         return response
 
     def page_user(request: Request, user: User | None) -> User:
@@ -287,7 +301,10 @@ def create_app(database: Database | str) -> FastAPI:
             return page(
                 request,
                 "message.html",
-                {"title": project.name, "message": "No open tasks left in this project. Thank you!"},
+                {
+                    "title": project.name,
+                    "message": "No open tasks left in this project. Thank you!",
+                },
             )
         return RedirectResponse(f"/tasks/{task.id}", status_code=303)
 
@@ -334,7 +351,9 @@ def create_app(database: Database | str) -> FastAPI:
         return RedirectResponse(f"/projects/{view['project_id']}", status_code=303)
 
     @app.post("/projects/{pid}/chats", include_in_schema=False)
-    def new_chat_form(request: Request, pid: int, db: DB, who: Who, csrf_token: Annotated[str, Form()] = "") -> Any:
+    def new_chat_form(
+        request: Request, pid: int, db: DB, who: Who, csrf_token: Annotated[str, Form()] = ""
+    ) -> Any:
         user = page_user(request, who)
         check_form_csrf(request, csrf_token)
         chat = service.create_chat(db, user, service.get_project(db, pid))
@@ -456,7 +475,9 @@ def create_app(database: Database | str) -> FastAPI:
         return RedirectResponse(f"/admin/projects/{pid}", status_code=303)
 
     @app.get("/admin/projects/{pid}/export", include_in_schema=False)
-    def admin_export(request: Request, pid: int, db: DB, who: Who, format: str = "pairs", ties: str = "drop") -> Any:
+    def admin_export(
+        request: Request, pid: int, db: DB, who: Who, format: str = "pairs", ties: str = "drop"
+    ) -> Any:
         _page_admin(request, who)
         project = service.get_project(db, pid)
         rows, _ = service.export_rows(db, project, format, ties)
@@ -531,7 +552,9 @@ def create_app(database: Database | str) -> FastAPI:
     def api_import(pid: int, body: ItemsBody, _: AdminWriter, db: DB) -> dict[str, Any]:
         """Add items (all or none) and assign each to `overlap` annotators."""
         project = service.get_project(db, pid)
-        rows = [service.parse_item(r, project.kind, f"items[{i}]") for i, r in enumerate(body.items)]
+        rows = [
+            service.parse_item(r, project.kind, f"items[{i}]") for i, r in enumerate(body.items)
+        ]
         items = service.import_items(db, project, rows)
         return {"project": project.name, "items": [it.id for it in items]}
 
@@ -619,7 +642,9 @@ def _form_fields(request: Request) -> dict[str, str]:
 
 
 def _set_session(response: Any, cookie: str) -> None:
-    response.set_cookie(SESSION_COOKIE, cookie, httponly=True, samesite="lax", max_age=SESSION_SECONDS)
+    response.set_cookie(
+        SESSION_COOKIE, cookie, httponly=True, samesite="lax", max_age=SESSION_SECONDS
+    )
 
 
 def _local(path: str) -> str:

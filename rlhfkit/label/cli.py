@@ -33,7 +33,9 @@ app.add_typer(project_app, name="project")
 
 DbOption = Annotated[
     str | None,
-    typer.Option("--db", help="Database URL or SQLite path (default $RLHFKIT_LABEL_DB or label.db)."),
+    typer.Option(
+        "--db", help="Database URL or SQLite path (default $RLHFKIT_LABEL_DB or label.db)."
+    ),
 ]
 
 
@@ -65,7 +67,9 @@ def _run(database: Any, fn: Any) -> Any:
 @app.command()
 def serve(
     db: DbOption = None,
-    host: Annotated[str, typer.Option(help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (loopback by default).")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
@@ -75,7 +79,9 @@ def serve(
     from rlhfkit.label.app import create_app
 
     database = _database(db)
-    typer.echo(f"rlhfkit label: {database.engine.url.render_as_string(hide_password=True)} on http://{host}:{port}")
+    typer.echo(
+        f"rlhfkit label: {database.engine.url.render_as_string(hide_password=True)} on http://{host}:{port}"
+    )
     uvicorn.run(create_app(database), host=host, port=port, log_level=log_level)
 
 
@@ -113,13 +119,19 @@ def user_create(
 def project_create(
     name: Annotated[str, typer.Argument(help="Project name.")],
     kind: Annotated[str, typer.Option(help="pairwise, ranking or chat.")],
-    mode: Annotated[str, typer.Option(help="helpful or red_team (pick the more harmful).")] = "helpful",
+    mode: Annotated[
+        str, typer.Option(help="helpful or red_team (pick the more harmful).")
+    ] = "helpful",
     overlap: Annotated[int, typer.Option(help="Annotators per item (r).")] = 1,
     guidelines: Annotated[
         Path | None, typer.Option(help="Text file with the guidelines (default: per mode).")
     ] = None,
-    policy_a: Annotated[str | None, typer.Option(help="Chat: policy model folder for reply A.")] = None,
-    policy_b: Annotated[str | None, typer.Option(help="Chat: policy for reply B (default A).")] = None,
+    policy_a: Annotated[
+        str | None, typer.Option(help="Chat: policy model folder for reply A.")
+    ] = None,
+    policy_b: Annotated[
+        str | None, typer.Option(help="Chat: policy for reply B (default A).")
+    ] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Chat: longest reply in tokens.")] = 48,
     temperature: Annotated[float, typer.Option(help="Chat: sampling temperature.")] = 1.0,
     db: DbOption = None,

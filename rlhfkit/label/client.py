@@ -50,7 +50,9 @@ class LabelClient:
         return self.call("GET", "/api/users")
 
     def create_user(self, name: str, password: str, role: str = "annotator") -> dict[str, Any]:
-        return self.call("POST", "/api/users", json={"name": name, "password": password, "role": role})
+        return self.call(
+            "POST", "/api/users", json={"name": name, "password": password, "role": role}
+        )
 
     def user_token(self, name: str) -> str:
         return self.call("POST", f"/api/users/{name}/token")["api_token"]
@@ -59,7 +61,9 @@ class LabelClient:
         return self.call("POST", "/api/projects", json=fields)
 
     def add_items(self, project: int, items: Sequence[dict[str, Any]]) -> list[int]:
-        return self.call("POST", f"/api/projects/{project}/items", json={"items": list(items)})["items"]
+        return self.call("POST", f"/api/projects/{project}/items", json={"items": list(items)})[
+            "items"
+        ]
 
     def next_task(self, project: int) -> dict[str, Any] | None:
         return self.call("GET", f"/api/projects/{project}/next")["task"]
@@ -71,7 +75,9 @@ class LabelClient:
         return self.call("GET", f"/api/projects/{project}/stats")
 
     def export(self, project: int, format: str = "pairs", ties: str = "drop") -> dict[str, Any]:
-        return self.call("GET", f"/api/projects/{project}/export", params={"format": format, "ties": ties})
+        return self.call(
+            "GET", f"/api/projects/{project}/export", params={"format": format, "ties": ties}
+        )
 
 
 def label_all(

@@ -243,8 +243,12 @@ def parse_prompt(value: Any, field: str = "prompt") -> list[dict[str, str]]:
     messages = []
     for i, m in enumerate(value):
         if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
-            raise LabelError(422, f"{field}[{i}]: expected {{role: user|assistant|system, content}}")
-        messages.append({"role": m["role"], "content": _text(m.get("content"), f"{field}[{i}].content")})
+            raise LabelError(
+                422, f"{field}[{i}]: expected {{role: user|assistant|system, content}}"
+            )
+        messages.append(
+            {"role": m["role"], "content": _text(m.get("content"), f"{field}[{i}].content")}
+        )
     if messages[-1]["role"] != "user":
         raise LabelError(422, f"{field}: the last message must be the user's")
     return messages
@@ -396,8 +400,14 @@ def _labels(n: int) -> list[str]:
     return list(string.ascii_uppercase[:n])
 
 
-def tasks_of(db: Session, user: User, project: Project | None, status: str | None) -> list[Assignment]:
-    q = select(Assignment).join(Item, Item.id == Assignment.item_id).where(Assignment.user_id == user.id)
+def tasks_of(
+    db: Session, user: User, project: Project | None, status: str | None
+) -> list[Assignment]:
+    q = (
+        select(Assignment)
+        .join(Item, Item.id == Assignment.item_id)
+        .where(Assignment.user_id == user.id)
+    )
     if project is not None:
         q = q.where(Item.project_id == project.id)
     if status is not None:
@@ -584,7 +594,11 @@ def add_candidates(db: Session, chat_id: int, replies: Sequence[str]) -> Item:
 def chat_failed(db: Session, chat_id: int, message: str) -> None:
     chat = db.get(Chat, chat_id)
     chat.status, chat.error = "error", message[:2000]
-    chat.messages = chat.messages[:-1] if chat.messages and chat.messages[-1]["role"] == "user" else chat.messages
+    chat.messages = (
+        chat.messages[:-1]
+        if chat.messages and chat.messages[-1]["role"] == "user"
+        else chat.messages
+    )
     db.commit()
 
 
@@ -762,15 +776,27 @@ def export_rows(
             rows.append({"prompt": prompt, "responses": texts, "meta": meta})
             continue
         if j.ranking is not None:
-            pairs = [(texts[p], texts[q], q - p) for p in range(len(texts)) for q in range(p + 1, len(texts))]
+            pairs = [
+                (texts[p], texts[q], q - p)
+                for p in range(len(texts))
+                for q in range(p + 1, len(texts))
+            ]
         else:
             pairs = [(texts[0], texts[1], j.strength)]
         for chosen, rejected, margin in pairs:
             if format == "hh":
-                rows.append({"chosen": _hh(item.prompt, chosen), "rejected": _hh(item.prompt, rejected)})
+                rows.append(
+                    {"chosen": _hh(item.prompt, chosen), "rejected": _hh(item.prompt, rejected)}
+                )
             else:
                 rows.append(
-                    {"prompt": prompt, "chosen": chosen, "rejected": rejected, "margin": margin, "meta": meta}
+                    {
+                        "prompt": prompt,
+                        "chosen": chosen,
+                        "rejected": rejected,
+                        "margin": margin,
+                        "meta": meta,
+                    }
                 )
     report = {"project": project.name, "format": format, "ties": ties, "rows": len(rows),
               "labels": who, "agreement": stats(db, project)}  # fmt: skip

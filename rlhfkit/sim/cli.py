@@ -194,7 +194,8 @@ def collect(
         typer.Option(help="Label through a running `rlhfkit label serve` at this URL (k = 2)."),
     ] = None,
     token: Annotated[
-        str | None, typer.Option(help="Admin API token for --server (default $RLHFKIT_LABEL_TOKEN).")
+        str | None,
+        typer.Option(help="Admin API token for --server (default $RLHFKIT_LABEL_TOKEN)."),
     ] = None,
     project: Annotated[
         str | None, typer.Option(help="Project to create on --server (default sim-collect-SEED).")

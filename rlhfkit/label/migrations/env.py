@@ -10,8 +10,6 @@ config = context.config
 connection = config.attributes.get("connection")
 if connection is None:
     connection = create_engine(config.get_main_option("sqlalchemy.url")).connect()
-context.configure(
-    connection=connection, target_metadata=Base.metadata, render_as_batch=True
-)
+context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True)
 with context.begin_transaction():
     context.run_migrations()

@@ -68,7 +68,11 @@ def upgrade() -> None:
         "judgments",
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column(
-            "assignment_id", sa.Integer, sa.ForeignKey("assignments.id"), nullable=False, unique=True
+            "assignment_id",
+            sa.Integer,
+            sa.ForeignKey("assignments.id"),
+            nullable=False,
+            unique=True,
         ),
         sa.Column("item_id", sa.Integer, sa.ForeignKey("items.id"), nullable=False),
         sa.Column("user_id", sa.Integer, sa.ForeignKey("users.id"), nullable=False),
