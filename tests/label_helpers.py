@@ -7,6 +7,7 @@ import os
 import re
 import secrets
 import shutil
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,10 +164,9 @@ def _seeded_templates(tmp_path_factory):
                 conn.execute(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
 
 
-@pytest.fixture(params=BACKENDS)
-def env(request, tmp_path, tmp_path_factory, _seeded_templates):
+def _env(request, tmp_path_factory, templates) -> Iterator[Env]:
     backend = request.param
-    if backend not in _seeded_templates:
+    if backend not in templates:
         folder = tmp_path_factory.mktemp("template")
         with fresh_url(backend, folder) as url:
             seeded = make_env(url)
@@ -179,13 +179,25 @@ def env(request, tmp_path, tmp_path_factory, _seeded_templates):
                 template = f"rlhfkit_tpl_{secrets.token_hex(6)}"
                 with psycopg.connect(pg_admin_url(), autocommit=True) as conn:
                     conn.execute(f'CREATE DATABASE "{template}" TEMPLATE "{url.rsplit("/", 1)[1]}"')
-        _seeded_templates[backend] = (template, seeded.tokens, seeded.projects)
-    template, tokens, projects = _seeded_templates[backend]
-    with fresh_url(backend, tmp_path, template) as url:
+        templates[backend] = (template, seeded.tokens, seeded.projects)
+    template, tokens, projects = templates[backend]
+    with fresh_url(backend, tmp_path_factory.mktemp("db"), template) as url:
         database = Database(url)
-        e = Env(database, create_app(database), dict(tokens), dict(projects))
-        yield e
+        yield Env(database, create_app(database), dict(tokens), dict(projects))
         database.close()
+
+
+@pytest.fixture(params=["sqlite"])
+def env(request, tmp_path_factory, _seeded_templates):
+    """A seeded app on SQLite: for behaviour that does not depend on the database."""
+    yield from _env(request, tmp_path_factory, _seeded_templates)
+
+
+@pytest.fixture(params=BACKENDS)
+def db_env(request, tmp_path_factory, _seeded_templates):
+    """A seeded app on SQLite and on PostgreSQL: for what the database decides (transactions,
+    constraints, queries behind statistics and export)."""
+    yield from _env(request, tmp_path_factory, _seeded_templates)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import json
 import re
 
 import pytest
-from label_helpers import PAIRS, _seeded_templates, env, form_csrf, make_env  # noqa: F401
+from label_helpers import PAIRS, _seeded_templates, db_env, env, form_csrf, make_env  # noqa: F401
 
 from rlhfkit.data import read_preferences, read_ranked
 from rlhfkit.label.db import Assignment, Judgment
@@ -32,9 +32,9 @@ def _open_task(client, project):
     return task
 
 
-def test_every_write_needs_authentication(env):
-    anonymous = env.client()
-    routes = list(_write_routes(env.app))
+def test_every_write_needs_authentication(db_env):
+    anonymous = db_env.client()
+    routes = list(_write_routes(db_env.app))
     assert len(routes) >= 15
     for method, path in routes:
         r = anonymous.request(method, path, json={}, follow_redirects=False)
@@ -44,7 +44,7 @@ def test_every_write_needs_authentication(env):
         else:  # pages send the visitor to the login form
             assert r.status_code in (303, 422), (method, path, r.status_code)
             assert r.status_code != 303 or r.headers["location"].startswith("/login")
-    with env.database.session() as db:
+    with db_env.database.session() as db:
         assert db.query(Judgment).count() == 0
 
 
@@ -121,19 +121,19 @@ def test_login(env):
     assert client.get("/", follow_redirects=False).headers["location"].startswith("/login")
 
 
-def test_an_annotator_sees_only_their_own_tasks(env):
-    one, two = env.client("ann1"), env.client("ann2")
-    task = _open_task(one, env.projects["rank"])  # overlap 1: the ranking item went to ann1 only
-    assert two.get(f"/api/projects/{env.projects['rank']}/next").json()["task"] is None
+def test_an_annotator_sees_only_their_own_tasks(db_env):
+    one, two = db_env.client("ann1"), db_env.client("ann2")
+    task = _open_task(one, db_env.projects["rank"])  # overlap 1: the ranking item went to ann1 only
+    assert two.get(f"/api/projects/{db_env.projects['rank']}/next").json()["task"] is None
     r = two.get(f"/api/tasks/{task['task']}")
     assert r.status_code == 404
     r = two.post(f"/api/tasks/{task['task']}/judgment", json={"ranking": ["A", "B", "C", "D"]})
     assert r.status_code == 404
     mine = {t["task"] for t in two.get("/api/tasks").json()}
     assert task["task"] not in mine
-    browser = env.page_login("ann2")
+    browser = db_env.page_login("ann2")
     assert browser.get(f"/tasks/{task['task']}").status_code == 404
-    with env.database.session() as db:
+    with db_env.database.session() as db:
         assert db.get(Assignment, task["task"]).status == "open"
 
 
@@ -270,14 +270,14 @@ def test_malformed_json_is_a_422_naming_the_problem(env):
     assert client.get(f"/api/projects/{env.projects['pairs']}/export?format=csv").status_code == 422
 
 
-def test_an_answer_is_stored_exactly_once(env):
-    client = env.client("ann1")
-    task = _open_task(client, env.projects["pairs"])
+def test_an_answer_is_stored_exactly_once(db_env):
+    client = db_env.client("ann1")
+    task = _open_task(client, db_env.projects["pairs"])
     url = f"/api/tasks/{task['task']}/judgment"
     assert client.post(url, json={"choice": "B", "strength": 3}).status_code == 201
     r = client.post(url, json={"choice": "A", "strength": 1})
     assert r.status_code == 409 and "already answered" in r.json()["detail"]
-    with env.database.session() as db:
+    with db_env.database.session() as db:
         stored = db.query(Judgment).filter_by(assignment_id=task["task"]).all()
         assert len(stored) == 1
         j = stored[0]
@@ -339,9 +339,9 @@ ANSWERS = {
 }
 
 
-def test_agreement_statistics(env):
-    _label_everything(env, ANSWERS)
-    stats = env.client("admin").get(f"/api/projects/{env.projects['pairs']}/stats").json()
+def test_agreement_statistics(db_env):
+    _label_everything(db_env, ANSWERS)
+    stats = db_env.client("admin").get(f"/api/projects/{db_env.projects['pairs']}/stats").json()
     assert stats["judgments"] == 6 and stats["ties"] == 1 and stats["tasks_open"] == 0
     # shared labels: p0 (0, 0) agree, p1 (0, 1) disagree, p2 (1, tie) disagree
     assert stats["agreement"] == pytest.approx(1 / 3)
@@ -352,14 +352,14 @@ def test_agreement_statistics(env):
     assert stats["gold_agreement"] == 1.0 and stats["gold_labels"] == 2  # p0's gold is candidate 0
     assert stats["flags"] == {"pii": 2}
     assert stats["annotators"]["ann1"]["agreement_with_others"] == pytest.approx(1 / 3)
-    page = env.page_login("admin").get(f"/admin/projects/{env.projects['pairs']}")
+    page = db_env.page_login("admin").get(f"/admin/projects/{db_env.projects['pairs']}")
     assert '<td id="agreement">33.3 %</td>' in page.text
 
 
-def test_export_is_read_by_the_trainers_readers(env, tmp_path):
-    _label_everything(env, ANSWERS)
-    admin = env.client("admin")
-    pid = env.projects["pairs"]
+def test_export_is_read_by_the_trainers_readers(db_env, tmp_path):
+    _label_everything(db_env, ANSWERS)
+    admin = db_env.client("admin")
+    pid = db_env.projects["pairs"]
     got = admin.get(f"/api/projects/{pid}/export?format=pairs").json()
     rows, report = got["rows"], got["report"]
     assert len(rows) == 5  # 6 judgments, one tie dropped
@@ -394,19 +394,19 @@ def test_export_is_read_by_the_trainers_readers(env, tmp_path):
     assert [(p.chosen, p.rejected) for p in hh_pairs] == [(p.chosen, p.rejected) for p in pairs]
 
     # a ranking of K = 4 gives K(K-1)/2 = 6 pairs, margin = difference of places
-    ann1 = env.client("ann1")
-    task = _open_task(ann1, env.projects["rank"])
+    ann1 = db_env.client("ann1")
+    task = _open_task(ann1, db_env.projects["rank"])
     order = ["C", "A", "D", "B"]
     assert (
         ann1.post(f"/api/tasks/{task['task']}/judgment", json={"ranking": order}).status_code == 201
     )
     text = {c["label"]: c["text"] for c in task["candidates"]}
-    rrows = admin.get(f"/api/projects/{env.projects['rank']}/export?format=pairs").json()["rows"]
+    rrows = admin.get(f"/api/projects/{db_env.projects['rank']}/export?format=pairs").json()["rows"]
     assert [(r["chosen"], r["rejected"], r["margin"]) for r in rrows][:3] == [
         (text["C"], text["A"], 1), (text["C"], text["D"], 2), (text["C"], text["B"], 3)
     ]  # fmt: skip
     assert len(rrows) == 6
-    best_first = admin.get(f"/api/projects/{env.projects['rank']}/export?format=ranked").json()[
+    best_first = admin.get(f"/api/projects/{db_env.projects['rank']}/export?format=ranked").json()[
         "rows"
     ]
     assert best_first[0]["responses"] == [text[x] for x in order]
