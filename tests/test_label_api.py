@@ -104,6 +104,9 @@ def test_login(env):
     client = env.client()
     r = client.post("/api/session", json={"name": "ann1", "password": "wrong-password"})
     assert r.status_code == 401 and r.json()["detail"] == "wrong name or password"
+    # a cross-site form (no JSON content type) cannot log a browser in through the API
+    r = client.post("/api/session", data={"name": "ann1", "password": "ann1-pass-1"})
+    assert r.status_code == 422 and "session" not in "".join(client.cookies.keys())
     page = client.get("/login?next=//evil.example/x")
     r = client.post(
         "/login",

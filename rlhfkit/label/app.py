@@ -15,6 +15,7 @@ for scripts, both thin layers over `rlhfkit.label.service`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,6 +28,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Red
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field, StrictInt
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -249,13 +251,9 @@ def create_app(database: Database | str) -> FastAPI:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index(request: Request, db: DB, who: Who) -> Any:
         user = page_user(request, who)
-        chats: dict[int, list[Any]] = {}
-        for p, _, _ in service.projects_for(db, user):
-            if p.kind == "chat":
-                chats[p.id] = service.chats_of(db, user, p)
-        return page(
-            request, "index.html", {"projects": service.projects_for(db, user), "chats": chats}
-        )
+        projects = service.projects_for(db, user)
+        chats = {p.id: service.chats_of(db, user, p) for p, _, _ in projects if p.kind == "chat"}
+        return page(request, "index.html", {"projects": projects, "chats": chats})
 
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
     def login_page(request: Request, next: str = "/") -> Any:
@@ -627,8 +625,6 @@ def create_app(database: Database | str) -> FastAPI:
 
     @app.get("/api/health", tags=["server"])
     def api_health(db: DB) -> dict[str, Any]:
-        from sqlalchemy import text
-
         db.execute(text("SELECT 1"))
         return {"ok": True, "version": __version__}
 
@@ -665,6 +661,4 @@ def _project_json(p: Any) -> dict[str, Any]:
 
 
 def _jsonable(errors: Any) -> Any:
-    import json
-
     return json.loads(json.dumps(errors, default=str))
