@@ -75,3 +75,5 @@ def test_collect_through_the_server_needs_a_token(world, tmp_path, monkeypatch):
             "--server", "http://127.0.0.1:9"]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "admin token" in result.output
+    result = CliRunner().invoke(app, [*args, "--token", "x", "-n", "3", "--max-new-tokens", "4"])
+    assert result.exit_code == 2 and "cannot reach the label server" in result.output

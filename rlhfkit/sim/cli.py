@@ -227,9 +227,13 @@ def collect(
         if k != 2 or not token:
             raise typer.BadParameter("needs -k 2 and an admin token", param_hint="--server")
         samples = sample_replies(model, tokenizer, records, cfg, seed=seed, k=k)
-        rows = collect_through_server(
-            server, token, project or f"sim-collect-{seed}", records, samples, annotators, seed
-        )
+        try:
+            rows = collect_through_server(
+                server, token, project or f"sim-collect-{seed}", records, samples, annotators, seed
+            )
+        except RuntimeError as e:  # the server's answer, or no server (rlhfkit.sim.remote)
+            typer.secho(f"error: {server}: {e}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(code=2) from None
     else:
         with Progress(console=Console(stderr=True)) as bar:
             task = bar.add_task("sampling", total=k * len(records))

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import random
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rlhfkit.sim.annotators import Annotator
@@ -48,8 +48,7 @@ def collect_through_server(
 ) -> list[dict[str, Any]]:
     """Label `samples` (two lists of replies, one per prompt) through the app at `url` with an
     admin's API `token`; returns the exported preference rows (see the module docstring)."""
-    from rlhfkit.label.client import LabelClient, label_all
-    from rlhfkit.sim.feedback import _prompt_field
+    import httpx
 
     rng = random.Random(f"feedback-{seed}")
     pairs = []  # (record, reply a, reply b, gold verdicts, annotator, u)
@@ -71,12 +70,41 @@ def collect_through_server(
         p_chosen = p_first if winner == 0 else 1 - p_first
         return {"choice": letter, "strength": _strength(p_chosen)}
 
+    try:
+        rows = _label(url, token, project_name, pairs, decide, list(by_name))
+    except httpx.HTTPError as e:  # the server's own refusals arrive as LabelClientError
+        raise RuntimeError(f"cannot reach the label server ({e})") from e
+
+    for row in rows:
+        _, a, _, (va, vb), _, _ = pairs[int(row["meta"]["external_id"])]
+        chosen, rejected = (va, vb) if row["chosen"] == a else (vb, va)
+        row["meta"].update(
+            chosen_gold=chosen.score,
+            rejected_gold=rejected.score,
+            chosen_behaviour=chosen.behaviour,
+            rejected_behaviour=rejected.behaviour,
+        )
+    return rows
+
+
+def _label(
+    url: str,
+    token: str,
+    project_name: str,
+    pairs: list[tuple[Any, ...]],
+    decide: Callable[[str, dict[str, Any]], dict[str, Any]],
+    annotators: Sequence[str],
+) -> list[dict[str, Any]]:
+    """Accounts, project and items on the server, the labelling, then the export's rows."""
+    from rlhfkit.label.client import LabelClient, label_all
+    from rlhfkit.sim.feedback import _prompt_field
+
     with LabelClient(url, token) as admin:
         existing = {u["name"] for u in admin.users()}
-        for name in by_name:
+        for name in annotators:
             if name not in existing:
                 admin.create_user(name, secrets.token_urlsafe(16))
-        tokens = {name: admin.user_token(name) for name in by_name}
+        tokens = {name: admin.user_token(name) for name in annotators}
         project = admin.create_project(name=project_name, kind="pairwise", overlap=1)
         items = [
             {
@@ -92,14 +120,4 @@ def collect_through_server(
             admin.add_items(project["id"], items[start : start + 500])
         label_all(url, tokens, project["id"], decide)
         rows = admin.export(project["id"], "pairs")["rows"]
-
-    for row in rows:
-        _, a, _, (va, vb), _, _ = pairs[int(row["meta"]["external_id"])]
-        chosen, rejected = (va, vb) if row["chosen"] == a else (vb, va)
-        row["meta"].update(
-            chosen_gold=chosen.score,
-            rejected_gold=rejected.score,
-            chosen_behaviour=chosen.behaviour,
-            rejected_behaviour=rejected.behaviour,
-        )
     return rows
