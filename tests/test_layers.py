@@ -20,6 +20,7 @@ LAYER = {
     "models": 2,
     "rollout": 2,
     "engine": 2,
+    "label": 2,
     "algos": 3,
     "eval": 4,
     "demo": 5,
