@@ -128,6 +128,16 @@ def test_label_in_a_real_browser(server, tmp_path):
         page.wait_for_selector("#login")
         page.goto(f"{url}/")
         assert page.url.startswith(f"{url}/login")
+
+        # the admin's statistics page for the pairwise project
+        page.fill("#name", "admin")
+        page.fill("#password", PASSWORDS["admin"])
+        page.click("#login")
+        page.wait_for_selector("text=Your projects")
+        page.click("text=statistics >> nth=0")
+        page.wait_for_selector("#agreement")
+        assert "The second reply miscounts." in page.inner_text("table.notes")
+        page.screenshot(path=str(shots / "label_admin.png"), full_page=True)
         browser.close()
     assert requests_outside == []  # every asset came from the app
 
