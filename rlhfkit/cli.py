@@ -66,6 +66,7 @@ GROUPS = {
     "sim": "rlhfkit.sim.cli",
     "data": "rlhfkit.data.cli",
     "eval": "rlhfkit.eval.cli",
+    "label": "rlhfkit.label.cli",
 }
 
 

@@ -23,7 +23,8 @@ LAYER = {
     "models": 2,  # loading and heads (uses data.ensure_pad_token)
     "rollout": 3,  # prompts, generation, scoring, in-loop evaluation (uses models)
     "update": 4,  # policy and critic steps, online run state (rollout, engine)
-    "sim": 4,  # the simulated world (samples replies through rollout)
+    "label": 4,  # the feedback-collection app (generates chat replies through rollout)
+    "sim": 5,  # the simulated world (samples through rollout; labels through the label app)
     "algos": 5,  # the training loops (update, rollout, models, data, engine; never sim)
     "eval": 6,  # judges use the world's gold scorer; evaluation samples through rollout
     "demo": 7,

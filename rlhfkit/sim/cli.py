@@ -193,9 +193,21 @@ def collect(
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
     max_new_tokens: Annotated[int, typer.Option(help="Longest reply in tokens.")] = 32,
     seed: Annotated[int, typer.Option(help="Sampling and labelling seed.")] = 0,
+    server: Annotated[
+        str | None,
+        typer.Option(help="Label through a running `rlhfkit label serve` at this URL (k = 2)."),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(help="Admin API token for --server (default $RLHFKIT_LABEL_TOKEN)."),
+    ] = None,
+    project: Annotated[
+        str | None, typer.Option(help="Project to create on --server (default sim-collect-SEED).")
+    ] = None,
 ) -> None:
     """Sample k replies per prompt from a policy and have the simulated annotators compare them
-    (on-policy pairs, or rankings for `rlhfkit rm data.ranked=true`; see rlhfkit.sim.feedback)."""
+    (on-policy pairs, or rankings for `rlhfkit rm data.ranked=true`; see rlhfkit.sim.feedback).
+    With --server they label through the label app's API (rlhfkit.sim.remote)."""
     from rich.progress import Progress
 
     from rlhfkit.data import read_prompts
@@ -215,12 +227,30 @@ def collect(
         model = load_policy(ModelConfig(name_or_path=str(policy)))
         tokenizer = load_tokenizer(policy, "--policy")
     cfg = RolloutConfig(temperature=temperature, max_new_tokens=max_new_tokens)
-    with Progress(console=Console(stderr=True)) as bar:
-        task = bar.add_task("sampling", total=k * len(records))
-        rows = collect_comparisons(
-            model, tokenizer, records, annotators, cfg, seed=seed, k=k,
-            progress=lambda done, total: bar.update(task, completed=done),
-        )  # fmt: skip
+    if server is not None:
+        import os
+
+        from rlhfkit.sim.feedback import sample_replies
+        from rlhfkit.sim.remote import collect_through_server
+
+        token = token or os.environ.get("RLHFKIT_LABEL_TOKEN")
+        if k != 2 or not token:
+            raise typer.BadParameter("needs -k 2 and an admin token", param_hint="--server")
+        samples = sample_replies(model, tokenizer, records, cfg, seed=seed, k=k)
+        try:
+            rows = collect_through_server(
+                server, token, project or f"sim-collect-{seed}", records, samples, annotators, seed
+            )
+        except RuntimeError as e:  # the server's answer, or no server (rlhfkit.sim.remote)
+            typer.secho(f"error: {server}: {e}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(code=2) from None
+    else:
+        with Progress(console=Console(stderr=True)) as bar:
+            task = bar.add_task("sampling", total=k * len(records))
+            rows = collect_comparisons(
+                model, tokenizer, records, annotators, cfg, seed=seed, k=k,
+                progress=lambda done, total: bar.update(task, completed=done),
+            )  # fmt: skip
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")

@@ -39,7 +39,7 @@ from rlhfkit.sim.annotators import Annotator, simulate_preference
 from rlhfkit.sim.gold import judge
 from rlhfkit.types import PromptRecord
 
-__all__ = ["annotators_from_manifest", "collect_comparisons", "gold_choices"]
+__all__ = ["annotators_from_manifest", "collect_comparisons", "gold_choices", "sample_replies"]
 
 
 def annotators_from_manifest(world_dir: str | Path) -> list[Annotator]:
@@ -73,6 +73,40 @@ def _prompt_field(record: PromptRecord) -> str | list[dict[str, str]]:
 
 
 @torch.inference_mode()
+def sample_replies(
+    policy: torch.nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[PromptRecord],
+    cfg: RolloutConfig,
+    seed: int = 0,
+    max_prompt_length: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+    k: int = 2,
+) -> list[list[str]]:
+    """`k` lists of one reply per prompt (draw-major), from one generator seeded with `seed`:
+    step 1 of `collect_comparisons`, shared with labelling through the app
+    (`rlhfkit.sim.remote`)."""
+    if k < 2:
+        raise ValueError(f"collect_comparisons: k must be at least 2 samples per prompt, got {k}")
+    was_training = policy.training
+    policy.eval()
+    device = next(policy.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    samples: list[list[str]] = []
+    for draw in range(k):
+        replies: list[str] = []
+        for _, _, texts in sample_batches(
+            policy, tokenizer, prompts, cfg, generator, max_prompt_length
+        ):
+            replies.extend(texts)
+            if progress is not None:
+                progress(draw * len(prompts) + len(replies), k * len(prompts))
+        samples.append(replies)
+    policy.train(was_training)
+    return samples
+
+
+@torch.inference_mode()
 def collect_comparisons(
     policy: torch.nn.Module,
     tokenizer: Any,
@@ -92,23 +126,7 @@ def collect_comparisons(
     """
     if not annotators:
         raise ValueError("collect_comparisons: no annotators")
-    if k < 2:
-        raise ValueError(f"collect_comparisons: k must be at least 2 samples per prompt, got {k}")
-    was_training = policy.training
-    policy.eval()
-    device = next(policy.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    samples: list[list[str]] = []
-    for draw in range(k):
-        replies: list[str] = []
-        for _, _, texts in sample_batches(
-            policy, tokenizer, prompts, cfg, generator, max_prompt_length
-        ):
-            replies.extend(texts)
-            if progress is not None:
-                progress(draw * len(prompts) + len(replies), k * len(prompts))
-        samples.append(replies)
-    policy.train(was_training)
+    samples = sample_replies(policy, tokenizer, prompts, cfg, seed, max_prompt_length, progress, k)
 
     rng = random.Random(f"feedback-{seed}")
     if k > 2:

@@ -1,0 +1,98 @@
+"""`rlhfkit label ...` from the command line: accounts, projects, import, export, stats; and
+that the rest of rlhfkit does not load the web stack."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the label extra is not installed")
+
+from typer.testing import CliRunner  # noqa: E402
+
+from rlhfkit.cli import app  # noqa: E402
+from rlhfkit.data import read_preferences  # noqa: E402
+from rlhfkit.label import service  # noqa: E402
+from rlhfkit.label.db import Database  # noqa: E402
+
+
+def _run(*args, ok=True):
+    result = CliRunner().invoke(app, ["label", *args])
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def test_create_import_label_export(tmp_path):
+    db = f"sqlite:///{tmp_path / 'label.db'}"
+    out = _run("user", "create", "boss", "--role", "admin", "--password", "boss-pass-1", "--db", db)
+    assert "API token (shown once): " in out.output
+    _run("user", "create", "ann", "--password", "ann-pass-1", "--db", db)
+    _run("project", "create", "demo", "--kind", "pairwise", "--db", db)
+    items = tmp_path / "pairs.jsonl"  # what `rlhfkit sim collect` writes
+    items.write_text(
+        "".join(
+            json.dumps({"prompt": f"What is {i} plus {i}?", "chosen": str(2 * i), "rejected": "7",
+                        "meta": {"source": "policy"}}) + "\n"
+            for i in range(4)
+        )
+    )  # fmt: skip
+    assert "imported 4 items" in _run("import", str(items), "--project", "demo", "--db", db).output
+    assert "demo\tpairwise" in _run("project", "list", "--db", db).output
+
+    database = Database(db)
+    with database.session() as s:
+        ann = service.user_by_name(s, "ann")
+        for task in service.tasks_of(s, ann, None, "open"):
+            first = task.display_order.index(0)  # always pick the original "chosen"
+            service.submit(s, ann, task.id, {"choice": "AB"[first], "strength": 2})
+    database.close()
+
+    target = tmp_path / "out" / "train.jsonl"
+    _run("export", "--project", "demo", "--format", "pairs", "-o", str(target), "--db", db)
+    pairs = read_preferences(target).records
+    assert [(p.chosen, p.margin) for p in pairs] == [(str(2 * i), 2.0) for i in range(4)]
+    report = json.loads((tmp_path / "out" / "train.jsonl.report.json").read_text())
+    assert [r["annotator"] for r in report["labels"]] == ["ann"] * 4
+    assert report["agreement"]["judgments"] == 4
+    stats = json.loads(_run("stats", "--project", "demo", "--db", db).output)
+    assert stats["tasks_done"] == 4
+
+
+def test_cli_errors_are_messages(tmp_path):
+    db = f"sqlite:///{tmp_path / 'label.db'}"
+    _run("user", "create", "ann", "--password", "ann-pass-1", "--db", db)
+    _run("project", "create", "demo", "--kind", "ranking", "--db", db)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "p", "responses": ["a", "b"]}\n{"prompt": "p", "responses": "ab"}\n')
+    result = _run("import", str(bad), "--project", "demo", "--db", db, ok=False)
+    assert result.exit_code == 2 and "bad.jsonl:2: responses: expected a list" in result.output
+    result = _run("import", str(bad), "--project", "nope", "--db", db, ok=False)
+    assert result.exit_code == 2 and "no project 'nope'" in result.output
+    result = _run("project", "create", "demo", "--kind", "ranking", "--db", db, ok=False)
+    assert result.exit_code == 2 and "exists" in result.output
+    result = _run(
+        "export",
+        "--project",
+        "demo",
+        "--format",
+        "csv",
+        "-o",
+        str(tmp_path / "x"),
+        "--db",
+        db,
+        ok=False,
+    )
+    assert result.exit_code == 2 and "format must be one of" in result.output
+
+
+def test_rlhfkit_help_does_not_load_the_web_stack():
+    code = (
+        "import sys, rlhfkit.cli; "
+        "print(sorted(m for m in ('fastapi', 'sqlalchemy', 'uvicorn', 'alembic') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
