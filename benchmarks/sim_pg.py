@@ -38,6 +38,9 @@ def main() -> None:
     ap.add_argument("--reward", choices=["rm", "gold"], default="rm")
     ap.add_argument("--iterations", type=int, help="policy iterations (default: the preset's)")
     ap.add_argument("--out", type=Path, help="run directory (default: DEMO/<algo>_<reward>)")
+    ap.add_argument(
+        "--eval-only", action="store_true", help="evaluate OUT/policy from an earlier run"
+    )
     ap.add_argument("overrides", nargs="*", help="dotted config overrides, e.g. kl_coef=0")
     args = ap.parse_args()
 
@@ -85,7 +88,11 @@ def main() -> None:
     reward_fn = gold if args.reward == "gold" else None
     t0 = time.perf_counter()
     trainer = ppo if args.algo == "ppo" else pg
-    result = trainer.train(cfg, judges={"gold": gold}, reward_fn=reward_fn)
+    if args.eval_only:
+        policy_path, status = out / "policy", "evaluated only"
+    else:
+        result = trainer.train(cfg, judges={"gold": gold}, reward_fn=reward_fn)
+        policy_path, status = result.policy_path, result.status
     train_s = time.perf_counter() - t0
 
     # 3. evaluated as the demo evaluates, judged against the demo's SFT replies (read now: a
@@ -102,7 +109,7 @@ def main() -> None:
         batch_size=64,
     )  # fmt: skip
     res = evaluate_policy(
-        load_policy(ModelConfig(name_or_path=str(result.policy_path))),
+        load_policy(ModelConfig(name_or_path=str(policy_path))),
         tokenizer,
         eval_records,
         rollout,
@@ -145,7 +152,7 @@ def main() -> None:
                     "over_refusal_rate": round(sft_summary["over_refusal_rate"], 4),
                 },
                 "train_s": round(train_s, 1),
-                "status": result.status,
+                "status": status,
             }
         ),
         flush=True,
