@@ -448,3 +448,46 @@ def test_generation_in_several_batches_equals_one_batch_per_row():
         assert torch.equal(whole.response_mask[rows, :r], part.response_mask)
         assert not whole.response_mask[rows, r:].any()
         torch.testing.assert_close(whole.logprobs[rows, :r], part.logprobs, rtol=0, atol=0)
+
+
+def test_preallocated_kv_cache_samples_exactly_what_dynamic_cache_samples(monkeypatch):
+    """The in-place KV cache hands attention the same keys and values as HF's `DynamicCache`:
+    same tokens and bit-equal log-probs (left padding, EOS, several decode steps)."""
+    import importlib
+
+    from transformers import DynamicCache
+
+    from rlhfkit.rollout.kvcache import PreallocatedCache
+
+    generate_module = importlib.import_module("rlhfkit.rollout.generate")
+    policy = tiny_lm(seed=5)
+    ids, mask = left_padded(PROMPTS * 3)
+    cfg = RolloutConfig(max_new_tokens=12, temperature=1.1)
+
+    def run():
+        return generate(
+            policy,
+            ids,
+            mask,
+            cfg,
+            torch.Generator().manual_seed(3),
+            eos_token_id=EOS,
+            pad_token_id=PAD,
+        )
+
+    ours = run()
+    monkeypatch.setattr(generate_module, "PreallocatedCache", lambda capacity: DynamicCache())
+    reference = run()
+    assert torch.equal(ours.response_ids, reference.response_ids)
+    assert torch.equal(ours.response_mask, reference.response_mask)
+    assert torch.equal(ours.logprobs, reference.logprobs)
+
+    cache = PreallocatedCache(capacity=4)
+    k = torch.randn(2, 1, 3, 8)
+    keys, _ = cache.update(k, k.clone(), 0)
+    torch.testing.assert_close(keys, k, rtol=0, atol=0)
+    keys, _ = cache.update(k[:, :, :1] + 1, k[:, :, :1], 0)
+    torch.testing.assert_close(keys, torch.cat([k, k[:, :, :1] + 1], dim=2), rtol=0, atol=0)
+    assert cache.get_seq_length() == 4
+    with pytest.raises(RuntimeError, match="capacity 4"):
+        cache.update(k[:, :, :1], k[:, :, :1], 0)

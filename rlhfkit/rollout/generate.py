@@ -2,8 +2,9 @@
 
 Implementation details and their sources:
 
-1. A small sampling loop over the model's backbone and a `DynamicCache` (one prefill of the
-   left-padded prompts, then one token per step), rather than `model.generate`: it returns the
+1. A small sampling loop over the model's backbone and a KV cache written in place
+   (`rollout.kvcache.PreallocatedCache`: one prefill of the left-padded prompts, then one token
+   per step, without `DynamicCache`'s per-token concatenation), rather than `model.generate`: it returns the
    log-prob of each sampled token under softmax(logits / temperature) from the logits it already
    computed, so PPO's `old_logprobs` need no second forward pass (tested equal to a full forward
    within float tolerance), and it avoids `generate`'s per-step logits-processor machinery.
@@ -26,11 +27,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import DynamicCache
-
 from rlhfkit.config import ConfigBase
 from rlhfkit.models import position_ids_from_mask
 from rlhfkit.rollout.forward import causal_lm_parts
+from rlhfkit.rollout.kvcache import PreallocatedCache
 
 __all__ = ["Rollout", "RolloutConfig", "generate"]
 
@@ -205,7 +205,7 @@ def _generate_batch(
         device=prompt_ids.device,
     )
     batch = prompt_ids.shape[0]
-    cache = DynamicCache()
+    cache = PreallocatedCache(prompt_ids.shape[1] + cfg.max_new_tokens)
     attention = prompt_mask.long()
     positions = position_ids_from_mask(attention)
     out = backbone(
