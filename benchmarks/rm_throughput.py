@@ -28,30 +28,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from offline_steps import engine_settings, run_child, timed_steps  # noqa: E402
+
 DEFAULT_ASSETS = Path.home() / ".cache" / "rlhfkit-anchors" / "assets"
-
-
-def matmul_gflops(reps: int = 15, n: int = 1024) -> float:
-    """The same machine-speed probe as bench_trl.py (median fp32 GEMM throughput)."""
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t)
-    return round(2 * n**3 / statistics.median(times) / 1e9, 1)
 
 
 def run_one(
@@ -70,7 +54,6 @@ def run_one(
 
     transformers.logging.set_verbosity_error()
     from rlhfkit.algos.rm import RMConfig, train
-    from rlhfkit.engine.metrics import read_metrics
 
     out = tempfile.mkdtemp(prefix="rlhfkit_rm_bench_")
     cfg = RMConfig.model_validate(
@@ -91,50 +74,18 @@ def run_one(
             "log_every": 1,
             "normalize": "none",
             "disable_dropout": not dropout,  # TRL's RewardTrainer disables dropout by default
-            "engine": {
-                "seed": 42,
-                "device": "cpu",
-                "threads": threads,
-                "mixed_precision": "bf16" if precision == "bf16" else "no",
-                "resume": False,
-            },
+            "engine": engine_settings(threads, precision),
         }
     )
-    before = matmul_gflops()
-    t0 = time.perf_counter()
-    train(cfg)
-    wall = time.perf_counter() - t0
-    after = matmul_gflops()
-    rows = [r for r in read_metrics(Path(out) / "metrics.jsonl") if "loss/rm" in r]
-    times = [b["time"] - a["time"] for a, b in zip(rows, rows[1:], strict=False)]
-    # the first row's time counts from the logger's start (model load); drop it with warm-up
-    measured = times[warmup - 1 :] if warmup > 0 else times
-    tok = [r["perf/tokens"] for r in rows[1:]]
-    med = statistics.median(measured)
-    tokens_per_step = statistics.fmean(tok[warmup - 1 :])
+    timing = timed_steps(train, cfg, "loss/rm", warmup, 16, "preference pairs")
     return {
         "trainer": "rlhfkit.algos.rm",
         "variant": precision,
         "dropout": dropout,
         "prompt_template": "chat" if hh else "raw",
-        "steps": steps,
-        "warmup_steps": warmup,
-        "measured_steps": len(measured),
         "threads": threads,
-        "s_per_step": round(med, 4),
-        "s_per_step_min": round(min(measured), 4),
-        "s_per_step_max": round(max(measured), 4),
-        "samples_per_step": 16,
-        "sample_unit": "preference pairs",
-        "samples_per_s": round(16 / med, 2),
-        "train_tokens_per_step": round(tokens_per_step, 1),
-        "tokens_per_s": round(tokens_per_step / med, 1),
+        **timing,
         "tokens_per_s_basis": "non-padding tokens (chosen+rejected) per step / median s_per_step",
-        "train_wall_s": round(wall, 2),
-        "calib_gflops_before": before,
-        "calib_gflops_after": after,
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
-        "load_avg_1min": os.getloadavg()[0],
     }
 
 
@@ -166,17 +117,11 @@ def main() -> None:
         print(json.dumps(result), flush=True)
         return
     for precision in args.precision:
-        cmd = [sys.executable, __file__, "--assets", str(args.assets), "--steps", str(args.steps)]
-        cmd += ["--warmup", str(args.warmup), "--threads", str(args.threads), "--one", precision]
-        cmd += ["--dropout"] if args.dropout else []
-        cmd += ["--hh"] if args.hh else []
-        env = dict(os.environ, TOKENIZERS_PARALLELISM="false", CUDA_VISIBLE_DEVICES="")
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-        if proc.returncode != 0 or not lines:
-            sys.stderr.write(proc.stderr[-3000:])
-            sys.exit(f"{precision} run failed (exit {proc.returncode})")
-        print(lines[-1], flush=True)
+        argv = ["--assets", str(args.assets), "--steps", str(args.steps)]
+        argv += ["--warmup", str(args.warmup), "--threads", str(args.threads), "--one", precision]
+        argv += ["--dropout"] if args.dropout else []
+        argv += ["--hh"] if args.hh else []
+        run_child(__file__, argv, precision)
 
 
 if __name__ == "__main__":
