@@ -135,7 +135,9 @@ def setup(
     # models: policy and critic trained; reference and reward model frozen
     policy, ref_policy = load_policies(cfg, engine, use_ref=True)
     critic_cfg = cfg.critic or ModelConfig(
-        name_or_path=cfg.reward_model or cfg.policy.name_or_path, dtype=cfg.policy.dtype
+        name_or_path=cfg.reward_model or cfg.policy.name_or_path,
+        dtype=cfg.policy.dtype,
+        gradient_checkpointing=cfg.policy.gradient_checkpointing,
     )
     critic = load_critic(critic_cfg).to(engine.device).eval()
     reward = build_reward(
