@@ -95,7 +95,7 @@ def test_values_equal_head_on_hidden_and_score_at_last_token(lm_dir, tokenizer):
     torch.testing.assert_close(rm.score(ids, mask), values[torch.arange(len(last)), last])
 
 
-def test_saved_reward_model_reloads_with_same_scores_and_hf_reads_raw(lm_dir, tokenizer, tmp_path):
+def test_saved_reward_model_reloads_with_same_scores_and_hf_reads_them(lm_dir, tokenizer, tmp_path):
     rm = build_scalar_model(ModelConfig(name_or_path=str(lm_dir))).eval()
     ids, mask = _pad(_rows(seed=7), tokenizer.pad_token_id, "right")
     raw = rm.score(ids, mask)
@@ -105,11 +105,15 @@ def test_saved_reward_model_reloads_with_same_scores_and_hf_reads_raw(lm_dir, to
     assert not any(p.requires_grad for p in again.parameters())
     torch.testing.assert_close(again.score(ids, mask), rm.score(ids, mask))
     torch.testing.assert_close(again.score(ids, mask), 1.5 * (raw + 0.7))
-    # HF's own class reads the raw score where pad != every real token and padding is right
+    # HF's own class reads the normalised score: all of it folded into the weights for GPT-2
+    # (ln_f has a bias); Llama's RMSNorm and bias-free head leave the offset in config.json
+    # (`models.scalar`, point 7)
+    remaining = again.score_offset
+    assert remaining == (0.0 if again.config.model_type == "gpt2" else pytest.approx(1.5 * -0.7))
     hf = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm").eval()
     with torch.no_grad():
         logits = hf(input_ids=ids, attention_mask=mask.long()).logits.squeeze(-1)
-    torch.testing.assert_close(logits, raw, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits - remaining, rm.score(ids, mask), atol=1e-5, rtol=1e-5)
     critic = load_critic(tmp_path / "rm")
     assert critic.training and all(p.requires_grad for p in critic.parameters())
     torch.testing.assert_close(critic.eval().score(ids, mask), again.score(ids, mask))
