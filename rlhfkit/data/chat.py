@@ -33,6 +33,7 @@ Implementation details:
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Literal
 
 from rlhfkit.types import Dialogue
@@ -137,13 +138,26 @@ def end_token_id(tokenizer: Any, template: Template = "chat") -> int:
         raise ValueError("tokenizer has no EOS token; set tokenizer.eos_token before encoding")
     if template != "chat" or not has_chat_template(tokenizer):
         return int(eos)
+    # one template rendering per tokenizer state, not one per reply encoded
+    key = (tokenizer.chat_template, int(eos), len(tokenizer))
+    cached = _END_CACHE.get(tokenizer)
+    if cached is None or cached[0] != key:
+        cached = (key, _template_end_id(tokenizer, int(eos)))
+        _END_CACHE[tokenizer] = cached
+    return cached[1]
+
+
+_END_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _template_end_id(tokenizer: Any, eos: int) -> int:
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _REPLY_MARKER}]
     try:
         text = tokenizer.apply_chat_template(messages, tokenize=False)
     except Exception:  # a template that cannot render a reply (generation-only): EOS
-        return int(eos)
+        return eos
     if _REPLY_MARKER not in text:
-        return int(eos)
+        return eos
     after = text[text.index(_REPLY_MARKER) + len(_REPLY_MARKER) :]
     special = set(tokenizer.all_special_ids) | {
         i for i, t in tokenizer.added_tokens_decoder.items() if t.special
@@ -151,7 +165,7 @@ def end_token_id(tokenizer: Any, template: Template = "chat") -> int:
     for token in tokenizer(after, add_special_tokens=False, verbose=False)["input_ids"]:
         if token in special:
             return int(token)
-    return int(eos)
+    return eos
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:
