@@ -140,7 +140,10 @@ def end_token_id(tokenizer: Any, template: Template = "chat") -> int:
         return int(eos)
     # one template rendering per tokenizer state, not one per reply encoded
     key = (tokenizer.chat_template, int(eos), len(tokenizer))
-    cached = _END_CACHE.get(tokenizer)
+    try:
+        cached = _END_CACHE.get(tokenizer)
+    except TypeError:  # an object that cannot be weakly referenced: no cache
+        return _template_end_id(tokenizer, int(eos))
     if cached is None or cached[0] != key:
         cached = (key, _template_end_id(tokenizer, int(eos)))
         _END_CACHE[tokenizer] = cached

@@ -295,12 +295,10 @@ def _fold_normalization(model: PreTrainedModel, offset: float, scale: float) -> 
     head = getattr(model, HEAD_NAME)
     head.weight.mul_(scale)
     shift = scale * offset  # score = w'·h + scale·b − shift, with w' = scale·w
-    if shift == 0.0:
-        if head.bias is not None:
-            head.bias.mul_(scale)
-        return 0.0
     if head.bias is not None:
         head.bias.mul_(scale).sub_(shift)
+        return 0.0
+    if shift == 0.0:
         return 0.0
     norm = _final_norm(model)
     w = head.weight.detach().float().reshape(-1)
