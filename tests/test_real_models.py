@@ -314,3 +314,39 @@ def test_saved_gpt2_rm_gives_plain_transformers_the_same_scores(tmp_path, pad):
     assert AutoTokenizer.from_pretrained(str(tmp_path / "rm")).padding_side == "right"
     torch.testing.assert_close(_hf_scores(tmp_path / "rm", rows), ours, atol=1e-5, rtol=1e-5)
     assert last_valid_index(mask).tolist() == [len(r) - 1 for r in rows]
+
+
+def test_a_tokenizer_whose_every_special_token_is_eos_gets_a_new_pad_in_the_rm_folder(tmp_path):
+    """GPT-2's own tokenizer has one special token, `<|endoftext|>`, for BOS, EOS, UNK (and
+    pad, as users set it): no existing token can pad, so the saved folder adds one (an embedding
+    row in the saved copy only) and HF's class still reads the last real token."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from rlhfkit.models.scalar import PAD_TOKEN
+
+    words = ["the", "cat", "sat", "on", "mat", "a", "dog"]
+    vocab = {"<|endoftext|>": 0, **{w: i + 1 for i, w in enumerate(words)}}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    special = "<|endoftext|>"
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token=special, eos_token=special, unk_token=special
+    )
+    tok.pad_token = special
+    cfg = GPT2Config(vocab_size=len(tok), n_embd=16, n_layer=2, n_head=2, n_positions=32)
+    cfg.eos_token_id = cfg.bos_token_id = cfg.pad_token_id = 0
+    GPT2LMHeadModel(cfg).save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    torch.manual_seed(0)
+    rm = build_scalar_model(ModelConfig(name_or_path=str(tmp_path / "lm"))).eval()
+    rm.set_normalization(offset=0.3, scale=1.0)
+    rows = [tok("the cat sat")["input_ids"] + [0], tok("a dog sat on the mat")["input_ids"] + [0]]
+    ids, mask = _right_pad(rows, tok.pad_token_id)
+    ours = rm.score(ids, mask)
+    rm.save(tmp_path / "rm", tok)
+    saved = AutoTokenizer.from_pretrained(str(tmp_path / "rm"))
+    assert saved.pad_token == PAD_TOKEN and saved.pad_token_id == len(tok)
+    assert tok.pad_token == special and rm.config.vocab_size == len(tok)  # the live ones as were
+    torch.testing.assert_close(_hf_scores(tmp_path / "rm", rows), ours, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(load_reward_model(tmp_path / "rm").score(ids, mask), ours)
