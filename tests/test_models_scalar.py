@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from checkpointing_helpers import count_recomputes, saved_bytes
 from transformers import AutoModelForSequenceClassification
 
 from rlhfkit.models import (
@@ -94,7 +95,7 @@ def test_values_equal_head_on_hidden_and_score_at_last_token(lm_dir, tokenizer):
     torch.testing.assert_close(rm.score(ids, mask), values[torch.arange(len(last)), last])
 
 
-def test_saved_reward_model_reloads_with_same_scores_and_hf_reads_raw(lm_dir, tokenizer, tmp_path):
+def test_saved_reward_model_reloads_with_same_scores_and_hf_reads_them(lm_dir, tokenizer, tmp_path):
     rm = build_scalar_model(ModelConfig(name_or_path=str(lm_dir))).eval()
     ids, mask = _pad(_rows(seed=7), tokenizer.pad_token_id, "right")
     raw = rm.score(ids, mask)
@@ -104,11 +105,15 @@ def test_saved_reward_model_reloads_with_same_scores_and_hf_reads_raw(lm_dir, to
     assert not any(p.requires_grad for p in again.parameters())
     torch.testing.assert_close(again.score(ids, mask), rm.score(ids, mask))
     torch.testing.assert_close(again.score(ids, mask), 1.5 * (raw + 0.7))
-    # HF's own class reads the raw score where pad != every real token and padding is right
+    # HF's own class reads the normalised score: all of it folded into the weights for GPT-2
+    # (ln_f has a bias); Llama's RMSNorm and bias-free head leave the offset in config.json
+    # (`models.scalar`, point 7)
+    remaining = again.score_offset
+    assert remaining == (0.0 if again.config.model_type == "gpt2" else pytest.approx(1.5 * -0.7))
     hf = AutoModelForSequenceClassification.from_pretrained(tmp_path / "rm").eval()
     with torch.no_grad():
         logits = hf(input_ids=ids, attention_mask=mask.long()).logits.squeeze(-1)
-    torch.testing.assert_close(logits, raw, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits - remaining, rm.score(ids, mask), atol=1e-5, rtol=1e-5)
     critic = load_critic(tmp_path / "rm")
     assert critic.training and all(p.requires_grad for p in critic.parameters())
     torch.testing.assert_close(critic.eval().score(ids, mask), again.score(ids, mask))
@@ -142,14 +147,48 @@ def test_lora_trains_only_adapters_and_head_and_saves_merged(lm_dir, tokenizer, 
     )
 
 
-def test_gradient_checkpointing_gives_the_same_gradients(lm_dir, tokenizer):
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_gradient_checkpointing_recomputes_and_gives_the_same_gradients(lm_dir, tokenizer, mode):
+    """Checkpointing is really on (every layer recomputed once in the backward pass, fewer
+    bytes saved for it) in training mode and in eval mode (PPO, DPO and the RM with
+    `disable_dropout` train in eval mode), and the gradients equal those without it."""
     ids, mask = _pad(_rows(seed=11), tokenizer.pad_token_id, "right")
-    grads = []
+    grads, counts, saved = [], [], []
     for ckpt in (False, True):
         policy = load_policy(ModelConfig(name_or_path=str(lm_dir), gradient_checkpointing=ckpt))
-        policy.eval()  # no dropout: the two runs must compute the same function
-        policy(input_ids=ids, attention_mask=mask.long()).logits.sum().backward()
+        policy.train(mode == "train")  # the tiny models have dropout 0.1: same masks both runs
+        torch.manual_seed(0)
+        with count_recomputes() as count, saved_bytes() as nbytes:
+            policy(input_ids=ids, attention_mask=mask.long()).logits.sum().backward()
         grads.append({n: p.grad.clone() for n, p in policy.named_parameters()})
+        counts.append(count)
+        saved.append(nbytes[0])
+    layers = policy.config.num_hidden_layers
+    assert (counts[0].layer_calls, counts[0].recomputed) == (layers, 0)
+    assert (counts[1].layer_calls, counts[1].recomputed) == (layers, layers)
+    assert saved[1] < 0.5 * saved[0]
+    # the same float32 ops, but gradients reach shared leaves (tied embeddings) in another
+    # order: equal to float32 summation rounding (measured ≤ 3e-5 relative)
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], atol=1e-5, rtol=1e-4)
+
+
+def test_scalar_model_checkpoints_in_eval_mode(lm_dir, tokenizer):
+    """The reward model / critic too: values and scores with checkpointing recompute every
+    layer and give the same gradients."""
+    ids, mask = _pad(_rows(seed=12), tokenizer.pad_token_id, "left")
+    grads, counts = [], []
+    for ckpt in (False, True):
+        cfg = ModelConfig(name_or_path=str(lm_dir), gradient_checkpointing=ckpt)
+        torch.manual_seed(0)  # the new scalar head's init
+        critic = load_critic(cfg).eval()
+        with count_recomputes() as count:
+            out = critic(ids, mask, return_values=True)
+            (out.values[mask].sum() + out.scores.sum()).backward()
+        grads.append({n: p.grad.clone() for n, p in critic.named_parameters()})
+        counts.append(count)
+    layers = critic.config.num_hidden_layers
+    assert (counts[0].recomputed, counts[1].recomputed) == (0, layers)
     for n in grads[0]:
         torch.testing.assert_close(grads[1][n], grads[0][n], atol=1e-5, rtol=1e-4)
 

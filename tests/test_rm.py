@@ -112,8 +112,12 @@ def test_loss_falls_accuracy_rises_and_every_parameter_moves(assets):
         if name.startswith("lm_head"):
             continue  # the causal LM head is not part of the reward model
         if name == "transformer.ln_f.bias":
-            # adds the same w·β to every score: a pairwise loss is blind to it (gradient 0)
-            assert torch.equal(tensor, after[name])
+            # adds the same w·β to every score: a pairwise loss is blind to it (gradient 0); the
+            # saved copy moves it only along the head's weight, by the folded score offset
+            # (`models.scalar`, point 7)
+            w = after["score.weight"].reshape(-1)
+            delta = after[name] - tensor
+            torch.testing.assert_close(delta, (delta @ w) / (w @ w) * w, atol=1e-6, rtol=0)
             continue
         assert not torch.equal(tensor, after[name]), f"{name} did not change"
     assert "score.weight" in after

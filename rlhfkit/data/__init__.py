@@ -1,7 +1,8 @@
 """rlhfkit.data: preference and instruction data in, validated and tokenized batches out.
 
 Read (`read_sft`, `read_preferences`, `read_ranked`, `read_prompts` → `ReadResult`), format and
-tokenize (`ensure_pad_token`, `format_prompt`, `encode_response`, `encode_*`), batch (`collate_*`,
+tokenize (`ensure_pad_token`, `format_prompt`, `encode_response`, `end_token_id`,
+`stop_token_ids`, `encode_*`), batch (`collate_*`,
 `pack_sft`, `collate_shared_prompt`, `TokenBudgetSampler`, `epoch_batches`, `split_records`),
 configure (`ReadOptions`, the reading part of every trainer's data config; `DataConfig`,
 `load_data`, `read_records`). Module map: `sources` (files and datasets → rows), `formats` (row →
@@ -22,9 +23,11 @@ _EXPORTS = {
     "rlhfkit.data.chat": [
         "encode_prompt",
         "encode_response",
+        "end_token_id",
         "ensure_pad_token",
         "format_prompt",
         "prompt_special_tokens",
+        "stop_token_ids",
     ],
     "rlhfkit.data.collate": [
         "collate_pairs",

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rlhfkit.data.chat import Template, encode_prompt, encode_response
+from rlhfkit.data.chat import Template, check_chat_template, encode_prompt, encode_response
 from rlhfkit.types import PreferencePair, PromptRecord, RankedList, SFTExample
 
 log = logging.getLogger("rlhfkit.data")
@@ -184,7 +184,9 @@ def encode_ranked(
 
 def _prompt_ids(tokenizer: Any, rec: Any, template: Template) -> list[int]:
     """`encode_prompt` of a record's prompt; a prompt the template cannot take is reported with
-    the record's file and line."""
+    the record's file and line; a tokenizer that needs a chat template it lacks is one config
+    error (`data.chat.check_chat_template`), raised before any row is read."""
+    check_chat_template(tokenizer, template)
     try:
         return encode_prompt(tokenizer, rec.prompt, template)
     except ValueError as e:

@@ -3,6 +3,8 @@
 - `ModelConfig` (+ `LoraSettings`): what to load and how (dtype, LoRA, gradient checkpointing).
 - `load_tokenizer(name_or_path)`: a tokenizer with a pad token guaranteed (pad = EOS if missing).
 - `load_policy(cfg)`: a causal LM (a `peft.PeftModel` under LoRA).
+- `enable_gradient_checkpointing(model)`, `checkpointed_layers(model)`: activation
+  checkpointing that is on in training and eval mode alike (dropout follows the mode).
 - `check_source(name, key)`, `check_fits(cfg, max_length)`: a missing folder, an unreachable hub
   name or a too-short position table as one clear error, before anything loads.
 - `ScalarModel`: body + scalar head; `values(ids, mask)` (B, T) and `score(ids, mask)` (B,) at the
@@ -22,6 +24,7 @@ from rlhfkit.models.loading import (
     apply_lora,
     check_fits,
     check_source,
+    checkpointed_layers,
     enable_gradient_checkpointing,
     load_policy,
     load_tokenizer,
@@ -52,6 +55,7 @@ __all__ = [
     "build_scalar_model",
     "check_fits",
     "check_source",
+    "checkpointed_layers",
     "enable_gradient_checkpointing",
     "final_hidden_at",
     "load_critic",

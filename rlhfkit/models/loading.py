@@ -19,7 +19,15 @@ Implementation details and their sources:
    eight elementwise passes forward and more backward — 10-20 % of a tiny GPT-2's training step
    on CPU (interleaved A/B, noisy 2-core host). Saved folders then name the fused variant.
 5. Gradient checkpointing uses transformers' non-reentrant variant (`use_reentrant=False`),
-   which works with frozen inputs and with DDP.
+   which works with frozen inputs and with DDP. transformers checkpoints a layer only while that
+   layer is in training mode, but `.train()` / `.eval()` is also the dropout switch, and PPO, the
+   pg trainers, DPO and the RM with `disable_dropout` train in eval mode (no dropout) — where
+   checkpointing silently did nothing. So each checkpointed layer gets a forward pre-hook that
+   sets *its own* `training` flag before every call: the layer then checkpoints whenever
+   gradients are on, while its children (dropout, attention) keep the model's mode. Decoder
+   layers read no `training` flag of their own (checked for GPT-2, Llama, Qwen2/3, Mistral,
+   Gemma, Phi-3), so this changes when activations are recomputed and nothing else. Under
+   `torch.no_grad` (generation, scoring) transformers never checkpoints, and the KV cache stays.
 6. A model or tokenizer name is checked before anything loads (`check_source`): a missing local
    folder, a name that cannot be a hub repo id, or a hub name while the hub is unreachable and
    the name is not in the local cache is one `FileNotFoundError` naming the config key, at
@@ -52,6 +60,7 @@ from rlhfkit.models.config import DType, LoraSettings, ModelConfig
 __all__ = [
     "apply_lora",
     "check_fits",
+    "checkpointed_layers",
     "check_source",
     "enable_gradient_checkpointing",
     "load_policy",
@@ -209,7 +218,8 @@ def _from_pretrained_kwargs(cfg: ModelConfig, **config_overrides: Any) -> dict[s
 
 
 def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
-    """Turn on non-reentrant activation checkpointing (and input grads, needed under LoRA)."""
+    """Turn on non-reentrant activation checkpointing in every decoder layer, in training and
+    in eval mode alike (module docstring, point 5); input grads are added under LoRA."""
     kwargs = {"use_reentrant": False}
     # transformers 5.2x renamed gradient_checkpointing_* to activation_checkpointing_*
     if hasattr(model, "activation_checkpointing_enable"):
@@ -217,14 +227,33 @@ def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     model.config.use_cache = False  # a KV cache is useless in training and conflicts with it
+    for layer in checkpointed_layers(model):
+        if not getattr(layer, _MODE_HOOK, False):
+            layer.register_forward_pre_hook(_checkpoint_in_any_mode)
+            setattr(layer, _MODE_HOOK, True)
 
 
-def is_checkpointing(model: PreTrainedModel) -> bool:
-    """Whether activation (gradient) checkpointing is on, under either transformers name."""
-    flag = getattr(type(model), "is_activation_checkpointing", None)
-    if flag is not None:
-        return bool(model.is_activation_checkpointing)
-    return bool(getattr(model, "is_gradient_checkpointing", False))
+_MODE_HOOK = "_rlhfkit_checkpoints_in_any_mode"
+
+
+def _checkpoint_in_any_mode(layer: torch.nn.Module, args: Any) -> None:
+    layer.training = True  # the layer's own flag only: its dropout children keep their mode
+
+
+def checkpointed_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The decoder layers of `model` whose activations are recomputed in the backward pass."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, GradientCheckpointingLayer) and m.gradient_checkpointing
+    ]
+
+
+def is_checkpointing(model: torch.nn.Module) -> bool:
+    """Whether activation (gradient) checkpointing is on in some layer of `model`."""
+    return bool(checkpointed_layers(model))
 
 
 def apply_lora(model: PreTrainedModel, lora: LoraSettings, task_type: str, head: str | None = None):

@@ -10,7 +10,8 @@ one position per row is read (the anchor reward model), ≈ 10 % for the respons
 row. The result equals the full computation read at those positions, to float rounding (tested).
 
 Supported: GPT-2 blocks (`GPT2Block` with the plain `Conv1D` projections; `sdpa` or `eager`
-attention), without dropout in training. Anything else (other architectures, LoRA-wrapped
+attention), without dropout in training. Under gradient checkpointing this partial last block
+keeps its activations (it is not recomputed); the other L − 1 blocks are checkpointed. Anything else (other architectures, LoRA-wrapped
 projections, active dropout, `reorder_and_upcast_attn`) runs the full body and reads the same
 positions, so callers need no fallback of their own.
 """
@@ -84,8 +85,10 @@ def _gpt2_blocks(body: nn.Module) -> nn.ModuleList | None:
         return None  # LoRA (peft) or another wrapper around the projections
     if config._attn_implementation not in (*SDPA_NAMES, "eager") or attn.reorder_and_upcast_attn:
         return None
-    dropouts = (attn.attn_dropout.p, attn.resid_dropout.p, last.mlp.dropout.p)
-    if last.training and any(p > 0 for p in dropouts):
+    # the dropout modules' own mode: a checkpointed block is in training mode even when the
+    # model is in eval mode (`models.loading`, point 5)
+    dropouts = (attn.attn_dropout, attn.resid_dropout, last.mlp.dropout)
+    if any(m.training and m.p > 0 for m in dropouts):
         return None
     return blocks
 

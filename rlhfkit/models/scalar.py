@@ -8,12 +8,11 @@ Implementation details and their sources:
 1. The model *is* a `transformers` `AutoModelForSequenceClassification(num_labels=1)` (GPT-2,
    Llama, Qwen2, Mistral, Gemma… all name the head `score`), so a saved folder loads with that
    class too. But the head is applied here, not in HF's `forward`: HF reads the rightmost token
-   whose id differs from `pad_token_id`, which is wrong when pad = EOS (the default of
-   `load_tokenizer`) and a reply ends in EOS — it then reads the token *before* the EOS with
-   right padding (and the EOS itself only by luck with left padding). Here the last real token
-   comes from the attention mask (`core.last_valid_index`), which is right under left padding,
-   right padding and pad = EOS. Where pad ≠ EOS and replies carry no trailing pad-id tokens, HF's
-   own class gives the same scores (tested); otherwise load with `load_reward_model`.
+   whose id differs from `config.pad_token_id`, which is wrong when pad = EOS (`load_tokenizer`
+   falls back to EOS; SmolLM2-Instruct ships pad = EOS = `<|im_end|>`) and a reply ends in its
+   end token: HF then reads the token *before* it, with left and right padding alike. Here the
+   last real token comes from the attention mask (`core.last_valid_index`), which is right
+   under left padding, right padding and pad = EOS.
 2. Position ids are computed from the mask (cumsum − 1), so a left-padded row sees the same
    positions as the same row right-padded, and scores do not depend on the padding side
    (HF's generation code does the same for left-padded prompts).
@@ -21,9 +20,24 @@ Implementation details and their sources:
    sigmoid loss and PPO rewards, where bf16's 3 significant digits are visible.
 4. Score normalisation (Stiennon et al. 2020 §3.4: the RM is shifted so reference summaries score
    0 on average): score = scale·(raw − offset), applied to `values` and `score` alike so the
-   score equals the value at the last real token. Offset and scale are stored in the folder's
-   config.json (`rlhfkit_score_offset`, `rlhfkit_score_scale`) and applied on load.
-   `AutoModelForSequenceClassification` ignores them (its logits are the raw scores).
+   score equals the value at the last real token.
+7. A saved folder gives plain `AutoModelForSequenceClassification` the scores of
+   `load_reward_model` (tested on GPT-2 and on stories260K, a Llama). `save` (a) folds the
+   normalisation into the weights: the head's weight times scale, then the offset into the
+   head's bias when it has one, else into the bias of the final LayerNorm (GPT-2: the head reads
+   ln_f's output, so adding δ = −offset·w/|w|² to its bias adds exactly −offset to every score
+   and value); (b) writes a pad token that can never end a scored row: the tokenizer's pad if
+   it is not an end token (EOS, the chat end-of-turn token), else UNK, else BOS, else a new
+   `<|rlhfkit_pad|>` token (one embedding row added to the saved copy); `config.pad_token_id`
+   and the saved tokenizer agree, so HF's "rightmost non-pad token" is the last real token.
+   The saved tokenizer pads on the right: HF's GPT-2 classes number positions from the first
+   column, pads included, so a left-padded row would see shifted positions there (rotary
+   models such as Llama score left- and right-padded rows alike).
+   Architectures whose head reads an RMSNorm without bias through a bias-free head (Llama,
+   Qwen2, Mistral, SmolLM2) cannot hold an additive constant in weights HF loads: their offset
+   stays in config.json (`rlhfkit_score_offset`, applied by `load_reward_model`), and HF's class
+   gives score + offset — the same rankings and pair probabilities σ(r_w − r_l), shifted by a
+   constant that config.json records. The live model is never changed (a copy is saved).
 5. The language-model head for the MOSS-RLHF imitation term (Zheng et al. 2023, "Secrets of RLHF
    Part I" §4.1: β_rm · NLL of the chosen reply) reads the same body. With tied embeddings
    (GPT-2, stories260K) it *is* the body's input embedding matrix; untied models get their own
@@ -243,19 +257,23 @@ class ScalarModel(nn.Module):
         self.score_scale = float(scale)
 
     def save(self, path: str | Path, tokenizer: Any = None) -> Path:
-        """Write a Hugging Face folder (weights, config with the score normalisation, tokenizer).
+        """Write a Hugging Face folder (weights, config, tokenizer) that `load_reward_model` and
+        plain `AutoModelForSequenceClassification` both score alike (module docstring, point 7).
 
-        LoRA adapters are merged into a copy first, so the folder is a plain model that both
-        `load_reward_model` and `AutoModelForSequenceClassification` read.
+        A copy is written (LoRA adapters merged into it, the normalisation folded into it); the
+        live model and `tokenizer` are left as they are.
         """
         path = Path(path)
-        model = self._inner
         if self.is_lora:
             model = copy.deepcopy(self.model).merge_and_unload()
+        else:
+            model = copy.deepcopy(self._inner)
         model.config.num_labels = 1
-        setattr(model.config, SCORE_OFFSET_KEY, self.score_offset)
-        setattr(model.config, SCORE_SCALE_KEY, self.score_scale)
+        remaining = _fold_normalization(model, self.score_offset, self.score_scale)
+        setattr(model.config, SCORE_OFFSET_KEY, remaining)
+        setattr(model.config, SCORE_SCALE_KEY, 1.0)
         if tokenizer is not None:
+            tokenizer = _with_safe_pad(tokenizer, model)
             model.config.pad_token_id = tokenizer.pad_token_id
         model.save_pretrained(str(path), safe_serialization=True)
         if tokenizer is not None:
@@ -267,6 +285,66 @@ class ScalarModel(nn.Module):
 
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+
+@torch.no_grad()
+def _fold_normalization(model: PreTrainedModel, offset: float, scale: float) -> float:
+    """Fold score = scale·(w·h + b − offset) into `model`'s weights (head weight ← scale·w; the
+    offset into the head bias or the final LayerNorm's bias); return the offset that could not
+    be folded (0.0, or scale·offset when the architecture has nowhere to hold it)."""
+    head = getattr(model, HEAD_NAME)
+    head.weight.mul_(scale)
+    shift = scale * offset  # score = w'·h + scale·b − shift, with w' = scale·w
+    if head.bias is not None:
+        head.bias.mul_(scale).sub_(shift)
+        return 0.0
+    if shift == 0.0:
+        return 0.0
+    norm = _final_norm(model)
+    w = head.weight.detach().float().reshape(-1)
+    if norm is None or w.norm() == 0:
+        return shift
+    delta = -shift * w / w.dot(w)
+    norm.bias.add_(delta.to(norm.bias.dtype))
+    return 0.0
+
+
+def _final_norm(model: PreTrainedModel) -> nn.LayerNorm | None:
+    """The body's final LayerNorm when it has a bias (its output is what the head reads)."""
+    body = model.base_model
+    for name in ("ln_f", "norm", "final_layernorm", "final_layer_norm"):
+        norm = getattr(body, name, None)
+        if isinstance(norm, nn.LayerNorm) and norm.bias is not None:
+            return norm
+    return None
+
+
+PAD_TOKEN = "<|rlhfkit_pad|>"
+
+
+def _with_safe_pad(tokenizer: Any, model: PreTrainedModel) -> Any:
+    """`tokenizer`, or a copy whose pad token never ends a scored row (module docstring,
+    point 7); `model` gets an embedding row when a new pad token had to be added."""
+    from rlhfkit.data import end_token_id
+
+    ends = {end_token_id(tokenizer), tokenizer.eos_token_id}
+    generation_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for ids in (model.config.eos_token_id, generation_eos):
+        ends.update(ids if isinstance(ids, list) else [ids])
+    tokenizer = copy.deepcopy(tokenizer)
+    # HF's GPT-2 and other absolute-position classes number a left-padded row's tokens from the
+    # first pad, so the saved tokenizer pads on the right, where positions are the same
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id not in ends:
+        return tokenizer
+    for name in ("unk_token", "bos_token"):
+        token = getattr(tokenizer, name)
+        if token is not None and tokenizer.convert_tokens_to_ids(token) not in ends:
+            tokenizer.pad_token = token
+            return tokenizer
+    tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    return tokenizer
 
 
 def _score_query(

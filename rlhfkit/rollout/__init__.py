@@ -36,6 +36,7 @@ from rlhfkit.rollout.generate import Rollout, RolloutConfig, generate
 from rlhfkit.rollout.monitor import (
     CollapseMonitor,
     ConsoleThrottle,
+    ended_at,
     explained_variance,
     repetition_fraction,
     rollout_metrics,
@@ -92,6 +93,7 @@ __all__ = [
     "repetition_fraction",
     "response_logprobs",
     "rollout_metrics",
+    "ended_at",
     "sample_batches",
     "trim_padding",
 ]

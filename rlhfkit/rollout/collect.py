@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rlhfkit.data import stop_token_ids
 from rlhfkit.rollout.experience import Experience, make_experience
 from rlhfkit.rollout.generate import RolloutConfig, generate
 from rlhfkit.rollout.prompts import PromptSource
@@ -84,7 +85,7 @@ def collect(
             prompt_mask.to(device),
             cfg,
             generator,
-            eos_token_id=tok.eos_token_id,
+            eos_token_id=stop_token_ids(tok),
             pad_token_id=tok.pad_token_id,
             tokenizer=tok,
         )

@@ -30,6 +30,7 @@ from rlhfkit.rollout.experience import Experience
 __all__ = [
     "CollapseMonitor",
     "ConsoleThrottle",
+    "ended_at",
     "explained_variance",
     "ngram_repetition",
     "repetition_fraction",
@@ -153,11 +154,19 @@ class ConsoleThrottle:
         return False
 
 
-def rollout_metrics(exp: Experience, eos_id: int) -> dict[str, float]:
+def ended_at(ids: torch.Tensor, end_ids: int | Sequence[int]) -> torch.Tensor:
+    """(B, T) bool: where `ids` holds one of the end tokens `end_ids` (the rows' valid tokens
+    still have to be masked by the caller)."""
+    ends = torch.as_tensor([end_ids] if isinstance(end_ids, int) else list(end_ids))
+    return torch.isin(ids, ends.to(ids.device))
+
+
+def rollout_metrics(exp: Experience, eos_id: int | Sequence[int]) -> dict[str, float]:
     """What every online trainer logs about a rollout: the reward (and each component), KL to
-    the reference (when computed), perplexities, reply length, EOS share and repetition."""
+    the reference (when computed), perplexities, reply length, the share of replies ended by
+    an end token (`eos_id`: one id or several, `data.stop_token_ids`) and repetition."""
     mask = exp.response_mask
-    ended = (exp.response_ids == eos_id) & mask
+    ended = ended_at(exp.response_ids, eos_id) & mask
     out = {
         "reward/score_mean": float(exp.scores.mean()),
         "reward/score_std": float(exp.scores.std()) if len(exp.scores) > 1 else 0.0,

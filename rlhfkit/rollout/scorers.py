@@ -7,13 +7,14 @@ uses what it needs. Three are provided, and `Reward` sums several with weights:
 
 1. `RewardModelScorer`: a reward model that shares the policy's tokenizer. It reads the token ids
    of the rollout directly (no decode/re-encode round trip, which can change token boundaries)
-   and takes the head at the last valid token of prompt + response (the EOS when generated, the
-   last token of a truncated response otherwise), never at a pad after it.
+   and takes the head at the last valid token of prompt + response (the end token when
+   generated: EOS, or the chat template's end-of-turn such as `<|im_end|>`; the last token of a
+   truncated response otherwise), never at a pad after it.
 2. `RetokenizingRewardModelScorer`: a reward model with its own tokenizer. Each (dialogue,
    reply) is encoded exactly as the RM trainer encoded its pairs (`data.encode_prompt` with the
    RM's own chat template or HH format, then `data.encode_response`, which appends the RM
-   tokenizer's EOS: an rlhfkit RM is trained to score at EOS), right-padded; the score is read at
-   the last valid token by mask.
+   tokenizer's end token, `data.end_token_id`: an rlhfkit RM is trained to score there),
+   right-padded; the score is read at the last valid token by mask.
 3. `CallableScorer`: any Python function `f(prompts, responses)` or
    `f(prompts, responses, records)` returning one float per reply (a rule, the simulated world's
    gold scorer, an exact-match check against `record.meta`, an external API).

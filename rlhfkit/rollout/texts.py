@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from rlhfkit.data import collate_prompts, encode_prompts, ensure_pad_token
+from rlhfkit.data import collate_prompts, encode_prompts, ensure_pad_token, stop_token_ids
 from rlhfkit.data.chat import Template
 from rlhfkit.rollout.generate import Rollout, RolloutConfig, generate
 from rlhfkit.types import PromptRecord
@@ -43,9 +43,9 @@ def sample_batches(
 ) -> Iterator[tuple[int, Rollout, list[str]]]:
     """Yield (index of the batch's first prompt, rollout, decoded replies) per batch."""
     pad_id = ensure_pad_token(tokenizer)
-    eos_id = tokenizer.eos_token_id
-    if eos_id is None:
+    if tokenizer.eos_token_id is None:
         raise ValueError("sample_batches: the tokenizer has no EOS token")
+    stop_ids = stop_token_ids(tokenizer)
     device = next(policy.parameters()).device
     encoded = encode_prompts(tokenizer, list(prompts), max_prompt_length, template)
     for start in range(0, len(encoded), cfg.batch_size):
@@ -53,6 +53,6 @@ def sample_batches(
         ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
         out = generate(
             policy, ids, mask, cfg, generator,
-            eos_token_id=eos_id, pad_token_id=pad_id, tokenizer=tokenizer, keep_logprobs=False,
+            eos_token_id=stop_ids, pad_token_id=pad_id, tokenizer=tokenizer, keep_logprobs=False,
         )  # fmt: skip
         yield start, out, decode_responses(tokenizer, out.response_ids, out.response_mask)

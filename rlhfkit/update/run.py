@@ -15,7 +15,7 @@ import torch
 
 from rlhfkit.core import AdaptiveKLController, FixedKLController, RunningMoments
 from rlhfkit.engine import Engine
-from rlhfkit.models import ModelConfig, load_policy
+from rlhfkit.models import ModelConfig, check_source, load_policy
 from rlhfkit.rollout import (
     CollapseMonitor,
     ConsoleThrottle,
@@ -28,6 +28,7 @@ __all__ = [
     "OnlineData",
     "OnlineResult",
     "OnlineState",
+    "check_model_sources",
     "end_iteration",
     "end_run",
     "evaluate_held_out",
@@ -100,6 +101,27 @@ class OnlineData:
     prompts: PromptSource
     eval_prompts: PromptSource | None
     ptx_items: list | None
+
+
+def check_model_sources(cfg: OnlineConfig) -> None:
+    """Every model and tokenizer folder the run will load exists (or is a loadable hub name),
+    checked before a run directory is made: a missing one is one `FileNotFoundError` naming its
+    config key (`models.check_source`), not a traceback after the policy has loaded."""
+    sources = [
+        (cfg.policy.name_or_path, "policy.name_or_path", "model"),
+        (cfg.tokenizer, "tokenizer", "tokenizer"),
+        (cfg.ref_policy, "ref_policy", "model"),
+        (cfg.reward_model, "reward_model", "model"),
+        (cfg.reward_tokenizer, "reward_tokenizer", "tokenizer"),
+    ]
+    for i, spec in enumerate(cfg.rewards):
+        sources += [
+            (spec.model, f"rewards[{i}].model", "model"),
+            (spec.tokenizer, f"rewards[{i}].tokenizer", "tokenizer"),
+        ]
+    for name, key, kind in sources:
+        if name and not name.startswith("tiny:"):
+            check_source(name, key, kind)
 
 
 def read_online_data(cfg: OnlineConfig, tokenizer: Any, rows_per_batch: int) -> OnlineData:

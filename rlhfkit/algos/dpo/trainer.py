@@ -53,6 +53,7 @@ import torch
 
 from rlhfkit.algos.dpo.config import DPOConfig
 from rlhfkit.algos.dpo.logps import collate, pair_logps
+from rlhfkit.config import ConfigError
 from rlhfkit.core import PreferenceLosses, dpo_sigmoid_losses, ipo_losses, simpo_losses
 from rlhfkit.data import (
     DataError,
@@ -74,7 +75,14 @@ from rlhfkit.engine import (
     latest_checkpoint,
     optimizer_step,
 )
-from rlhfkit.models import ModelConfig, load_policy, load_tokenizer, save_policy
+from rlhfkit.models import (
+    ModelConfig,
+    check_fits,
+    check_source,
+    load_policy,
+    load_tokenizer,
+    save_policy,
+)
 from rlhfkit.rollout import reference_context
 from rlhfkit.types import PreferencePair
 
@@ -273,13 +281,20 @@ def evaluate(
 def train(cfg: DPOConfig) -> DPOResult:
     """Train a policy on comparisons with DPO / cDPO / IPO / SimPO; returns the saved folder."""
     variant = LOSSES[cfg.loss_type]
-    engine = Engine(cfg.engine, cfg.out_dir, cfg)
-    acc = engine.accelerator
 
-    # 1. data: read (every bad row reported before anything trains), split, tokenize, plan
+    # 1. data: read (every bad row, a missing model or tokenizer, a model shorter than
+    # max_length reported before the run directory is made), split, tokenize, plan
     if cfg.model.name_or_path.startswith("tiny:") and not cfg.tokenizer:
-        raise ValueError("a tiny:… model needs `tokenizer` (e.g. the simulated world's tokenizer/)")
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model.name_or_path)
+        raise ConfigError(
+            "a tiny:… model needs `tokenizer` (e.g. the simulated world's tokenizer/)"
+        )
+    tokenizer = load_tokenizer(
+        cfg.tokenizer or cfg.model.name_or_path,
+        "tokenizer" if cfg.tokenizer else "model.name_or_path",
+    )
+    check_fits(cfg.model, cfg.data.max_length)
+    if cfg.ref_model:
+        check_source(cfg.ref_model, "ref_model")
     pad_id = tokenizer.pad_token_id
     d = cfg.data
     train_pairs, val_pairs = _read(cfg)
@@ -291,6 +306,8 @@ def train(cfg: DPOConfig) -> DPOResult:
         template=d.prompt_template,
     )
     items, val_items = encode(train_pairs), encode(val_pairs)
+    engine = Engine(cfg.engine, cfg.out_dir, cfg)
+    acc = engine.accelerator
     lengths = [shared_length(it) if d.share_prompt else 2 * it.length for it in items]
     sampler = TokenBudgetSampler(lengths, d.max_tokens, shuffle=True, seed=cfg.engine.seed)
     plan = plan_steps(

@@ -49,6 +49,7 @@ from rlhfkit.core import (
     shape_rewards,
     whiten,
 )
+from rlhfkit.data import stop_token_ids
 from rlhfkit.engine import Engine, NonFiniteError, build_optimizer, build_scheduler
 from rlhfkit.models import check_fits, load_tokenizer, save_policy
 from rlhfkit.rollout import (
@@ -59,6 +60,7 @@ from rlhfkit.rollout import (
     build_reward,
     cat_experiences,
     collect,
+    ended_at,
     rollout_metrics,
 )
 from rlhfkit.update import (
@@ -66,6 +68,7 @@ from rlhfkit.update import (
     OnlineResult,
     OnlineState,
     build_objective,
+    check_model_sources,
     end_iteration,
     end_run,
     evaluate_held_out,
@@ -154,6 +157,7 @@ def setup(
 ) -> PGRun:
     """Read the data (bad rows reported before anything is written), start the engine, load
     the policy (and the reference only when needed) and the reward, resume if possible."""
+    check_model_sources(cfg)
     tokenizer = load_tokenizer(
         cfg.tokenizer or cfg.policy.name_or_path,
         "tokenizer" if cfg.tokenizer else "policy.name_or_path",
@@ -285,7 +289,7 @@ def train(
     """
     run = setup(cfg, judges=judges, reward_fn=reward_fn)
     engine, state, acc = run.engine, run.state, run.engine.accelerator
-    eos_id = run.models.tokenizer.eos_token_id
+    eos_id = stop_token_ids(run.models.tokenizer)
     objective = build_objective(cfg)
     start, total = state.iteration, cfg.iterations
     metrics: dict[str, float] = {}
@@ -315,7 +319,7 @@ def train(
             scores = scores + overlong_penalty(
                 lengths, cfg.rollout.max_new_tokens, cfg.overlong_cache
             )
-        ended = ((exp.response_ids == eos_id) & exp.response_mask).any(1)
+        ended = (ended_at(exp.response_ids, eos_id) & exp.response_mask).any(1)
         if cfg.missing_eos_penalty is not None:
             scores = torch.where(ended, scores, scores - cfg.missing_eos_penalty)
 

@@ -24,7 +24,8 @@ class PPOConfig(OnlineConfig):
     and the critic to OUT_DIR/critic."""
     critic: ModelConfig | None = None
     """Critic initialisation (null: from `reward_model`, as PPO-Max does; from the policy with
-    a new head when there is no reward model)."""
+    a new head when there is no reward model; dtype and gradient checkpointing as the
+    policy's)."""
     critic_optim: OptimConfig = OptimConfig(lr=5e-5)
     """Critic optimiser: separate, with its own (usually larger) learning rate."""
     critic_warmup_iters: int = Field(0, ge=0)

@@ -53,19 +53,28 @@ import torch
 
 from rlhfkit.algos.ppo.config import PPOConfig
 from rlhfkit.core import gae, sequence_kl, shape_rewards, whiten
+from rlhfkit.data import stop_token_ids
 from rlhfkit.engine import (
     Engine,
     NonFiniteError,
     build_optimizer,
     build_scheduler,
 )
-from rlhfkit.models import ModelConfig, check_fits, load_critic, load_tokenizer, save_policy
+from rlhfkit.models import (
+    ModelConfig,
+    check_fits,
+    check_source,
+    load_critic,
+    load_tokenizer,
+    save_policy,
+)
 from rlhfkit.rollout import (
     Experience,
     Judge,
     OnlineModels,
     build_reward,
     collect,
+    ended_at,
     explained_variance,
     rollout_metrics,
 )
@@ -74,6 +83,7 @@ from rlhfkit.update import (
     OnlineResult,
     OnlineState,
     build_objective,
+    check_model_sources,
     critic_step,
     end_iteration,
     end_run,
@@ -122,6 +132,9 @@ def setup(
 ) -> PPORun:
     """Read the data (bad rows reported before anything is written), start the engine, load
     the four models, build the optimisers, and resume from the latest checkpoint if any."""
+    check_model_sources(cfg)
+    if cfg.critic is not None:
+        check_source(cfg.critic.name_or_path, "critic.name_or_path")
     tokenizer = load_tokenizer(
         cfg.tokenizer or cfg.policy.name_or_path,
         "tokenizer" if cfg.tokenizer else "policy.name_or_path",
@@ -135,7 +148,9 @@ def setup(
     # models: policy and critic trained; reference and reward model frozen
     policy, ref_policy = load_policies(cfg, engine, use_ref=True)
     critic_cfg = cfg.critic or ModelConfig(
-        name_or_path=cfg.reward_model or cfg.policy.name_or_path, dtype=cfg.policy.dtype
+        name_or_path=cfg.reward_model or cfg.policy.name_or_path,
+        dtype=cfg.policy.dtype,
+        gradient_checkpointing=cfg.policy.gradient_checkpointing,
     )
     critic = load_critic(critic_cfg).to(engine.device).eval()
     reward = build_reward(
@@ -174,10 +189,10 @@ def setup(
 def adjusted_scores(run: PPORun, exp: Experience) -> torch.Tensor:
     """The score that enters the reward: minus `missing_eos_penalty` for replies that never
     ended, then normalised by running moments and clipped (PPO-Max), as configured."""
-    cfg, eos_id = run.cfg, run.models.tokenizer.eos_token_id
+    cfg, eos_id = run.cfg, stop_token_ids(run.models.tokenizer)
     scores = exp.scores.clone()
     if cfg.missing_eos_penalty is not None:
-        ended = ((exp.response_ids == eos_id) & exp.response_mask).any(1)
+        ended = (ended_at(exp.response_ids, eos_id) & exp.response_mask).any(1)
         scores = torch.where(ended, scores, scores - cfg.missing_eos_penalty)
     if cfg.reward_normalize:
         run.state.reward_moments.update(scores)
@@ -264,7 +279,7 @@ def train(
     """
     run = setup(cfg, judges=judges, reward_fn=reward_fn)
     engine, state, acc = run.engine, run.state, run.engine.accelerator
-    eos_id = run.models.tokenizer.eos_token_id
+    eos_id = stop_token_ids(run.models.tokenizer)
     start, total_iters = state.iteration, run.total_iters
     metrics: dict[str, float] = {}
     status = "completed"
