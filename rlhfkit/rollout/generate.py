@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
 from rlhfkit.config import ConfigBase
 from rlhfkit.models import position_ids_from_mask
 from rlhfkit.rollout.forward import causal_lm_parts
