@@ -15,7 +15,15 @@ from rlhfkit.engine.memory import keep_freed_memory
 from rlhfkit.engine.metrics import MetricsLogger
 from rlhfkit.engine.optim import OptimConfig, build_optimizer, build_scheduler
 from rlhfkit.engine.rundir import RunDir
-from rlhfkit.engine.steps import LossThunk, NonFiniteError, accumulate, grad_norm, optimizer_step
+from rlhfkit.engine.steps import (
+    LossThunk,
+    NonFiniteError,
+    accumulate,
+    grad_norm,
+    optimizer_step,
+    unwrap,
+    wrapped_forward,
+)
 
 __all__ = [
     "Engine",
@@ -38,4 +46,6 @@ __all__ = [
     "optimizer_step",
     "restore_rng_state",
     "save_checkpoint",
+    "unwrap",
+    "wrapped_forward",
 ]

@@ -19,7 +19,7 @@ scoring, the `Experience` record, in-loop evaluation and monitors.
 - `response_logprobs`: the policy forward that applies the LM head only at response positions.
 """
 
-from rlhfkit.rollout.collect import Collected, OnlineModels, collect
+from rlhfkit.rollout.collect import Collected, OnlineModels, collect, collect_sharded
 from rlhfkit.rollout.evaluate import Judge, evaluate_online
 from rlhfkit.rollout.experience import (
     Experience,
@@ -32,7 +32,7 @@ from rlhfkit.rollout.forward import (
     response_logprobs,
     trim_padding,
 )
-from rlhfkit.rollout.generate import Rollout, RolloutConfig, generate
+from rlhfkit.rollout.generate import Rollout, RolloutConfig, generate, row_seeds
 from rlhfkit.rollout.monitor import (
     CollapseMonitor,
     ConsoleThrottle,
@@ -80,6 +80,7 @@ __all__ = [
     "cat_experiences",
     "causal_lm_parts",
     "collect",
+    "collect_sharded",
     "decode_responses",
     "evaluate_online",
     "explained_variance",
@@ -92,6 +93,7 @@ __all__ = [
     "repetition_fraction",
     "response_logprobs",
     "rollout_metrics",
+    "row_seeds",
     "sample_batches",
     "trim_padding",
 ]

@@ -58,7 +58,7 @@ from rlhfkit.rollout import (
     OnlineModels,
     build_reward,
     cat_experiences,
-    collect,
+    collect_sharded,
     rollout_metrics,
 )
 from rlhfkit.update import (
@@ -66,6 +66,7 @@ from rlhfkit.update import (
     OnlineResult,
     OnlineState,
     build_objective,
+    check_shardable,
     end_iteration,
     end_run,
     evaluate_held_out,
@@ -161,6 +162,7 @@ def setup(
     data = read_online_data(cfg, tokenizer, cfg.rollout_batch_size)
     longest = max(len(p.input_ids) for p in data.prompts.encoded) + cfg.rollout.max_new_tokens
     check_fits(cfg.policy, longest, "the longest prompt + rollout.max_new_tokens")
+    check_shardable(cfg.rollout_batch_size * cfg.group_size, cfg.mini_batch_size)
     engine = Engine(cfg.engine, cfg.out_dir, cfg)
     policy, ref_policy = load_policies(cfg, engine, use_ref=cfg.use_ref)
     reward = build_reward(
@@ -198,9 +200,9 @@ def sample_groups(run: PGRun) -> tuple[Collected, float, int]:
     while rounds < cfg.max_sampling_rounds and n_kept < cfg.rollout_batch_size:
         rounds += 1
         index = state.prompts.next_batch(cfg.rollout_batch_size)
-        batch = collect(
-            run.models, state.prompts, index, state.sample_gen, cfg.rollout, group_size=g,
-            autocast=run.engine.autocast,
+        batch = collect_sharded(
+            run.models, state.prompts, index, (cfg.engine.seed, state.iteration + 1, rounds),
+            cfg.rollout, run.engine.accelerator, group_size=g, autocast=run.engine.autocast,
             reuse_sampling_logprobs=run.engine.accelerator.mixed_precision == "no",
         )  # fmt: skip
         if not cfg.dynamic_sampling:
@@ -260,7 +262,7 @@ def update(
 
     return minibatch_epochs(
         exp.input_ids.shape[0], cfg.ppo_epochs, cfg.mini_batch_size, state.shuffle_gen, step,
-        cfg.on_nan,
+        cfg.on_nan, (acc.process_index, acc.num_processes),
     )  # fmt: skip
 
 

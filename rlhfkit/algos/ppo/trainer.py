@@ -65,7 +65,7 @@ from rlhfkit.rollout import (
     Judge,
     OnlineModels,
     build_reward,
-    collect,
+    collect_sharded,
     explained_variance,
     rollout_metrics,
 )
@@ -74,6 +74,7 @@ from rlhfkit.update import (
     OnlineResult,
     OnlineState,
     build_objective,
+    check_shardable,
     critic_step,
     end_iteration,
     end_run,
@@ -129,6 +130,7 @@ def setup(
     data = read_online_data(cfg, tokenizer, cfg.rollout_batch_size)
     longest = max(len(p.input_ids) for p in data.prompts.encoded) + cfg.rollout.max_new_tokens
     check_fits(cfg.policy, longest, "the longest prompt + rollout.max_new_tokens")
+    check_shardable(cfg.rollout_batch_size, cfg.mini_batch_size)
     engine = Engine(cfg.engine, cfg.out_dir, cfg)
     acc = engine.accelerator
 
@@ -239,7 +241,7 @@ def update(
 
     return minibatch_epochs(
         exp.input_ids.shape[0], cfg.ppo_epochs, cfg.mini_batch_size, run.state.shuffle_gen,
-        step, cfg.on_nan,
+        step, cfg.on_nan, (acc.process_index, acc.num_processes),
     )  # fmt: skip
 
 
@@ -278,10 +280,11 @@ def train(
         t0 = time.perf_counter()
         train_policy = iteration > cfg.critic_warmup_iters
 
-        # 1. rollout: one reply per prompt; old/ref log-probs, old values, scores
+        # 1. rollout: one reply per prompt; old/ref log-probs, old values, scores (each process
+        # samples its share, seeded per row; every process then holds the whole batch)
         index = state.prompts.next_batch(cfg.rollout_batch_size)
-        batch = collect(
-            run.models, state.prompts, index, state.sample_gen, cfg.rollout,
+        batch = collect_sharded(
+            run.models, state.prompts, index, (cfg.engine.seed, iteration), cfg.rollout, acc,
             autocast=engine.autocast, reuse_sampling_logprobs=acc.mixed_precision == "no",
         )  # fmt: skip
         exp = batch.experience
