@@ -10,7 +10,7 @@ from rlhfkit.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from rlhfkit.engine.engine import Engine, EngineConfig, autocast
+from rlhfkit.engine.engine import Engine, EngineConfig, autocast, launched_processes
 from rlhfkit.engine.memory import keep_freed_memory
 from rlhfkit.engine.metrics import MetricsLogger
 from rlhfkit.engine.optim import OptimConfig, build_optimizer, build_scheduler
@@ -42,6 +42,7 @@ __all__ = [
     "grad_norm",
     "keep_freed_memory",
     "latest_checkpoint",
+    "launched_processes",
     "load_checkpoint",
     "optimizer_step",
     "restore_rng_state",

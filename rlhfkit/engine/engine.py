@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -63,6 +64,12 @@ class EngineConfig(ConfigBase):
     ≈ 3 % faster on the anchor workload; RSS does not shrink after a peak)."""
 
 
+def launched_processes() -> int:
+    """How many processes the launcher started (`accelerate launch`, torchrun and DeepSpeed set
+    WORLD_SIZE; 1 without a launcher)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 class Engine:
     def __init__(self, cfg: EngineConfig, out_dir: str | Path, full_config: BaseModel):
         self.cfg = cfg
@@ -70,12 +77,21 @@ class Engine:
             keep_freed_memory()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        world = launched_processes()
+        # a launcher started several processes on a host without a GPU: Accelerate joins them
+        # (gloo) only when told `cpu`; otherwise each would run alone, as process 0 of 1
+        cpu = cfg.device == "cpu" or (world > 1 and not torch.cuda.is_available())
         self.accelerator = Accelerator(
-            cpu=cfg.device == "cpu",
+            cpu=cpu,
             mixed_precision=cfg.mixed_precision,
             log_with=list(cfg.log_with) or None,
             project_dir=str(out_dir),
         )
+        if self.accelerator.num_processes != world:
+            raise RuntimeError(
+                f"the launcher started {world} processes but Accelerate joined "
+                f"{self.accelerator.num_processes}"
+            )
         set_seed(cfg.seed)
         self.run = RunDir(out_dir)
         if self.is_main:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from rlhfkit.core import AdaptiveKLController, FixedKLController, RunningMoments
-from rlhfkit.engine import Engine
+from rlhfkit.engine import Engine, launched_processes
 from rlhfkit.models import ModelConfig, load_policy
 from rlhfkit.rollout import (
     CollapseMonitor,
@@ -236,11 +236,9 @@ def end_run(
 def check_shardable(rows: int, mini_batch_size: int) -> None:
     """Under `accelerate launch` every process takes an equal share of each mini-batch; say so
     in one line (a `ConfigError`, exit 2) before the run directory is made when that cannot be."""
-    from accelerate import PartialState
-
     from rlhfkit.config import ConfigError
 
-    w = PartialState().num_processes
+    w = launched_processes()
     if w > 1 and (rows % w or mini_batch_size % w):
         raise ConfigError(
             f"mini_batch_size ({mini_batch_size}) and the rollout's rows ({rows}) must be "
