@@ -261,3 +261,35 @@ def test_killed_two_process_run_resumes_to_the_uninterrupted_one(
     assert_same_metrics(metric_rows(full), metric_rows(out))
     for rank in (0, 1):
         assert (out / "checkpoints" / "step_00000003" / f"rng_{rank}.pt").is_file()
+
+
+@pytest.mark.parametrize("name", ["ddp", "fsdp2", "zero2", "zero3"])
+def test_shipped_accelerate_configs_load_and_the_cli_finds_them(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    out = subprocess.run(
+        [sys.executable, "-m", "rlhfkit.cli", "config", "accelerate", name],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    path = Path(out.stdout.strip())
+    cfg = load_config_from_file(str(path))
+    kind = {"ddp": "MULTI_GPU", "fsdp2": "FSDP", "zero2": "DEEPSPEED", "zero3": "DEEPSPEED"}
+    assert cfg.distributed_type.value == kind[name]
+    if name == "fsdp2":
+        assert cfg.fsdp_config["fsdp_version"] == 2
+    if name.startswith("zero"):
+        assert cfg.deepspeed_config["zero_stage"] == int(name[-1])
+        assert cfg.deepspeed_config["zero3_init_flag"] is False  # see zero3.yaml
+
+
+def test_a_batch_that_processes_cannot_share_equally_is_a_config_error(monkeypatch):
+    from rlhfkit.config import ConfigError
+    from rlhfkit.update import check_shardable
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    check_shardable(8, 4)
+    for rows, mini_batch in ((7, 4), (8, 3)):
+        with pytest.raises(ConfigError, match="multiples of the number of processes"):
+            check_shardable(rows, mini_batch)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    check_shardable(7, 3)

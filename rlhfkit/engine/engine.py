@@ -92,6 +92,7 @@ class Engine:
                 f"the launcher started {world} processes but Accelerate joined "
                 f"{self.accelerator.num_processes}"
             )
+        self._warn_if_not_sharded()
         set_seed(cfg.seed)
         self.run = RunDir(out_dir)
         if self.is_main:
@@ -103,6 +104,21 @@ class Engine:
             )
         self.metrics = MetricsLogger(self.run.metrics_file, self.accelerator, enabled=self.is_main)
         self.console = Console(stderr=True, quiet=not self.is_main)
+
+    def _warn_if_not_sharded(self) -> None:
+        """Accelerate 1.16 applies FSDP / DeepSpeed only on GPUs (and other accelerators); on a
+        CPU the same launch runs DDP. Say so rather than let a user believe the model is
+        sharded."""
+        kind = self.accelerator.distributed_type.value
+        for flag, wanted in (
+            ("ACCELERATE_USE_FSDP", "FSDP"),
+            ("ACCELERATE_USE_DEEPSPEED", "DEEPSPEED"),
+        ):
+            if os.environ.get(flag, "false").lower() == "true" and kind != wanted:
+                self.accelerator.print(
+                    f"warning: the launch asked for {wanted} but Accelerate runs {kind} here "
+                    "(FSDP / DeepSpeed need GPUs): every process holds the whole model"
+                )
 
     # -- facts about the processes -------------------------------------------------------------
     @property
