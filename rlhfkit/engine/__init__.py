@@ -1,6 +1,9 @@
 """The engine: the one place that sets up devices, precision, processes, seeding, run
-directories, metrics, optimisers and checkpoints. Every trainer runs through it, so
-`accelerate launch` (DDP / FSDP / DeepSpeed) works for all of them without code changes."""
+directories, metrics, optimisers and checkpoints. Every trainer runs through it, so every trainer
+runs under `accelerate launch` with DDP (2 processes equal 1 process at the same global batch:
+tests/test_distributed.py, on CPU/gloo). FSDP and DeepSpeed ZeRO configs are shipped
+(`rlhfkit/configs/accelerate/`) but have not run on a GPU; see docs/scale.md for what works
+where."""
 
 from rlhfkit.engine.checkpoint import (
     atomic_write_text,

@@ -11,8 +11,9 @@ A trainer does:
         engine.save(step, {"data_position": ...})        # every `checkpoint_every` steps
     engine.close()
 
-Run under `accelerate launch` the same code becomes DDP / FSDP / DeepSpeed; on one CPU it is a
-plain loop. Only the main process writes files.
+Run under `accelerate launch` the same code becomes DDP (tested on CPU with 2 processes; FSDP /
+DeepSpeed configs are shipped but unchecked, docs/scale.md); on one CPU it is a plain loop. Only
+the main process writes files.
 """
 
 from __future__ import annotations
