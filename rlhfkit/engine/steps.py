@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -51,6 +51,7 @@ __all__ = [
     "NonFiniteError",
     "accumulate",
     "grad_norm",
+    "gathered",
     "optimizer_step",
     "unwrap",
     "wrapped_forward",
@@ -73,12 +74,19 @@ def unwrap(model: Any) -> Any:
     return extract_model_from_parallel(model, keep_fp32_wrapper=True)
 
 
+def _is_fsdp2(model: Any) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
 def wrapped_forward(model: Any, fn: Callable[..., T], *args: Any) -> T:
-    """`fn(inner, *args)`, run as the forward of `model`'s distributed wrapper when there is one
-    and gradients are on, so the wrapper's pre/post-forward work happens (DDP: prepare the
-    gradient all-reduce; FSDP: gather and free shards). Otherwise plainly `fn(inner, *args)`."""
+    """`fn(inner, *args)`, run as the forward of `model`'s distributed wrapper, so the wrapper's
+    pre/post-forward work happens: DDP (when gradients are on) prepares the gradient all-reduce;
+    FSDP2 (`fully_shard` puts its hooks on the module itself) gathers the root's shards.
+    Without a wrapper, or DDP without gradients: plainly `fn(inner, *args)`."""
     inner = unwrap(model)
-    if inner is model or not torch.is_grad_enabled():
+    if not _is_fsdp2(inner) and (inner is model or not torch.is_grad_enabled()):
         return fn(inner, *args)
     saved = inner.__dict__.get("forward")  # Accelerate may have set an instance forward
     inner.forward = lambda *a: fn(inner, *a)
@@ -89,6 +97,22 @@ def wrapped_forward(model: Any, fn: Callable[..., T], *args: Any) -> T:
             del inner.forward
         else:
             inner.forward = saved
+
+
+@contextlib.contextmanager
+def gathered(model: Any) -> Iterator[Any]:
+    """The inner model with its root parameters whole for several calls that bypass its
+    forward (sampling step by step through the backbone): FSDP2 `unshard()` / `reshard()`;
+    sub-modules sharded on their own gather in their hooks. Anything else: as it is."""
+    inner = unwrap(model)
+    if not _is_fsdp2(inner):
+        yield inner
+        return
+    inner.unshard()
+    try:
+        yield inner
+    finally:
+        inner.reshard()
 
 
 def accumulate(acc: Any, model: torch.nn.Module, losses: Sequence[LossThunk]) -> dict[str, float]:

@@ -15,8 +15,9 @@ Implementation details:
    term exists), the critic forward only with a critic.
 4. `autocast` is the trainer's precision context (`engine.autocast`), entered around sampling and
    the scoring pass.
-5. Sampling and scoring use the models inside their distributed wrappers (`engine.unwrap`): no
-   gradients are needed, and processes run different numbers of sampling steps.
+5. Sampling and scoring use the models inside their distributed wrappers (`engine.gathered`:
+   DDP's inner model; FSDP2's root parameters gathered for the whole rollout): no gradients are
+   needed, and processes run different numbers of sampling steps.
 6. Under `accelerate launch` (`collect_sharded`), process r samples and scores its contiguous
    share of the prompts, every row seeded from (run seed, iteration, the row's global number)
    (`generate.row_seeds`), and the shares are gathered, so every process holds the whole batch
@@ -36,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rlhfkit.engine import unwrap
+from rlhfkit.engine import gathered
 from rlhfkit.rollout.experience import Experience, cat_experiences, make_experience
 from rlhfkit.rollout.generate import RolloutConfig, generate, row_seeds
 from rlhfkit.rollout.prompts import PromptSource
@@ -83,9 +84,26 @@ def collect(
 ) -> Collected:
     """Sample `group_size` replies to each prompt `index` of `source` and score them.
     `generator`: a torch.Generator, or one seed per row (B·G,) (see `generate`)."""
+    with contextlib.ExitStack() as stack:
+        policy = stack.enter_context(gathered(models.policy))
+        critic = None if models.critic is None else stack.enter_context(gathered(models.critic))
+        inner = dataclasses.replace(models, policy=policy, critic=critic)
+        return _collect(
+            inner, source, index, generator, cfg, group_size, autocast, reuse_sampling_logprobs
+        )
+
+
+def _collect(
+    models: OnlineModels,
+    source: PromptSource,
+    index: Sequence[int],
+    generator: torch.Generator | torch.Tensor,
+    cfg: RolloutConfig,
+    group_size: int,
+    autocast: Callable[[], Any],
+    reuse_sampling_logprobs: bool,
+) -> Collected:
     tok = models.tokenizer
-    critic = None if models.critic is None else unwrap(models.critic)
-    models = dataclasses.replace(models, policy=unwrap(models.policy), critic=critic)
     device = next(models.policy.parameters()).device
     prompt_ids, prompt_mask = source.collate(index, tok.pad_token_id, group_size)
     t0 = time.perf_counter()
