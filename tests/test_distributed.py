@@ -263,6 +263,30 @@ def test_killed_two_process_run_resumes_to_the_uninterrupted_one(
         assert (out / "checkpoints" / "step_00000003" / f"rng_{rank}.pt").is_file()
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["rloo", "reinforce"])
+def test_the_other_critic_free_trainers_on_two_processes_equal_one(command, assets, tmp_path):
+    one, two = tmp_path / f"{command}_w1", tmp_path / f"{command}_w2"
+    one_process(command, config(command, assets, one, 1))
+    assert launch(command, config(command, assets, two, 2)) == 0, Path(f"{two}.log").read_text()
+    assert_same_models(saved_models(one, command), saved_models(two, command), **ONLINE_PARAM_TOL)
+    assert_same_metrics(metric_rows(one), metric_rows(two))
+
+
+@pytest.mark.slow
+def test_killed_two_process_grpo_run_resumes_to_the_uninterrupted_one(
+    assets, two_process_runs, tmp_path
+):
+    out = tmp_path / "grpo_killed"
+    cfg = config("grpo", assets, out, 2)
+    assert launch("grpo", cfg, {"RLHFKIT_TEST_KILL_AT": "2"}) != 0
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step_00000001"
+    assert launch("grpo", cfg) == 0
+    full = two_process_runs["grpo"]
+    assert_same_models(saved_models(full, "grpo"), saved_models(out, "grpo"), rtol=0, atol=0)
+    assert_same_metrics(metric_rows(full), metric_rows(out))
+
+
 @pytest.mark.parametrize("name", ["ddp", "fsdp2", "zero2", "zero3"])
 def test_shipped_accelerate_configs_load_and_the_cli_finds_them(name):
     from accelerate.commands.config.config_args import load_config_from_file

@@ -2,8 +2,8 @@
 
 `OnlineState` is everything a checkpoint must store beyond Accelerate's `save_state` (models,
 optimisers, schedulers, RNG states): the iteration, the prompt position, the mini-batch / ptx
-generators (sampling needs no state: row i of iteration k is seeded from (seed, k, i)), the KL controller, running reward moments and the collapse
-monitor's history. `state_dict` / `load_state_dict` make resume exact (tested per trainer).
+generators (sampling needs none: row i of iteration k is seeded from (seed, k, i)), the KL
+controller, running reward moments and the collapse monitor's history. `state_dict` / `load_state_dict` make resume exact (tested per trainer).
 """
 
 from __future__ import annotations

@@ -27,6 +27,10 @@ Implementation details and their sources:
    mean (OpenRLHF `reinforce_baseline`).
 6. Checkpoint, exact resume, NaN/inf handling, progress and in-loop evaluation are the shared
    online pieces (`update.OnlineState`, `engine.steps`, `rollout.evaluate_online`).
+7. Under `accelerate launch`: each process samples its share of the prompts (a group's G
+   replies on one process; rows seeded by (seed, iteration, round, row)), every process holds
+   the gathered batch, so group statistics, dynamic sampling and whitening are the one-process
+   ones; each trains on its share of every mini-batch (docs/scale.md; 2 processes ≡ 1 tested).
 """
 
 from __future__ import annotations

@@ -36,9 +36,13 @@ Implementation details and their sources:
    batch (or the optimiser step) and counts it; `on_nan=stop` ends the run without saving, so
    the last checkpoint on disk is the last good state (DESIGN.md §5).
 10. Checkpoints: models, optimisers, schedulers (Accelerate), RNG states (engine), and
-    `update.OnlineState`: iteration, prompt-sampler position and generator, the sampling,
-    mini-batch and ptx generators, KL controller, running reward moments, collapse-monitor
-    history. Resuming gives bit-identical weights on CPU (tested).
+    `update.OnlineState`: iteration, prompt-sampler position and generator, the mini-batch and
+    ptx generators, KL controller, running reward moments, collapse-monitor history (sampling
+    is seeded per row from (seed, iteration, row), `rollout.row_seeds`). Resuming gives
+    bit-identical weights on CPU (tested, also with 2 processes: docs/scale.md).
+11. Under `accelerate launch`: each process samples and scores its share of the prompts, every
+    process holds the gathered batch, each trains on its share of every mini-batch with global
+    normalisers (docs/scale.md; 2 processes ≡ 1 tested).
 """
 
 from __future__ import annotations
