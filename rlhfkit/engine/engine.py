@@ -66,9 +66,12 @@ class EngineConfig(ConfigBase):
 
 
 def launched_processes() -> int:
-    """How many processes the launcher started (`accelerate launch`, torchrun and DeepSpeed set
-    WORLD_SIZE; 1 without a launcher)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    """How many processes the launcher started: WORLD_SIZE (`accelerate launch`, torchrun,
+    DeepSpeed) or the MPI variables Accelerate also reads (`mpirun`); 1 without a launcher."""
+    for name in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
+        if os.environ.get(name):
+            return int(os.environ[name])
+    return 1
 
 
 class Engine:
