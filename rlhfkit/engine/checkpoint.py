@@ -119,5 +119,8 @@ def load_checkpoint(accelerator: Any, path: str | Path) -> dict[str, Any]:
     path = Path(path)
     accelerator.load_state(str(path))
     state = torch.load(path / TRAINER_STATE, weights_only=False)
-    restore_rng_state(torch.load(path / f"rng_{accelerator.process_index}.pt", weights_only=False))
+    mine = path / f"rng_{accelerator.process_index}.pt"
+    # checkpoints written before per-process RNG files kept process 0's states in the state
+    saved = torch.load(mine, weights_only=False) if mine.is_file() else state.pop("rng")
+    restore_rng_state(saved)
     return state
