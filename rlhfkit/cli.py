@@ -166,6 +166,22 @@ def config_show(
     Console().print(table)
 
 
+ACCELERATE_CONFIGS = ("ddp", "fsdp2", "zero2", "zero3")
+
+
+@config_app.command("accelerate")
+def config_accelerate(
+    name: Annotated[str, typer.Argument(help="ddp, fsdp2, zero2 or zero3")],
+) -> None:
+    """Print the path of a shipped Accelerate config, for `accelerate launch --config_file`
+    (docs/scale.md)."""
+    from rlhfkit.config import PRESET_DIR
+
+    if name not in ACCELERATE_CONFIGS:
+        _fail(f"unknown Accelerate config {name!r}; shipped: {', '.join(ACCELERATE_CONFIGS)}")
+    typer.echo(str(PRESET_DIR / "accelerate" / f"{name}.yaml"))
+
+
 @app.command()
 def selfcheck() -> None:
     """Check the math core against closed forms (seconds); exits non-zero on any mismatch."""

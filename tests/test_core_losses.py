@@ -338,3 +338,18 @@ def test_all_padding_batch_gives_zero_loss_and_zero_gradient():
         assert loss.item() == 0.0
         (grad,) = torch.autograd.grad(loss, x)
         assert bool((grad == 0).all())
+
+
+def test_value_clipfrac_counts_no_rounding_ties_inside_the_band():
+    """Inside the clip band the clipped value is V itself: old + (V − old) may differ from V by
+    one rounding, which must not count as clipped (it made clipfrac differ between 1 and 2
+    processes on identical rollouts)."""
+    g = torch.Generator().manual_seed(0)
+    # V and V_old of different magnitudes, |V − V_old| < 0.2: V − V_old is often inexact
+    values = 0.01 * torch.randn(64, 16, generator=g)
+    old_values = values + 0.05 * torch.randn(64, 16, generator=g).clamp(-3, 3)
+    returns = torch.randn(64, 16, generator=g)
+    mask = torch.ones(64, 16, dtype=torch.bool)
+    out = value_loss(values, old_values, returns, mask, clip_eps=0.2)
+    assert out.clipfrac.item() == 0.0
+    assert out.loss.item() == pytest.approx(0.5 * float((values - returns).square().mean()))

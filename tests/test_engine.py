@@ -184,3 +184,30 @@ def test_keep_freed_memory_stops_per_step_page_faults():
 
     assert faults("default") > 60_000
     assert faults("keep") < 6_000
+
+
+def test_checkpoint_rng_is_per_process_and_old_checkpoints_still_load(tmp_path):
+    """Each process writes rng_<rank>.pt; a checkpoint from before that (process 0's RNG states
+    inside trainer_state.pt) still resumes."""
+    from accelerate import Accelerator
+
+    from rlhfkit.engine.checkpoint import TRAINER_STATE, load_checkpoint, save_checkpoint
+
+    acc = Accelerator(cpu=True)
+    model = acc.prepare(torch.nn.Linear(2, 2))
+    torch.manual_seed(7)
+    path = save_checkpoint(acc, tmp_path, 1, {"step": 1})
+    assert (path / "rng_0.pt").is_file()
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    assert load_checkpoint(acc, path)["step"] == 1
+    assert torch.equal(torch.rand(3), expected)
+    # the old layout: no rng_0.pt, the states under "rng" in the trainer state
+    old = torch.load(path / TRAINER_STATE, weights_only=False)
+    old["rng"] = torch.load(path / "rng_0.pt", weights_only=False)
+    torch.save(old, path / TRAINER_STATE)
+    (path / "rng_0.pt").unlink()
+    torch.manual_seed(0)
+    assert load_checkpoint(acc, path) == {"step": 1}
+    assert torch.equal(torch.rand(3), expected)
+    del model

@@ -146,7 +146,7 @@ def test_one_ppo_update_equals_a_naive_hand_written_step(assets, tmp_path):
     from safetensors.torch import load_file
 
     from rlhfkit.core import shape_rewards
-    from rlhfkit.rollout import collect
+    from rlhfkit.rollout import collect_sharded
 
     lr, eps, max_norm, temperature = 1e-2, 1.0, 0.05, 0.9
     kl_coef, gamma, lam, clip_eps, vclip = 0.1, 0.97, 0.9, 0.2, 0.05
@@ -178,7 +178,9 @@ def test_one_ppo_update_equals_a_naive_hand_written_step(assets, tmp_path):
     run = ppo_trainer.setup(cfg, reward_fn=target_fraction)
     st = run.state
     index = st.prompts.next_batch(cfg.rollout_batch_size)
-    mb = collect(run.models, st.prompts, index, st.sample_gen, cfg.rollout).experience
+    key = (cfg.engine.seed, 1)  # iteration 1's sampling seeds, as `train` derives them
+    acc = run.engine.accelerator
+    mb = collect_sharded(run.models, st.prompts, index, key, cfg.rollout, acc).experience
     policy0, critic0 = copy.deepcopy(run.models.policy), copy.deepcopy(run.models.critic)
     scores_used = ppo_trainer.adjusted_scores(run, mb)
     rewards = shape_rewards(
@@ -287,7 +289,8 @@ def test_policy_step_accumulating_8_micro_batches_equals_one_batch(assets, tmp_p
     )  # fmt: skip
     run = ppo_trainer.setup(cfg, reward_fn=target_fraction)
     st = run.state
-    exp = collect(run.models, st.prompts, st.prompts.next_batch(8), st.sample_gen, cfg.rollout)
+    gen = torch.Generator().manual_seed(1)
+    exp = collect(run.models, st.prompts, st.prompts.next_batch(8), gen, cfg.rollout)
     exp = exp.experience
     adv = torch.randn(exp.response_mask.shape, generator=torch.Generator().manual_seed(0))
     start = state(run.models.policy)
@@ -325,7 +328,7 @@ def test_reward_rises_on_a_toy_reward_while_kl_stays_bounded(assets, tmp_path):
     )
     result = train(cfg, reward_fn=target_fraction)
     rows = [r for r in read_metrics(result.run_dir / "metrics.jsonl") if "reward/score_mean" in r]
-    first = sum(r["reward/score_mean"] for r in rows[:5]) / 5
+    first = rows[0]["reward/score_mean"]  # sampled before any update
     last = sum(r["reward/score_mean"] for r in rows[-5:]) / 5
     # random init: TARGET is ~1/16 of sampled tokens; PPO must push it well above that
     assert first < 0.15 and last > first + 0.2, (first, last)

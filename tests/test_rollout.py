@@ -137,10 +137,11 @@ def test_generation_is_reproducible_from_the_generator_state():
     assert torch.equal(a.response_ids, b.response_ids)
 
 
-def test_exponential_race_sampler_matches_softmax_frequencies():
+def test_inverse_cdf_sampler_matches_softmax_frequencies():
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -torch.inf]])
     n = 60_000
-    draws = _sample(logits.expand(n, -1), torch.Generator().manual_seed(0))
+    u = torch.rand(n, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    draws = _sample(logits.expand(n, -1), u)
     freq = torch.bincount(draws, minlength=5).double() / n
     p = torch.softmax(logits[0].double(), dim=0)
     # 5 standard errors of a binomial proportion

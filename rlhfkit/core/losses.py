@@ -290,7 +290,12 @@ def value_loss(
         clipfrac = torch.zeros((), dtype=values.dtype, device=values.device)
     else:
         old_values = torch.where(mask, old_values.detach(), zero)
-        clipped_values = old_values + torch.clamp(values - old_values, -clip_eps, clip_eps)
+        # inside the band the clipped value *is* V (old + (V − old) can differ from V by one
+        # rounding, which would count as "clipped" and make clipfrac noise)
+        delta = values - old_values
+        clipped_values = torch.where(
+            delta.abs() > clip_eps, old_values + torch.clamp(delta, -clip_eps, clip_eps), values
+        )
         clipped_error = (clipped_values - returns).square()
         per_token = 0.5 * torch.maximum(error, clipped_error)
         clipfrac = masked_mean((clipped_error > error).to(values.dtype), mask).detach()

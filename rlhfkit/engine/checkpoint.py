@@ -3,7 +3,9 @@
 A checkpoint is a directory `checkpoints/step_00000100/` holding Accelerate's `save_state`
 output (every prepared model, optimiser and scheduler, and each process's RNG states, sharded
 correctly under FSDP / DeepSpeed) plus `trainer_state.pt` (the trainer's own state: step, data
-position, KL controller, running statistics, extra generators). It is written under a temporary
+position, KL controller, running statistics, extra generators) written by the main process,
+and `rng_<rank>.pt` per process (its Python / NumPy / torch RNG states: under
+`accelerate launch` every process resumes its own streams, e.g. its dropout). It is written under a temporary
 name and renamed into place only when complete; the `latest` file, itself replaced atomically,
 names the newest complete checkpoint. A kill leaves either the old or the new checkpoint, never a
 half-written one that resume would pick up.
@@ -86,8 +88,11 @@ def save_checkpoint(
         accelerator.save_state(str(tmp), safe_serialization=True)
     finally:
         accelerate_log.removeFilter(_not_tied_weights_notice)
+    tmp.mkdir(parents=True, exist_ok=True)
+    torch.save(capture_rng_state(), tmp / f"rng_{accelerator.process_index}.pt")
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        state = dict(trainer_state, step=step, rng=capture_rng_state())
+        state = dict(trainer_state, step=step)
         torch.save(state, tmp / TRAINER_STATE)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -114,5 +119,8 @@ def load_checkpoint(accelerator: Any, path: str | Path) -> dict[str, Any]:
     path = Path(path)
     accelerator.load_state(str(path))
     state = torch.load(path / TRAINER_STATE, weights_only=False)
-    restore_rng_state(state.pop("rng"))
+    mine = path / f"rng_{accelerator.process_index}.pt"
+    # checkpoints written before per-process RNG files kept process 0's states in the state
+    saved = torch.load(mine, weights_only=False) if mine.is_file() else state.pop("rng")
+    restore_rng_state(saved)
     return state

@@ -11,14 +11,16 @@ A trainer does:
         engine.save(step, {"data_position": ...})        # every `checkpoint_every` steps
     engine.close()
 
-Run under `accelerate launch` the same code becomes DDP / FSDP / DeepSpeed; on one CPU it is a
-plain loop. Only the main process writes files.
+Run under `accelerate launch` the same code becomes DDP (tested on CPU with 2 processes; FSDP /
+DeepSpeed configs are shipped but unchecked, docs/scale.md); on one CPU it is a plain loop. Only
+the main process writes files.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -63,6 +65,15 @@ class EngineConfig(ConfigBase):
     ≈ 3 % faster on the anchor workload; RSS does not shrink after a peak)."""
 
 
+def launched_processes() -> int:
+    """How many processes the launcher started: WORLD_SIZE (`accelerate launch`, torchrun,
+    DeepSpeed) or the MPI variables Accelerate also reads (`mpirun`); 1 without a launcher."""
+    for name in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
+        if os.environ.get(name):
+            return int(os.environ[name])
+    return 1
+
+
 class Engine:
     def __init__(self, cfg: EngineConfig, out_dir: str | Path, full_config: BaseModel):
         self.cfg = cfg
@@ -70,12 +81,22 @@ class Engine:
             keep_freed_memory()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        world = launched_processes()
+        # a launcher started several processes on a host without a GPU: Accelerate joins them
+        # (gloo) only when told `cpu`; otherwise each would run alone, as process 0 of 1
+        cpu = cfg.device == "cpu" or (world > 1 and not torch.cuda.is_available())
         self.accelerator = Accelerator(
-            cpu=cfg.device == "cpu",
+            cpu=cpu,
             mixed_precision=cfg.mixed_precision,
             log_with=list(cfg.log_with) or None,
             project_dir=str(out_dir),
         )
+        if self.accelerator.num_processes != world:
+            raise RuntimeError(
+                f"the launcher started {world} processes but Accelerate joined "
+                f"{self.accelerator.num_processes}"
+            )
+        self._warn_if_not_sharded()
         set_seed(cfg.seed)
         self.run = RunDir(out_dir)
         if self.is_main:
@@ -87,6 +108,21 @@ class Engine:
             )
         self.metrics = MetricsLogger(self.run.metrics_file, self.accelerator, enabled=self.is_main)
         self.console = Console(stderr=True, quiet=not self.is_main)
+
+    def _warn_if_not_sharded(self) -> None:
+        """Accelerate 1.16 applies FSDP / DeepSpeed only on GPUs (and other accelerators); on a
+        CPU the same launch runs DDP. Say so rather than let a user believe the model is
+        sharded."""
+        kind = self.accelerator.distributed_type.value
+        for flag, wanted in (
+            ("ACCELERATE_USE_FSDP", "FSDP"),
+            ("ACCELERATE_USE_DEEPSPEED", "DEEPSPEED"),
+        ):
+            if os.environ.get(flag, "false").lower() == "true" and kind != wanted:
+                self.accelerator.print(
+                    f"warning: the launch asked for {wanted} but Accelerate runs {kind} here "
+                    "(FSDP / DeepSpeed need GPUs): every process holds the whole model"
+                )
 
     # -- facts about the processes -------------------------------------------------------------
     @property

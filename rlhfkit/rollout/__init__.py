@@ -4,9 +4,11 @@ scoring, the `Experience` record, in-loop evaluation and monitors.
 - `PromptSource` / `read_prompt_source` / `PromptDataConfig`: prompts read, formatted and encoded
   through one path (`data.encode_prompts`), dealt in seeded shuffled passes, G samples each.
 - `generate(policy, prompt_ids, prompt_mask, cfg, generator, eos_token_id=, pad_token_id=)`
-  → `Rollout` (KV-cached batched sampling, responses cut after the first EOS, sampling log-probs).
+  → `Rollout` (KV-cached batched sampling, responses cut after the first EOS, sampling log-probs;
+  `generator`: a torch.Generator or per-row seeds from `row_seeds`).
 - `collect(models, source, index, generator, cfg, group_size=G)` → `Collected`: the rollout
-  step (sample, decode once, `make_experience`).
+  step (sample, decode once, `make_experience`); `collect_sharded(..., key, cfg, acc)`: the same
+  split over `accelerate launch` processes and gathered, rows seeded by their global number.
 - `make_experience(...)` → `Experience` (old log-probs; reference log-probs and critic values only
   when needed; reward total and components).
 - Rewards: `Reward` (weighted sum), `RewardModelScorer` (same tokenizer, reuses ids),
@@ -19,7 +21,7 @@ scoring, the `Experience` record, in-loop evaluation and monitors.
 - `response_logprobs`: the policy forward that applies the LM head only at response positions.
 """
 
-from rlhfkit.rollout.collect import Collected, OnlineModels, collect
+from rlhfkit.rollout.collect import Collected, OnlineModels, collect, collect_sharded
 from rlhfkit.rollout.evaluate import Judge, evaluate_online
 from rlhfkit.rollout.experience import (
     Experience,
@@ -32,7 +34,7 @@ from rlhfkit.rollout.forward import (
     response_logprobs,
     trim_padding,
 )
-from rlhfkit.rollout.generate import Rollout, RolloutConfig, generate
+from rlhfkit.rollout.generate import Rollout, RolloutConfig, generate, row_seeds
 from rlhfkit.rollout.monitor import (
     CollapseMonitor,
     ConsoleThrottle,
@@ -81,6 +83,7 @@ __all__ = [
     "cat_experiences",
     "causal_lm_parts",
     "collect",
+    "collect_sharded",
     "decode_responses",
     "evaluate_online",
     "explained_variance",
@@ -94,6 +97,7 @@ __all__ = [
     "response_logprobs",
     "rollout_metrics",
     "ended_at",
+    "row_seeds",
     "sample_batches",
     "trim_padding",
 ]

@@ -15,11 +15,20 @@ Implementation details:
    term exists), the critic forward only with a critic.
 4. `autocast` is the trainer's precision context (`engine.autocast`), entered around sampling and
    the scoring pass.
+5. Sampling and scoring use the models inside their distributed wrappers (`engine.gathered`:
+   DDP's inner model; FSDP2's root parameters gathered for the whole rollout): no gradients are
+   needed, and processes run different numbers of sampling steps.
+6. Under `accelerate launch` (`collect_sharded`), process r samples and scores its contiguous
+   share of the prompts, every row seeded from (run seed, iteration, the row's global number)
+   (`generate.row_seeds`), and the shares are gathered, so every process holds the whole batch
+   in the one-process order: the reward shaping, advantages, whitening, KL control and metrics
+   that follow are those of one process with the same global batch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,14 +38,15 @@ import torch
 from torch import nn
 
 from rlhfkit.data import stop_token_ids
-from rlhfkit.rollout.experience import Experience, make_experience
-from rlhfkit.rollout.generate import RolloutConfig, generate
+from rlhfkit.engine import gathered
+from rlhfkit.rollout.experience import Experience, cat_experiences, make_experience
+from rlhfkit.rollout.generate import RolloutConfig, generate, row_seeds
 from rlhfkit.rollout.prompts import PromptSource
 from rlhfkit.rollout.scorers import Reward
 from rlhfkit.rollout.texts import decode_responses
 from rlhfkit.types import PromptRecord
 
-__all__ = ["Collected", "OnlineModels", "collect"]
+__all__ = ["Collected", "OnlineModels", "collect", "collect_sharded"]
 
 
 @dataclass
@@ -66,14 +76,34 @@ def collect(
     models: OnlineModels,
     source: PromptSource,
     index: Sequence[int],
-    generator: torch.Generator,
+    generator: torch.Generator | torch.Tensor,
     cfg: RolloutConfig,
     *,
     group_size: int = 1,
     autocast: Callable[[], Any] = contextlib.nullcontext,
     reuse_sampling_logprobs: bool = True,
 ) -> Collected:
-    """Sample `group_size` replies to each prompt `index` of `source` and score them."""
+    """Sample `group_size` replies to each prompt `index` of `source` and score them.
+    `generator`: a torch.Generator, or one seed per row (B·G,) (see `generate`)."""
+    with contextlib.ExitStack() as stack:
+        policy = stack.enter_context(gathered(models.policy))
+        critic = None if models.critic is None else stack.enter_context(gathered(models.critic))
+        inner = dataclasses.replace(models, policy=policy, critic=critic)
+        return _collect(
+            inner, source, index, generator, cfg, group_size, autocast, reuse_sampling_logprobs
+        )
+
+
+def _collect(
+    models: OnlineModels,
+    source: PromptSource,
+    index: Sequence[int],
+    generator: torch.Generator | torch.Tensor,
+    cfg: RolloutConfig,
+    group_size: int,
+    autocast: Callable[[], Any],
+    reuse_sampling_logprobs: bool,
+) -> Collected:
     tok = models.tokenizer
     device = next(models.policy.parameters()).device
     prompt_ids, prompt_mask = source.collate(index, tok.pad_token_id, group_size)
@@ -110,3 +140,56 @@ def collect(
         )
     t2 = time.perf_counter()
     return Collected(experience, prompts, responses, records, t1 - t0, t2 - t1)
+
+
+def collect_sharded(
+    models: OnlineModels,
+    source: PromptSource,
+    index: Sequence[int],
+    key: Sequence[int],
+    cfg: RolloutConfig,
+    acc: Any,
+    *,
+    group_size: int = 1,
+    autocast: Callable[[], Any] = contextlib.nullcontext,
+    reuse_sampling_logprobs: bool = True,
+) -> Collected:
+    """`collect` of the prompts `index`, split over the processes of `acc`; row j (prompt
+    j // G, sample j % G) is seeded from `row_seeds(key, [j])`, and every process returns the
+    whole batch. Timings are the slowest process's."""
+    world, rank = acc.num_processes, acc.process_index
+    if len(index) < world:
+        raise ValueError(f"{len(index)} prompts cannot be shared by {world} processes")
+    mine = torch.arange(len(index)).tensor_split(world)[rank].tolist()
+    rows = [i * group_size + j for i in mine for j in range(group_size)]
+    batch = collect(
+        models, source, [index[i] for i in mine], row_seeds(key, rows), cfg,
+        group_size=group_size, autocast=autocast, reuse_sampling_logprobs=reuse_sampling_logprobs,
+    )  # fmt: skip
+    if world == 1:
+        return batch
+    from accelerate.utils import gather_object
+
+    device = batch.experience.input_ids.device
+    mine_cpu = dataclasses.replace(batch, experience=_moved(batch.experience, "cpu"))
+    parts: list[Collected] = gather_object([mine_cpu])
+    merged = cat_experiences([c.experience for c in parts], models.tokenizer.pad_token_id)
+    return Collected(
+        _moved(merged, device),
+        [p for c in parts for p in c.prompts],
+        [r for c in parts for r in c.responses],
+        [x for c in parts for x in c.records],
+        max(c.seconds_generation for c in parts),
+        max(c.seconds_scoring for c in parts),
+    )
+
+
+def _moved(exp: Experience, device: Any) -> Experience:
+    """`exp` with every tensor on `device`."""
+    fields = {
+        f.name: getattr(exp, f.name).to(device)
+        for f in dataclasses.fields(exp)
+        if isinstance(getattr(exp, f.name), torch.Tensor)
+    }
+    parts = {k: v.to(device) for k, v in exp.score_parts.items()}
+    return dataclasses.replace(exp, score_parts=parts, **fields)

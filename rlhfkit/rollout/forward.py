@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from rlhfkit.core import entropy_from_logits, gather_logprobs
+from rlhfkit.engine import wrapped_forward
 from rlhfkit.models import final_hidden_at, position_ids_from_mask
 
 __all__ = [
@@ -100,8 +101,22 @@ def response_logprobs(
     R = T − P response columns; entropy[b, t] = H(softmax(lm_head(h[b, P+t−1]) / temperature)).
     Shapes: `input_ids`, `attention_mask` (B, T = P + R), True = valid → (B, R) float32 each.
     Padding positions get finite meaningless values; mask them downstream. Gradients flow when
-    called outside `torch.no_grad()`.
+    called outside `torch.no_grad()`, through `model`'s distributed wrapper if it has one
+    (`engine.wrapped_forward`: DDP synchronises only gradients of forwards it ran).
     """
+    return wrapped_forward(
+        model, _response_logprobs, input_ids, attention_mask, prompt_len, temperature, with_entropy
+    )
+
+
+def _response_logprobs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    prompt_len: int,
+    temperature: float,
+    with_entropy: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     backbone, head = causal_lm_parts(model)
     columns = torch.arange(prompt_len - 1, input_ids.shape[1] - 1, device=input_ids.device)
     hidden = final_hidden_at(

@@ -16,8 +16,14 @@ Implementation details and their sources:
 3. Stopping: a row is finished after its first EOS (or after the token that completes a stop
    string); later columns are padding, masked False, and never scored. The loop ends when every
    row has finished or after `max_new_tokens`; no column beyond the longest response is kept.
-4. Randomness only from the `torch.Generator` passed in, so a rollout is reproducible from its
-   state (which a checkpoint stores).
+4. Randomness per row: row b draws its token at step t by inverting the CDF of its (filtered)
+   distribution at a uniform u[b, t], and the uniforms of row b come from its own seed. The
+   sampled tokens of a row therefore do not depend on which other rows share its batch, process
+   or generation chunk: under `accelerate launch` the online trainers seed row i of iteration k
+   from (run seed, k, i) (`row_seeds`), so 2 processes sample what 1 process samples. A
+   `torch.Generator` passed instead gives one seed per row from its stream (the in-loop
+   evaluation and `rlhfkit eval`), so a rollout is reproducible from the generator's state.
+   Cost: one seeded `torch.rand` per row and generation, one float64 cumsum per token step.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from rlhfkit.models import position_ids_from_mask
 from rlhfkit.rollout.forward import causal_lm_parts
 from rlhfkit.rollout.kvcache import PreallocatedCache
 
-__all__ = ["Rollout", "RolloutConfig", "generate"]
+__all__ = ["Rollout", "RolloutConfig", "generate", "row_seeds"]
 
 
 class RolloutConfig(ConfigBase):
@@ -95,15 +101,45 @@ def _filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tens
     return logits
 
 
-def _sample(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One draw per row from softmax(logits): argmax_v p_v / E_v with E_v ~ Exp(1) i.i.d.
+_MASK64 = (1 << 64) - 1
 
-    P(argmax = v) = p_v (the exponential race; vLLM's sampler uses the same identity). On CPU it is
-    several times faster than `torch.multinomial` for a (64, 4096) batch.
-    """
-    probs = torch.softmax(logits, dim=-1)
-    race = torch.empty_like(probs).exponential_(generator=generator)
-    return (probs / race).argmax(dim=-1)
+
+def _mix64(x: int) -> int:
+    """SplitMix64's finaliser (Steele et al. 2014): a bijection of 64-bit ints that scatters
+    nearby inputs (seed, seed + 1, ...) to unrelated outputs."""
+    x = (x + 0x9E3779B97F4A7C15) & _MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return x ^ (x >> 31)
+
+
+def row_seeds(key: Sequence[int], rows: Sequence[int]) -> torch.Tensor:
+    """One seed per row: a pure function of `key` (e.g. run seed, iteration) and the row's
+    global number, so a row's random stream is the same on whichever process samples it."""
+    base = 0
+    for k in key:
+        base = _mix64(base ^ (int(k) & _MASK64))
+    return torch.tensor([_mix64(base ^ int(r)) >> 1 for r in rows], dtype=torch.long)
+
+
+def _uniforms(seeds: torch.Tensor, steps: int, device: torch.device) -> torch.Tensor:
+    """(B, steps) float64 uniforms in [0, 1), row b from its own seed."""
+    rows = [
+        torch.rand(steps, dtype=torch.float64, generator=torch.Generator().manual_seed(int(s)))
+        for s in seeds.tolist()
+    ]
+    return torch.stack(rows).to(device) if rows else torch.zeros(0, steps, device=device)
+
+
+def _sample(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """One draw per row from softmax(logits) by inverting its CDF at u (B,) ∈ [0, 1): the first
+    token v with CDF(v) > u · CDF(V). A token of probability 0 (filtered to −inf) never has a
+    CDF step, so it is never drawn. The CDF is summed in float64 (a float32 running sum over a
+    150k vocabulary drifts by ~1e-5)."""
+    cdf = torch.softmax(logits, dim=-1).double().cumsum(dim=-1)
+    target = (u.to(cdf.device) * cdf[:, -1]).unsqueeze(1)
+    token = torch.searchsorted(cdf, target, right=True).squeeze(1)
+    return token.clamp(max=logits.shape[-1] - 1)
 
 
 def _hits_stop_string(texts: Sequence[str], stop_strings: Sequence[str]) -> list[bool]:
@@ -116,7 +152,7 @@ def generate(
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
     cfg: RolloutConfig,
-    generator: torch.Generator | None,
+    generator: torch.Generator | torch.Tensor | None,
     *,
     eos_token_id: int | Sequence[int],
     pad_token_id: int,
@@ -128,7 +164,9 @@ def generate(
     Shapes: `prompt_ids`, `prompt_mask` (B, P), left-padded, mask True = valid → a `Rollout`
     with `response_ids`, `response_mask`, `logprobs` (B, R), R ≤ `cfg.max_new_tokens` the length
     of the longest response. `tokenizer` (anything with `batch_decode`) is needed only for
-    `cfg.stop_strings`. Runs in `no_grad`; the caller picks eval mode and autocast.
+    `cfg.stop_strings`. `generator`: a (B,) int64 tensor of per-row seeds (`row_seeds`), or a
+    `torch.Generator` (None: torch's global one) from which one seed per row is drawn. Runs in
+    `no_grad`; the caller picks eval mode and autocast.
     """
     if prompt_ids.shape != prompt_mask.shape or prompt_ids.dim() != 2:
         raise ValueError(
@@ -140,6 +178,14 @@ def generate(
     prompt_mask = prompt_mask.bool()
     if not bool(prompt_mask[:, -1].all()):
         raise ValueError("generate: prompts must be left-padded (last column valid in every row)")
+    n = prompt_ids.shape[0]
+    if isinstance(generator, torch.Tensor):
+        if generator.shape != (n,):
+            raise ValueError(f"generate: {tuple(generator.shape)} seeds for {n} prompts")
+        seeds = generator
+    else:
+        seeds = torch.randint(0, 2**62, (n,), generator=generator)
+    uniforms = _uniforms(seeds, cfg.max_new_tokens, prompt_ids.device)
     if prompt_ids.shape[0] > cfg.batch_size:  # several generation batches, one result
         parts = [
             _generate_batch(
@@ -147,14 +193,17 @@ def generate(
                 ids,
                 mask,
                 cfg,
-                generator,
+                u,
                 eos_token_id,
                 pad_token_id,
                 tokenizer,
                 keep_logprobs,
             )
-            for ids, mask in zip(
-                prompt_ids.split(cfg.batch_size), prompt_mask.split(cfg.batch_size), strict=True
+            for ids, mask, u in zip(
+                prompt_ids.split(cfg.batch_size),
+                prompt_mask.split(cfg.batch_size),
+                uniforms.split(cfg.batch_size),
+                strict=True,
             )
         ]
         return _concat(parts, pad_token_id)
@@ -163,7 +212,7 @@ def generate(
         prompt_ids,
         prompt_mask,
         cfg,
-        generator,
+        uniforms,
         eos_token_id,
         pad_token_id,
         tokenizer,
@@ -194,7 +243,7 @@ def _generate_batch(
     prompt_ids: torch.Tensor,
     prompt_mask: torch.Tensor,
     cfg: RolloutConfig,
-    generator: torch.Generator | None,
+    uniforms: torch.Tensor,
     eos_token_id: int | Sequence[int],
     pad_token_id: int,
     tokenizer: object | None,
@@ -226,7 +275,7 @@ def _generate_batch(
         scaled = logits.float() / cfg.temperature
         log_dist = torch.log_softmax(scaled, dim=-1)
         sample_logits = _filter_logits(scaled, cfg.top_k, cfg.top_p)
-        token = _sample(sample_logits, generator)
+        token = _sample(sample_logits, uniforms[:, step])
         token = torch.where(done, pad, token)
         alive = ~done
         tokens.append(token)

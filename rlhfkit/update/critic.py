@@ -15,12 +15,19 @@ from typing import Any
 import torch
 
 from rlhfkit.core import LossMode, value_loss
-from rlhfkit.engine import accumulate, optimizer_step
+from rlhfkit.engine import accumulate, optimizer_step, wrapped_forward
 from rlhfkit.rollout import Experience
 from rlhfkit.update.config import UpdateLossMode
 from rlhfkit.update.policy import split_rows, step_totals
 
 __all__ = ["critic_step"]
+
+
+def _values(
+    critic: Any, input_ids: torch.Tensor, mask: torch.Tensor, prompt_len: int
+) -> torch.Tensor:
+    """V(s_t) at the columns where response tokens are chosen (P − 1 … T − 2)."""
+    return critic.values(input_ids, mask, slice(prompt_len - 1, -1))
 
 
 def _micro_loss(
@@ -34,7 +41,7 @@ def _micro_loss(
     autocast: Callable[[], Any],
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     with autocast():
-        values = critic.values(mb.input_ids, mb.attention_mask, slice(mb.prompt_len - 1, -1))
+        values = wrapped_forward(critic, _values, mb.input_ids, mb.attention_mask, mb.prompt_len)
     out = value_loss(
         values.float(), mb.old_values, returns, mb.response_mask, value_clip_eps, mode, **totals
     )

@@ -1,9 +1,9 @@
 """What an online run holds besides its models, and the setup every online trainer shares.
 
 `OnlineState` is everything a checkpoint must store beyond Accelerate's `save_state` (models,
-optimisers, schedulers, RNG states): the iteration, the prompt position, the sampling /
-mini-batch / ptx generators, the KL controller, running reward moments and the collapse
-monitor's history. `state_dict` / `load_state_dict` make resume exact (tested per trainer).
+optimisers, schedulers, RNG states): the iteration, the prompt position, the mini-batch / ptx
+generators (sampling needs none: row i of iteration k is seeded from (seed, k, i)), the KL
+controller, running reward moments and the collapse monitor's history. `state_dict` / `load_state_dict` make resume exact (tested per trainer).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from rlhfkit.core import AdaptiveKLController, FixedKLController, RunningMoments
-from rlhfkit.engine import Engine
+from rlhfkit.engine import Engine, launched_processes
 from rlhfkit.models import ModelConfig, check_source, load_policy
 from rlhfkit.rollout import (
     CollapseMonitor,
@@ -36,6 +36,7 @@ __all__ = [
     "freeze",
     "load_policies",
     "minibatch_epochs",
+    "check_shardable",
     "next_ptx",
     "read_online_data",
     "rollout_is_bad",
@@ -47,7 +48,6 @@ __all__ = [
 class OnlineState:
     prompts: PromptSource
     kl_ctl: FixedKLController | AdaptiveKLController
-    sample_gen: torch.Generator
     shuffle_gen: torch.Generator
     ptx_gen: torch.Generator
     reward_moments: RunningMoments = field(default_factory=RunningMoments)
@@ -67,7 +67,6 @@ class OnlineState:
         return cls(
             prompts=prompts,
             kl_ctl=kl_ctl,
-            sample_gen=torch.Generator().manual_seed(seed + 1),
             shuffle_gen=torch.Generator().manual_seed(seed + 2),
             ptx_gen=torch.Generator().manual_seed(seed + 3),
             monitor=CollapseMonitor(window=cfg.collapse_window),
@@ -77,7 +76,6 @@ class OnlineState:
         return {
             "iteration": self.iteration,
             "prompts": self.prompts.state_dict(),
-            "sample_gen": self.sample_gen.get_state(),
             "shuffle_gen": self.shuffle_gen.get_state(),
             "ptx_gen": self.ptx_gen.get_state(),
             "kl_ctl": self.kl_ctl.state_dict(),
@@ -88,7 +86,6 @@ class OnlineState:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.iteration = state["iteration"]
         self.prompts.load_state_dict(state["prompts"])
-        self.sample_gen.set_state(state["sample_gen"])
         self.shuffle_gen.set_state(state["shuffle_gen"])
         self.ptx_gen.set_state(state["ptx_gen"])
         self.kl_ctl.load_state_dict(state["kl_ctl"])
@@ -220,7 +217,7 @@ def end_iteration(
             engine.print(f"[yellow]iteration {iteration}: {warning}")
         state.warnings.append(f"{iteration}: {warning}")
         metrics["warn/pattern_collapse"] = 1.0
-    if cfg.sample_every and iteration % cfg.sample_every == 0:
+    if cfg.sample_every and iteration % cfg.sample_every == 0 and engine.is_main:
         scores = batch.experience.scores.tolist()
         rows = [
             {"prompt": p, "response": r, "score": float(s)}
@@ -258,6 +255,19 @@ def end_run(
     return final
 
 
+def check_shardable(rows: int, mini_batch_size: int) -> None:
+    """Under `accelerate launch` every process takes an equal share of each mini-batch; say so
+    in one line (a `ConfigError`, exit 2) before the run directory is made when that cannot be."""
+    from rlhfkit.config import ConfigError
+
+    w = launched_processes()
+    if w > 1 and (rows % w or mini_batch_size % w):
+        raise ConfigError(
+            f"mini_batch_size ({mini_batch_size}) and the rollout's rows ({rows}) must be "
+            f"multiples of the number of processes ({w})"
+        )
+
+
 def minibatch_epochs(
     n_rows: int,
     epochs: int,
@@ -265,20 +275,24 @@ def minibatch_epochs(
     generator: torch.Generator,
     step: Any,
     on_nan: str,
+    shard: tuple[int, int] = (0, 1),
 ) -> tuple[dict[str, float], int]:
     """`epochs` passes over the rollout's rows, each a fresh permutation split into
-    mini-batches; `step(rows) -> stats` runs one optimiser step (or two, with a critic).
+    mini-batches; `step(rows) -> stats` runs one optimiser step (or two, with a critic) on this
+    process's contiguous share of each mini-batch (`shard` = (rank, world); every process
+    draws the same permutation, so the shares of a mini-batch are its 1/world parts).
     Returns the mean of each statistic and how many steps NaN/inf made skip; with
     `on_nan="stop"` the `NonFiniteError` propagates (the caller stops the run)."""
     from rlhfkit.engine import NonFiniteError
 
+    rank, world = shard
     stats: dict[str, list[float]] = {}
     skipped = 0
     for _ in range(epochs):
         perm = torch.randperm(n_rows, generator=generator)
         for rows in perm.split(mini_batch_size):
             try:
-                result = step(rows)
+                result = step(rows.tensor_split(world)[rank])
             except NonFiniteError:
                 if on_nan == "stop":
                     raise
@@ -313,7 +327,9 @@ def evaluate_held_out(
     iteration: int,
 ) -> dict[str, float]:
     """`eval/*` on the held-out prompts (the same draws at every evaluation: the generator is
-    seeded from the run seed), with the replies written to RUN/samples/eval_NNNNNN.jsonl."""
+    seeded from the run seed), with the replies written to RUN/samples/eval_NNNNNN.jsonl. Under
+    `accelerate launch` every process evaluates all the held-out prompts (the same numbers
+    everywhere; not sharded) and the main process writes them."""
     from rlhfkit.rollout import evaluate_online
 
     if data.eval_prompts is None:
@@ -321,7 +337,8 @@ def evaluate_held_out(
     metrics, rows = evaluate_online(
         models, data.eval_prompts, cfg.rollout, cfg.engine.seed + 10_000, judges, engine.autocast
     )
-    engine.run.write_samples(f"eval_{iteration:06d}", rows)
+    if engine.is_main:
+        engine.run.write_samples(f"eval_{iteration:06d}", rows)
     return metrics
 
 

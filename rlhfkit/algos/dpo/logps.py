@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from rlhfkit.data import EncodedPair, collate_pairs, collate_shared_prompt
+from rlhfkit.engine import wrapped_forward
 from rlhfkit.models import block_mask, final_hidden_at, position_ids_from_mask
 from rlhfkit.rollout import causal_lm_parts
 
@@ -87,7 +88,12 @@ def collate(items: Sequence[EncodedPair], pad_id: int, share_prompt: bool) -> di
 
 def pair_logps(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
     """(2, n) float32: Σ log π(token) over the chosen (row 0) and rejected (row 1) reply of
-    each pair. Gradients flow unless called under no_grad / inference_mode."""
+    each pair. Gradients flow unless called under no_grad / inference_mode; then the forward
+    runs through the distributed wrapper if there is one (`engine.wrapped_forward`)."""
+    return wrapped_forward(model, _pair_logps, batch)
+
+
+def _pair_logps(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
     backbone, head = causal_lm_parts(model)
     device = next(model.parameters()).device
     ids = batch["input_ids"].to(device)

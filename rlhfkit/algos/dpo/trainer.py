@@ -74,6 +74,7 @@ from rlhfkit.engine import (
     build_scheduler,
     latest_checkpoint,
     optimizer_step,
+    unwrap,
 )
 from rlhfkit.models import (
     ModelConfig,
@@ -260,7 +261,9 @@ def evaluate(
     pad_id: int,
 ) -> dict[str, float]:
     """Held-out loss and implicit-reward metrics (`eval/rewards/accuracies` is the preference
-    accuracy of the implicit reward) over `items`."""
+    accuracy of the implicit reward) over `items` (every process all of them, with the model
+    inside the DDP wrapper)."""
+    model = unwrap(model)
     was_training = model.training
     model.eval()
     sums = dict.fromkeys(STAT_KEYS, 0.0)
@@ -388,12 +391,11 @@ def train(cfg: DPOConfig) -> DPOResult:
         # 6. log, evaluate, checkpoint
         if step % cfg.log_every == 0 or step == len(plan):
             now = time.perf_counter()
-            total = acc.reduce(
-                torch.tensor([sums[k] for k in STAT_KEYS], device=engine.device), "sum"
-            )
-            summed = dict(zip(STAT_KEYS, total.tolist(), strict=True))
+            # `accumulate` averaged the sums over processes: the loss is the step's, the other
+            # sums (over this step's pairs) are W times that average
+            summed = {k: sums[k] * world for k in STAT_KEYS}
             metrics = {
-                "loss/dpo": summed["loss"] / world,
+                "loss/dpo": sums["loss"],
                 **_named(summed, n_pairs),
                 "optim/lr": scheduler.get_last_lr()[0],
                 "optim/grad_norm": grad_norm,

@@ -27,6 +27,10 @@ Implementation details and their sources:
    mean (OpenRLHF `reinforce_baseline`).
 6. Checkpoint, exact resume, NaN/inf handling, progress and in-loop evaluation are the shared
    online pieces (`update.OnlineState`, `engine.steps`, `rollout.evaluate_online`).
+7. Under `accelerate launch`: each process samples its share of the prompts (a group's G
+   replies on one process; rows seeded by (seed, iteration, round, row)), every process holds
+   the gathered batch, so group statistics, dynamic sampling and whitening are the one-process
+   ones; each trains on its share of every mini-batch (docs/scale.md; 2 processes ≡ 1 tested).
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ from rlhfkit.rollout import (
     OnlineModels,
     build_reward,
     cat_experiences,
-    collect,
+    collect_sharded,
     ended_at,
     rollout_metrics,
 )
@@ -69,6 +73,7 @@ from rlhfkit.update import (
     OnlineState,
     build_objective,
     check_model_sources,
+    check_shardable,
     end_iteration,
     end_run,
     evaluate_held_out,
@@ -165,6 +170,7 @@ def setup(
     data = read_online_data(cfg, tokenizer, cfg.rollout_batch_size)
     longest = max(len(p.input_ids) for p in data.prompts.encoded) + cfg.rollout.max_new_tokens
     check_fits(cfg.policy, longest, "the longest prompt + rollout.max_new_tokens")
+    check_shardable(cfg.rollout_batch_size * cfg.group_size, cfg.mini_batch_size)
     engine = Engine(cfg.engine, cfg.out_dir, cfg)
     policy, ref_policy = load_policies(cfg, engine, use_ref=cfg.use_ref)
     reward = build_reward(
@@ -202,9 +208,9 @@ def sample_groups(run: PGRun) -> tuple[Collected, float, int]:
     while rounds < cfg.max_sampling_rounds and n_kept < cfg.rollout_batch_size:
         rounds += 1
         index = state.prompts.next_batch(cfg.rollout_batch_size)
-        batch = collect(
-            run.models, state.prompts, index, state.sample_gen, cfg.rollout, group_size=g,
-            autocast=run.engine.autocast,
+        batch = collect_sharded(
+            run.models, state.prompts, index, (cfg.engine.seed, state.iteration + 1, rounds),
+            cfg.rollout, run.engine.accelerator, group_size=g, autocast=run.engine.autocast,
             reuse_sampling_logprobs=run.engine.accelerator.mixed_precision == "no",
         )  # fmt: skip
         if not cfg.dynamic_sampling:
@@ -264,7 +270,7 @@ def update(
 
     return minibatch_epochs(
         exp.input_ids.shape[0], cfg.ppo_epochs, cfg.mini_batch_size, state.shuffle_gen, step,
-        cfg.on_nan,
+        cfg.on_nan, (acc.process_index, acc.num_processes),
     )  # fmt: skip
 
 

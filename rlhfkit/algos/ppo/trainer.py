@@ -36,9 +36,13 @@ Implementation details and their sources:
    batch (or the optimiser step) and counts it; `on_nan=stop` ends the run without saving, so
    the last checkpoint on disk is the last good state (DESIGN.md §5).
 10. Checkpoints: models, optimisers, schedulers (Accelerate), RNG states (engine), and
-    `update.OnlineState`: iteration, prompt-sampler position and generator, the sampling,
-    mini-batch and ptx generators, KL controller, running reward moments, collapse-monitor
-    history. Resuming gives bit-identical weights on CPU (tested).
+    `update.OnlineState`: iteration, prompt-sampler position and generator, the mini-batch and
+    ptx generators, KL controller, running reward moments, collapse-monitor history (sampling
+    is seeded per row from (seed, iteration, row), `rollout.row_seeds`). Resuming gives
+    bit-identical weights on CPU (tested, also with 2 processes: docs/scale.md).
+11. Under `accelerate launch`: each process samples and scores its share of the prompts, every
+    process holds the gathered batch, each trains on its share of every mini-batch with global
+    normalisers (docs/scale.md; 2 processes ≡ 1 tested).
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ from rlhfkit.rollout import (
     Judge,
     OnlineModels,
     build_reward,
-    collect,
+    collect_sharded,
     ended_at,
     explained_variance,
     rollout_metrics,
@@ -84,6 +88,7 @@ from rlhfkit.update import (
     OnlineState,
     build_objective,
     check_model_sources,
+    check_shardable,
     critic_step,
     end_iteration,
     end_run,
@@ -142,6 +147,7 @@ def setup(
     data = read_online_data(cfg, tokenizer, cfg.rollout_batch_size)
     longest = max(len(p.input_ids) for p in data.prompts.encoded) + cfg.rollout.max_new_tokens
     check_fits(cfg.policy, longest, "the longest prompt + rollout.max_new_tokens")
+    check_shardable(cfg.rollout_batch_size, cfg.mini_batch_size)
     engine = Engine(cfg.engine, cfg.out_dir, cfg)
     acc = engine.accelerator
 
@@ -254,7 +260,7 @@ def update(
 
     return minibatch_epochs(
         exp.input_ids.shape[0], cfg.ppo_epochs, cfg.mini_batch_size, run.state.shuffle_gen,
-        step, cfg.on_nan,
+        step, cfg.on_nan, (acc.process_index, acc.num_processes),
     )  # fmt: skip
 
 
@@ -293,10 +299,11 @@ def train(
         t0 = time.perf_counter()
         train_policy = iteration > cfg.critic_warmup_iters
 
-        # 1. rollout: one reply per prompt; old/ref log-probs, old values, scores
+        # 1. rollout: one reply per prompt; old/ref log-probs, old values, scores (each process
+        # samples its share, seeded per row; every process then holds the whole batch)
         index = state.prompts.next_batch(cfg.rollout_batch_size)
-        batch = collect(
-            run.models, state.prompts, index, state.sample_gen, cfg.rollout,
+        batch = collect_sharded(
+            run.models, state.prompts, index, (cfg.engine.seed, iteration), cfg.rollout, acc,
             autocast=engine.autocast, reuse_sampling_logprobs=acc.mixed_precision == "no",
         )  # fmt: skip
         exp = batch.experience

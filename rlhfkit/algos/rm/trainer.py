@@ -69,6 +69,7 @@ from rlhfkit.engine import (
     build_optimizer,
     build_scheduler,
     optimizer_step,
+    unwrap,
 )
 from rlhfkit.models import ScalarModel, build_scalar_model, check_fits, load_tokenizer
 from rlhfkit.types import PreferencePair, RankedList
@@ -223,7 +224,8 @@ def accumulate_gradients(
     cfg: RMConfig,
 ) -> torch.Tensor:
     """Backward over this process's micro-batches of one optimiser step (`engine.accumulate`);
-    returns the summed (preference loss, LM loss, correct comparisons, Σ score gaps)."""
+    returns the summed (preference loss, LM loss, correct comparisons, Σ score gaps), averaged
+    over processes."""
     losses = [
         functools.partial(micro_batch_loss, acc, model, b, n_cmp, n_lm, world, cfg) for b in batches
     ]
@@ -241,7 +243,9 @@ def evaluate(
     cfg: RMConfig,
     pad_id: int,
 ) -> dict[str, Any]:
-    """Held-out metrics (see `evaluate.pair_metrics`), gathered over processes."""
+    """Held-out metrics (see `evaluate.pair_metrics`), gathered over processes (each scores its
+    share with the model inside the DDP wrapper: no gradients, no collective per forward)."""
+    rm = unwrap(rm)
     was_training = rm.training
     rm.eval()
     acc = engine.accelerator
@@ -255,9 +259,10 @@ def evaluate(
         engine.num_processes,
     )
     if engine.num_processes > 1:
+        from accelerate.utils import gather_object
+
         idx, chosen, rejected = (
-            acc.gather_for_metrics(t.to(engine.device), use_gather_object=True).cpu()
-            for t in (idx, chosen, rejected)
+            torch.cat(gather_object([t.cpu()])) for t in (idx, chosen, rejected)
         )
     order = torch.argsort(idx)
     chosen, rejected = chosen[order], rejected[order]
@@ -398,17 +403,17 @@ def train(cfg: RMConfig) -> RMResult:
         # 5. log, evaluate, checkpoint
         if step % cfg.log_every == 0 or step == len(plan):
             now = time.perf_counter()
-            total = acc.reduce(sums, "sum")
+            # `accumulate` averaged the sums over processes: losses are the step's, counts / W
             metrics = {
-                "loss/rm": float(total[0]) / world,
-                "rm/accuracy": float(total[2]) / n_cmp,
-                "rm/margin": float(total[3]) / n_cmp,
+                "loss/rm": float(sums[0]),
+                "rm/accuracy": float(sums[2]) * world / n_cmp,
+                "rm/margin": float(sums[3]) * world / n_cmp,
                 "optim/lr": scheduler.get_last_lr()[0],
                 "perf/tokens": tokens_since * world,  # non-padding, since the last log
                 "perf/tokens_per_s": tokens_since * world / max(now - t_last, 1e-9),
             }
             if cfg.beta_rm > 0:
-                metrics["loss/lm"] = float(total[1]) / world
+                metrics["loss/lm"] = float(sums[1])
             metrics["optim/grad_norm"] = grad_norm
             metrics["nan/skipped_steps"] = skipped
             engine.log(metrics, step)

@@ -54,6 +54,7 @@ from rlhfkit.engine import (
     build_optimizer,
     build_scheduler,
     optimizer_step,
+    unwrap,
 )
 from rlhfkit.models import check_fits, load_policy, load_tokenizer, save_policy
 
@@ -152,7 +153,10 @@ def evaluate(
     pad_id: int,
     dtype: torch.dtype,
 ) -> dict[str, float]:
-    """Token-mean NLL and perplexity of the response tokens of `items`."""
+    """Token-mean NLL and perplexity of the response tokens of `items` (process r scores every
+    W-th batch: no gradients, so the model inside the DDP wrapper, which needs no equal number of
+    forwards per process)."""
+    model = unwrap(model)
     was_training = model.training
     model.eval()
     acc = engine.accelerator
@@ -264,9 +268,8 @@ def train(cfg: SFTConfig) -> SFTResult:
         # 5. log, evaluate, checkpoint
         if step % cfg.log_every == 0 or step == len(plan):
             now = time.perf_counter()
-            loss = torch.tensor(sums["loss"], device=engine.device)
             metrics = {
-                "loss/sft": float(acc.reduce(loss, "mean")),
+                "loss/sft": sums["loss"],  # the step's loss (`accumulate` reduced it)
                 "optim/lr": scheduler.get_last_lr()[0],
                 "perf/tokens_per_s": tokens_since * world / max(now - t_last, 1e-9),
                 "optim/grad_norm": grad_norm,
