@@ -32,10 +32,13 @@ def model_dir() -> Path:
     return path
 
 
-def hh_split(out: Path, train_pairs: int | None = None) -> tuple[Path, Path, dict]:
+def hh_split(
+    out: Path, train_pairs: int | None = None, held_out_pairs: int | None = None
+) -> tuple[Path, Path, dict]:
     """Write the fixed train / held-out HH pairs into `out` (generic JSONL: prompt messages,
     chosen, rejected), the
-    training side cut to its first `train_pairs` rows when given. Returns both paths and counts."""
+    training side cut to its first `train_pairs` pairs and the held-out side to its first
+    `held_out_pairs` when given (a smaller run, the same split). Returns both paths and counts."""
     from rlhfkit.data import read_preferences, split_records
 
     if not HH.is_file():
@@ -46,6 +49,8 @@ def hh_split(out: Path, train_pairs: int | None = None) -> tuple[Path, Path, dic
     )
     if train_pairs is not None:
         train = train[:train_pairs]
+    if held_out_pairs is not None:
+        held = held[:held_out_pairs]
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, part in (("train", train), ("held_out", held)):
