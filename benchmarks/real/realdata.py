@@ -90,3 +90,75 @@ def report(figures: dict, out: Path | None = None) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("a", encoding="utf-8") as f:
             f.write(line + "\n")
+
+
+def held_out_prompts(held_file: Path, n: int) -> list:
+    """The first `n` held-out dialogues as `PromptRecord`s (the prompts win rates are measured on)."""
+    from rlhfkit.data import read_preferences
+    from rlhfkit.types import PromptRecord
+
+    pairs = read_preferences(held_file, "generic").records[:n]
+    return [PromptRecord(p.prompt, source=p.source) for p in pairs]
+
+
+def win_rates(
+    new_folder: Path,
+    start_folder: Path,
+    prompts: list,
+    judges: dict,
+    rollout,
+    max_length: int,
+    seed: int = 0,
+) -> dict:
+    """Sample one reply per prompt from the trained policy and from the starting model (same
+    seed), score every reply with each judge (a reward-model folder), and give the trained
+    policy's win rate under each, asked in both orders (`eval.judge_both_orders`; a pointwise
+    judge is order-free, so its position inconsistency must be 0)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from rlhfkit.eval.evaluate import evaluate_policy
+    from rlhfkit.eval.judges import judge_both_orders, pairwise_from_pointwise
+    from rlhfkit.models import load_tokenizer
+    from rlhfkit.models.scalar import load_reward_model
+    from rlhfkit.rollout.scorers import RetokenizingRewardModelScorer
+
+    tokenizer = load_tokenizer(str(start_folder))
+    results = {}
+    for name, folder in (("new", new_folder), ("start", start_folder)):
+        policy = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        results[name] = evaluate_policy(
+            policy, tokenizer, prompts, rollout, seed=seed, name=name, max_prompt_length=64
+        )
+        del policy
+    out: dict = {
+        "prompts": len(prompts),
+        "mean_tokens_new": round(results["new"].summary()["mean_tokens"], 1),
+        "mean_tokens_start": round(results["start"].summary()["mean_tokens"], 1),
+        "example_new": results["new"].replies[0][:200],
+        "example_start": results["start"].replies[0][:200],
+    }
+    position = {id(p): i for i, p in enumerate(prompts)}
+    for judge_name, folder in judges.items():
+        # Each reply is scored as the RM was trained: (dialogue, reply + EOS) in the chat template.
+        scorer = RetokenizingRewardModelScorer(
+            load_reward_model(folder, dtype="float32"), load_tokenizer(str(folder)), max_length
+        )
+        scores = {
+            name: scorer([], res.replies, None, res.prompts).tolist()
+            for name, res in results.items()
+        }
+        lookup = {(i, name): s for name, ss in scores.items() for i, s in enumerate(ss)}
+        by_reply = {}
+        for name, res in results.items():
+            for i, reply in enumerate(res.replies):
+                by_reply[(i, reply)] = lookup[(i, name)]
+        judge = pairwise_from_pointwise(lambda p, r, t=by_reply: t[(position[id(p)], r)])
+        rep = judge_both_orders(judge, prompts, results["new"].replies, results["start"].replies)
+        out[f"win_rate_under_{judge_name}"] = {
+            k: round(v, 4) if isinstance(v, float) else v for k, v in rep.to_dict().items()
+        }
+        out[f"mean_score_under_{judge_name}"] = {
+            name: round(sum(ss) / len(ss), 4) for name, ss in scores.items()
+        }
+    return out
