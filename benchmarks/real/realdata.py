@@ -35,10 +35,10 @@ def model_dir() -> Path:
 def hh_split(
     out: Path, train_pairs: int | None = None, held_out_pairs: int | None = None
 ) -> tuple[Path, Path, dict]:
-    """Write the fixed train / held-out HH pairs into `out` (generic JSONL: prompt messages,
-    chosen, rejected), the
-    training side cut to its first `train_pairs` pairs and the held-out side to its first
-    `held_out_pairs` when given (a smaller run, the same split). Returns both paths and counts."""
+    """Write the fixed train / held-out HH pairs (generic JSONL: prompt messages, chosen,
+    rejected) into a folder under `out` named by their sizes, the training side cut to its first
+    `train_pairs` pairs and the held-out side to its first `held_out_pairs` when given (a
+    smaller run, the same split). Returns both paths and counts."""
     from rlhfkit.data import read_preferences, split_records
 
     if not HH.is_file():
@@ -51,6 +51,8 @@ def hh_split(
         train = train[:train_pairs]
     if held_out_pairs is not None:
         held = held[:held_out_pairs]
+    # One folder per size, so a benchmark never rewrites the files another one is reading.
+    out = out / f"train{len(train)}_held{len(held)}"
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, part in (("train", train), ("held_out", held)):
