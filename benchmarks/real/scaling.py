@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -99,6 +100,8 @@ def run_one(name: str, stage: str, precision: str, lora: bool, steps: int, threa
 
     base = model_path(name)
     out = WORK / "runs" / f"{name}_{stage}_{precision}{'_lora' if lora else ''}"
+    if out.exists():  # metrics.jsonl would gain a second run's rows
+        shutil.rmtree(out)
     common = [
         f"out_dir={out}",
         "engine.device=cpu",
@@ -241,8 +244,12 @@ def main() -> None:
     ap.add_argument("--lora", action="store_true", help="LoRA r = 16 instead of full fine-tuning")
     ap.add_argument("--steps", type=int, default=3, help="measured steps (after one warm-up)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--table", action="store_true", help=f"only print the table of {OUT}")
     ap.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.table:
+        print_table([json.loads(x) for x in OUT.read_text().splitlines()])
+        return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import transformers
 
@@ -270,6 +277,10 @@ def main() -> None:
                 with OUT.open("a", encoding="utf-8") as f:
                     f.write(json.dumps(row) + "\n")
                 print(json.dumps(row), flush=True)
+    print_table(rows)
+
+
+def print_table(rows: list[dict]) -> None:
     print(
         "| model | stage | precision | LoRA | s/step | peak RSS MiB | matmul fraction | gen / score / train s |"
     )
