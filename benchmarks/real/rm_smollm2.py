@@ -1,0 +1,94 @@
+"""Reward model from SmolLM2-135M-Instruct on real HH-RLHF pairs: held-out accuracy (Wilson
+95 % interval), calibration (ECE), tokens/s, peak RSS, wall time.
+
+The split is fixed by dialogue (`realdata.hh_split`: 80 / 20, seed 0; 226 held-out pairs); the
+training side is cut to `--train-pairs` and the held-out side to `--held-out-pairs` so one epoch
+and the evaluation fit the 2-core machine. Preset
+`rm_smollm2` (full fine-tuning) or `rm_smollm2_lora` (`--lora`). Also printed: the held-out
+accuracy of "the longer reply wins", the baseline a length-biased RM reaches for free.
+
+    python benchmarks/real/fetch_smollm2.py          # once
+    python benchmarks/real/rm_smollm2.py [--lora] [--train-pairs 64] [--held-out-pairs 96] [key=value ...]
+
+One JSON line is appended to runs/real/results.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from realdata import hh_split, model_dir, peak_rss_mib, report
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--lora", action="store_true", help="preset rm_smollm2_lora (else full)")
+    ap.add_argument("--train-pairs", type=int, default=64)
+    ap.add_argument("--held-out-pairs", type=int, default=96)
+    ap.add_argument("--out", type=Path, default=None, help="run directory")
+    ap.add_argument("overrides", nargs="*", help="RMConfig key=value overrides")
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    from rlhfkit.algos.rm import RMConfig, train
+    from rlhfkit.config import load_config
+    from rlhfkit.eval.winrate import wilson_interval
+
+    preset = "rm_smollm2_lora" if args.lora else "rm_smollm2"
+    out = args.out or Path("runs") / preset
+    train_file, held_file, counts = hh_split(
+        Path("runs/real_split"), args.train_pairs, args.held_out_pairs
+    )
+    cfg = load_config(
+        RMConfig,
+        preset=preset,
+        overrides=[
+            f"out_dir={out}",
+            f"model.name_or_path={model_dir()}",
+            f"data.train={train_file}",
+            f"data.validation={held_file}",
+            *args.overrides,
+        ],
+    )
+    t = time.perf_counter()
+    result = train(cfg)
+    wall = time.perf_counter() - t
+
+    lines = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    tokens = sum(x.get("perf/tokens", 0) for x in lines)
+    seconds = sum(x["perf/tokens"] / x["perf/tokens_per_s"] for x in lines if "perf/tokens" in x)
+    held = [json.loads(x) for x in held_file.read_text().splitlines()]
+    longer = sum(len(p["chosen"]) > len(p["rejected"]) for p in held) / len(held)
+    m = result.metrics
+    n = int(m["eval/pairs"])
+    low, high = wilson_interval(m["eval/accuracy"], n)
+    report(
+        {
+            "bench": "rm_smollm2",
+            "variant": "lora r=16" if args.lora else "full",
+            **counts,
+            "max_length": cfg.data.max_length,
+            "held_out_accuracy": round(m["eval/accuracy"], 4),
+            "held_out_accuracy_ci95": [round(low, 4), round(high, 4)],
+            "held_out_margin": round(m["eval/margin"], 4),
+            "held_out_ece": round(m["eval/ece"], 4),
+            "baseline_longer_reply_wins": round(longer, 4),
+            "train_tokens": tokens,
+            "train_tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
+            "peak_rss_mib": peak_rss_mib(),
+            "wall_s": round(wall, 1),
+            "load_avg_1m": round(os.getloadavg()[0], 2),
+            "model_dir": str(result.model_dir),
+        },
+        Path("runs/real/results.jsonl"),
+    )
+
+
+if __name__ == "__main__":
+    main()
