@@ -350,3 +350,16 @@ def test_a_tokenizer_whose_every_special_token_is_eos_gets_a_new_pad_in_the_rm_f
     assert tok.pad_token == special and rm.config.vocab_size == len(tok)  # the live ones as were
     torch.testing.assert_close(_hf_scores(tmp_path / "rm", rows), ours, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(load_reward_model(tmp_path / "rm").score(ids, mask), ours)
+
+
+def test_model_and_tokenizer_paths_under_the_home_folder_load(stories, tmp_path, monkeypatch):
+    """`~/…` paths: checked and loaded with the home folder expanded (transformers does not)."""
+    import shutil
+
+    from rlhfkit.models import ModelConfig, load_policy, load_tokenizer
+
+    shutil.copytree(stories, tmp_path / "models" / "stories")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    tok = load_tokenizer("~/models/stories")
+    policy = load_policy(ModelConfig(name_or_path="~/models/stories"))
+    assert tok.vocab_size == policy.config.vocab_size

@@ -140,6 +140,8 @@ def _from_hub_or_folder(load: Any, name: str, key: str, kind: str, **kwargs: Any
     """`load(name, **kwargs)` after `check_source`; an OSError from transformers (a folder
     without the files, a hub name that does not exist) becomes one line naming `key`."""
     check_source(name, key, kind)
+    if name.startswith("~"):  # transformers does not expand a home folder
+        name = str(Path(name).expanduser())
     try:
         return load(name, **kwargs)
     except OSError as e:
