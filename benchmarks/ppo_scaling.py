@@ -34,33 +34,12 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ppo_throughput import DEFAULT_ASSETS, iteration_times  # noqa: E402
+from ppo_throughput import DEFAULT_ASSETS, anchor_config, iteration_times  # noqa: E402
 
 
 def config(assets: Path, out: Path, total: int) -> dict:
-    return {
-        "out_dir": str(out),
-        "policy": {"name_or_path": str(assets / "policy")},
-        "tokenizer": str(assets / "tokenizer"),
-        "reward_model": str(assets / "reward"),
-        "data": {
-            "train": str(assets / "prompts.jsonl"),
-            "prompt_template": "raw",
-            "max_prompt_length": 64,
-        },
-        "rollout": {"max_new_tokens": 32, "temperature": 0.7, "batch_size": 64},
-        "iterations": total,
-        "rollout_batch_size": 64,
-        "mini_batch_size": 16,
-        "ppo_epochs": 4,
-        "gamma": 1.0,
-        "lam": 0.95,
-        "kl_coef": 0.05,
-        "optim": {"lr": 3e-6},
-        "critic_optim": {"lr": 3e-6},
-        "sample_every": 0,
-        "engine": {"seed": 42, "threads": 1, "device": "cpu", "resume": False},
-    }
+    """The anchor PPO workload at one thread per process, fp32."""
+    return anchor_config(assets, out, total, threads=1, precision="fp32")
 
 
 def run(processes: int, assets: Path, total: int, warmup: int) -> dict:

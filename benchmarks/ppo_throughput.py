@@ -166,6 +166,39 @@ def iteration_flops(
     }
 
 
+def anchor_config(assets: Path, out: Path, total: int, threads: int, precision: str) -> dict:
+    """The anchor PPO workload as an rlhfkit config (../shared/bench/README.md, PPO row)."""
+    return {
+        "out_dir": str(out),
+        "policy": {"name_or_path": str(assets / "policy")},
+        "tokenizer": str(assets / "tokenizer"),
+        "reward_model": str(assets / "reward"),
+        "data": {
+            "train": str(assets / "prompts.jsonl"),
+            "prompt_template": "raw",
+            "max_prompt_length": 64,
+        },
+        "rollout": {"max_new_tokens": 32, "temperature": 0.7, "batch_size": 64},
+        "iterations": total,
+        "rollout_batch_size": 64,
+        "mini_batch_size": 16,
+        "ppo_epochs": 4,
+        "gamma": 1.0,
+        "lam": 0.95,
+        "kl_coef": 0.05,
+        "optim": {"lr": 3e-6},
+        "critic_optim": {"lr": 3e-6},
+        "sample_every": 0,
+        "engine": {
+            "seed": 42,
+            "threads": threads,
+            "device": "cpu",
+            "mixed_precision": "bf16" if precision == "bf16" else "no",
+            "resume": False,
+        },
+    }
+
+
 def child(args: argparse.Namespace) -> None:
     import torch
 
@@ -181,37 +214,7 @@ def child(args: argparse.Namespace) -> None:
     assets = Path(args.assets)
     out = Path(tempfile.mkdtemp(prefix=f"ppo_bench_{args.precision}_"))
     total = args.warmup + args.iterations
-    cfg = PPOConfig.model_validate(
-        {
-            "out_dir": str(out),
-            "policy": {"name_or_path": str(assets / "policy")},
-            "tokenizer": str(assets / "tokenizer"),
-            "reward_model": str(assets / "reward"),
-            "data": {
-                "train": str(assets / "prompts.jsonl"),
-                "prompt_template": "raw",
-                "max_prompt_length": 64,
-            },
-            "rollout": {"max_new_tokens": 32, "temperature": 0.7, "batch_size": 64},
-            "iterations": total,
-            "rollout_batch_size": 64,
-            "mini_batch_size": 16,
-            "ppo_epochs": 4,
-            "gamma": 1.0,
-            "lam": 0.95,
-            "kl_coef": 0.05,
-            "optim": {"lr": 3e-6},
-            "critic_optim": {"lr": 3e-6},
-            "sample_every": 0,
-            "engine": {
-                "seed": 42,
-                "threads": args.threads,
-                "device": "cpu",
-                "mixed_precision": "bf16" if args.precision == "bf16" else "no",
-                "resume": False,
-            },
-        }
-    )
+    cfg = PPOConfig.model_validate(anchor_config(assets, out, total, args.threads, args.precision))
     t_start = time.perf_counter()
     if args.profile:  # every aten op timed: how much of an iteration is matrix multiplication
         from torch.profiler import ProfilerActivity, profile
