@@ -101,7 +101,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--advantage", default="grpo", choices=["grpo", "rloo"])
     ap.add_argument("--train-problems", type=int, default=512)
-    ap.add_argument("--held-out", type=int, default=32)
+    ap.add_argument("--held-out", type=int, default=64)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("overrides", nargs="*", help="PGConfig key=value overrides")
     args = ap.parse_args()

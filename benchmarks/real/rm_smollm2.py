@@ -67,6 +67,18 @@ def main() -> None:
     longer = sum(len(p["chosen"]) > len(p["rejected"]) for p in held) / len(held)
     m = result.metrics
     n = int(m["eval/pairs"])
+    steps = max(x.get("step", 0) for x in lines)
+    # Held-out accuracy as training goes on (eval_every > 0): how it moves with the pairs seen.
+    curve = [
+        {
+            "step": x["step"],
+            "pairs_seen": round(counts["train_pairs"] * x["step"] / max(steps, 1)),
+            "accuracy": round(x["eval/accuracy"], 4),
+            "ci95": [round(v, 3) for v in wilson_interval(x["eval/accuracy"], n)],
+        }
+        for x in lines
+        if "eval/accuracy" in x
+    ]
     low, high = wilson_interval(m["eval/accuracy"], n)
     report(
         {
@@ -74,10 +86,14 @@ def main() -> None:
             "variant": "lora r=16" if args.lora else "full",
             **counts,
             "max_length": cfg.data.max_length,
+            "max_prompt_length": cfg.data.max_prompt_length,
+            "precision": {"no": "fp32"}.get(cfg.engine.mixed_precision, cfg.engine.mixed_precision),
+            "steps": steps,
             "held_out_accuracy": round(m["eval/accuracy"], 4),
             "held_out_accuracy_ci95": [round(low, 4), round(high, 4)],
             "held_out_margin": round(m["eval/margin"], 4),
             "held_out_ece": round(m["eval/ece"], 4),
+            "held_out_curve": curve,
             "baseline_longer_reply_wins": round(longer, 4),
             "train_tokens": tokens,
             "train_tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
