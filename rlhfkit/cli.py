@@ -94,6 +94,19 @@ def _run_trainer(
         cls = getattr(mod, cls_name)
         cfg = load_config(cls, config, overrides or [], preset, COMMAND_DEFAULTS.get(name))
         mod.train(cfg)
+    _end_process_group()
+
+
+def _end_process_group() -> None:
+    """Under `accelerate launch`, meet the other processes and destroy the process group before
+    the interpreter exits: left to the exit handlers, gloo's threads were sometimes torn down
+    while still joinable ("terminate called without an active exception", exit -6) after a run
+    had finished."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _make_trainer_command(name: str, module: str, cls_name: str, help_text: str) -> None:
