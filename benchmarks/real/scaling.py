@@ -15,7 +15,7 @@ no LM head) and the rate measured by a 2048² matmul on the same threads just be
 for the online iterations the split between generation, scoring and training.
 
     python benchmarks/real/scaling.py [--models micro mini stories260K smollm2]
-        [--stages sft rm dpo grpo ppo] [--precision fp32 bf16] [--lora] [--steps 3]
+        [--stages sft rm dpo grpo ppo] [--precision fp32 bf16] [--lora] [--grad-ckpt] [--steps 3]
 
 One JSON line per case is appended to runs/real/scaling.jsonl; a Markdown table is printed.
 """
@@ -95,11 +95,17 @@ def counts(path: Path) -> tuple[int, int]:
     return total, model.get_input_embeddings().weight.numel()
 
 
-def run_one(name: str, stage: str, precision: str, lora: bool, steps: int, threads: int) -> dict:
+def run_one(
+    name: str, stage: str, precision: str, lora: bool, ckpt: bool, steps: int, threads: int
+) -> dict:
     from rlhfkit.config import load_config
 
     base = model_path(name)
-    out = WORK / "runs" / f"{name}_{stage}_{precision}{'_lora' if lora else ''}"
+    out = (
+        WORK
+        / "runs"
+        / f"{name}_{stage}_{precision}{'_lora' if lora else ''}{'_ckpt' if ckpt else ''}"
+    )
     if out.exists():  # metrics.jsonl would gain a second run's rows
         shutil.rmtree(out)
     common = [
@@ -120,6 +126,8 @@ def run_one(name: str, stage: str, precision: str, lora: bool, steps: int, threa
     ]
     model_key = "policy" if stage in ("grpo", "ppo") else "model"
     lora_opt = [f"{model_key}.lora={LORA}"] if lora else []
+    # gradient checkpointing of the trained model (the policy in GRPO / PPO)
+    lora_opt += [f"{model_key}.gradient_checkpointing=true"] if ckpt else []
     if stage == "sft":
         from rlhfkit.algos.sft import SFTConfig, train
 
@@ -215,6 +223,7 @@ def run_one(name: str, stage: str, precision: str, lora: bool, steps: int, threa
         "stage": stage,
         "precision": precision,
         "lora": lora,
+        "grad_ckpt": ckpt,
         "step_s": round(step_s, 3),
         "peak_rss_mib": peak_rss_mib(),
         "matmul_gflops": round(rate, 1),
@@ -242,6 +251,7 @@ def main() -> None:
     ap.add_argument("--stages", nargs="+", default=["sft", "rm", "dpo", "grpo", "ppo"])
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
     ap.add_argument("--lora", action="store_true", help="LoRA r = 16 instead of full fine-tuning")
+    ap.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing on")
     ap.add_argument("--steps", type=int, default=3, help="measured steps (after one warm-up)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--table", action="store_true", help=f"only print the table of {OUT}")
@@ -255,7 +265,7 @@ def main() -> None:
 
     transformers.logging.set_verbosity_error()
     if args.one:
-        row = run_one(*args.one, args.lora, args.steps, args.threads)
+        row = run_one(*args.one, args.lora, args.grad_ckpt, args.steps, args.threads)
         print("ROW " + json.dumps(row))
         return
     OUT.parent.mkdir(parents=True, exist_ok=True)
@@ -266,6 +276,7 @@ def main() -> None:
                 cmd = [sys.executable, __file__, "--one", name, stage, precision]
                 cmd += ["--steps", str(args.steps), "--threads", str(args.threads)]
                 cmd += ["--lora"] if args.lora else []
+                cmd += ["--grad-ckpt"] if args.grad_ckpt else []
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 found = [x for x in proc.stdout.splitlines() if x.startswith("ROW ")]
                 if proc.returncode or not found:
@@ -282,14 +293,14 @@ def main() -> None:
 
 def print_table(rows: list[dict]) -> None:
     print(
-        "| model | stage | precision | LoRA | s/step | peak RSS MiB | matmul fraction | gen / score / train s |"
+        "| model | stage | precision | LoRA | grad. ckpt | s/step | peak RSS MiB | matmul fraction | gen / score / train s |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         split = " / ".join(str(r.get(k, "")) for k in ("generation_s", "scoring_s", "training_s"))
         print(
             f"| {r['model']} ({r['params_m']} M) | {r['stage']} | {r['precision']} | {r['lora']} "
-            f"| {r['step_s']} | {r['peak_rss_mib']} | {r.get('matmul_fraction', '')} "
+            f"| {r.get('grad_ckpt', False)} | {r['step_s']} | {r['peak_rss_mib']} | {r.get('matmul_fraction', '')} "
             f"| {split if r.get('training_s') is not None else ''} |"
         )
 
