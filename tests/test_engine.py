@@ -14,7 +14,7 @@ import yaml
 from rlhfkit.config import ConfigBase
 from rlhfkit.engine import Engine, EngineConfig, OptimConfig, build_optimizer, latest_checkpoint
 from rlhfkit.engine.checkpoint import atomic_write_text
-from rlhfkit.engine.metrics import read_metrics
+from rlhfkit.engine.metrics import TokenRate, read_metrics
 
 
 class _Cfg(ConfigBase):
@@ -211,3 +211,19 @@ def test_checkpoint_rng_is_per_process_and_old_checkpoints_still_load(tmp_path):
     assert load_checkpoint(acc, path) == {"step": 1}
     assert torch.equal(torch.rand(3), expected)
     del model
+
+
+def test_token_rate_excludes_paused_time(monkeypatch):
+    """Tokens/s counts the training steps only: time inside `paused()` (evaluation,
+    checkpoints) is not in the denominator, and each `take` starts a new window."""
+    clock = iter([0.0, 2.0, 7.0, 10.0, 13.0])  # start, pause in, pause out, take, take
+    monkeypatch.setattr("rlhfkit.engine.metrics.time.perf_counter", lambda: next(clock))
+    rate = TokenRate()
+    rate.add(300)
+    with rate.paused():  # 2 s -> 7 s: evaluation
+        pass
+    rate.add(200)
+    # 10 s of wall time, 5 of them paused: 500 tokens in 5 s, twice that with 2 processes
+    assert rate.take(world=2) == {"perf/tokens": 1000, "perf/tokens_per_s": 200.0}
+    rate.add(30)
+    assert rate.take() == {"perf/tokens": 30, "perf/tokens_per_s": 10.0}  # 10 s -> 13 s

@@ -15,7 +15,7 @@ from rlhfkit.engine.checkpoint import (
 )
 from rlhfkit.engine.engine import Engine, EngineConfig, autocast, launched_processes
 from rlhfkit.engine.memory import keep_freed_memory
-from rlhfkit.engine.metrics import MetricsLogger
+from rlhfkit.engine.metrics import MetricsLogger, TokenRate
 from rlhfkit.engine.optim import OptimConfig, build_optimizer, build_scheduler
 from rlhfkit.engine.rundir import RunDir
 from rlhfkit.engine.steps import (
@@ -37,6 +37,7 @@ __all__ = [
     "NonFiniteError",
     "OptimConfig",
     "RunDir",
+    "TokenRate",
     "accumulate",
     "atomic_write_text",
     "autocast",

@@ -3,9 +3,11 @@ Accelerate supports (TensorBoard, Weights & Biases, MLflow) when the config asks
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +58,31 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return rows
+
+
+class TokenRate:
+    """Training throughput between two log lines: tokens counted with `add`, wall time from
+    the previous `take`, less the time spent inside `paused()` (evaluation, checkpoints), so
+    `perf/tokens_per_s` is the rate of the training steps alone."""
+
+    def __init__(self) -> None:
+        self.start, self.tokens = time.perf_counter(), 0
+
+    def add(self, tokens: int) -> None:
+        self.tokens += tokens
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.start += time.perf_counter() - t
+
+    def take(self, world: int = 1) -> dict[str, float]:
+        """The window's metrics (tokens of all `world` processes), and a new window."""
+        now = time.perf_counter()
+        tokens = self.tokens * world
+        out = {"perf/tokens": tokens, "perf/tokens_per_s": tokens / max(now - self.start, 1e-9)}
+        self.start, self.tokens = now, 0
+        return out

@@ -43,7 +43,6 @@ import contextlib
 import functools
 import hashlib
 import os
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +68,7 @@ from rlhfkit.data import (
 from rlhfkit.engine import (
     Engine,
     NonFiniteError,
+    TokenRate,
     accumulate,
     build_optimizer,
     build_scheduler,
@@ -364,7 +364,7 @@ def train(cfg: DPOConfig) -> DPOResult:
     world, rank = engine.num_processes, acc.process_index
     skipped = 0  # optimiser steps skipped for a NaN/inf loss or gradient
     metrics: dict[str, Any] = {}
-    t_last, tokens_since = time.perf_counter(), 0
+    rate = TokenRate()  # training tokens/s, evaluation and checkpoints excluded
     for step in engine.progress(
         range(start + 1, len(plan) + 1), total=len(plan) - start, desc="dpo"
     ):
@@ -386,11 +386,10 @@ def train(cfg: DPOConfig) -> DPOResult:
             skipped += 1
             engine.print(f"[yellow]dpo step {step}: {e}; step skipped")
             sums, grad_norm = dict.fromkeys(STAT_KEYS, float("nan")), float("nan")
-        tokens_since += sum(int(b["attention_mask"].sum()) for b in batches)
+        rate.add(sum(int(b["attention_mask"].sum()) for b in batches))
 
         # 6. log, evaluate, checkpoint
         if step % cfg.log_every == 0 or step == len(plan):
-            now = time.perf_counter()
             # `accumulate` averaged the sums over processes: the loss is the step's, the other
             # sums (over this step's pairs) are W times that average
             summed = {k: sums[k] * world for k in STAT_KEYS}
@@ -399,16 +398,16 @@ def train(cfg: DPOConfig) -> DPOResult:
                 **_named(summed, n_pairs),
                 "optim/lr": scheduler.get_last_lr()[0],
                 "optim/grad_norm": grad_norm,
-                "perf/tokens": tokens_since * world,  # non-padding, since the last log
-                "perf/tokens_per_s": tokens_since * world / max(now - t_last, 1e-9),
+                **rate.take(world),  # perf/tokens (non-padding) and tokens/s since the last log
                 "nan/skipped_steps": skipped,
             }
             engine.log(metrics, step)
-            t_last, tokens_since = now, 0
         if val_items and cfg.eval_every and step % cfg.eval_every == 0 and step != len(plan):
-            engine.log(evaluate(policy, val_items, val_ref, variant, cfg, pad_id), step)
+            with rate.paused():
+                engine.log(evaluate(policy, val_items, val_ref, variant, cfg, pad_id), step)
         if engine.should_save(step) or step == len(plan):
-            engine.save(step, {"step": step})
+            with rate.paused():
+                engine.save(step, {"step": step})
 
     # 7. final evaluation and the model folder
     if val_items:

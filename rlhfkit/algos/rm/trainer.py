@@ -35,7 +35,6 @@ Implementation details and their sources:
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +64,7 @@ from rlhfkit.data.readers import Task
 from rlhfkit.engine import (
     Engine,
     NonFiniteError,
+    TokenRate,
     accumulate,
     build_optimizer,
     build_scheduler,
@@ -383,7 +383,7 @@ def train(cfg: RMConfig) -> RMResult:
     world, rank = engine.num_processes, acc.process_index
     skipped = 0  # optimiser steps skipped for a NaN/inf loss or gradient
     metrics: dict[str, Any] = {}
-    t_last, tokens_since = time.perf_counter(), 0
+    rate = TokenRate()  # training tokens/s, evaluation and checkpoints excluded
     for step in engine.progress(
         range(start + 1, len(plan) + 1), total=len(plan) - start, desc="rm"
     ):
@@ -398,30 +398,29 @@ def train(cfg: RMConfig) -> RMResult:
             skipped += 1
             engine.print(f"[yellow]rm step {step}: {e}; step skipped")
             sums, grad_norm = torch.full((4,), float("nan"), device=engine.device), float("nan")
-        tokens_since += sum(int(b["attention_mask"].sum()) for b in batches)
+        rate.add(sum(int(b["attention_mask"].sum()) for b in batches))
 
         # 5. log, evaluate, checkpoint
         if step % cfg.log_every == 0 or step == len(plan):
-            now = time.perf_counter()
             # `accumulate` averaged the sums over processes: losses are the step's, counts / W
             metrics = {
                 "loss/rm": float(sums[0]),
                 "rm/accuracy": float(sums[2]) * world / n_cmp,
                 "rm/margin": float(sums[3]) * world / n_cmp,
                 "optim/lr": scheduler.get_last_lr()[0],
-                "perf/tokens": tokens_since * world,  # non-padding, since the last log
-                "perf/tokens_per_s": tokens_since * world / max(now - t_last, 1e-9),
+                **rate.take(world),  # perf/tokens (non-padding) and tokens/s since the last log
             }
             if cfg.beta_rm > 0:
                 metrics["loss/lm"] = float(sums[1])
             metrics["optim/grad_norm"] = grad_norm
             metrics["nan/skipped_steps"] = skipped
             engine.log(metrics, step)
-            t_last, tokens_since = now, 0
         if val_items and cfg.eval_every and step % cfg.eval_every == 0 and step != len(plan):
-            engine.log(evaluate(model, engine, val_items, val_pairs, cfg, pad_id), step)
+            with rate.paused():
+                engine.log(evaluate(model, engine, val_items, val_pairs, cfg, pad_id), step)
         if engine.should_save(step) or step == len(plan):
-            engine.save(step, {"step": step})
+            with rate.paused():
+                engine.save(step, {"step": step})
 
     # 6. normalise scores on the reference set, evaluate, save the folder
     reward_model: ScalarModel = acc.unwrap_model(model)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +49,7 @@ from rlhfkit.data import (
 from rlhfkit.engine import (
     Engine,
     NonFiniteError,
+    TokenRate,
     accumulate,
     build_optimizer,
     build_scheduler,
@@ -242,7 +242,7 @@ def train(cfg: SFTConfig) -> SFTResult:
     world, rank = engine.num_processes, acc.process_index
     skipped = 0  # optimiser steps skipped for a NaN/inf loss or gradient
     metrics: dict[str, float] = {}
-    t_last, tokens_since = time.perf_counter(), 0
+    rate = TokenRate()  # training tokens/s, evaluation and checkpoints excluded
     for step in engine.progress(
         range(start + 1, len(plan) + 1), total=len(plan) - start, desc="sft"
     ):
@@ -263,24 +263,24 @@ def train(cfg: SFTConfig) -> SFTResult:
             skipped += 1
             engine.print(f"[yellow]sft step {step}: {e}; step skipped")
             sums, grad_norm = {"loss": float("nan")}, float("nan")
-        tokens_since += sum(int(b["attention_mask"].sum()) for b in batches)
+        rate.add(sum(int(b["attention_mask"].sum()) for b in batches))
 
         # 5. log, evaluate, checkpoint
         if step % cfg.log_every == 0 or step == len(plan):
-            now = time.perf_counter()
             metrics = {
                 "loss/sft": sums["loss"],  # the step's loss (`accumulate` reduced it)
                 "optim/lr": scheduler.get_last_lr()[0],
-                "perf/tokens_per_s": tokens_since * world / max(now - t_last, 1e-9),
+                **rate.take(world),  # perf/tokens (non-padding) and tokens/s since the last log
                 "optim/grad_norm": grad_norm,
                 "nan/skipped_steps": skipped,
             }
             engine.log(metrics, step)
-            t_last, tokens_since = now, 0
         if val_items and cfg.eval_every and step % cfg.eval_every == 0 and step != len(plan):
-            engine.log(evaluate(policy, engine, val_items, cfg, pad_id, dtype), step)
+            with rate.paused():
+                engine.log(evaluate(policy, engine, val_items, cfg, pad_id, dtype), step)
         if engine.should_save(step) or step == len(plan):
-            engine.save(step, {"step": step})
+            with rate.paused():
+                engine.save(step, {"step": step})
 
     # 6. final evaluation and the model folder
     if val_items:
