@@ -231,7 +231,7 @@ def test_every_variant_trains_and_reports_trl_metrics(assets, loss_type):
     assert (result.run_dir / REFERENCE_FILE).is_file() == (loss_type != "simpo")
 
 
-def test_ranked_lists_and_plain_rows_train(assets):
+def test_ranked_lists_and_plain_rows_train(assets, capsys):
     root, base, tok = assets
     cfg = _cfg(root, base, "ranked", max_steps=2,
                data={"train": str(root / "ranked.jsonl"), "share_prompt": False,
@@ -239,6 +239,8 @@ def test_ranked_lists_and_plain_rows_train(assets):
     result = train(cfg)
     assert (result.model_dir / "model.safetensors").is_file()
     assert "eval/rewards/accuracies" in result.metrics
+    out = capsys.readouterr().err  # the reference pass shows its progress (minutes on a 135M model)
+    assert "dpo reference, train pairs" in out and "dpo reference, validation pairs" in out
 
 
 def test_killed_and_resumed_run_ends_equal_to_uninterrupted(assets, monkeypatch):

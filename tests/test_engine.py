@@ -6,6 +6,7 @@ import json
 import platform
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -227,3 +228,51 @@ def test_token_rate_excludes_paused_time(monkeypatch):
     assert rate.take(world=2) == {"perf/tokens": 1000, "perf/tokens_per_s": 200.0}
     rate.add(30)
     assert rate.take() == {"perf/tokens": 30, "perf/tokens_per_s": 10.0}  # 10 s -> 13 s
+
+
+def _full_disk(monkeypatch, error: BaseException, free: int) -> None:
+    """save_state writes part of its folder, then fails with `error`; the disk reports `free`."""
+    import shutil as _shutil
+    from collections import namedtuple
+
+    def save_state(self, output_dir, **kw):
+        Path(output_dir).mkdir(parents=True)
+        (Path(output_dir) / "model.safetensors").write_bytes(b"partial")
+        raise error
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr("accelerate.Accelerator.save_state", save_state)
+    monkeypatch.setattr(_shutil, "disk_usage", lambda p: usage(1 << 40, (1 << 40) - free, free))
+
+
+@pytest.mark.parametrize(
+    "error",
+    [OSError(28, "No space left on device"), RuntimeError("unexpected pos 559360064 vs 559359956")],
+)
+def test_a_full_disk_is_one_line_and_the_last_checkpoint_survives(tmp_path, monkeypatch, error):
+    from rlhfkit.engine.checkpoint import CheckpointWriteError
+    from rlhfkit.errors import UserError
+
+    _, engine, model, opt = _setup(tmp_path / "r")
+    _step(model, opt)
+    engine.save(1, {"data_position": 1})
+    ckpts = tmp_path / "r" / "checkpoints"
+    before = {p.name: p.read_bytes() for p in (ckpts / "step_00000001").iterdir()}
+    _full_disk(monkeypatch, error, free=1 << 20)
+    with pytest.raises(CheckpointWriteError) as e:
+        engine.save(2, {"data_position": 2})
+    assert isinstance(e.value, UserError)
+    message = str(e.value)
+    assert "\n" not in message and "step_00000002" in message and "1 MiB free" in message
+    assert "step_00000001, is intact" in message
+    assert sorted(p.name for p in ckpts.iterdir()) == ["latest", "step_00000001"]  # no debris
+    assert latest_checkpoint(ckpts).name == "step_00000001"
+    assert {p.name: p.read_bytes() for p in (ckpts / "step_00000001").iterdir()} == before
+
+
+def test_a_failed_save_with_disk_to_spare_stays_a_bug(tmp_path, monkeypatch):
+    _, engine, model, opt = _setup(tmp_path / "r")
+    _full_disk(monkeypatch, RuntimeError("a bug in saving"), free=10 << 30)
+    with pytest.raises(RuntimeError, match="a bug in saving"):
+        engine.save(1, {})
+    assert not (tmp_path / "r" / "checkpoints" / ".tmp-step_00000001").exists()

@@ -242,6 +242,7 @@ def run_one(
             row[key.split("/")[1] + "_s"] = round(
                 statistics.median(r[key] for r in rows[1:] if key in r), 2
             )
+    shutil.rmtree(out, ignore_errors=True)  # checkpoints and weights: up to 2 GiB a SmolLM2 case
     return row
 
 

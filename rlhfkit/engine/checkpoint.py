@@ -9,6 +9,10 @@ and `rng_<rank>.pt` per process (its Python / NumPy / torch RNG states: under
 name and renamed into place only when complete; the `latest` file, itself replaced atomically,
 names the newest complete checkpoint. A kill leaves either the old or the new checkpoint, never a
 half-written one that resume would pick up.
+
+A checkpoint that cannot be written because its disk is full (or not writable) is a
+`CheckpointWriteError`, a user error: one line naming the folder and the free space, the partial
+folder removed, the previous checkpoint and `latest` left as they were.
 """
 
 from __future__ import annotations
@@ -24,8 +28,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from rlhfkit.errors import UserError
+
 LATEST = "latest"
 TRAINER_STATE = "trainer_state.pt"
+LOW_DISK_BYTES = 64 * 2**20
+"""Below this much free space a failed write is taken for a full disk, not a bug: torch reports a
+full disk as a RuntimeError ("unexpected pos …"), not as an OSError."""
+
+
+class CheckpointWriteError(UserError):
+    """A checkpoint could not be written: disk full, quota, or a read-only folder."""
+
+    kind = "checkpoint error"
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -86,14 +101,16 @@ def save_checkpoint(
     accelerate_log.addFilter(_not_tied_weights_notice)
     try:
         accelerator.save_state(str(tmp), safe_serialization=True)
+        tmp.mkdir(parents=True, exist_ok=True)
+        torch.save(capture_rng_state(), tmp / f"rng_{accelerator.process_index}.pt")
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            torch.save(dict(trainer_state, step=step), tmp / TRAINER_STATE)
+    except (OSError, RuntimeError) as e:
+        raise _write_error(e, root, tmp, final) from e
     finally:
         accelerate_log.removeFilter(_not_tied_weights_notice)
-    tmp.mkdir(parents=True, exist_ok=True)
-    torch.save(capture_rng_state(), tmp / f"rng_{accelerator.process_index}.pt")
-    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        state = dict(trainer_state, step=step)
-        torch.save(state, tmp / TRAINER_STATE)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         atomic_write_text(root / LATEST, final.name + "\n")
@@ -103,6 +120,23 @@ def save_checkpoint(
                 shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
+
+
+def _write_error(e: BaseException, root: Path, tmp: Path, final: Path) -> BaseException:
+    """`e` as a `CheckpointWriteError` when the disk is the cause (an OSError, or any failure with
+    less than LOW_DISK_BYTES free); the partial folder is removed either way. Anything else is
+    returned unchanged: a bug keeps its traceback."""
+    free = shutil.disk_usage(root).free
+    shutil.rmtree(tmp, ignore_errors=True)
+    if not isinstance(e, OSError) and free >= LOW_DISK_BYTES:
+        return e
+    previous = latest_checkpoint(root)
+    kept = f"the last complete checkpoint, {previous.name}, is intact" if previous else "none kept"
+    reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return CheckpointWriteError(
+        f"could not write checkpoint {final} ({free / 2**20:.0f} MiB free on its disk: {reason}); "
+        f"{kept}. Free space, or lower engine.keep_checkpoints / raise engine.checkpoint_every"
+    )
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:

@@ -28,6 +28,7 @@ Implementation details and their sources:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -238,6 +239,14 @@ def _concat(parts: list[Rollout], pad_token_id: int) -> Rollout:
     )
 
 
+def _cache_kwarg(backbone: nn.Module) -> str:
+    """The name the backbone's forward takes its KV cache by: transformers 5.x renames
+    `past_key_values` to `cache` (the old name warns, and is removed in 5.40); earlier 5.x
+    releases know only `past_key_values`."""
+    params = inspect.signature(backbone.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
 def _generate_batch(
     policy: nn.Module,
     prompt_ids: torch.Tensor,
@@ -255,15 +264,15 @@ def _generate_batch(
         device=prompt_ids.device,
     )
     batch = prompt_ids.shape[0]
-    cache = PreallocatedCache(prompt_ids.shape[1] + cfg.max_new_tokens)
+    cache = {_cache_kwarg(backbone): PreallocatedCache(prompt_ids.shape[1] + cfg.max_new_tokens)}
     attention = prompt_mask.long()
     positions = position_ids_from_mask(attention)
     out = backbone(
         input_ids=prompt_ids,
         attention_mask=attention,
         position_ids=positions,
-        past_key_values=cache,
         use_cache=True,
+        **cache,
     )
     next_pos = positions[:, -1:] + 1
     logits = head(out.last_hidden_state[:, -1])
@@ -294,8 +303,8 @@ def _generate_batch(
             input_ids=token.unsqueeze(1),
             attention_mask=attention,
             position_ids=next_pos,
-            past_key_values=cache,
             use_cache=True,
+            **cache,
         )
         next_pos = next_pos + 1
         logits = head(out.last_hidden_state[:, -1])

@@ -43,7 +43,7 @@ import contextlib
 import functools
 import hashlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,16 +161,18 @@ def reference_logps(
     pad_id: int,
     cfg: DPOConfig,
     context: Callable[[], Any] = contextlib.nullcontext,
+    progress: Callable[[list[list[int]]], Iterable[list[int]]] = iter,
 ) -> torch.Tensor:
     """(2, N) float32 summed log-probs of every pair's chosen / rejected reply under `model`
-    (in eval mode, inside `context()`: e.g. LoRA adapters disabled), in item order."""
+    (in eval mode, inside `context()`: e.g. LoRA adapters disabled), in item order.
+    `progress` wraps the list of batches (e.g. `engine.progress`, to show how far it is)."""
     if not items:
         return torch.zeros(2, 0)
     was_training = model.training
     model.eval()
     out = torch.zeros(2, len(items))
     with context():
-        for b in _inference_batches(items, cfg):
+        for b in progress(_inference_batches(items, cfg)):
             batch = collate([items[i] for i in b], pad_id, cfg.data.share_prompt)
             out[:, b] = pair_logps(model, batch).float().cpu()
     model.train(was_training)
@@ -346,8 +348,15 @@ def train(cfg: DPOConfig) -> DPOResult:
                 engine.run.path / REFERENCE_FILE,
                 key,
                 lambda: {
-                    "train": reference_logps(ref_model, items, pad_id, cfg, context),
-                    "validation": reference_logps(ref_model, val_items, pad_id, cfg, context),
+                    split: reference_logps(
+                        ref_model,
+                        split_items,
+                        pad_id,
+                        cfg,
+                        context,
+                        functools.partial(engine.progress, desc=f"dpo reference, {split} pairs"),
+                    )
+                    for split, split_items in (("train", items), ("validation", val_items))
                 },
             )
             del ref_model
