@@ -249,14 +249,17 @@ def test_ranked_lists_of_different_lengths_train_and_normalise(assets):
     assert result.metrics["rm/score_offset"] != 0.0
 
 
-def test_killed_and_resumed_run_ends_equal_to_uninterrupted(assets, monkeypatch):
+@pytest.mark.parametrize("lora", [None, {"r": 4, "alpha": 8, "dropout": 0.0}])
+def test_killed_and_resumed_run_ends_equal_to_uninterrupted(assets, monkeypatch, lora):
     root, base, tok = assets
     common = {
         "max_steps": 5,
         "beta_rm": 0.3,
+        "model": {"name_or_path": str(base), "lora": lora},
         "engine": {"seed": 4, "device": "cpu", "threads": 1, "checkpoint_every": 2},
     }
-    full = train(_cfg(root, base, "full", **common))
+    tag = "_lora" if lora else ""
+    full = train(_cfg(root, base, "full" + tag, **common))
 
     class Killed(Exception):
         pass
@@ -271,9 +274,16 @@ def test_killed_and_resumed_run_ends_equal_to_uninterrupted(assets, monkeypatch)
 
     monkeypatch.setattr(Engine, "save", save_then_die)
     with pytest.raises(Killed):
-        train(_cfg(root, base, "resumed", **common))
+        train(_cfg(root, base, "resumed" + tag, **common))
     monkeypatch.setattr(Engine, "save", save)
-    resumed = train(_cfg(root, base, "resumed", **common))
+    checkpoint = root / ("resumed" + tag) / "checkpoints" / "step_00000002"
+    saved = load_file(str(checkpoint / "model.safetensors"))
+    if lora:  # the frozen base is left out; the adapters and the head are there
+        assert saved and all("lora_" in n or "score" in n for n in saved), sorted(saved)[:5]
+        assert torch.load(checkpoint / "trainer_state.pt", weights_only=False)["frozen_not_saved"]
+    else:
+        assert any("wte" in n for n in saved)
+    resumed = train(_cfg(root, base, "resumed" + tag, **common))
     a = load_file(str(full.model_dir / "model.safetensors"))
     b = load_file(str(resumed.model_dir / "model.safetensors"))
     for name in a:
