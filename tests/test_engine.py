@@ -276,3 +276,30 @@ def test_a_failed_save_with_disk_to_spare_stays_a_bug(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="a bug in saving"):
         engine.save(1, {})
     assert not (tmp_path / "r" / "checkpoints" / ".tmp-step_00000001").exists()
+
+
+def test_frozen_parameters_are_not_written_and_must_stay_frozen_to_resume(tmp_path):
+    from accelerate import Accelerator
+    from safetensors.torch import load_file
+
+    from rlhfkit.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    def model(frozen: bool, seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        m = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 1))
+        m[0].requires_grad_(not frozen)
+        return m
+
+    acc = Accelerator(cpu=True)
+    saved = acc.prepare(model(frozen=True, seed=0))
+    path = save_checkpoint(acc, tmp_path, 1, {})
+    assert sorted(load_file(str(path / "model.safetensors"))) == ["1.bias", "1.weight"]
+    acc = Accelerator(cpu=True)
+    resumed = acc.prepare(model(frozen=True, seed=1))  # the trained layer comes from the file
+    load_checkpoint(acc, path)
+    assert torch.equal(resumed[1].weight, saved[1].weight)
+    assert not torch.equal(resumed[0].weight, saved[0].weight)  # frozen: as this run built it
+    acc = Accelerator(cpu=True)
+    acc.prepare(model(frozen=False, seed=0))
+    with pytest.raises(CheckpointError, match=r"left out 0\.bias of model 0 as frozen"):
+        load_checkpoint(acc, path)
