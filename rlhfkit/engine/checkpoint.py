@@ -54,7 +54,7 @@ class CheckpointError(UserError):
 
 
 class CheckpointWriteError(CheckpointError):
-    """A checkpoint could not be written: disk full, quota, or a read-only folder."""
+    """The write failed for want of disk (see `LOW_DISK_BYTES`)."""
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -174,6 +174,22 @@ def _leave_out_frozen(left_out: list[list[str]]) -> Callable[..., None]:
     return hook
 
 
+def _check_still_frozen(path: Path, left_out: list[list[str]]) -> Callable[..., None]:
+    """A load_state pre-hook: every name the checkpoint left out must be frozen in this run."""
+
+    def hook(models: list[torch.nn.Module], input_dir: str) -> None:
+        for i, (model, names) in enumerate(zip(models, left_out, strict=True)):
+            training = sorted(set(names) - set(_frozen_names(model)))
+            if training:
+                raise CheckpointError(
+                    f"{path}: the checkpoint left out {training[0]} of model {i} as frozen, "
+                    "but this run trains it (a changed LoRA / freezing setting?); resume in a "
+                    "new run directory or with the original settings"
+                )
+
+    return hook
+
+
 def _write_error(e: BaseException, root: Path, tmp: Path, final: Path) -> BaseException:
     """`e` as a `CheckpointWriteError` when the disk is the cause (an OSError, or any failure with
     less than LOW_DISK_BYTES free); the partial folder is removed either way. Anything else is
@@ -208,15 +224,11 @@ def load_checkpoint(accelerator: Any, path: str | Path) -> dict[str, Any]:
     if left_out is None:
         accelerator.load_state(str(path))
     else:  # the frozen weights are the ones this run loaded: only check that they are frozen
-        for i, (model, names) in enumerate(zip(accelerator._models, left_out, strict=True)):
-            training = sorted(set(names) - set(_frozen_names(model)))
-            if training:
-                raise CheckpointError(
-                    f"{path}: the checkpoint left out {training[0]} of model {i} as frozen, "
-                    "but this run trains it (a changed LoRA / freezing setting?); resume in a "
-                    "new run directory or with the original settings"
-                )
-        accelerator.load_state(str(path), strict=False)
+        hook = accelerator.register_load_state_pre_hook(_check_still_frozen(path, left_out))
+        try:
+            accelerator.load_state(str(path), strict=False)
+        finally:
+            hook.remove()
     mine = path / f"rng_{accelerator.process_index}.pt"
     # checkpoints written before per-process RNG files kept process 0's states in the state
     saved = torch.load(mine, weights_only=False) if mine.is_file() else state.pop("rng")
