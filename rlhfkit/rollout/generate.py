@@ -37,10 +37,11 @@ from torch import nn
 
 from rlhfkit.config import ConfigBase
 from rlhfkit.models import position_ids_from_mask
+from rlhfkit.rollout.engines.config import EngineName, VLLMConfig
 from rlhfkit.rollout.forward import causal_lm_parts
 from rlhfkit.rollout.kvcache import PreallocatedCache
 
-__all__ = ["Rollout", "RolloutConfig", "generate", "row_seeds"]
+__all__ = ["Rollout", "RolloutConfig", "as_seeds", "generate", "row_seeds"]
 
 
 class RolloutConfig(ConfigBase):
@@ -56,6 +57,11 @@ class RolloutConfig(ConfigBase):
     """Finish a response at the token that completes any of these strings (besides EOS)."""
     batch_size: int = 64
     """Prompts sampled together in one generation batch (memory/speed trade-off only)."""
+    engine: EngineName = "local"
+    """What samples: local (rlhfkit's KV-cached sampler, the default), vllm (a vLLM engine in
+    this process) or vllm_server (`rlhfkit rollout serve` at vllm.url). docs/rollout.md."""
+    vllm: VLLMConfig = VLLMConfig()
+    """Settings of the vllm / vllm_server engines."""
 
 
 @dataclass
@@ -64,7 +70,8 @@ class Rollout:
 
     `prompt_ids`/`prompt_mask` (B, P) left-padded; `response_ids`/`response_mask` (B, R)
     right-padded, mask True up to and including the first EOS; `logprobs` (B, R) float32 of the
-    sampled tokens under softmax(logits / temperature) (0 at padding), or None when not kept.
+    sampled tokens under softmax(logits / temperature) (0 at padding), or None when not kept;
+    `finish_reasons` (B,) "stop" (EOS or a stop string) or "length" (the budget), when known.
     """
 
     prompt_ids: torch.Tensor
@@ -72,6 +79,7 @@ class Rollout:
     response_ids: torch.Tensor
     response_mask: torch.Tensor
     logprobs: torch.Tensor | None = None
+    finish_reasons: list[str] | None = None
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -121,6 +129,16 @@ def row_seeds(key: Sequence[int], rows: Sequence[int]) -> torch.Tensor:
     for k in key:
         base = _mix64(base ^ (int(k) & _MASK64))
     return torch.tensor([_mix64(base ^ int(r)) >> 1 for r in rows], dtype=torch.long)
+
+
+def as_seeds(generator: torch.Generator | torch.Tensor | None, n: int) -> torch.Tensor:
+    """(n,) per-row seeds: `generator` itself when it is already a seed tensor, else n draws
+    from it (None: torch's global generator). Every rollout engine is seeded this way."""
+    if isinstance(generator, torch.Tensor):
+        if generator.shape != (n,):
+            raise ValueError(f"generate: {tuple(generator.shape)} seeds for {n} prompts")
+        return generator
+    return torch.randint(0, 2**62, (n,), generator=generator)
 
 
 def _uniforms(seeds: torch.Tensor, steps: int, device: torch.device) -> torch.Tensor:
@@ -179,13 +197,7 @@ def generate(
     prompt_mask = prompt_mask.bool()
     if not bool(prompt_mask[:, -1].all()):
         raise ValueError("generate: prompts must be left-padded (last column valid in every row)")
-    n = prompt_ids.shape[0]
-    if isinstance(generator, torch.Tensor):
-        if generator.shape != (n,):
-            raise ValueError(f"generate: {tuple(generator.shape)} seeds for {n} prompts")
-        seeds = generator
-    else:
-        seeds = torch.randint(0, 2**62, (n,), generator=generator)
+    seeds = as_seeds(generator, prompt_ids.shape[0])
     uniforms = _uniforms(seeds, cfg.max_new_tokens, prompt_ids.device)
     if prompt_ids.shape[0] > cfg.batch_size:  # several generation batches, one result
         parts = [
@@ -236,6 +248,7 @@ def _concat(parts: list[Rollout], pad_token_id: int) -> Rollout:
         logprobs=None
         if parts[0].logprobs is None
         else torch.cat([pad(p.logprobs, 0.0) for p in parts]),
+        finish_reasons=[r for p in parts for r in p.finish_reasons or []],
     )
 
 
@@ -316,4 +329,5 @@ def _generate_batch(
         response_ids=response_ids,
         response_mask=torch.stack(valid, dim=1),
         logprobs=torch.stack(logprobs, dim=1) if keep_logprobs else None,
+        finish_reasons=["stop" if d else "length" for d in done.tolist()],
     )
