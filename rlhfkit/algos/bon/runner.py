@@ -22,7 +22,14 @@ from rlhfkit.core import best_of_n_kl
 from rlhfkit.data import DataError, read_prompts
 from rlhfkit.engine import Engine
 from rlhfkit.models import load_policy, load_reward_model, load_tokenizer
-from rlhfkit.rollout import CallableScorer, RewardModelScorer, Scorer, import_callable
+from rlhfkit.rollout import (
+    CallableScorer,
+    RewardModelScorer,
+    Scorer,
+    build_engine,
+    import_callable,
+    policy_weights,
+)
 from rlhfkit.types import Dialogue
 
 __all__ = ["BoNResult", "prompt_field", "train", "write_outputs"]
@@ -102,15 +109,23 @@ def write_outputs(
 
 def train(cfg: BoNConfig) -> BoNResult:
     """Run best-of-n (named `train` like every command's entry point; nothing is trained)."""
-    engine = Engine(cfg.engine, cfg.out_dir, cfg)
-    t0 = time.perf_counter()
-
-    # 1. prompts, policy, scorers
+    # 1. prompts, the rollout engine (vLLM: before the run directory), policy, scorers
     if not cfg.prompts:
         raise DataError([], header="prompts is empty: give a prompts file")
     records = read_prompts(cfg.prompts).records[: cfg.limit]
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model.name_or_path)
+    sampler = None
+    if cfg.rollout.engine != "local":
+        sampler = build_engine(
+            cfg.rollout, tokenizer, model_path=cfg.model.name_or_path,
+            weights_dir=Path(cfg.out_dir) / "rollout_weights", seed=cfg.engine.seed,
+            tokenizer_path=cfg.tokenizer,
+        )  # fmt: skip
+    engine = Engine(cfg.engine, cfg.out_dir, cfg)
+    t0 = time.perf_counter()
     policy = load_policy(cfg.model, tokenizer).to(engine.device)
+    if sampler is not None:  # the policy as loaded here (a server may hold other weights)
+        sampler.push_weights(policy_weights(policy), 0)
     scorers: dict[str, Scorer] = {}
     if cfg.reward_model:
         rm = load_reward_model(cfg.reward_model, device=engine.device)
@@ -126,7 +141,7 @@ def train(cfg: BoNConfig) -> BoNResult:
     # 2. sample n replies per prompt and score them
     cand = sample_candidates(
         policy, tokenizer, records, cfg.rollout, cfg.n, cfg.engine.seed, scorers,
-        cfg.max_prompt_length,
+        cfg.max_prompt_length, engine=sampler,
     )  # fmt: skip
 
     # 3. select: the weighted selection score, best and worst per prompt; write the files
@@ -143,5 +158,7 @@ def train(cfg: BoNConfig) -> BoNResult:
         f"wrote {best.name}, {rft.name} ({summary['rft_rows']}), {pairs.name} "
         f"({summary['pairs']}) in {out}"
     )
+    if sampler is not None:
+        sampler.close()
     engine.close()
     return BoNResult(out, best, rft, pairs, summary)

@@ -21,6 +21,8 @@ Implementation details and their sources:
    initial state as one without.
 5. `VLLM_ENABLE_V1_MULTIPROCESSING=0` keeps the engine in this process (tensors pass to it
    without a copy through the file system); `VLLM_CPU_KVCACHE_SPACE` sizes the CPU KV cache.
+   vLLM keeps its parallel state in process globals, so a process holds one engine at a time:
+   the trainer closes its engine when the run ends.
 """
 
 from __future__ import annotations
@@ -199,9 +201,9 @@ class VLLMEngine:
         self.weights_version = version
 
     def close(self) -> None:
-        engine = getattr(self, "llm", None)
-        if engine is not None:
-            del self.llm
+        """Shut the engine down. vLLM keeps its parallel state in globals: one in-process engine
+        at a time (closing one tears down what any other in the process uses)."""
         import gc
 
+        self.__dict__.pop("llm", None)
         gc.collect()
