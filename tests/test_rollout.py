@@ -265,6 +265,41 @@ def test_retokenizing_scorer_encodes_like_the_rm_trainer_and_scores_at_eos(templ
         assert scorer.encode(records[0], replies[0]) == [3, 4, 5, 8, 9, EOS]
 
 
+def test_retokenizing_scorer_truncates_like_the_rm_trainer_keeping_bos():
+    """With a tokenizer that writes a BOS and a `max_length` shorter than prompt + reply, the
+    scorer's ids are exactly `data.encode_pairs`'s chosen ids (the RM trainer's): BOS kept first,
+    the prompt cut from the left, a long reply cut at its right end (no EOS), and the score is
+    read on those ids."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    from rlhfkit.data import encode_pairs
+    from rlhfkit.types import PreferencePair, PromptRecord, user
+
+    words = ["Human", "Assistant", ":"] + [f"w{i}" for i in range(20)]
+    vocab = {"<eos>": 0, "<pad>": 1, "<bos>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<eos>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", special_tokens=[("<bos>", 2)]
+    )
+    hf_tok = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>"
+    )
+    rm = tiny_rm(vocab=len(vocab))
+    record = PromptRecord(user(" ".join(f"w{i}" for i in range(12))))
+    short, long = "w13 w14 w15", " ".join(f"w{i}" for i in range(2, 16))
+    max_length = 12
+    scorer = RetokenizingRewardModelScorer(rm, hf_tok, max_length=max_length, template="chat")
+    for reply in (short, long):  # the prompt cut; then the reply cut too
+        (pair,) = encode_pairs(hf_tok, [PreferencePair(record.prompt, reply, "w3")], max_length)
+        assert pair.truncated and pair.chosen_ids[0] == 2 and len(pair.chosen_ids) == max_length
+        assert scorer.encode(record, reply) == pair.chosen_ids
+        (score,) = scorer([""], [reply], None, [record]).tolist()
+        assert score == pytest.approx(naive_score(rm, pair.chosen_ids), abs=1e-5)
+    assert pair.chosen_ids[-1] != 0  # the long reply lost its EOS, as in training
+
+
 def test_reward_is_the_weighted_sum_and_functions_can_read_records():
     from rlhfkit.rollout import Reward
     from rlhfkit.types import PromptRecord, user
