@@ -1,0 +1,76 @@
+"""Fixtures shared by several test modules (plain helpers stay importable modules:
+`helpers`, `label_helpers`, `checkpointing_helpers`, `dist_helpers`).
+
+- `assets`: the word-level world of the online trainers (`helpers.make_word_world`), one per
+  module that asks for it (test_ppo, test_pg, test_grad_checkpointing). Modules with data of
+  their own (test_sft, test_rm, test_dpo, test_bon, test_distributed) define a fixture of the
+  same name, which pytest uses in its place there.
+- The label app's databases and seeded apps (`db_url`, `env`, `db_env`) and `tiny_policy`, a
+  local policy folder for its live chat. They import `label_helpers` when first used, so a
+  checkout without the label extra (fastapi) skips those tests and runs every other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import make_word_world
+
+LABEL_BACKENDS = ["sqlite", "postgresql"]  # PostgreSQL where RLHFKIT_TEST_PG_URL is set
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory) -> dict[str, str]:
+    return make_word_world(tmp_path_factory.mktemp("ppo_assets"))
+
+
+@pytest.fixture(params=LABEL_BACKENDS)
+def db_url(request, tmp_path):
+    """The URL of a new, empty label database."""
+    from label_helpers import fresh_url
+
+    with fresh_url(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def _seeded_templates(tmp_path_factory):
+    """One seeded database per backend, copied for each test: migrations and password hashing
+    (Argon2, deliberately slow) run once per session instead of once per test."""
+    from label_helpers import drop_templates
+
+    made: dict = {}
+    yield made
+    drop_templates(made)
+
+
+@pytest.fixture(params=["sqlite"])
+def env(request, tmp_path_factory, _seeded_templates):
+    """A seeded app on SQLite: for behaviour that does not depend on the database."""
+    from label_helpers import seeded_env
+
+    yield from seeded_env(request.param, tmp_path_factory, _seeded_templates)
+
+
+@pytest.fixture(params=LABEL_BACKENDS)
+def db_env(request, tmp_path_factory, _seeded_templates):
+    """A seeded app on SQLite and on PostgreSQL: for what the database decides (transactions,
+    constraints, queries behind statistics and export)."""
+    from label_helpers import seeded_env
+
+    yield from seeded_env(request.param, tmp_path_factory, _seeded_templates)
+
+
+@pytest.fixture(scope="session")
+def tiny_policy(tmp_path_factory) -> Path:
+    """A random-init nano GPT-2 and a BPE tokenizer trained here: a local policy folder for
+    live chat generation (nothing downloaded)."""
+    from rlhfkit.models.tiny import build_tiny_model, save_tiny_model
+    from rlhfkit.sim.tokenizer import train_tokenizer
+
+    texts = ["Hello there, how are you today? I am fine, thank you."] * 20
+    texts += ["What is the capital of France? The capital of France is Paris."] * 20
+    tokenizer = train_tokenizer(texts, vocab_size=300, min_frequency=1)
+    model = build_tiny_model("gpt2", "nano", tokenizer=tokenizer, seed=0)
+    return save_tiny_model(model, tmp_path_factory.mktemp("policy"), tokenizer)
