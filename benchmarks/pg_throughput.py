@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""GRPO / RLOO throughput on the anchor workload (../shared/bench/README.md), one JSON line per
+"""GRPO / RLOO throughput on the anchor workload (`benchmarks/README.md`), one JSON line per
 run; `grpo_throughput.py` and `rloo_throughput.py` are this script with `--algo` fixed.
 
 Workload (TRL's GRPO and RLOO rows of the anchor baseline): the tiny GPT-2 policy (4 layers,
@@ -18,10 +18,10 @@ FLOPs: generation B·P prefill + B·R decoded tokens through the body and head; 
 reward model body over B·T (and, RLOO, the reference over B·T with the head on R tokens);
 training 3 × (policy forward over B·T, head on R tokens); attention 2·d·T² per layer.
 
-Usage (anchor first: `bench_trl.py grpo --assets DIR`, in turn with this):
-  python benchmarks/grpo_throughput.py --assets ~/.cache/rlhfkit-anchors/assets \
+Usage (in turn with TRL's GRPO / RLOO trainers on the same assets):
+  python -m benchmarks.grpo_throughput [--assets DIR] \
       [--precision fp32 bf16] [--iterations 8] [--warmup 2] [--threads 2]
-  python benchmarks/rloo_throughput.py ...
+  python -m benchmarks.rloo_throughput ...
 """
 
 from __future__ import annotations
@@ -29,15 +29,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ppo_throughput import (  # noqa: E402 -- the shared measuring code
-    DEFAULT_ASSETS,
-    gemm_rate,
+from benchmarks.assets import DEFAULT_DIR, anchor_assets
+from benchmarks.common import (
+    GEMM,
+    gemm_gflops,
     iteration_times,
     policy_shape,
     result_line,
@@ -79,7 +78,7 @@ def child(args: argparse.Namespace) -> None:
     from rlhfkit.algos.pg import PGConfig, train
     from rlhfkit.engine.metrics import read_metrics
 
-    gemm_before = {k: gemm_rate(k) for k in ("fp32", "bf16")}
+    gemm_before = {k: gemm_gflops(k, **GEMM) for k in ("fp32", "bf16")}
     assets = Path(args.assets)
     out = Path(tempfile.mkdtemp(prefix=f"{args.algo}_bench_{args.precision}_"))
     cfg = PGConfig.model_validate(
@@ -115,7 +114,7 @@ def child(args: argparse.Namespace) -> None:
     t_start = time.perf_counter()
     train(cfg)
     wall = time.perf_counter() - t_start
-    gemm_after = {k: gemm_rate(k) for k in ("fp32", "bf16")}
+    gemm_after = {k: gemm_gflops(k, **GEMM) for k in ("fp32", "bf16")}
     rows = [r for r in read_metrics(out / "metrics.jsonl") if "reward/score_mean" in r]
     t = iteration_times(rows, args.warmup, 64)
     m = policy_shape(assets)
@@ -134,23 +133,21 @@ def main(algo: str | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--algo", choices=sorted(ALGOS), default=algo or "grpo")
-    ap.add_argument("--assets", default=str(DEFAULT_ASSETS))
+    ap.add_argument(
+        "--assets", type=Path, default=DEFAULT_DIR, help="built by benchmarks.assets when absent"
+    )
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     ap.add_argument("--iterations", type=int, default=8, help="measured iterations")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if not (Path(args.assets) / "policy").is_dir():
-        sys.exit(
-            f"{args.assets}: no assets; build them with ../shared/bench/make_assets.py --out DIR"
-        )
+    anchor_assets(args.assets)
     if args.child:
         args.precision = args.precision[0]
         child(args)
         return
-    run_children(str(Path(__file__).with_name("pg_throughput.py")), f"{args.algo}_throughput",
-                 args, ["--algo", args.algo])  # fmt: skip
+    run_children("benchmarks.pg_throughput", f"{args.algo}_throughput", args, ["--algo", args.algo])
 
 
 if __name__ == "__main__":

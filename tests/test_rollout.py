@@ -25,7 +25,7 @@ from rlhfkit.rollout import (
     response_logprobs,
     trim_padding,
 )
-from rlhfkit.rollout.generate import _filter_logits, _sample
+from rlhfkit.rollout.generate import _filter_logits, sample_rows
 
 VOCAB, EOS, PAD = 12, 0, 1
 
@@ -141,7 +141,7 @@ def test_inverse_cdf_sampler_matches_softmax_frequencies():
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -torch.inf]])
     n = 60_000
     u = torch.rand(n, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    draws = _sample(logits.expand(n, -1), u)
+    draws = sample_rows(logits.expand(n, -1), u)
     freq = torch.bincount(draws, minlength=5).double() / n
     p = torch.softmax(logits[0].double(), dim=0)
     # 5 standard errors of a binomial proportion
