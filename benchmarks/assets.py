@@ -18,7 +18,7 @@ one a run of words from elsewhere with the same token budget, shuffled. Everythi
 the seed (default 1234) and the Python, tokenizers and torch versions (the manifest records
 them); two builds on one machine are byte-identical.
 
-    python -m benchmarks.assets --out runs/bench_assets     # about a minute on 2 cores
+    python -m benchmarks.assets --out runs/bench_assets     # ≈ 20 s on 2 cores
 
 The benchmarks call `anchor_assets(DIR)`, which builds the folder the first time.
 """

@@ -19,9 +19,9 @@ benchmarks share (offline: `timed_steps`; online: `iteration_times` and `result_
   that line to a results file when given.
 - `engine_settings`, `timed_steps`: the engine block and one timed offline training run
   (`rm_throughput`, `dpo_throughput`).
-- `iteration_times`, `policy_shape`, `result_line`, `run_children`: the online throughput
-  benchmarks' iteration times, FLOP-count inputs and JSON fields (`ppo_throughput`,
-  `pg_throughput`).
+- `timed_online_run`, `iteration_times`, `policy_shape`, `result_line`, `run_children`: the
+  online throughput benchmarks' timed run, iteration times, FLOP-count inputs and JSON fields
+  (`ppo_throughput`, `pg_throughput`).
 """
 
 from __future__ import annotations
@@ -249,6 +249,29 @@ def result_line(bench: str, trainer: str, args: Any, t: dict, flops: dict, gemm:
         "achieved_fraction": round(floor_s / s_iter, 3),
         "load_avg_1min": load_avg(),
     }
+
+
+def timed_online_run(
+    train: Callable[[], Any], run_dir: Path, threads: int
+) -> tuple[list[dict[str, Any]], float, tuple[dict[str, float], dict[str, float]]]:
+    """Run `train()` (an online trainer writing `run_dir/metrics.jsonl`) on `threads` torch
+    threads between two GEMM probes; return (its iteration lines, wall seconds, (GEMM GFLOP/s
+    before, after) for fp32 and bf16)."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    from rlhfkit.engine.metrics import read_metrics
+
+    torch.set_num_threads(threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    hf_logging.set_verbosity_error()
+    before = {k: gemm_gflops(k, **GEMM) for k in ("fp32", "bf16")}
+    start = time.perf_counter()
+    train()
+    wall = time.perf_counter() - start
+    after = {k: gemm_gflops(k, **GEMM) for k in ("fp32", "bf16")}
+    rows = [r for r in read_metrics(run_dir / "metrics.jsonl") if "reward/score_mean" in r]
+    return rows, wall, (before, after)
 
 
 def run_children(module: str, bench: str, args: Any, extra: list[str]) -> None:

@@ -28,19 +28,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
-import time
 from pathlib import Path
 
 from benchmarks.assets import DEFAULT_DIR, anchor_assets
 from benchmarks.common import (
-    GEMM,
-    gemm_gflops,
+    engine_settings,
     iteration_times,
     policy_shape,
     result_line,
     run_children,
+    timed_online_run,
 )
 
 ALGOS = {
@@ -68,17 +66,8 @@ def iteration_flops(
 
 
 def child(args: argparse.Namespace) -> None:
-    import torch
-
-    torch.set_num_threads(args.threads)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
     from rlhfkit.algos.pg import PGConfig, train
-    from rlhfkit.engine.metrics import read_metrics
 
-    gemm_before = {k: gemm_gflops(k, **GEMM) for k in ("fp32", "bf16")}
     assets = Path(args.assets)
     out = Path(tempfile.mkdtemp(prefix=f"{args.algo}_bench_{args.precision}_"))
     cfg = PGConfig.model_validate(
@@ -102,29 +91,17 @@ def child(args: argparse.Namespace) -> None:
             "optim": {"lr": 1e-6},
             "sample_every": 0,
             **ALGOS[args.algo],
-            "engine": {
-                "seed": 42,
-                "threads": args.threads,
-                "device": "cpu",
-                "mixed_precision": "bf16" if args.precision == "bf16" else "no",
-                "resume": False,
-            },
+            "engine": engine_settings(args.threads, args.precision),
         }
     )
-    t_start = time.perf_counter()
-    train(cfg)
-    wall = time.perf_counter() - t_start
-    gemm_after = {k: gemm_gflops(k, **GEMM) for k in ("fp32", "bf16")}
-    rows = [r for r in read_metrics(out / "metrics.jsonl") if "reward/score_mean" in r]
+    rows, wall, gemm = timed_online_run(lambda: train(cfg), out, args.threads)
     t = iteration_times(rows, args.warmup, 64)
     m = policy_shape(assets)
     flops = iteration_flops(
         64, m["p"], t["tokens"] / 64, m["n_body"], m["head"], m["layers"], m["d"],
         args.algo == "rloo",
     )  # fmt: skip
-    line = result_line(
-        f"{args.algo}_throughput", "rlhfkit.algos.pg", args, t, flops, (gemm_before, gemm_after)
-    )
+    line = result_line(f"{args.algo}_throughput", "rlhfkit.algos.pg", args, t, flops, gemm)
     print(json.dumps({**line, "process_wall_s": round(wall, 1)}), flush=True)
 
 

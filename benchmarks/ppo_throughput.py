@@ -39,19 +39,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
-import time
 from pathlib import Path
+from typing import Any
 
 from benchmarks.assets import DEFAULT_DIR, anchor_assets
 from benchmarks.common import (
-    GEMM,
-    gemm_gflops,
+    engine_settings,
     iteration_times,
     policy_shape,
     result_line,
     run_children,
+    timed_online_run,
 )
 
 
@@ -97,34 +96,25 @@ def anchor_config(assets: Path, out: Path, total: int, threads: int, precision: 
         "optim": {"lr": 3e-6},
         "critic_optim": {"lr": 3e-6},
         "sample_every": 0,
-        "engine": {
-            "seed": 42,
-            "threads": threads,
-            "device": "cpu",
-            "mixed_precision": "bf16" if precision == "bf16" else "no",
-            "resume": False,
-        },
+        "engine": engine_settings(threads, precision),
     }
 
 
 def child(args: argparse.Namespace) -> None:
-    import torch
-
-    torch.set_num_threads(args.threads)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
     from rlhfkit.algos.ppo import PPOConfig, train
-    from rlhfkit.engine.metrics import read_metrics
 
-    gemm_before = {k: gemm_gflops(k, **GEMM) for k in ("fp32", "bf16")}
     assets = Path(args.assets)
     out = Path(tempfile.mkdtemp(prefix=f"ppo_bench_{args.precision}_"))
     total = args.warmup + args.iterations
     cfg = PPOConfig.model_validate(anchor_config(assets, out, total, args.threads, args.precision))
-    t_start = time.perf_counter()
-    if args.profile:  # every aten op timed: how much of an iteration is matrix multiplication
+    profiled: dict[str, Any] = {}
+
+    def run() -> None:
+        if not args.profile:
+            train(cfg)
+            return
+        # every aten op timed: how much of an iteration is matrix multiplication (its time is
+        # spread evenly over the `total` iterations: nothing else runs matmuls)
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -133,26 +123,17 @@ def child(args: argparse.Namespace) -> None:
         matmul_ops = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
         matmul_us = sum(e.self_cpu_time_total for e in events if e.key in matmul_ops)
         all_us = sum(e.self_cpu_time_total for e in events)
-    else:
-        train(cfg)
-    wall = time.perf_counter() - t_start
-    gemm_after = {k: gemm_gflops(k, **GEMM) for k in ("fp32", "bf16")}
-    rows = [r for r in read_metrics(out / "metrics.jsonl") if "reward/score_mean" in r]
+        profiled["profiled_matmul_s_per_iter"] = round(matmul_us / 1e6 / total, 3)
+        profiled["profiled_op_s_per_iter"] = round(all_us / 1e6 / total, 3)
+        profiled["profiler_note"] = "timings under torch.profiler (slower than unprofiled runs)"
+
+    rows, wall, gemm = timed_online_run(run, out, args.threads)
     t = iteration_times(rows, args.warmup, 64)
     m = policy_shape(assets)
     flops = iteration_flops(
         64, m["p"], t["tokens"] / 64, m["n_body"], m["head"], m["layers"], m["d"], 4
     )
-    profiled = {}
-    if args.profile:  # matmul time is spread evenly over the `total` iterations (no other source)
-        profiled = {
-            "profiled_matmul_s_per_iter": round(matmul_us / 1e6 / total, 3),
-            "profiled_op_s_per_iter": round(all_us / 1e6 / total, 3),
-            "profiler_note": "timings under torch.profiler (slower than unprofiled runs)",
-        }
-    line = result_line(
-        "ppo_throughput", "rlhfkit.algos.ppo", args, t, flops, (gemm_before, gemm_after)
-    )
+    line = result_line("ppo_throughput", "rlhfkit.algos.ppo", args, t, flops, gemm)
     print(json.dumps({**line, "process_wall_s": round(wall, 1), **profiled}), flush=True)
 
 
