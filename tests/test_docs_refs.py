@@ -1,7 +1,8 @@
 """Docs and code comments cite only what a user of the repository has.
 
 A page (README.md, CHANGELOG.md, docs/*.md, benchmarks/README.md) or a comment or docstring in
-rlhfkit/, benchmarks/ or tests/ fails this test when it names
+rlhfkit/, benchmarks/ or tests/ (Python, shell, and the presets' YAML) fails this test when it
+names
 
 - a path outside the repository: one that climbs out of it (`../something` resolved from the
   file's folder), a machine's folders (`/work/…`, `/home/…`, `/Users/…`, `/root/…`, `/mnt/…`) or a
@@ -118,7 +119,7 @@ def problems_in(text: str, where: Path, first_line: int = 1) -> list[str]:
 
 def _comments_and_docstrings(path: Path) -> list[tuple[int, str]]:
     source = path.read_text(encoding="utf-8")
-    if path.suffix == ".sh":
+    if path.suffix in (".sh", ".yaml"):
         return [
             (i + 1, ln) for i, ln in enumerate(source.split("\n")) if ln.lstrip().startswith("#")
         ]
@@ -147,7 +148,7 @@ def _code() -> list[Path]:
         ROOT / f
         for f in sorted(files)
         if f.split("/")[0] in CODE_DIRS
-        and f.endswith((".py", ".sh"))
+        and f.endswith((".py", ".sh", ".yaml"))
         and ROOT / f != Path(__file__).resolve()
     ]
 
