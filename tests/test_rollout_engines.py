@@ -12,6 +12,8 @@ import sys
 
 import pytest
 import torch
+from helpers import target_fraction
+from test_pg import make_cfg
 from transformers import GPT2Config, GPT2LMHeadModel
 
 import rlhfkit.algos.pg as pg
@@ -27,8 +29,6 @@ from rlhfkit.rollout import (
     generate,
     policy_weights,
 )
-from tests.test_pg import make_cfg, target_fraction
-from tests.test_ppo import assets  # noqa: F401 -- a pytest fixture
 
 # -- the importance-sampling correction against its definition ------------------------------------
 
@@ -111,7 +111,7 @@ def test_weighting_the_advantages_is_weighting_the_clipped_loss_per_token():
 # -- the local engine is the default and samples what `generate` samples --------------------------
 
 
-def test_the_local_engine_samples_what_generate_samples(assets):  # noqa: F811
+def test_the_local_engine_samples_what_generate_samples(assets):
     from rlhfkit.models import ModelConfig, load_policy, load_tokenizer
 
     tok = load_tokenizer(assets["policy"])
@@ -169,7 +169,7 @@ def test_a_lora_policy_pushes_its_merged_weights_under_the_checkpoint_names():
 # -- engines that cannot be had: one line, before the run directory -------------------------------
 
 
-def test_vllm_engine_without_vllm_is_one_line_naming_what_to_install(assets, tmp_path, monkeypatch):  # noqa: F811
+def test_vllm_engine_without_vllm_is_one_line_naming_what_to_install(assets, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` raises ImportError
     out = tmp_path / "run"
     cfg = make_cfg(assets, out, **{"rollout.engine": "vllm"})
@@ -178,7 +178,7 @@ def test_vllm_engine_without_vllm_is_one_line_naming_what_to_install(assets, tmp
     assert not out.exists()
 
 
-def test_an_unreachable_rollout_server_is_one_line_naming_the_url(assets, tmp_path):  # noqa: F811
+def test_an_unreachable_rollout_server_is_one_line_naming_the_url(assets, tmp_path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -209,7 +209,7 @@ def test_every_online_config_lists_the_engine_settings():
             assert key in result.output, (algo, key)
 
 
-def test_the_default_correction_is_off_with_the_local_sampler_and_on_with_vllm(assets, tmp_path):  # noqa: F811
+def test_the_default_correction_is_off_with_the_local_sampler_and_on_with_vllm(assets, tmp_path):
     from rlhfkit.update import build_correction
 
     local = build_correction(make_cfg(assets, tmp_path))

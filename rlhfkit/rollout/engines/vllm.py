@@ -152,6 +152,9 @@ class VLLMEngine:
                 seed=seed,
                 logprobs_mode="processed_logprobs",
             )
+            # one token, now: some kernels (CPU attention's head-dim check) only fail when run
+            probe = vllm.SamplingParams(max_tokens=1, detokenize=False)
+            self.llm.generate([{"prompt_token_ids": [0]}], probe, use_tqdm=False)
         except Exception as exc:  # the engine's own reason, in one line
             reason = " ".join(str(exc).split()) or type(exc).__name__
             raise EngineError(f"rollout.engine=vllm cannot run {model_path}: {reason}") from None
