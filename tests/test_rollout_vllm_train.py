@@ -177,3 +177,19 @@ def test_grpo_learns_through_a_rollout_server_and_resumes_after_it_dies(vassets,
     first, last, kl = rising(out)
     assert last > first + 0.15, (first, last)
     assert kl < 25.0
+
+
+def test_ppo_trains_with_the_vllm_engine_and_the_correction_on(vassets, tmp_path):
+    from test_ppo import make_cfg as ppo_cfg
+
+    import rlhfkit.algos.ppo as ppo
+
+    assets = {"policy": vassets["gpt2"], "prompts": vassets["prompts"]}
+    out = tmp_path / "ppo"
+    cfg = ppo_cfg(assets, out, iterations=3, **{"rollout.engine": "vllm", "optim.lr": 1e-3})
+    result = ppo.train(cfg, reward_fn=target_fraction)
+    assert result.status == "completed"
+    rows = [r for r in read_metrics(out / "metrics.jsonl") if "loss/policy" in r]
+    assert [r["rollout/weights_version"] for r in rows] == [1, 2, 3]
+    assert all(r["rollout_correction/clipped_fraction"] == 0.0 for r in rows)  # fp32: ρ ≈ 1
+    assert all(r["rollout_correction/max_abs_logprob_diff"] < 1e-3 for r in rows)
