@@ -11,13 +11,16 @@ import pytest
 from label_helpers import PAIRS, _seeded_templates, db_env, env, form_csrf, make_env  # noqa: F401
 
 from rlhfkit.data import read_preferences, read_ranked
+from rlhfkit.label import api, pages
 from rlhfkit.label.db import Assignment, Judgment
 
 LOGIN_ROUTES = {("POST", "/login"), ("POST", "/api/session")}
 
 
 def _write_routes(app):
-    for route in app.routes:
+    # FastAPI includes a router lazily (`app.routes` lists the router, not its routes), so the
+    # routes are read from the app's two routers
+    for route in [*app.routes, *pages.router.routes, *api.router.routes]:
         for method in getattr(route, "methods", set()) or set():
             if (
                 method in ("POST", "PUT", "PATCH", "DELETE")

@@ -1,0 +1,184 @@
+"""Import: rows checked into items, and items assigned to annotators.
+
+- Overlapping assignment: each item goes to `overlap` distinct annotators, the least loaded in
+  the project first (ties by account order), so r-fold overlap is spread evenly; an import row
+  may name its annotators instead (`assign_to`).
+- The order candidates are shown in is drawn from the OS's CSPRNG when the assignment is made
+  and copied into the judgment, so position bias can be measured later (the A/B order of the
+  Anthropic interface, randomised per comparison).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from rlhfkit.label.db import Assignment, Item, Project, User
+from rlhfkit.label.service.common import MAX_CANDIDATES, LabelError, text_field
+
+_sysrand = random.SystemRandom()
+
+
+def parse_prompt(value: Any, field: str = "prompt") -> list[dict[str, str]]:
+    """A prompt as a messages list: text is one user turn; a list must alternate user and
+    assistant turns (an optional system turn first) and end with the user's."""
+    if isinstance(value, str):
+        return [{"role": "user", "content": text_field(value, field)}]
+    if not isinstance(value, list) or not value:
+        raise LabelError(422, f"{field}: expected text or a non-empty list of messages")
+    messages = []
+    for i, m in enumerate(value):
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant"):
+            raise LabelError(
+                422, f"{field}[{i}]: expected {{role: user|assistant|system, content}}"
+            )
+        messages.append(
+            {"role": m["role"], "content": text_field(m.get("content"), f"{field}[{i}].content")}
+        )
+    if messages[-1]["role"] != "user":
+        raise LabelError(422, f"{field}: the last message must be the user's")
+    return messages
+
+
+def parse_item(row: Any, kind: str, where: str) -> dict[str, Any]:
+    """One import row → item fields. Candidates come from `responses` (a list) or from
+    `chosen` and `rejected` (what `rlhfkit sim collect` writes; shown in random order, so which
+    was chosen before is not revealed); `gold` is the best candidate's index or a best-first
+    list; `assign_to` names the annotators; `id` and `meta` are kept."""
+    if not isinstance(row, dict):
+        raise LabelError(422, f"{where}: expected a JSON object")
+    prompt = parse_prompt(row.get("prompt"), f"{where}: prompt")
+    if "responses" in row:
+        raw = row["responses"]
+        if not isinstance(raw, list):
+            raise LabelError(422, f"{where}: responses: expected a list")
+        candidates = [text_field(r, f"{where}: responses[{i}]") for i, r in enumerate(raw)]
+    elif "chosen" in row or "rejected" in row:
+        candidates = [text_field(row.get(k), f"{where}: {k}") for k in ("chosen", "rejected")]
+    else:
+        raise LabelError(422, f"{where}: give `responses` or `chosen` and `rejected`")
+    if kind == "pairwise" and len(candidates) != 2:
+        raise LabelError(422, f"{where}: a pairwise item needs 2 replies, got {len(candidates)}")
+    if not 2 <= len(candidates) <= MAX_CANDIDATES:
+        raise LabelError(422, f"{where}: 2–{MAX_CANDIDATES} replies, got {len(candidates)}")
+    gold = row.get("gold")
+    if gold is not None:
+        gold = [gold] if isinstance(gold, int) and not isinstance(gold, bool) else gold
+        if (
+            not isinstance(gold, list)
+            or not gold
+            or len(set(gold)) != len(gold)
+            or not all(isinstance(g, int) and 0 <= g < len(candidates) for g in gold)
+        ):
+            raise LabelError(422, f"{where}: gold: a candidate index or a best-first list of them")
+    assign_to = row.get("assign_to")
+    if assign_to is not None and (
+        not isinstance(assign_to, list) or not all(isinstance(a, str) for a in assign_to)
+    ):
+        raise LabelError(422, f"{where}: assign_to: a list of user names")
+    meta = row.get("meta", {})
+    if not isinstance(meta, dict):
+        raise LabelError(422, f"{where}: meta: expected an object")
+    external_id = row.get("id")
+    return {
+        "prompt": prompt,
+        "candidates": candidates,
+        "gold": gold,
+        "meta": meta,
+        "external_id": None if external_id is None else str(external_id)[:128],
+        "assign_to": assign_to,
+    }
+
+
+def read_items_file(text: str, kind: str, name: str = "file") -> list[dict[str, Any]]:
+    """Rows of a JSONL file (or one JSON list), each checked with `parse_item`; a bad row
+    stops the import with its line number."""
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise LabelError(422, f"{name}: not valid JSON ({e.msg})") from None
+        return [parse_item(r, kind, f"{name}: item {i}") for i, r in enumerate(rows)]
+    items = []
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise LabelError(422, f"{name}:{line_no}: not valid JSON ({e.msg})") from None
+        items.append(parse_item(row, kind, f"{name}:{line_no}"))
+    return items
+
+
+def import_items(db: Session, project: Project, rows: Sequence[dict[str, Any]]) -> list[Item]:
+    """Add parsed rows to `project` and assign them; all or nothing."""
+    if project.kind == "chat":
+        raise LabelError(422, "a chat project's items come from live chats, not imports")
+    start = db.scalar(select(func.max(Item.position)).where(Item.project_id == project.id))
+    start = -1 if start is None else start
+    named = {n for r in rows for n in (r.get("assign_to") or [])}
+    users = {u.name: u for u in db.scalars(select(User).where(User.name.in_(named)))}
+    missing = named - users.keys()
+    if missing:
+        raise LabelError(422, f"assign_to names unknown users: {', '.join(sorted(missing))}")
+    items = []
+    for offset, row in enumerate(rows, start=1):
+        item = Item(
+            project_id=project.id,
+            position=start + offset,
+            external_id=row["external_id"],
+            prompt=row["prompt"],
+            candidates=row["candidates"],
+            gold=row["gold"],
+            meta=row["meta"],
+        )
+        db.add(item)
+        items.append(item)
+    db.flush()
+    explicit = [(it, r["assign_to"]) for it, r in zip(items, rows, strict=True) if r["assign_to"]]
+    for item, names in explicit:
+        for name in dict.fromkeys(names):
+            db.add(new_assignment(item, users[name]))
+    _assign(db, project, [it for it, r in zip(items, rows, strict=True) if not r["assign_to"]])
+    db.commit()
+    return items
+
+
+def new_assignment(item: Item, user: User) -> Assignment:
+    order = list(range(len(item.candidates)))
+    _sysrand.shuffle(order)
+    return Assignment(item_id=item.id, user_id=user.id, display_order=order)
+
+
+def _assign(db: Session, project: Project, items: Sequence[Item]) -> None:
+    """Give each item to the `overlap` least-loaded annotators (see the module docstring)."""
+    if not items:
+        return
+    annotators = db.scalars(select(User).where(User.role == "annotator").order_by(User.id)).all()
+    if len(annotators) < project.overlap:
+        raise LabelError(
+            422,
+            f"project {project.name!r} wants {project.overlap} annotators per item but there "
+            f"are {len(annotators)} annotator accounts (create them first)",
+        )
+    load = dict.fromkeys((u.id for u in annotators), 0)
+    for uid, n in db.execute(
+        select(Assignment.user_id, func.count())
+        .join(Item, Item.id == Assignment.item_id)
+        .where(Item.project_id == project.id)
+        .group_by(Assignment.user_id)
+    ):
+        if uid in load:
+            load[uid] = n
+    for item in items:
+        chosen = sorted(annotators, key=lambda u: (load[u.id], u.id))[: project.overlap]
+        for user in chosen:
+            db.add(new_assignment(item, user))
+            load[user.id] += 1
