@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -83,9 +83,16 @@ def _error_page(request: Request, message: str, status: int) -> Any:
     return pages.render(request, "message.html", {"title": "Error", "message": message}, status)
 
 
+def _json(content: Any, status: int) -> Response:
+    """An error as JSON in ASCII: the problem may quote what the client sent, which may hold a
+    lone surrogate (no UTF-8 form); the input itself is not echoed."""
+    body = json.dumps(content, ensure_ascii=True, default=str)
+    return Response(body, status_code=status, media_type="application/json")
+
+
 def _label_error(request: Request, exc: LabelError) -> Any:
     if not _wants_html(request):
-        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+        return _json({"detail": exc.message}, exc.status)
     if exc.status == 401:
         return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
     return _error_page(request, exc.message, exc.status)
@@ -95,11 +102,11 @@ def _invalid(request: Request, exc: RequestValidationError) -> Any:
     problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
     if _wants_html(request):
         return _error_page(request, problems, 422)
-    errors = json.loads(json.dumps(exc.errors(), default=str))
-    return JSONResponse({"detail": problems, "errors": errors}, status_code=422)
+    errors = [{k: v for k, v in e.items() if k != "input"} for e in exc.errors()]
+    return _json({"detail": problems, "errors": errors}, 422)
 
 
 def _http_error(request: Request, exc: StarletteHTTPException) -> Any:
     if _wants_html(request):
         return _error_page(request, str(exc.detail), exc.status_code)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+    return _json({"detail": exc.detail}, exc.status_code)

@@ -180,7 +180,8 @@ def import_(
 
     def run(s: Any) -> int:
         p = service.get_project(s, project)
-        rows = service.read_items_file(file.read_text(encoding="utf-8"), p.kind, str(file))
+        text = service.decode_items_file(file.read_bytes(), str(file))
+        rows = service.read_items_file(text, p.kind, str(file))
         return len(service.import_items(s, p, rows))
 
     n = _run(_database(db), run)

@@ -33,6 +33,13 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DEFAULT_URL = "sqlite:///label.db"
+MAX_ID = 2**31 - 1  # the largest id PostgreSQL's INTEGER holds (SQLite's holds 2**63 - 1)
+
+
+def valid_id(value: int) -> bool:
+    """Whether `value` can be a row id in both databases; a larger number overflows the
+    driver's integer (SQLite) or the column type (PostgreSQL) instead of matching nothing."""
+    return 1 <= value <= MAX_ID
 
 
 def now() -> datetime:

@@ -244,11 +244,9 @@ def admin_import_form(
     pid: int, db: DB, _: Admin, __: FormWriter, file: Annotated[UploadFile, File()]
 ) -> Any:
     project = service.get_project(db, pid)
-    try:
-        text = file.file.read().decode("utf-8")
-    except UnicodeDecodeError:
-        raise LabelError(422, f"{file.filename}: not UTF-8 text") from None
-    rows = service.read_items_file(text, project.kind, file.filename or "upload")
+    name = file.filename or "upload"
+    text = service.decode_items_file(file.file.read(), name)
+    rows = service.read_items_file(text, project.kind, name)
     service.import_items(db, project, rows)
     return RedirectResponse(f"/admin/projects/{pid}", status_code=303)
 

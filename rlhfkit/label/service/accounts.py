@@ -18,7 +18,7 @@ from rlhfkit.label.security import (
     new_token,
     token_hash,
 )
-from rlhfkit.label.service.common import ROLES, LabelError
+from rlhfkit.label.service.common import ROLES, LabelError, storable
 
 
 def secret_key(db: Session) -> str:
@@ -48,6 +48,7 @@ def create_user(db: Session, name: str, password: str, role: str = "annotator") 
         raise LabelError(422, f"role must be one of {', '.join(ROLES)}, got {role!r}")
     if not isinstance(password, str) or len(password) < 8:
         raise LabelError(422, "password: at least 8 characters")
+    storable(password, "password")
     if db.scalar(select(User).where(User.name == name)) is not None:
         raise LabelError(409, f"user {name!r} exists")
     token = new_token()
@@ -66,7 +67,11 @@ def rotate_token(db: Session, user: User) -> str:
 
 
 def login(db: Session, name: str, password: str) -> User:
-    user = db.scalar(select(User).where(User.name == name))
+    try:  # a name or password no account can have is simply wrong
+        user = db.scalar(select(User).where(User.name == storable(name, "name")))
+        storable(password, "password")
+    except LabelError:
+        user = None
     if user is None or not check_password(user.password_hash, password):
         raise LabelError(401, "wrong name or password")
     if needs_rehash(user.password_hash):
@@ -84,7 +89,7 @@ def list_users(db: Session) -> list[User]:
 
 
 def user_by_name(db: Session, name: str) -> User:
-    user = db.scalar(select(User).where(User.name == name))
+    user = db.scalar(select(User).where(User.name == storable(name, "name")))
     if user is None:
         raise LabelError(404, f"no user {name!r}")
     return user

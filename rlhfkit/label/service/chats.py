@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from rlhfkit.label.db import Assignment, Chat, Item, Project, User
+from rlhfkit.label.db import Assignment, Chat, Item, Project, User, valid_id
 from rlhfkit.label.service.common import LabelError, text_field
 from rlhfkit.label.service.items import new_assignment
 from rlhfkit.label.service.tasks import task_view
@@ -29,7 +29,7 @@ def chats_of(db: Session, user: User, project: Project) -> list[Chat]:
 
 
 def get_chat(db: Session, user: User, chat_id: int) -> Chat:
-    chat = db.get(Chat, chat_id)
+    chat = db.get(Chat, chat_id) if valid_id(chat_id) else None
     if chat is None or chat.user_id != user.id:
         raise LabelError(404, f"no chat {chat_id} for you")
     return chat

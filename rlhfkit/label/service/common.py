@@ -3,6 +3,7 @@ modes, flags, strengths), the default guidelines and the text-field check."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 KINDS = ("pairwise", "ranking", "chat")
@@ -38,10 +39,44 @@ class LabelError(Exception):
         self.message = message
 
 
+def unicode_text(value: str, field: str) -> str:
+    """`value` if it has a UTF-8 form: JSON's "\\ud800" parses to a lone surrogate, which has
+    none, so neither database could store it and no answer could carry it back."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise LabelError(422, f"{field}: contains a lone surrogate (not Unicode text)") from None
+    return value
+
+
+def storable(value: str, field: str) -> str:
+    """`value` if a text column of both databases can hold it: Unicode text without a NUL
+    character (PostgreSQL's text types cannot hold one; its json type, where prompts and
+    replies live, can)."""
+    if "\x00" in value:
+        raise LabelError(422, f"{field}: contains a NUL character")
+    return unicode_text(value, field)
+
+
 def text_field(value: Any, field: str) -> str:
-    """`value` if it is non-empty text of at most MAX_TEXT characters."""
+    """`value` if it is non-empty Unicode text of at most MAX_TEXT characters (a prompt turn
+    or a reply, kept in a JSON column)."""
     if not isinstance(value, str) or not value.strip():
         raise LabelError(422, f"{field}: expected non-empty text")
     if len(value) > MAX_TEXT:
         raise LabelError(422, f"{field}: longer than {MAX_TEXT} characters")
+    return unicode_text(value, field)
+
+
+def json_field(value: Any, field: str) -> Any:
+    """`value` if it is JSON both databases store: no NaN or infinity (Python's JSON parser
+    accepts them, PostgreSQL's json type does not) and no lone surrogate."""
+    try:
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeEncodeError):
+        raise LabelError(
+            422, f"{field}: not storable JSON (NaN, infinity or a lone surrogate)"
+        ) from None
+    except RecursionError:
+        raise LabelError(422, f"{field}: nested too deeply") from None
     return value

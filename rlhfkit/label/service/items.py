@@ -19,7 +19,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from rlhfkit.label.db import Assignment, Item, Project, User
-from rlhfkit.label.service.common import MAX_CANDIDATES, LabelError, text_field
+from rlhfkit.label.service.common import (
+    MAX_CANDIDATES,
+    LabelError,
+    json_field,
+    storable,
+    text_field,
+)
 
 _sysrand = random.SystemRandom()
 
@@ -62,6 +68,17 @@ def parse_item(row: Any, kind: str, where: str) -> dict[str, Any]:
         candidates = [text_field(row.get(k), f"{where}: {k}") for k in ("chosen", "rejected")]
     else:
         raise LabelError(422, f"{where}: give `responses` or `chosen` and `rejected`")
+    seen: dict[str, int] = {}
+    for i, c in enumerate(candidates):  # the trainers' readers refuse these too (data.formats)
+        j = seen.setdefault(c.strip(), i)
+        if j != i:
+            field = "responses" if "responses" in row else None
+            what = (
+                f"{field}[{i}]: identical to {field}[{j}]"
+                if field
+                else "rejected: identical to chosen"
+            )
+            raise LabelError(422, f"{where}: {what}")
     if kind == "pairwise" and len(candidates) != 2:
         raise LabelError(422, f"{where}: a pairwise item needs 2 replies, got {len(candidates)}")
     if not 2 <= len(candidates) <= MAX_CANDIDATES:
@@ -73,7 +90,7 @@ def parse_item(row: Any, kind: str, where: str) -> dict[str, Any]:
             not isinstance(gold, list)
             or not gold
             or len(set(gold)) != len(gold)
-            or not all(isinstance(g, int) and 0 <= g < len(candidates) for g in gold)
+            or not all(_index(g) and 0 <= g < len(candidates) for g in gold)
         ):
             raise LabelError(422, f"{where}: gold: a candidate index or a best-first list of them")
     assign_to = row.get("assign_to")
@@ -81,29 +98,56 @@ def parse_item(row: Any, kind: str, where: str) -> dict[str, Any]:
         not isinstance(assign_to, list) or not all(isinstance(a, str) for a in assign_to)
     ):
         raise LabelError(422, f"{where}: assign_to: a list of user names")
+    for i, name in enumerate(assign_to or []):
+        storable(name, f"{where}: assign_to[{i}]")
     meta = row.get("meta", {})
     if not isinstance(meta, dict):
         raise LabelError(422, f"{where}: meta: expected an object")
+    json_field(meta, f"{where}: meta")
     external_id = row.get("id")
+    if external_id is not None:
+        external_id = storable(str(external_id), f"{where}: id")[:128]
     return {
         "prompt": prompt,
         "candidates": candidates,
         "gold": gold,
         "meta": meta,
-        "external_id": None if external_id is None else str(external_id)[:128],
+        "external_id": external_id,
         "assign_to": assign_to,
+        "where": where,
     }
+
+
+def _index(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def decode_items_file(data: bytes, name: str) -> str:
+    """The text of an import file: UTF-8, a byte-order mark at the start tolerated (as the
+    trainers' readers do)."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise LabelError(
+            422, f"{name}:{line}: not UTF-8 text ({e.reason} at byte {e.start})"
+        ) from None
 
 
 def read_items_file(text: str, kind: str, name: str = "file") -> list[dict[str, Any]]:
     """Rows of a JSONL file (or one JSON list), each checked with `parse_item`; a bad row
     stops the import with its line number."""
+    text = text.removeprefix("\ufeff")
     stripped = text.lstrip()
+    if not stripped:
+        raise LabelError(422, f"{name}: no items (the file is empty)")
     if stripped.startswith("["):
         try:
             rows = json.loads(text)
         except json.JSONDecodeError as e:
-            raise LabelError(422, f"{name}: not valid JSON ({e.msg})") from None
+            raise LabelError(422, f"{name}:{e.lineno}: not valid JSON ({e.msg})") from None
+        if not rows:
+            raise LabelError(422, f"{name}: no items (an empty list)")
         return [parse_item(r, kind, f"{name}: item {i}") for i, r in enumerate(rows)]
     items = []
     for line_no, line in enumerate(text.splitlines(), start=1):
@@ -125,9 +169,11 @@ def import_items(db: Session, project: Project, rows: Sequence[dict[str, Any]]) 
     start = -1 if start is None else start
     named = {n for r in rows for n in (r.get("assign_to") or [])}
     users = {u.name: u for u in db.scalars(select(User).where(User.name.in_(named)))}
-    missing = named - users.keys()
-    if missing:
-        raise LabelError(422, f"assign_to names unknown users: {', '.join(sorted(missing))}")
+    for row in rows:
+        missing = [n for n in row.get("assign_to") or [] if n not in users]
+        if missing:
+            where = row.get("where", "item")
+            raise LabelError(422, f"{where}: assign_to: no user {', '.join(map(repr, missing))}")
     items = []
     for offset, row in enumerate(rows, start=1):
         item = Item(

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from rlhfkit.label.db import Assignment, Item, Project, User
-from rlhfkit.label.service.common import GUIDELINES, KINDS, MODES, LabelError
+from rlhfkit.label.db import Assignment, Item, Project, User, valid_id
+from rlhfkit.label.service.common import GUIDELINES, KINDS, MODES, LabelError, storable
 
 
 def create_project(
@@ -26,6 +26,14 @@ def create_project(
 ) -> Project:
     if not isinstance(name, str) or not 1 <= len(name) <= 128 or not name.strip():
         raise LabelError(422, "name: 1–128 characters")
+    storable(name, "name")
+    for field, value in (
+        ("guidelines", guidelines),
+        ("policy_a", policy_a),
+        ("policy_b", policy_b),
+    ):
+        if value is not None:
+            storable(value, field)
     if kind not in KINDS:
         raise LabelError(422, f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if mode not in MODES:
@@ -54,10 +62,10 @@ def create_project(
 
 
 def get_project(db: Session, ref: int | str) -> Project:
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        project = db.get(Project, int(ref))
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit()):
+        project = db.get(Project, int(ref)) if valid_id(int(ref)) else None
     else:
-        project = db.scalar(select(Project).where(Project.name == ref))
+        project = db.scalar(select(Project).where(Project.name == storable(ref, "project")))
     if project is None:
         raise LabelError(404, f"no project {ref!r}")
     return project

@@ -14,8 +14,8 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from rlhfkit.label.db import Assignment, Chat, Item, Judgment, Project, User, now
-from rlhfkit.label.service.common import FLAGS, MAX_TEXT, STRENGTHS, LabelError
+from rlhfkit.label.db import Assignment, Chat, Item, Judgment, Project, User, now, valid_id
+from rlhfkit.label.service.common import FLAGS, MAX_TEXT, STRENGTHS, LabelError, storable
 
 
 def letters_of(n: int) -> list[str]:
@@ -52,7 +52,7 @@ def next_task(db: Session, user: User, project: Project) -> Assignment | None:
 def get_task(db: Session, user: User, assignment_id: int) -> Assignment:
     """The task, if it is `user`'s. Another annotator's task is reported as missing, so ids
     cannot be probed."""
-    task = db.get(Assignment, assignment_id)
+    task = db.get(Assignment, assignment_id) if valid_id(assignment_id) else None
     if task is None or task.user_id != user.id:
         raise LabelError(404, f"no task {assignment_id} for you")
     return task
@@ -106,6 +106,8 @@ def submit(db: Session, user: User, assignment_id: int, answer: dict[str, Any]) 
         raw_choice = answer.get("choice")
         if raw_choice == "tie":
             choice = None
+            if answer.get("strength") is not None:
+                raise LabelError(422, "strength: a tie has no strength (leave it out)")
         elif raw_choice in letters:
             choice = to_candidate[raw_choice]
             strength = answer.get("strength")
@@ -114,11 +116,12 @@ def submit(db: Session, user: User, assignment_id: int, answer: dict[str, Any]) 
         else:
             raise LabelError(422, f"choice: one of {', '.join(letters)} or 'tie'")
     flags = answer.get("flags") or []
-    if not isinstance(flags, list) or not set(flags) <= set(FLAGS):
+    if not isinstance(flags, list) or not all(f in FLAGS for f in flags):
         raise LabelError(422, f"flags: a list of {', '.join(FLAGS)}")
     note = answer.get("note") or ""
     if not isinstance(note, str) or len(note) > MAX_TEXT:
         raise LabelError(422, f"note: text of at most {MAX_TEXT} characters")
+    storable(note, "note")
     served = task.served_at
     closed = db.execute(
         update(Assignment)
