@@ -29,7 +29,7 @@ def test_an_old_database_survives_the_upgrade(db_url):
             )
         )
     database.upgrade()
-    assert current_revision(database.engine) == "0002"
+    assert current_revision(database.engine) == "0003"
     with database.session() as db:
         assert service.user_by_name(db, "old").role == "annotator"
         project = service.get_project(db, "kept")

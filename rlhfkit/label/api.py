@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, StrictInt
+from pydantic import BaseModel, Field, StrictInt, StrictStr
 from sqlalchemy import text
 
 from rlhfkit import __version__
@@ -37,7 +37,7 @@ class UserBody(BaseModel):
 
 class ProjectBody(BaseModel):
     name: str
-    kind: Literal["pairwise", "ranking", "chat"]
+    kind: Literal["pairwise", "ranking", "chat", "rating"]
     mode: Literal["helpful", "red_team"] = "helpful"
     overlap: int = Field(1, ge=1, le=20, description="annotators per item")
     guidelines: str | None = Field(None, description="shown beside every task; default per mode")
@@ -45,6 +45,10 @@ class ProjectBody(BaseModel):
     policy_b: str | None = Field(None, description="chat: model folder for reply B (default A)")
     max_new_tokens: int = Field(48, ge=1, le=1024)
     temperature: float = Field(1.0, gt=0, le=10)
+    scale: Literal["thumbs", "1-5", "1-7"] = Field("thumbs", description="rating: the scale")
+    aspects: list[str] | None = Field(
+        None, description='rating: aspect names, each optionally with its scale ("honest:1-5")'
+    )
 
 
 class ItemsBody(BaseModel):
@@ -58,6 +62,9 @@ class JudgmentBody(BaseModel):
     choice: str | None = Field(None, description="pairwise/chat: a letter (A, B) or 'tie'")
     strength: StrictInt | None = Field(None, description="1 slightly, 2 better, 3 much better")
     ranking: list[str] | None = Field(None, description="ranking: every letter once, best first")
+    scores: dict[str, StrictInt | StrictStr] | None = Field(
+        None, description='rating: {aspect: "up" | "down" (thumbs) or a number (Likert)}'
+    )
     flags: list[str] = Field(default_factory=list, description="unsafe, pii, wrong_language")
     note: str = ""
 
@@ -175,11 +182,17 @@ def api_export(
     pid: int,
     _: Admin,
     db: DB,
-    format: Literal["pairs", "ranked", "hh"] = "pairs",
+    format: Literal["pairs", "ranked", "hh", "ratings"] = "pairs",
     ties: Literal["drop", "keep"] = "drop",
+    threshold: int | None = None,
+    aspect: str | None = None,
 ) -> dict[str, Any]:
-    """Rows in a trainer format, and the report (who labelled what, agreement)."""
-    rows, report = service.export_rows(db, service.get_project(db, pid), format, ties)
+    """Rows in a trainer format, and the report (who labelled what, agreement). A rating
+    project exports `ratings`: unpaired {prompt, completion, label, meta} rows, the label from
+    `aspect` (default the first) with `threshold` (Likert: score ≥ threshold is desirable;
+    default: above the middle desirable, the middle dropped)."""
+    project = service.get_project(db, pid)
+    rows, report = service.export_rows(db, project, format, ties, threshold, aspect)
     return {"rows": rows, "report": report}
 
 
@@ -216,7 +229,8 @@ def api_task(aid: int, user: Reader, db: DB) -> dict[str, Any]:
 
 @router.post("/tasks/{aid}/judgment", tags=["tasks"], status_code=201)
 def api_judge(aid: int, body: JudgmentBody, user: Writer, db: DB) -> dict[str, Any]:
-    """Answer a task once: `choice` + `strength` (pairwise, chat) or `ranking` (ranking)."""
+    """Answer a task once: `choice` + `strength` (pairwise, chat), `ranking` (ranking) or
+    `scores` (rating)."""
     j = service.submit(db, user, aid, body.model_dump(exclude_none=True))
     return {"judgment": j.id, "task": aid}
 

@@ -144,6 +144,11 @@ def task_form(
         answer["choice"] = "tie"
     elif len(verdict) == 2 and verdict[1] in "123":
         answer["choice"], answer["strength"] = verdict[0], int(verdict[1])
+    scores = {k[6:]: v for k, v in form.items() if k.startswith("score_")}
+    if scores:  # a rating: thumbs come as "up" / "down", Likert scores as digits
+        answer["scores"] = {
+            k: int(v) if v.isascii() and v.isdigit() else v for k, v in scores.items()
+        }
     ranks = {k[5:]: v for k, v in form.items() if k.startswith("rank_")}
     if ranks:
         try:
@@ -190,6 +195,7 @@ def _admin_page(request: Request, db: DB, user: Any, new_token: Any = None) -> A
         "projects": service.projects_for(db, user),
         "kinds": service.KINDS,
         "modes": service.MODES,
+        "scales": list(service.SCALES),
         "new_token": new_token,
     }
     return render(request, "admin.html", context)
@@ -226,9 +232,20 @@ def admin_projects_form(
     guidelines: Annotated[str, Form()] = "",
     policy_a: Annotated[str, Form()] = "",
     policy_b: Annotated[str, Form()] = "",
+    scale: Annotated[str, Form()] = "thumbs",
+    aspects: Annotated[str, Form()] = "",
 ) -> Any:
+    rating = {"scale": scale, "aspects": aspects or None} if kind == "rating" else {}
     project = service.create_project(
-        db, name, kind, mode, overlap, guidelines or None, policy_a or None, policy_b or None
+        db,
+        name,
+        kind,
+        mode,
+        overlap,
+        guidelines or None,
+        policy_a or None,
+        policy_b or None,
+        **rating,
     )
     return RedirectResponse(f"/admin/projects/{project.id}", status_code=303)
 
@@ -252,9 +269,17 @@ def admin_import_form(
 
 
 @router.get("/admin/projects/{pid}/export")
-def admin_export(pid: int, db: DB, _: Admin, format: str = "pairs", ties: str = "drop") -> Any:
+def admin_export(
+    pid: int,
+    db: DB,
+    _: Admin,
+    format: str = "pairs",
+    ties: str = "drop",
+    threshold: int | None = None,
+    aspect: str | None = None,
+) -> Any:
     project = service.get_project(db, pid)
-    rows, _report = service.export_rows(db, project, format, ties)
+    rows, _report = service.export_rows(db, project, format, ties, threshold, aspect)
     name = f"{project.id}-{format}.jsonl"
     return PlainTextResponse(
         service.write_jsonl(rows),

@@ -2,14 +2,15 @@
 these functions with a database session; each raises `LabelError(status, message)` for anything
 the user got wrong. One module per part:
 
-- `common`: `LabelError`, the vocabularies (kinds, modes, flags, strengths), guidelines.
+- `common`: `LabelError`, the vocabularies (kinds, modes, flags, strengths, rating scales and
+  aspects), guidelines, the checks on text.
 - `accounts`: users, passwords, API tokens, the cookie-signing key.
 - `projects`: create, find, list with progress.
 - `items`: import rows into items and assign them (overlap, random display order).
 - `tasks`: an annotator's tasks, what each shows, and the judgment that answers it (exactly once).
 - `chats`: live chats whose turns become items.
 - `stats`: progress, flags, time and agreement of a project.
-- `export`: judgments as training files, and the report.
+- `export`: judgments as training files (ratings: unpaired KTO rows), and the report.
 
 Everything public is importable from here (`from rlhfkit.label import service; service.submit`).
 """
@@ -41,20 +42,31 @@ from rlhfkit.label.service.common import (
     MAX_TEXT,
     MODES,
     ROLES,
+    SCALES,
     STRENGTHS,
+    THUMBS,
     LabelError,
     json_field,
+    parse_aspects,
+    rating_value,
     storable,
     text_field,
     unicode_text,
 )
-from rlhfkit.label.service.export import EXPORT_FORMATS, export_rows, write_jsonl
+from rlhfkit.label.service.export import (
+    EXPORT_FORMATS,
+    export_rows,
+    label_rule,
+    rating_rows,
+    write_jsonl,
+)
 from rlhfkit.label.service.items import (
     decode_items_file,
     import_items,
     new_assignment,
     parse_item,
     parse_prompt,
+    rating_gold,
     read_items_file,
 )
 from rlhfkit.label.service.projects import create_project, get_project, projects_for
@@ -70,7 +82,9 @@ __all__ = [
     "MAX_TEXT",
     "MODES",
     "ROLES",
+    "SCALES",
     "STRENGTHS",
+    "THUMBS",
     "LabelError",
     "add_candidates",
     "add_human_turn",
@@ -88,15 +102,20 @@ __all__ = [
     "import_items",
     "json_field",
     "judgments",
+    "label_rule",
     "letters_of",
     "list_users",
     "login",
     "new_assignment",
     "next_task",
     "now",
+    "parse_aspects",
     "parse_item",
     "parse_prompt",
     "projects_for",
+    "rating_gold",
+    "rating_rows",
+    "rating_value",
     "read_items_file",
     "rotate_token",
     "secret_key",

@@ -6,13 +6,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
-KINDS = ("pairwise", "ranking", "chat")
+KINDS = ("pairwise", "ranking", "chat", "rating")
 MODES = ("helpful", "red_team")
 ROLES = ("annotator", "admin")
 FLAGS = ("unsafe", "pii", "wrong_language")
 STRENGTHS = {1: "slightly better", 2: "better", 3: "much better"}
 MAX_TEXT = 20_000  # characters in one prompt turn, reply or note
 MAX_CANDIDATES = 9  # InstructGPT ranked K = 4–9 outputs
+
+# a rating scale: its lowest and highest score (thumbs: 0 down, 1 up)
+SCALES = {"thumbs": (0, 1), "1-5": (1, 5), "1-7": (1, 7)}
+THUMBS = {"down": 0, "up": 1}
+DEFAULT_ASPECT = "overall"
+MAX_ASPECTS = 8
 
 GUIDELINES = {
     "helpful": (
@@ -26,6 +32,13 @@ GUIDELINES = {
         "reply that is MORE harmful (more willing to help with the harmful request, ruder, "
         "less honest). Do not write anything you would not want stored; flag personal data. "
         "The export turns your pick round, so the reward model learns to prefer the safer reply."
+    ),
+    "rating": (
+        "Rate the reply on its own, on each aspect shown. Thumbs up: you would be glad to get "
+        "this reply; down: you would not. On a number scale, 1 is very poor and the highest "
+        "number excellent; use the middle when it is neither. Helpful: it does what was asked; "
+        "honest: it is correct, or says it does not know; harmless: it does not help with harm "
+        "and is not rude. Refusing a harmless request is unhelpful."
     ),
 }
 
@@ -79,4 +92,45 @@ def json_field(value: Any, field: str) -> Any:
         ) from None
     except RecursionError:
         raise LabelError(422, f"{field}: nested too deeply") from None
+    return value
+
+
+def parse_aspects(spec: Any, scale: str = "thumbs") -> list[dict[str, str]]:
+    """A rating project's aspects from `spec`: None (one aspect, "overall"), or a list of names
+    (or one comma-separated string), each optionally with its own scale ("helpful:1-7") else
+    `scale`. Returns [{"name", "scale"}] in the order given."""
+    if scale not in SCALES:
+        raise LabelError(422, f"scale must be one of {', '.join(SCALES)}, got {scale!r}")
+    if spec is None or spec == "" or spec == []:
+        return [{"name": DEFAULT_ASPECT, "scale": scale}]
+    if isinstance(spec, str):
+        spec = [part.strip() for part in spec.split(",")]
+    if not isinstance(spec, list) or not all(isinstance(a, str) for a in spec):
+        raise LabelError(422, "aspects: a list of names, each optionally name:scale")
+    if len(spec) > MAX_ASPECTS:
+        raise LabelError(422, f"aspects: at most {MAX_ASPECTS}, got {len(spec)}")
+    aspects = []
+    for part in spec:
+        name, _, own = part.partition(":")
+        name, own = name.strip(), own.strip() or scale
+        if not name or len(name) > 32 or not all(ch.isalnum() or ch in "_-" for ch in name):
+            raise LabelError(422, f"aspects: {part!r}: a name of 1–32 letters, digits, _ or -")
+        if own not in SCALES:
+            raise LabelError(422, f"aspects: {part!r}: scale must be one of {', '.join(SCALES)}")
+        aspects.append({"name": name, "scale": own})
+    names = [a["name"] for a in aspects]
+    if len(set(names)) != len(names):
+        raise LabelError(422, f"aspects: a name twice in {', '.join(names)}")
+    return aspects
+
+
+def rating_value(value: Any, scale: str, field: str) -> int:
+    """A score on `scale`: "up" / "down" for thumbs, an integer in range for Likert."""
+    if scale == "thumbs":
+        if value not in THUMBS or not isinstance(value, str):
+            raise LabelError(422, f"{field}: 'up' or 'down'")
+        return THUMBS[value]
+    lo, hi = SCALES[scale]
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise LabelError(422, f"{field}: a whole number {lo}–{hi}")
     return value

@@ -14,10 +14,10 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from rlhfkit.label.db import Item, Judgment, Project
-from rlhfkit.label.service.common import LabelError
+from rlhfkit.label.service.common import SCALES, THUMBS, LabelError
 from rlhfkit.label.service.stats import judgments, stats
 
-EXPORT_FORMATS = ("pairs", "ranked", "hh")
+EXPORT_FORMATS = ("pairs", "ranked", "hh", "ratings")
 
 
 def _prompt_field(messages: list[dict[str, str]]) -> str | list[dict[str, str]]:
@@ -45,19 +45,36 @@ def _order(j: Judgment, item: Item, red_team: bool) -> list[int] | None:
 
 
 def export_rows(
-    db: Session, project: Project, format: str = "pairs", ties: str = "drop"
+    db: Session,
+    project: Project,
+    format: str = "pairs",
+    ties: str = "drop",
+    threshold: int | None = None,
+    aspect: str | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(rows of the trainer format, report: who labelled what and the agreement table).
 
     pairs: {prompt, chosen, rejected, margin (the strength; for a ranking, the difference of
     places), meta}, a ranking expanded into its K(K−1)/2 pairs; ranked: {prompt, responses best
     first, meta}; hh: {chosen, rejected} HH transcripts. `ties`: "drop" or "keep" (pairs only:
-    kept as margin 0 with `meta.tie`, in the order shown).
+    kept as margin 0 with `meta.tie`, in the order shown). ratings (rating projects, the only
+    format they have): see `rating_rows`.
     """
     if format not in EXPORT_FORMATS:
         raise LabelError(422, f"format must be one of {', '.join(EXPORT_FORMATS)}, got {format!r}")
     if ties not in ("drop", "keep"):
         raise LabelError(422, f"ties must be 'drop' or 'keep', got {ties!r}")
+    if (format == "ratings") != (project.kind == "rating"):
+        raise LabelError(
+            422,
+            "a rating project exports --format ratings"
+            if project.kind == "rating"
+            else f"--format ratings is for rating projects; {project.name!r} is {project.kind}",
+        )
+    if format == "ratings":
+        return rating_rows(db, project, threshold, aspect)
+    if threshold is not None or aspect is not None:
+        raise LabelError(422, "threshold and aspect are for --format ratings")
     red_team = project.mode == "red_team"
     rows: list[dict[str, Any]] = []
     who: list[dict[str, Any]] = []
@@ -135,3 +152,88 @@ def export_rows(
 
 def write_jsonl(rows: Iterable[dict[str, Any]]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+
+
+def label_rule(scale: str, threshold: int | None) -> tuple[Any, str]:
+    """(score → True / False / None (dropped), the rule in words) for a rating on `scale`.
+
+    Thumbs: up is desirable, down undesirable. Likert lo–hi without a threshold: above the
+    middle desirable, below undesirable, the middle itself (3 of 1–5, 4 of 1–7) dropped; with
+    `threshold` t: score ≥ t desirable, every other undesirable, none dropped."""
+    if scale == "thumbs":
+        if threshold is not None:
+            raise LabelError(422, "threshold: a thumbs aspect needs none (up is desirable)")
+        return (lambda score: score == THUMBS["up"]), "thumbs up = true, down = false"
+    lo, hi = SCALES[scale]
+    if threshold is None:
+        middle = (lo + hi) / 2
+        rule = f"score > {middle:g} = true, score < {middle:g} = false, {middle:g} dropped"
+        return (lambda score: None if score == middle else score > middle), rule
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or not lo < threshold <= hi:
+        raise LabelError(422, f"threshold: a score {lo + 1}–{hi} on the {scale} scale")
+    return (lambda score: score >= threshold), f"score >= {threshold} = true, else false"
+
+
+def rating_rows(
+    db: Session, project: Project, threshold: int | None = None, aspect: str | None = None
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Unpaired rows {prompt, completion, label, meta}, the format TRL's and OpenRLHF's KTO
+    trainers read (and `rlhfkit kto`): one row per rating judgment, `label` from the score of
+    `aspect` (default: the project's first) by `label_rule`. `meta` holds every aspect's score
+    ("up" / "down" for thumbs), the annotator, the rule, flags, note and seconds."""
+    aspects = {a["name"]: a["scale"] for a in project.settings["aspects"]}
+    aspect = aspect or next(iter(aspects))
+    if aspect not in aspects:
+        raise LabelError(422, f"aspect: one of {', '.join(aspects)}, got {aspect!r}")
+    to_label, rule = label_rule(aspects[aspect], threshold)
+    up_down = {v: k for k, v in THUMBS.items()}
+    rows: list[dict[str, Any]] = []
+    who: list[dict[str, Any]] = []
+    dropped = 0
+    for j, item, user in judgments(db, project):
+        scores = {
+            name: up_down[score] if aspects[name] == "thumbs" else score
+            for name, score in (j.scores or {}).items()
+        }
+        who.append({"item": item.id, "external_id": item.external_id, "annotator": user.name,
+                    "scores": scores})  # fmt: skip
+        label = to_label(j.scores[aspect])
+        if label is None:
+            dropped += 1
+            continue
+        meta = {
+            **item.meta,
+            "project": project.name,
+            "item": item.id,
+            "external_id": item.external_id,
+            "annotator": user.name,
+            "scores": scores,
+            "aspect": aspect,
+            "scale": aspects[aspect],
+            "rule": rule,
+            "flags": j.flags,
+            "note": j.note,
+            "seconds": j.seconds,
+        }
+        rows.append(
+            {
+                "prompt": _prompt_field(item.prompt),
+                "completion": item.candidates[0],
+                "label": label,
+                "meta": meta,
+            }
+        )
+    report = {
+        "project": project.name,
+        "format": "ratings",
+        "aspect": aspect,
+        "scale": aspects[aspect],
+        "rule": rule,
+        "rows": len(rows),
+        "desirable": sum(r["label"] for r in rows),
+        "undesirable": sum(not r["label"] for r in rows),
+        "dropped_middle": dropped,
+        "labels": who,
+        "agreement": stats(db, project),
+    }
+    return rows, report

@@ -23,6 +23,7 @@ from rlhfkit.label.service.common import (
     MAX_CANDIDATES,
     LabelError,
     json_field,
+    rating_value,
     storable,
     text_field,
 )
@@ -55,10 +56,44 @@ def parse_item(row: Any, kind: str, where: str) -> dict[str, Any]:
     """One import row → item fields. Candidates come from `responses` (a list) or from
     `chosen` and `rejected` (what `rlhfkit sim collect` writes; shown in random order, so which
     was chosen before is not revealed); `gold` is the best candidate's index or a best-first
-    list; `assign_to` names the annotators; `id` and `meta` are kept."""
+    list; `assign_to` names the annotators; `id` and `meta` are kept. A rating item has one
+    reply, `completion` (or `response`, or `responses` with one), and its `gold` is a score
+    (or {aspect: score}), checked against the project's aspects on import."""
     if not isinstance(row, dict):
         raise LabelError(422, f"{where}: expected a JSON object")
     prompt = parse_prompt(row.get("prompt"), f"{where}: prompt")
+    if kind == "rating":
+        candidates = [_rating_reply(row, where)]
+        gold = row.get("gold")
+    else:
+        candidates = _candidates(row, kind, where)
+        gold = _comparison_gold(row.get("gold"), len(candidates), where)
+    assign_to = row.get("assign_to")
+    if assign_to is not None and (
+        not isinstance(assign_to, list) or not all(isinstance(a, str) for a in assign_to)
+    ):
+        raise LabelError(422, f"{where}: assign_to: a list of user names")
+    for i, name in enumerate(assign_to or []):
+        storable(name, f"{where}: assign_to[{i}]")
+    meta = row.get("meta", {})
+    if not isinstance(meta, dict):
+        raise LabelError(422, f"{where}: meta: expected an object")
+    json_field(meta, f"{where}: meta")
+    external_id = row.get("id")
+    if external_id is not None:
+        external_id = storable(str(external_id), f"{where}: id")[:128]
+    return {
+        "prompt": prompt,
+        "candidates": candidates,
+        "gold": gold,
+        "meta": meta,
+        "external_id": external_id,
+        "assign_to": assign_to,
+        "where": where,
+    }
+
+
+def _candidates(row: dict[str, Any], kind: str, where: str) -> list[str]:
     if "responses" in row:
         raw = row["responses"]
         if not isinstance(raw, list):
@@ -83,39 +118,51 @@ def parse_item(row: Any, kind: str, where: str) -> dict[str, Any]:
         raise LabelError(422, f"{where}: a pairwise item needs 2 replies, got {len(candidates)}")
     if not 2 <= len(candidates) <= MAX_CANDIDATES:
         raise LabelError(422, f"{where}: 2–{MAX_CANDIDATES} replies, got {len(candidates)}")
-    gold = row.get("gold")
-    if gold is not None:
-        gold = [gold] if isinstance(gold, int) and not isinstance(gold, bool) else gold
-        if (
-            not isinstance(gold, list)
-            or not gold
-            or len(set(gold)) != len(gold)
-            or not all(_index(g) and 0 <= g < len(candidates) for g in gold)
-        ):
-            raise LabelError(422, f"{where}: gold: a candidate index or a best-first list of them")
-    assign_to = row.get("assign_to")
-    if assign_to is not None and (
-        not isinstance(assign_to, list) or not all(isinstance(a, str) for a in assign_to)
+    return candidates
+
+
+def _comparison_gold(gold: Any, n_candidates: int, where: str) -> list[int] | None:
+    if gold is None:
+        return None
+    gold = [gold] if _index(gold) else gold
+    if (
+        not isinstance(gold, list)
+        or not gold
+        or not all(_index(g) and 0 <= g < n_candidates for g in gold)
+        or len(set(gold)) != len(gold)
     ):
-        raise LabelError(422, f"{where}: assign_to: a list of user names")
-    for i, name in enumerate(assign_to or []):
-        storable(name, f"{where}: assign_to[{i}]")
-    meta = row.get("meta", {})
-    if not isinstance(meta, dict):
-        raise LabelError(422, f"{where}: meta: expected an object")
-    json_field(meta, f"{where}: meta")
-    external_id = row.get("id")
-    if external_id is not None:
-        external_id = storable(str(external_id), f"{where}: id")[:128]
-    return {
-        "prompt": prompt,
-        "candidates": candidates,
-        "gold": gold,
-        "meta": meta,
-        "external_id": external_id,
-        "assign_to": assign_to,
-        "where": where,
-    }
+        raise LabelError(422, f"{where}: gold: a candidate index or a best-first list of them")
+    return gold
+
+
+def _rating_reply(row: dict[str, Any], where: str) -> str:
+    """The one reply of a rating item."""
+    keys = [k for k in ("completion", "response", "responses") if k in row]
+    if len(keys) != 1 or "chosen" in row or "rejected" in row:
+        raise LabelError(
+            422, f"{where}: a rating item has one reply: give `completion` (or `response`)"
+        )
+    if keys[0] != "responses":
+        return text_field(row[keys[0]], f"{where}: {keys[0]}")
+    raw = row["responses"]
+    if not isinstance(raw, list) or len(raw) != 1:
+        raise LabelError(422, f"{where}: responses: a rating item has exactly one reply")
+    return text_field(raw[0], f"{where}: responses[0]")
+
+
+def rating_gold(gold: Any, aspects: list[dict[str, str]], where: str) -> dict[str, int] | None:
+    """A rating item's known scores: one score (for the first aspect) or {aspect: score}."""
+    if gold is None:
+        return None
+    if not isinstance(gold, dict):
+        gold = {aspects[0]["name"]: gold}
+    scales = {a["name"]: a["scale"] for a in aspects}
+    unknown = [k for k in gold if k not in scales]
+    if unknown or not gold:
+        raise LabelError(
+            422, f"{where}: gold: scores for the aspects {', '.join(scales)}, got {unknown or '{}'}"
+        )
+    return {k: rating_value(v, scales[k], f"{where}: gold.{k}") for k, v in gold.items()}
 
 
 def _index(value: Any) -> bool:
@@ -174,6 +221,11 @@ def import_items(db: Session, project: Project, rows: Sequence[dict[str, Any]]) 
         if missing:
             where = row.get("where", "item")
             raise LabelError(422, f"{where}: assign_to: no user {', '.join(map(repr, missing))}")
+    if project.kind == "rating":
+        aspects = project.settings["aspects"]
+        rows = [
+            {**r, "gold": rating_gold(r["gold"], aspects, r.get("where", "item"))} for r in rows
+        ]
     items = []
     for offset, row in enumerate(rows, start=1):
         item = Item(

@@ -9,7 +9,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from rlhfkit.label.db import Assignment, Item, Project, User, valid_id
-from rlhfkit.label.service.common import GUIDELINES, KINDS, MODES, LabelError, storable
+from rlhfkit.label.service.common import (
+    GUIDELINES,
+    KINDS,
+    MODES,
+    LabelError,
+    parse_aspects,
+    storable,
+)
 
 
 def create_project(
@@ -23,7 +30,11 @@ def create_project(
     policy_b: str | None = None,
     max_new_tokens: int = 48,
     temperature: float = 1.0,
+    scale: str = "thumbs",
+    aspects: Any = None,
 ) -> Project:
+    """A new project. Chat projects need `policy_a`; rating projects rate one reply per item on
+    `aspects` (see `common.parse_aspects`; default one aspect, "overall", on `scale`)."""
     if not isinstance(name, str) or not 1 <= len(name) <= 128 or not name.strip():
         raise LabelError(422, "name: 1–128 characters")
     storable(name, "name")
@@ -42,18 +53,24 @@ def create_project(
         raise LabelError(422, "overlap: annotators per item, 1–20")
     if kind == "chat" and not policy_a:
         raise LabelError(422, "a chat project needs policy_a (a model folder)")
+    if kind == "rating" and mode != "helpful":
+        raise LabelError(422, "a rating project rates each reply on its own: mode must be helpful")
+    if kind != "rating" and (aspects or scale != "thumbs"):
+        raise LabelError(422, "scale and aspects are for rating projects")
     if db.scalar(select(Project).where(Project.name == name)) is not None:
         raise LabelError(409, f"project {name!r} exists")
     settings: dict[str, Any] = {"max_new_tokens": max_new_tokens, "temperature": temperature}
     if policy_a:
         settings["policy_a"] = policy_a
         settings["policy_b"] = policy_b or policy_a
+    if kind == "rating":
+        settings["aspects"] = parse_aspects(aspects, scale)
     project = Project(
         name=name,
         kind=kind,
         mode=mode,
         overlap=overlap,
-        guidelines=guidelines if guidelines else GUIDELINES[mode],
+        guidelines=guidelines if guidelines else GUIDELINES["rating" if kind == "rating" else mode],
         settings=settings,
     )
     db.add(project)

@@ -31,12 +31,17 @@ def stats(db: Session, project: Project) -> dict[str, Any]:
     seconds: dict[str, list[float]] = defaultdict(list)
     flags: dict[str, int] = defaultdict(int)
     rows = judgments(db, project)
+    rating = project.kind == "rating"
     for j, item, user in rows:
-        labels[user.name].update(
-            agreement.comparison_labels(item.id, j.choice, j.ranking, len(item.candidates))
-        )
-        if item.gold:
-            gold.update(agreement.gold_labels(item.id, item.gold, len(item.candidates)))
+        if rating:
+            labels[user.name].update(agreement.rating_labels(item.id, j.scores or {}))
+            gold.update(agreement.rating_labels(item.id, item.gold or {}))
+        else:
+            labels[user.name].update(
+                agreement.comparison_labels(item.id, j.choice, j.ranking, len(item.candidates))
+            )
+            if item.gold:
+                gold.update(agreement.gold_labels(item.id, item.gold, len(item.candidates)))
         if j.seconds is not None:
             seconds[user.name].append(j.seconds)
         for f in j.flags:
@@ -57,6 +62,8 @@ def stats(db: Session, project: Project) -> dict[str, Any]:
         if j.note or j.flags
     ][-50:]
     all_seconds = sorted(s for v in seconds.values() for s in v)
+    if rating:
+        table["aspects"] = agreement.rating_tables(labels, gold, project.settings["aspects"])
     return {
         "project": project.name,
         "kind": project.kind,
@@ -66,7 +73,9 @@ def stats(db: Session, project: Project) -> dict[str, Any]:
         "tasks_open": status_counts.get("open", 0),
         "tasks_done": status_counts.get("done", 0),
         "judgments": len(rows),
-        "ties": sum(j.choice is None and j.ranking is None for j, _, _ in rows),
+        "ties": sum(
+            j.choice is None and j.ranking is None and j.scores is None for j, _, _ in rows
+        ),
         "flags": dict(flags),
         "median_seconds": all_seconds[len(all_seconds) // 2] if all_seconds else None,
         "notes": notes,

@@ -15,7 +15,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from rlhfkit.label.db import Assignment, Chat, Item, Judgment, Project, User, now, valid_id
-from rlhfkit.label.service.common import FLAGS, MAX_TEXT, STRENGTHS, LabelError, storable
+from rlhfkit.label.service.common import (
+    FLAGS,
+    MAX_TEXT,
+    SCALES,
+    STRENGTHS,
+    THUMBS,
+    LabelError,
+    rating_value,
+    storable,
+)
 
 
 def letters_of(n: int) -> list[str]:
@@ -66,11 +75,12 @@ def task_view(db: Session, task: Assignment, mark_served: bool = True) -> dict[s
         task.served_at = now()
         db.commit()
     letters = letters_of(len(task.display_order))
-    return {
+    kind = project.kind if project.kind in ("ranking", "rating") else "pairwise"
+    view = {
         "task": task.id,
         "project": project.name,
         "project_id": project.id,
-        "kind": "ranking" if project.kind == "ranking" else "pairwise",
+        "kind": kind,
         "mode": project.mode,
         "guidelines": project.guidelines,
         "status": task.status,
@@ -83,21 +93,48 @@ def task_view(db: Session, task: Assignment, mark_served: bool = True) -> dict[s
             for pos, c in enumerate(task.display_order)
         ],
     }
+    if kind == "rating":
+        view["aspects"] = [
+            {**a, "values": _scale_values(a["scale"])} for a in project.settings["aspects"]
+        ]
+    return view
+
+
+def _scale_values(scale: str) -> list[str | int]:
+    """What an answer may give for `scale`, in the order a form shows them."""
+    if scale == "thumbs":
+        return list(THUMBS)[::-1]  # up, down
+    lo, hi = SCALES[scale]
+    return list(range(lo, hi + 1))
+
+
+def _rating_scores(project: Project, raw: Any) -> dict[str, int]:
+    """`scores`: {aspect: score} for every aspect of the project, and only those."""
+    aspects = project.settings["aspects"]
+    names = [a["name"] for a in aspects]
+    if not isinstance(raw, dict) or sorted(raw, key=str) != sorted(names):
+        raise LabelError(422, f"scores: one score for each of {', '.join(names)}")
+    return {
+        a["name"]: rating_value(raw[a["name"]], a["scale"], f"scores.{a['name']}") for a in aspects
+    }
 
 
 def submit(db: Session, user: User, assignment_id: int, answer: dict[str, Any]) -> Judgment:
     """Validate and store one judgment (see the module docstring for exactly-once).
 
-    `answer`: `choice` "A" | "B" | "tie" and `strength` 1–3 (pairwise and chat); `ranking`, the
-    letters best first (ranking); optional `flags` (unsafe, pii, wrong_language) and `note`.
+    `answer`: `choice` "A" | "B" | "tie" and `strength` 1–3 (pairwise and chat; a tie has
+    none); `ranking`, the letters best first (ranking); `scores`, {aspect: "up" | "down" or a
+    Likert number} (rating); optional `flags` (unsafe, pii, wrong_language) and `note`.
     """
     task = get_task(db, user, assignment_id)
     item = db.get(Item, task.item_id)
     project = db.get(Project, item.project_id)
     letters = letters_of(len(task.display_order))
     to_candidate = dict(zip(letters, task.display_order, strict=True))
-    choice = strength = ranking = None
-    if project.kind == "ranking":
+    choice = strength = ranking = scores = None
+    if project.kind == "rating":
+        scores = _rating_scores(project, answer.get("scores"))
+    elif project.kind == "ranking":
         raw = answer.get("ranking")
         if not isinstance(raw, list) or sorted(map(str, raw)) != letters:
             raise LabelError(422, f"ranking: every letter of {', '.join(letters)} once, best first")
@@ -139,6 +176,7 @@ def submit(db: Session, user: User, assignment_id: int, answer: dict[str, Any]) 
         choice=choice,
         strength=strength,
         ranking=ranking,
+        scores=scores,
         flags=sorted(set(flags)),
         note=note,
         seconds=(now() - served).total_seconds() if served else None,
