@@ -61,6 +61,7 @@ ITEM = _body({
     "responses": st.lists(TEXT, max_size=4),
     "chosen": TEXT,
     "rejected": TEXT,
+    "completion": TEXT,
     "gold": st.one_of(SMALL, st.lists(SMALL, max_size=3)),
     "assign_to": st.lists(st.sampled_from(["ann1", "ann2", "nobody"]) | TEXT, max_size=2),
     "meta": st.dictionaries(TEXT, JSON, max_size=3),
@@ -72,16 +73,20 @@ JUDGMENT = _body({
     "ranking": st.permutations(["A", "B", "C", "D"]) | st.lists(TEXT, max_size=5),
     "flags": st.lists(st.sampled_from(["unsafe", "pii", "wrong_language", "rude"]), max_size=3),
     "note": TEXT,
+    "scores": st.dictionaries(st.sampled_from(["overall", "helpful", "x"]) | TEXT,
+                              st.sampled_from(["up", "down", 1, 3, 7, 8]) | SMALL, max_size=3),
 })  # fmt: skip
 PROJECT = _body({
     "name": WORD,
-    "kind": st.sampled_from(["pairwise", "ranking", "chat", "poll"]),
+    "kind": st.sampled_from(["pairwise", "ranking", "chat", "rating", "poll"]),
     "mode": st.sampled_from(["helpful", "red_team"]),
     "overlap": SMALL,
     "guidelines": TEXT,
     "policy_a": TEXT,
     "max_new_tokens": SMALL,
     "temperature": st.one_of(st.floats(0.1, 2), st.floats(allow_nan=True)),
+    "scale": st.sampled_from(["thumbs", "1-5", "1-7", "1-9"]),
+    "aspects": st.lists(st.sampled_from(["helpful:1-7", "honest", "a:b"]) | TEXT, max_size=3),
 })  # fmt: skip
 USER = _body(
     {
@@ -110,8 +115,10 @@ ENDPOINTS = [
         None,
         _body(
             {
-                "format": st.sampled_from(["pairs", "ranked", "hh"]) | TEXT,
+                "format": st.sampled_from(["pairs", "ranked", "hh", "ratings"]) | TEXT,
                 "ties": st.sampled_from(["drop", "keep"]) | TEXT,
+                "threshold": SMALL,
+                "aspect": st.sampled_from(["overall", "helpful"]) | TEXT,
             }
         ),
     ),

@@ -159,7 +159,11 @@ def project_create(
             **rating,
         ),
     )  # fmt: skip
-    typer.echo(f"created project {project.id} {project.name!r} ({kind}, {mode}, overlap {overlap})")
+    rated = project.settings.get("aspects")
+    rated = "; " + ", ".join(f"{a['name']} {a['scale']}" for a in rated) if rated else ""
+    typer.echo(
+        f"created project {project.id} {project.name!r} ({kind}, {mode}, overlap {overlap}{rated})"
+    )
 
 
 @project_app.command("list")
