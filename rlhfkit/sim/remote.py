@@ -121,3 +121,80 @@ def _label(
         label_all(url, tokens, project["id"], decide)
         rows = admin.export(project["id"], "pairs")["rows"]
     return rows
+
+
+def rate_through_server(
+    url: str,
+    token: str,
+    project_name: str,
+    planned: Sequence[Any],
+    aspects: Sequence[dict[str, str]],
+    threshold: int | None = None,
+) -> list[dict[str, Any]]:
+    """Ratings through the app: `planned` (`rlhfkit.sim.ratings.plan_ratings`, drawn before
+    any labelling) become a rating project with overlap 1, each reply assigned to its
+    annotator's account; each annotator, in its own thread, fetches its tasks and answers with
+    its planned scores; the `ratings` export (label from the first aspect, `threshold`) comes
+    back with the gold score and behaviour added to `meta`, so the rows equal
+    `rlhfkit.sim.ratings.rating_rows` of the same plan, row for row."""
+    import httpx
+
+    from rlhfkit.label.client import LabelClient, label_all
+    from rlhfkit.sim.feedback import _prompt_field
+
+    names = list(dict.fromkeys(p.annotator.name for p in planned))
+
+    def decide(name: str, task: dict[str, Any]) -> dict[str, Any]:
+        p = planned[int(task["external_id"])]
+        if p.annotator.name != name:
+            raise RuntimeError(
+                f"task {task['task']} was assigned to {name}, not {p.annotator.name}"
+            )
+        return {"scores": p.scores}
+
+    try:
+        with LabelClient(url, token) as admin:
+            existing = {u["name"] for u in admin.users()}
+            for name in names:
+                if name not in existing:
+                    admin.create_user(name, secrets.token_urlsafe(16))
+            tokens = {name: admin.user_token(name) for name in names}
+            spec = [f"{a['name']}:{a['scale']}" for a in aspects]
+            project = admin.create_project(
+                name=project_name, kind="rating", overlap=1, aspects=spec
+            )
+            items = [
+                {"id": str(i), "prompt": _prompt_field(p.record), "completion": p.reply,
+                 "assign_to": [p.annotator.name],
+                 "meta": {"source": "policy", "family": p.verdict.family}}
+                for i, p in enumerate(planned)
+            ]  # fmt: skip
+            for start in range(0, len(items), 500):  # bounded request bodies
+                admin.add_items(project["id"], items[start : start + 500])
+            label_all(url, tokens, project["id"], decide)
+            rows = admin.call(
+                "GET",
+                f"/api/projects/{project['id']}/export",
+                params={
+                    "format": "ratings",
+                    **({} if threshold is None else {"threshold": threshold}),
+                },
+            )["rows"]
+    except httpx.HTTPError as e:  # the server's own refusals arrive as LabelClientError
+        raise RuntimeError(f"cannot reach the label server ({e})") from e
+    out = []
+    for row in rows:
+        p = planned[int(row["meta"]["external_id"])]
+        meta = {
+            "source": "policy",
+            "family": p.verdict.family,
+            "annotator": row["meta"]["annotator"],
+            "scores": row["meta"]["scores"],
+            "aspect": row["meta"]["aspect"],
+            "scale": row["meta"]["scale"],
+            "rule": row["meta"]["rule"],
+            "gold": p.verdict.score,
+            "behaviour": p.verdict.behaviour,
+        }
+        out.append({**{k: row[k] for k in ("prompt", "completion", "label")}, "meta": meta})
+    return out

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from rlhfkit.label.scales import SCALES, THUMBS
+
 KINDS = ("pairwise", "ranking", "chat", "rating")
 MODES = ("helpful", "red_team")
 ROLES = ("annotator", "admin")
@@ -14,9 +16,6 @@ STRENGTHS = {1: "slightly better", 2: "better", 3: "much better"}
 MAX_TEXT = 20_000  # characters in one prompt turn, reply or note
 MAX_CANDIDATES = 9  # InstructGPT ranked K = 4–9 outputs
 
-# a rating scale: its lowest and highest score (thumbs: 0 down, 1 up)
-SCALES = {"thumbs": (0, 1), "1-5": (1, 5), "1-7": (1, 7)}
-THUMBS = {"down": 0, "up": 1}
 DEFAULT_ASPECT = "overall"
 MAX_ASPECTS = 8
 

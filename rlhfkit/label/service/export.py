@@ -13,8 +13,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from rlhfkit.label import scales
 from rlhfkit.label.db import Item, Judgment, Project
-from rlhfkit.label.service.common import SCALES, THUMBS, LabelError
+from rlhfkit.label.service.common import THUMBS, LabelError
 from rlhfkit.label.service.stats import judgments, stats
 
 EXPORT_FORMATS = ("pairs", "ranked", "hh", "ratings")
@@ -155,23 +156,11 @@ def write_jsonl(rows: Iterable[dict[str, Any]]) -> str:
 
 
 def label_rule(scale: str, threshold: int | None) -> tuple[Any, str]:
-    """(score → True / False / None (dropped), the rule in words) for a rating on `scale`.
-
-    Thumbs: up is desirable, down undesirable. Likert lo–hi without a threshold: above the
-    middle desirable, below undesirable, the middle itself (3 of 1–5, 4 of 1–7) dropped; with
-    `threshold` t: score ≥ t desirable, every other undesirable, none dropped."""
-    if scale == "thumbs":
-        if threshold is not None:
-            raise LabelError(422, "threshold: a thumbs aspect needs none (up is desirable)")
-        return (lambda score: score == THUMBS["up"]), "thumbs up = true, down = false"
-    lo, hi = SCALES[scale]
-    if threshold is None:
-        middle = (lo + hi) / 2
-        rule = f"score > {middle:g} = true, score < {middle:g} = false, {middle:g} dropped"
-        return (lambda score: None if score == middle else score > middle), rule
-    if isinstance(threshold, bool) or not isinstance(threshold, int) or not lo < threshold <= hi:
-        raise LabelError(422, f"threshold: a score {lo + 1}–{hi} on the {scale} scale")
-    return (lambda score: score >= threshold), f"score >= {threshold} = true, else false"
+    """`rlhfkit.label.scales.label_rule`, its refusal as a 422."""
+    try:
+        return scales.label_rule(scale, threshold)
+    except ValueError as e:
+        raise LabelError(422, str(e)) from None
 
 
 def rating_rows(
