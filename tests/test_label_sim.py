@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
 
 import pytest
 from label_helpers import PASSWORDS, live_server
@@ -35,6 +36,17 @@ def world(tmp_path_factory):
     return root, policy
 
 
+@contextmanager
+def _server(tmp_path):
+    """A live label app on a fresh SQLite file with one admin: (url, API token, database)."""
+    database = Database(f"sqlite:///{tmp_path / 'label.db'}")
+    database.upgrade()
+    with database.session() as db:
+        _, token = service.create_user(db, "admin", PASSWORDS["admin"], "admin")
+    with live_server(database) as url:
+        yield url, token, database
+
+
 def _collect(world, policy, out, *extra):
     args = ["sim", "collect", "--world", str(world), "--policy", str(policy), "-o", str(out),
             "--seed", "4", "--max-new-tokens", "8", *extra]  # fmt: skip
@@ -46,11 +58,7 @@ def _collect(world, policy, out, *extra):
 def test_collect_through_the_server_equals_offline(world, tmp_path):
     root, policy = world
     offline = _collect(root, policy, tmp_path / "offline.jsonl")
-    database = Database(f"sqlite:///{tmp_path / 'label.db'}")
-    database.upgrade()
-    with database.session() as db:
-        _, token = service.create_user(db, "admin", PASSWORDS["admin"], "admin")
-    with live_server(database) as url:
+    with _server(tmp_path) as (url, token, database):
         served = _collect(
             root, policy, tmp_path / "served.jsonl", "--server", url, "--token", token
         )
@@ -123,11 +131,7 @@ def test_rate_through_the_server_equals_offline(world, tmp_path):
         "helpful,harmless:thumbs",
     ]
     offline = _collect(root, policy, tmp_path / "offline.jsonl", *rating)
-    database = Database(f"sqlite:///{tmp_path / 'label.db'}")
-    database.upgrade()
-    with database.session() as db:
-        _, token = service.create_user(db, "admin", PASSWORDS["admin"], "admin")
-    with live_server(database) as url:
+    with _server(tmp_path) as (url, token, database):
         served = _collect(
             root, policy, tmp_path / "served.jsonl", *rating, "--server", url, "--token", token
         )
