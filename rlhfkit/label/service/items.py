@@ -170,10 +170,10 @@ def _index(value: Any) -> bool:
 
 
 def decode_items_file(data: bytes, name: str) -> str:
-    """The text of an import file: UTF-8, a byte-order mark at the start tolerated (as the
-    trainers' readers do)."""
+    """The text of an import file, which must be UTF-8 (`read_items_file` drops a byte-order
+    mark at its start, as the trainers' readers do)."""
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise LabelError(
@@ -184,7 +184,7 @@ def decode_items_file(data: bytes, name: str) -> str:
 def read_items_file(text: str, kind: str, name: str = "file") -> list[dict[str, Any]]:
     """Rows of a JSONL file (or one JSON list), each checked with `parse_item`; a bad row
     stops the import with its line number."""
-    text = text.removeprefix("\ufeff")
+    text = text.removeprefix("\ufeff")  # a byte-order mark, which every trainer accepts
     stripped = text.lstrip()
     if not stripped:
         raise LabelError(422, f"{name}: no items (the file is empty)")
