@@ -123,6 +123,11 @@ def parse_aspects(spec: Any, scale: str = "thumbs") -> list[dict[str, str]]:
     return aspects
 
 
+def whole_number(value: Any) -> bool:
+    """An int that is not a bool (JSON's true is no score or index)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def rating_value(value: Any, scale: str, field: str) -> int:
     """A score on `scale`: "up" / "down" for thumbs, an integer in range for Likert."""
     if scale == "thumbs":
@@ -130,6 +135,6 @@ def rating_value(value: Any, scale: str, field: str) -> int:
             raise LabelError(422, f"{field}: 'up' or 'down'")
         return THUMBS[value]
     lo, hi = SCALES[scale]
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+    if not whole_number(value) or not lo <= value <= hi:
         raise LabelError(422, f"{field}: a whole number {lo}–{hi}")
     return value

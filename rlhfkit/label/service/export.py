@@ -76,6 +76,13 @@ def export_rows(
         return rating_rows(db, project, threshold, aspect)
     if threshold is not None or aspect is not None:
         raise LabelError(422, "threshold and aspect are for --format ratings")
+    return comparison_rows(db, project, format, ties)
+
+
+def comparison_rows(
+    db: Session, project: Project, format: str, ties: str
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The pairs / ranked / hh rows of a pairwise, ranking or chat project (see `export_rows`)."""
     red_team = project.mode == "red_team"
     rows: list[dict[str, Any]] = []
     who: list[dict[str, Any]] = []

@@ -26,6 +26,7 @@ from rlhfkit.label.service.common import (
     rating_value,
     storable,
     text_field,
+    whole_number,
 )
 
 _sysrand = random.SystemRandom()
@@ -124,11 +125,11 @@ def _candidates(row: dict[str, Any], kind: str, where: str) -> list[str]:
 def _comparison_gold(gold: Any, n_candidates: int, where: str) -> list[int] | None:
     if gold is None:
         return None
-    gold = [gold] if _index(gold) else gold
+    gold = [gold] if whole_number(gold) else gold
     if (
         not isinstance(gold, list)
         or not gold
-        or not all(_index(g) and 0 <= g < n_candidates for g in gold)
+        or not all(whole_number(g) and 0 <= g < n_candidates for g in gold)
         or len(set(gold)) != len(gold)
     ):
         raise LabelError(422, f"{where}: gold: a candidate index or a best-first list of them")
@@ -163,10 +164,6 @@ def rating_gold(gold: Any, aspects: list[dict[str, str]], where: str) -> dict[st
             422, f"{where}: gold: scores for the aspects {', '.join(scales)}, got {unknown or '{}'}"
         )
     return {k: rating_value(v, scales[k], f"{where}: gold.{k}") for k, v in gold.items()}
-
-
-def _index(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def decode_items_file(data: bytes, name: str) -> str:

@@ -24,6 +24,7 @@ from rlhfkit.label.service.common import (
     LabelError,
     rating_value,
     storable,
+    whole_number,
 )
 
 
@@ -119,6 +120,31 @@ def _rating_scores(project: Project, raw: Any) -> dict[str, int]:
     }
 
 
+def _verdict(project: Project, task: Assignment, answer: dict[str, Any]) -> dict[str, Any]:
+    """The judgment's choice, strength, ranking and scores from `answer` (see `submit`)."""
+    letters = letters_of(len(task.display_order))
+    to_candidate = dict(zip(letters, task.display_order, strict=True))
+    out: dict[str, Any] = dict.fromkeys(("choice", "strength", "ranking", "scores"))
+    if project.kind == "rating":
+        out["scores"] = _rating_scores(project, answer.get("scores"))
+    elif project.kind == "ranking":
+        raw = answer.get("ranking")
+        if not isinstance(raw, list) or sorted(map(str, raw)) != letters:
+            raise LabelError(422, f"ranking: every letter of {', '.join(letters)} once, best first")
+        out["ranking"] = [to_candidate[x] for x in raw]
+    elif answer.get("choice") == "tie":
+        if answer.get("strength") is not None:
+            raise LabelError(422, "strength: a tie has no strength (leave it out)")
+    elif answer.get("choice") in letters:
+        out["choice"] = to_candidate[answer["choice"]]
+        out["strength"] = answer.get("strength")
+        if not whole_number(out["strength"]) or out["strength"] not in STRENGTHS:
+            raise LabelError(422, "strength: 1 (slightly), 2 (better) or 3 (much better)")
+    else:
+        raise LabelError(422, f"choice: one of {', '.join(letters)} or 'tie'")
+    return out
+
+
 def submit(db: Session, user: User, assignment_id: int, answer: dict[str, Any]) -> Judgment:
     """Validate and store one judgment (see the module docstring for exactly-once).
 
@@ -129,29 +155,7 @@ def submit(db: Session, user: User, assignment_id: int, answer: dict[str, Any]) 
     task = get_task(db, user, assignment_id)
     item = db.get(Item, task.item_id)
     project = db.get(Project, item.project_id)
-    letters = letters_of(len(task.display_order))
-    to_candidate = dict(zip(letters, task.display_order, strict=True))
-    choice = strength = ranking = scores = None
-    if project.kind == "rating":
-        scores = _rating_scores(project, answer.get("scores"))
-    elif project.kind == "ranking":
-        raw = answer.get("ranking")
-        if not isinstance(raw, list) or sorted(map(str, raw)) != letters:
-            raise LabelError(422, f"ranking: every letter of {', '.join(letters)} once, best first")
-        ranking = [to_candidate[x] for x in raw]
-    else:
-        raw_choice = answer.get("choice")
-        if raw_choice == "tie":
-            choice = None
-            if answer.get("strength") is not None:
-                raise LabelError(422, "strength: a tie has no strength (leave it out)")
-        elif raw_choice in letters:
-            choice = to_candidate[raw_choice]
-            strength = answer.get("strength")
-            if strength not in STRENGTHS or isinstance(strength, bool):
-                raise LabelError(422, "strength: 1 (slightly), 2 (better) or 3 (much better)")
-        else:
-            raise LabelError(422, f"choice: one of {', '.join(letters)} or 'tie'")
+    verdict = _verdict(project, task, answer)
     flags = answer.get("flags") or []
     if not isinstance(flags, list) or not all(f in FLAGS for f in flags):
         raise LabelError(422, f"flags: a list of {', '.join(FLAGS)}")
@@ -173,10 +177,7 @@ def submit(db: Session, user: User, assignment_id: int, answer: dict[str, Any]) 
         item_id=item.id,
         user_id=user.id,
         display_order=task.display_order,
-        choice=choice,
-        strength=strength,
-        ranking=ranking,
-        scores=scores,
+        **verdict,
         flags=sorted(set(flags)),
         note=note,
         seconds=(now() - served).total_seconds() if served else None,
@@ -184,6 +185,7 @@ def submit(db: Session, user: User, assignment_id: int, answer: dict[str, Any]) 
     db.add(judgment)
     if item.chat_id is not None:
         chat = db.get(Chat, item.chat_id, populate_existing=True)  # read under the write lock
+        choice = verdict["choice"]
         picked = choice if choice is not None else task.display_order[0]
         chat.messages = [*chat.messages, {"role": "assistant", "content": item.candidates[picked]}]
         chat.status, chat.item_id = "human", None
