@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,26 @@ PAIRS = [
     ("What is the capital of Atlantis?", "I don't know; Atlantis is a legend.", "Its capital is Poseidonia, population 4 million."),
 ]  # fmt: skip
 VERDICTS = ["A3", "B2", "A1", "B3", "A2"]  # by letter: the candidate behind A or B varies per task
+
+
+@contextmanager
+def _chromium(url):
+    """A Chromium page (1280 × 860) and the list of requests it made outside `url`."""
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        requests_outside = []
+        page.on("request", lambda r: r.url.startswith(url) or requests_outside.append(r.url))
+        yield page, requests_outside
+        browser.close()
+
+
+def _log_in(page, name):
+    """Fill the login form the page shows and wait for the project list."""
+    page.fill("#name", name)
+    page.fill("#password", PASSWORDS[name])
+    page.click("#login")
+    page.wait_for_selector("text=Your projects")
 
 
 @pytest.fixture
@@ -65,19 +86,11 @@ def test_label_in_a_real_browser(server, tmp_path):
     url, database = server
     shots = Path(os.environ.get("RLHFKIT_LABEL_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 860})
-        requests_outside = []
-        page.on("request", lambda r: r.url.startswith(url) or requests_outside.append(r.url))
-
+    with _chromium(url) as (page, requests_outside):
         # log in
         page.goto(f"{url}/")
         assert page.url.startswith(f"{url}/login")
-        page.fill("#name", "ann1")
-        page.fill("#password", PASSWORDS["ann1"])
-        page.click("#login")
-        page.wait_for_selector("text=Your projects")
+        _log_in(page, "ann1")
 
         # five pairwise judgments with strengths (and a flag and a note on the first)
         page.click("a.start >> nth=0")
@@ -130,15 +143,11 @@ def test_label_in_a_real_browser(server, tmp_path):
         assert page.url.startswith(f"{url}/login")
 
         # the admin's statistics page for the pairwise project
-        page.fill("#name", "admin")
-        page.fill("#password", PASSWORDS["admin"])
-        page.click("#login")
-        page.wait_for_selector("text=Your projects")
+        _log_in(page, "admin")
         page.click("text=statistics >> nth=0")
         page.wait_for_selector("#agreement")
         assert "The second reply miscounts." in page.inner_text("table.notes")
         page.screenshot(path=str(shots / "label_admin.png"), full_page=True)
-        browser.close()
     assert requests_outside == []  # every asset came from the app
 
     with database.session() as db:
@@ -197,16 +206,9 @@ def test_rate_replies_in_a_real_browser(rating_server, tmp_path):
     url, database = rating_server
     shots = Path(os.environ.get("RLHFKIT_LABEL_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1280, "height": 860})
-        requests_outside = []
-        page.on("request", lambda r: r.url.startswith(url) or requests_outside.append(r.url))
+    with _chromium(url) as (page, requests_outside):
         page.goto(f"{url}/login")
-        page.fill("#name", "ann1")
-        page.fill("#password", PASSWORDS["ann1"])
-        page.click("#login")
-        page.wait_for_selector("text=Your projects")
+        _log_in(page, "ann1")
         page.click("a.start >> nth=0")
         for i, (prompt, reply, (helpful, honest, harmless)) in enumerate(RATED):
             page.wait_for_selector("#judge")
@@ -222,16 +224,12 @@ def test_rate_replies_in_a_real_browser(rating_server, tmp_path):
         page.wait_for_selector("text=No open tasks left")
         page.click("#logout")
         page.wait_for_selector("#login")
-        page.fill("#name", "admin")
-        page.fill("#password", PASSWORDS["admin"])
-        page.click("#login")
-        page.wait_for_selector("text=Your projects")
+        _log_in(page, "admin")
         page.click("text=statistics >> nth=0")
         page.wait_for_selector("#aspects")
         aspects = page.inner_text("#aspects")
         assert "ordinal" in aspects and "nominal" in aspects
         page.screenshot(path=str(shots / "label_rating_admin.png"), full_page=True)
-        browser.close()
     assert requests_outside == []
 
     with database.session() as db:
