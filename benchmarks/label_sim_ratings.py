@@ -72,6 +72,7 @@ def main() -> None:
         report["scales"][scale] = {
             "rule": rule,
             "label_agrees_with_gold_sign": sum(lab == (g > 0) for lab, g in decided) / len(decided),
+            "ratings_with_a_label_and_a_nonzero_gold": len(decided),
             "labels_dropped_at_the_middle": sum(label is None for label, _ in labels) / len(labels),
             "exact_agreement": sum(same) / len(same),
             "krippendorff_alpha": krippendorff_alpha(
