@@ -11,13 +11,16 @@ import pytest
 from label_helpers import PAIRS, form_csrf, make_env
 
 from rlhfkit.data import read_preferences, read_ranked
-from rlhfkit.label.db import Assignment, Judgment
+from rlhfkit.label import api, pages
+from rlhfkit.label.db import Assignment, Item, Judgment
 
 LOGIN_ROUTES = {("POST", "/login"), ("POST", "/api/session")}
 
 
 def _write_routes(app):
-    for route in app.routes:
+    # FastAPI includes a router lazily (`app.routes` lists the router, not its routes), so the
+    # routes are read from the app's two routers
+    for route in [*app.routes, *pages.router.routes, *api.router.routes]:
         for method in getattr(route, "methods", set()) or set():
             if (
                 method in ("POST", "PUT", "PATCH", "DELETE")
@@ -256,6 +259,83 @@ def test_bad_input_is_a_4xx_with_a_message(env):
     with env.database.session() as db:
         assert db.query(Judgment).count() == 0
     assert admin.get("/api/health").json()["ok"]
+
+
+HUGE_IDS = [2**31, 2**63, 10**30, -(2**31) - 1, -(2**63) - 1, 0]
+
+
+def test_ids_no_database_integer_holds_are_missing_not_500(db_env):
+    """SQLite's driver overflows past 2**63 - 1 and PostgreSQL's INTEGER past 2**31 - 1."""
+    ann, admin = db_env.client("ann1"), db_env.page_login("admin")
+    for i in HUGE_IDS:
+        for path in [f"/api/tasks/{i}", f"/api/tasks?project={i}", f"/api/projects/{i}",
+                     f"/api/projects/{i}/next", f"/api/chats/{i}"]:  # fmt: skip
+            r = ann.get(path)
+            assert r.status_code == 404 and "no " in r.json()["detail"], (path, r.text)
+        r = ann.post(f"/api/tasks/{i}/judgment", json={"choice": "A", "strength": 1})
+        assert r.status_code == 404, (i, r.text)
+        for path in [f"/tasks/{i}", f"/projects/{i}", f"/chats/{i}", f"/admin/projects/{i}"]:
+            assert admin.get(path).status_code == 404, path
+    assert ann.get("/api/tasks?project=ten").status_code == 422
+
+
+UNSTORABLE = [  # text PostgreSQL's text columns refuse (NUL), text with no UTF-8 form (a lone
+    # surrogate), numbers its json type refuses (NaN, infinity); sent as raw JSON, as a client could
+    ("ann1", "/api/tasks/{task}/judgment", '{"choice": "A", "strength": 1, "note": "a\\u0000b"}'),
+    ("ann1", "/api/tasks/{task}/judgment", '{"choice": "A", "strength": 1, "note": "\\ud800"}'),
+    ("admin", "/api/projects", '{"name": "x\\u0000", "kind": "pairwise"}'),
+    ("admin", "/api/projects", '{"name": "y", "kind": "pairwise", "guidelines": "\\u0000"}'),
+    ("admin", "/api/users", '{"name": "z", "password": "12345678\\u0000"}'),
+    ("admin", "/api/users", '{"name": "z", "password": "12345678\\udfff"}'),
+    ("admin", "/api/users/a\x00b/token", "{}"),
+    ("admin", "/api/session", '{"name": "admin\\u0000", "password": "x"}'),
+    ("admin", "/api/session", '{"name": "admin", "password": "\\ud800"}'),
+    ("admin", "/api/projects/{pairs}/items", '{"items": [{"prompt": "\\udbff", "responses": ["a", "b"]}]}'),
+    ("admin", "/api/projects/{pairs}/items", '{"items": [{"prompt": "p", "responses": ["a", "\\ud800"]}]}'),
+    ("admin", "/api/projects/{pairs}/items", '{"items": [{"prompt": "p", "responses": ["a", "b"], "id": "\\u0000"}]}'),
+    ("admin", "/api/projects/{pairs}/items", '{"items": [{"prompt": "p", "responses": ["a", "b"], "meta": {"x": NaN}}]}'),
+    ("admin", "/api/projects/{pairs}/items", '{"items": [{"prompt": "p", "responses": ["a", "b"], "meta": {"x": -Infinity}}]}'),
+    ("admin", "/api/projects/{pairs}/items", '{"items": [{"prompt": "p", "responses": ["a", "b"], "meta": {"\\ud800": 1}}]}'),
+    ("admin", "/api/projects/{pairs}/items", '{"items": [{"prompt": "p", "responses": ["a", "b"], "assign_to": ["\\u0000"]}]}'),
+]  # fmt: skip
+
+
+def test_text_no_database_stores_is_a_4xx(db_env):
+    clients = {"admin": db_env.client("admin"), "ann1": db_env.client("ann1")}
+    task = _open_task(clients["ann1"], db_env.projects["pairs"])["task"]
+    for who, path, body in UNSTORABLE:
+        url = path.format(task=task, pairs=db_env.projects["pairs"]).replace("\x00", "%00")
+        r = clients[who].post(url, content=body, headers={"content-type": "application/json"})
+        assert 400 <= r.status_code < 500, (url, body, r.status_code, r.text)
+        assert r.json()["detail"], (url, body)
+    with db_env.database.session() as db:
+        assert db.query(Judgment).count() == 0
+
+
+def test_a_reply_with_a_nul_character_round_trips(db_env):
+    """Prompts and replies live in JSON columns, which both databases store with NUL (a tiny
+    policy's sampled reply can hold one), unlike text columns."""
+    admin = db_env.client("admin")
+    row = {"prompt": "p\x00q", "responses": ["a\x00", "b\x01"], "meta": {"k": "\x00"}}
+    r = admin.post(f"/api/projects/{db_env.projects['rank']}/items", json={"items": [row]})
+    assert r.status_code == 201, r.text
+    rows = admin.get(f"/api/projects/{db_env.projects['rank']}/export?format=ranked").json()
+    with db_env.database.session() as db:
+        item = db.get(Item, r.json()["items"][0])
+        assert (item.prompt[0]["content"], item.candidates, item.meta) == (
+            "p\x00q",
+            ["a\x00", "b\x01"],
+            {"k": "\x00"},
+        )
+    assert rows["rows"] == []  # nothing judged yet; the export reads the row back without error
+
+
+def test_a_tie_has_no_strength(env):
+    ann = env.client("ann1")
+    task = _open_task(ann, env.projects["pairs"])["task"]
+    r = ann.post(f"/api/tasks/{task}/judgment", json={"choice": "tie", "strength": 3})
+    assert r.status_code == 422 and "a tie has no strength" in r.json()["detail"]
+    assert ann.post(f"/api/tasks/{task}/judgment", json={"choice": "tie"}).status_code == 201
 
 
 def test_malformed_json_is_a_422_naming_the_problem(env):

@@ -28,7 +28,7 @@ def test_an_old_database_survives_the_upgrade(db_url):
             )
         )
     database.upgrade()
-    assert current_revision(database.engine) == "0002"
+    assert current_revision(database.engine) == "0003"
     with database.session() as db:
         assert service.user_by_name(db, "old").role == "annotator"
         project = service.get_project(db, "kept")
@@ -41,6 +41,38 @@ def test_an_old_database_survives_the_upgrade(db_url):
         )[0]
         assert item.chat_id is None
     database.upgrade()  # idempotent
+    database.close()
+
+
+def test_judgments_made_before_ratings_survive_the_upgrade(db_url):
+    """0002 → 0003 adds `judgments.scores`; a pairwise judgment made before keeps its answer
+    and its statistics, and a rating project works beside it."""
+    database = Database(db_url)
+    upgrade(database.engine, "0002")
+    rows = [
+        "INSERT INTO users (name, role, password_hash, created_at) "
+        "VALUES ('old', 'annotator', 'x', CURRENT_TIMESTAMP)",
+        "INSERT INTO projects (name, kind, mode, guidelines, overlap, settings, created_at) "
+        "VALUES ('kept', 'pairwise', 'helpful', '', 1, '{}', CURRENT_TIMESTAMP)",
+        "INSERT INTO items (project_id, position, prompt, candidates, meta) VALUES "
+        """(1, 0, '[{"role": "user", "content": "p"}]', '["a", "b"]', '{}')""",
+        "INSERT INTO assignments (item_id, user_id, display_order, status, created_at) "
+        "VALUES (1, 1, '[1, 0]', 'done', CURRENT_TIMESTAMP)",
+        "INSERT INTO judgments (assignment_id, item_id, user_id, display_order, choice, strength,"
+        " flags, note, created_at) VALUES (1, 1, 1, '[1, 0]', 0, 2, '[]', '', CURRENT_TIMESTAMP)",
+    ]
+    with database.engine.begin() as conn:
+        for row in rows:
+            conn.execute(text(row))
+    database.upgrade()
+    assert current_revision(database.engine) == "0003"
+    with database.session() as db:
+        stats = service.stats(db, service.get_project(db, "kept"))
+        assert (stats["judgments"], stats["ties"], stats["units"]) == (1, 0, 1)
+        rows, _ = service.export_rows(db, service.get_project(db, "kept"))
+        assert (rows[0]["chosen"], rows[0]["margin"]) == ("a", 2)
+        rating = service.create_project(db, "new", "rating", scale="1-5")
+        assert rating.settings["aspects"] == [{"name": "overall", "scale": "1-5"}]
     database.close()
 
 

@@ -13,8 +13,18 @@ the same statistics cover both task kinds. A unit is (item id, i, j).
   §C): coincidences o_ck = Σ_u Σ_{i≠j in u} [v_i = c][v_j = k] / (m_u − 1) over units with
   m_u ≥ 2 values; α = 1 − D_o / D_e with D_o = Σ_{c≠k} o_ck / n and
   D_e = Σ_{c≠k} n_c·n_k / (n(n − 1)). Any number of annotators, missing labels allowed.
+- Krippendorff's α, ordinal (same paper, §E): the same coincidences, with the squared ordinal
+  distance δ²_ck = (Σ_{g=c..k} n_g − (n_c + n_k)/2)² (c ≤ k, g over the ordered values) in
+  place of [c ≠ k]: D_o = Σ_ck o_ck·δ²_ck / n, D_e = Σ_ck n_c·n_k·δ²_ck / (n(n − 1)). Used for
+  Likert ratings, where 4 against 5 is a smaller disagreement than 1 against 5.
+- Fleiss' κ (Fleiss 1971), for thumbs: per unit with n_u ≥ 2 ratings,
+  P_u = Σ_c n_uc(n_uc − 1) / (n_u(n_u − 1)); P̄ = mean P_u; p_c = Σ_u n_uc / Σ_u n_u;
+  P_e = Σ_c p_c²; κ = (P̄ − P_e) / (1 − P_e). With the same number of raters per unit this is
+  Fleiss' formula; with fewer on some units, each unit still weighs the same.
 - Gold agreement: the fraction of an annotator's non-tie labels on gold items that name the
-  candidate the gold order puts first.
+  candidate the gold order puts first (ratings: that equal the gold score).
+
+Ratings give one label per (item id, aspect): the score.
 Undefined statistics (no overlap, or no variation to correct for) are None, never a guess.
 """
 
@@ -25,8 +35,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from itertools import combinations
 from typing import Any
 
-Unit = tuple[int, int, int]  # (item id, candidate i, candidate j), i < j
-Value = int | str  # the winning candidate index, or "tie"
+Unit = tuple[int, int, int] | tuple[int, str]  # (item, candidate i < j) or (item, aspect)
+Value = int | str  # the winning candidate index, "tie", or a rating's score
 
 
 def comparison_labels(
@@ -80,26 +90,67 @@ def cohen_kappa(a: Mapping[Unit, Value], b: Mapping[Unit, Value]) -> float | Non
     return (p_o - p_e) / (1 - p_e)
 
 
-def krippendorff_alpha(units: Iterable[Sequence[Value]]) -> float | None:
-    """Nominal Krippendorff's α from the values each unit received (None if undefined)."""
-    coincidence: dict[tuple[str, str], float] = defaultdict(float)
+def rating_labels(item_id: int, scores: Mapping[str, int]) -> dict[Unit, Value]:
+    """The labels of one rating judgment: its score per aspect."""
+    return {(item_id, aspect): score for aspect, score in scores.items()}
+
+
+def krippendorff_alpha(units: Iterable[Sequence[Value]], metric: str = "nominal") -> float | None:
+    """Krippendorff's α from the values each unit received (None if undefined); `metric` is
+    "nominal" (any values) or "ordinal" (numbers, see the module docstring)."""
+    key = str if metric == "nominal" else float
+    coincidence: dict[tuple[Any, Any], float] = defaultdict(float)
     for values in units:
         m = len(values)
         if m < 2:
             continue
         for i, j in ((i, j) for i in range(m) for j in range(m) if i != j):
-            coincidence[(str(values[i]), str(values[j]))] += 1.0 / (m - 1)
-    n_c: dict[str, float] = defaultdict(float)
+            coincidence[(key(values[i]), key(values[j]))] += 1.0 / (m - 1)
+    n_c: dict[Any, float] = defaultdict(float)
     for (c, _), o in coincidence.items():
         n_c[c] += o
     n = sum(n_c.values())
     if n <= 1:
         return None
-    d_o = sum(o for (c, k), o in coincidence.items() if c != k) / n
-    d_e = sum(n_c[c] * n_c[k] for c in n_c for k in n_c if c != k) / (n * (n - 1))
+    delta = _ordinal_distance(n_c) if metric == "ordinal" else (lambda c, k: float(c != k))
+    d_o = sum(o * delta(c, k) for (c, k), o in coincidence.items()) / n
+    d_e = sum(n_c[c] * n_c[k] * delta(c, k) for c in n_c for k in n_c) / (n * (n - 1))
     if d_e == 0:
         return None
     return 1.0 - d_o / d_e
+
+
+def _ordinal_distance(n_c: Mapping[float, float]) -> Any:
+    """δ²(c, k) = (Σ_{g=c..k} n_g − (n_c + n_k)/2)² over the ordered values g."""
+    ordered = sorted(n_c)
+
+    def delta(c: float, k: float) -> float:
+        lo, hi = min(c, k), max(c, k)
+        between = sum(n_c[g] for g in ordered if lo <= g <= hi)
+        return (between - (n_c[lo] + n_c[hi]) / 2) ** 2
+
+    return delta
+
+
+def fleiss_kappa(units: Iterable[Sequence[Value]]) -> float | None:
+    """Fleiss' κ from the values each unit received (units with fewer than two are skipped;
+    None if undefined), see the module docstring."""
+    rated = [Counter(str(v) for v in values) for values in units if len(values) >= 2]
+    if not rated:
+        return None
+    p_bar = sum(
+        sum(x * (x - 1) for x in counts.values()) / (n * (n - 1))
+        for counts in rated
+        for n in [sum(counts.values())]
+    ) / len(rated)
+    totals: Counter[str] = Counter()
+    for counts in rated:
+        totals.update(counts)
+    n_all = sum(totals.values())
+    p_e = sum((x / n_all) ** 2 for x in totals.values())
+    if p_e >= 1.0:
+        return None
+    return (p_bar - p_e) / (1 - p_e)
 
 
 def agreement_table(
@@ -168,3 +219,36 @@ def _agreement_with(
         agree += sum(mine[u] == theirs[u] for u in shared)
         total += len(shared)
     return agree / total if total else None
+
+
+def rating_tables(
+    labels: Mapping[str, Mapping[Unit, Value]],
+    gold: Mapping[Unit, Value],
+    aspects: Sequence[Mapping[str, str]],
+) -> dict[str, dict[str, Any]]:
+    """Per aspect of a rating project: agreement, Cohen's κ per annotator pair, Krippendorff's
+    α (ordinal for a Likert scale, nominal for thumbs), Fleiss' κ (thumbs), gold agreement
+    and the mean score."""
+    out = {}
+    for aspect in aspects:
+        name, thumbs = aspect["name"], aspect["scale"] == "thumbs"
+        mine = {who: {u: v for u, v in per.items() if u[1] == name} for who, per in labels.items()}
+        table = agreement_table(mine, {u: v for u, v in gold.items() if u[1] == name}, {})
+        by_unit: dict[Unit, list[Value]] = defaultdict(list)
+        for per_user in mine.values():
+            for unit, value in per_user.items():
+                by_unit[unit].append(value)
+        scores = [float(v) for values in by_unit.values() for v in values]
+        out[name] = {
+            "scale": aspect["scale"],
+            **{k: table[k] for k in ("units", "overlapping_units", "agreement", "pairs")},
+            "alpha_metric": "nominal" if thumbs else "ordinal",
+            "krippendorff_alpha": krippendorff_alpha(
+                by_unit.values(), "nominal" if thumbs else "ordinal"
+            ),
+            "fleiss_kappa": fleiss_kappa(by_unit.values()) if thumbs else None,
+            "gold_agreement": table["gold_agreement"],
+            "gold_labels": table["gold_labels"],
+            "mean": sum(scores) / len(scores) if scores else None,
+        }
+    return out

@@ -2,11 +2,12 @@
 
     rlhfkit label serve [--db URL] [--host 127.0.0.1] [--port 8000]
     rlhfkit label user create NAME [--role annotator|admin]     prints the API token
-    rlhfkit label project create NAME --kind pairwise|ranking|chat [--mode helpful|red_team]
-        [--overlap R] [--policy-a DIR] [--policy-b DIR]
+    rlhfkit label project create NAME --kind pairwise|ranking|chat|rating [--mode helpful|red_team]
+        [--overlap R] [--policy-a DIR] [--policy-b DIR] [--scale thumbs|1-5|1-7] [--aspects A,B:1-7]
     rlhfkit label project list
     rlhfkit label import --project P FILE                       JSONL: prompt + responses or chosen/rejected
-    rlhfkit label export --project P --format pairs|ranked|hh -o FILE [--ties drop|keep]
+    rlhfkit label export --project P --format pairs|ranked|hh|ratings -o FILE [--ties drop|keep]
+        [--threshold T] [--aspect A]                            ratings: Likert score >= T is desirable
     rlhfkit label stats --project P
     rlhfkit label migrate                                       bring the schema to this version
 
@@ -118,7 +119,7 @@ def user_create(
 @project_app.command("create")
 def project_create(
     name: Annotated[str, typer.Argument(help="Project name.")],
-    kind: Annotated[str, typer.Option(help="pairwise, ranking or chat.")],
+    kind: Annotated[str, typer.Option(help="pairwise, ranking, chat or rating.")],
     mode: Annotated[
         str, typer.Option(help="helpful or red_team (pick the more harmful).")
     ] = "helpful",
@@ -134,19 +135,35 @@ def project_create(
     ] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Chat: longest reply in tokens.")] = 48,
     temperature: Annotated[float, typer.Option(help="Chat: sampling temperature.")] = 1.0,
+    scale: Annotated[
+        str, typer.Option(help="Rating: thumbs (up/down), 1-5 or 1-7 (Likert).")
+    ] = "thumbs",
+    aspects: Annotated[
+        str | None,
+        typer.Option(
+            help="Rating: comma-separated aspects, each optionally NAME:SCALE "
+            "(e.g. helpful:1-7,honest,harmless); default one, 'overall'."
+        ),
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Create a labelling project."""
     from rlhfkit.label import service
 
     text = guidelines.read_text(encoding="utf-8") if guidelines else None
+    rating = {"scale": scale, "aspects": aspects} if kind == "rating" else {}
     project = _run(
         _database(db),
         lambda s: service.create_project(
-            s, name, kind, mode, overlap, text, policy_a, policy_b, max_new_tokens, temperature
+            s, name, kind, mode, overlap, text, policy_a, policy_b, max_new_tokens, temperature,
+            **rating,
         ),
+    )  # fmt: skip
+    rated = project.settings.get("aspects")
+    rated = "; " + ", ".join(f"{a['name']} {a['scale']}" for a in rated) if rated else ""
+    typer.echo(
+        f"created project {project.id} {project.name!r} ({kind}, {mode}, overlap {overlap}{rated})"
     )
-    typer.echo(f"created project {project.id} {project.name!r} ({kind}, {mode}, overlap {overlap})")
 
 
 @project_app.command("list")
@@ -180,7 +197,8 @@ def import_(
 
     def run(s: Any) -> int:
         p = service.get_project(s, project)
-        rows = service.read_items_file(file.read_text(encoding="utf-8"), p.kind, str(file))
+        text = service.decode_items_file(file.read_bytes(), str(file))
+        rows = service.read_items_file(text, p.kind, str(file))
         return len(service.import_items(s, p, rows))
 
     n = _run(_database(db), run)
@@ -191,16 +209,30 @@ def import_(
 def export(
     project: Annotated[str, typer.Option(help="Project name or id.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file to write.")],
-    format: Annotated[str, typer.Option(help="pairs, ranked or hh.")] = "pairs",
+    format: Annotated[
+        str, typer.Option(help="pairs, ranked or hh; ratings for a rating project.")
+    ] = "pairs",
     ties: Annotated[str, typer.Option(help="drop, or keep (pairs: margin 0, meta.tie).")] = "drop",
+    threshold: Annotated[
+        int | None,
+        typer.Option(
+            help="ratings, Likert aspect: a score >= THRESHOLD is desirable (label true), "
+            "others not. Default: above the scale's middle true, below false, the middle dropped."
+        ),
+    ] = None,
+    aspect: Annotated[
+        str | None,
+        typer.Option(help="ratings: the aspect whose score sets the label (default: the first)."),
+    ] = None,
     db: DbOption = None,
 ) -> None:
-    """Write the judgments as files `rlhfkit rm` / `rlhfkit dpo` read, plus
-    FILE.report.json (who labelled what, the agreement table)."""
+    """Write the judgments as files `rlhfkit rm` / `rlhfkit dpo` (ratings: `rlhfkit kto`)
+    read, plus FILE.report.json (who labelled what, the agreement table)."""
     from rlhfkit.label import service
 
     def run(s: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        return service.export_rows(s, service.get_project(s, project), format, ties)
+        p = service.get_project(s, project)
+        return service.export_rows(s, p, format, ties, threshold, aspect)
 
     rows, report = _run(_database(db), run)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -209,7 +241,8 @@ def export(
     tmp.replace(output)
     report_path = output.with_name(output.name + ".report.json")
     report_path.write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
-    typer.echo(f"wrote {len(rows)} rows to {output} and the report to {report_path}")
+    rule = f" ({report['rule']}; {report['dropped_middle']} dropped)" if format == "ratings" else ""
+    typer.echo(f"wrote {len(rows)} rows{rule} to {output} and the report to {report_path}")
 
 
 @app.command()

@@ -33,6 +33,13 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DEFAULT_URL = "sqlite:///label.db"
+MAX_ID = 2**31 - 1  # the largest id PostgreSQL's INTEGER holds (SQLite's holds 2**63 - 1)
+
+
+def valid_id(value: int) -> bool:
+    """Whether `value` can be a row id in both databases; a larger number overflows the
+    driver's integer (SQLite) or the column type (PostgreSQL) instead of matching nothing."""
+    return 1 <= value <= MAX_ID
 
 
 def now() -> datetime:
@@ -65,11 +72,11 @@ class Project(Base):
     __tablename__ = "projects"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
-    kind: Mapped[str] = mapped_column(String(16))  # "pairwise", "ranking" or "chat"
+    kind: Mapped[str] = mapped_column(String(16))  # "pairwise", "ranking", "chat" or "rating"
     mode: Mapped[str] = mapped_column(String(16), default="helpful")  # or "red_team"
     guidelines: Mapped[str] = mapped_column(Text, default="")
     overlap: Mapped[int] = mapped_column(Integer, default=1)  # annotators per item
-    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # chat policies etc.
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # chat policies, aspects
     created_at: Mapped[datetime] = mapped_column(DateTime, default=now)
 
 
@@ -83,7 +90,8 @@ class Item(Base):
     external_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     prompt: Mapped[list[dict[str, str]]] = mapped_column(JSON)
     candidates: Mapped[list[str]] = mapped_column(JSON)
-    gold: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)  # best-first indices
+    # best-first indices; for a rating item, the known score per aspect
+    gold: Mapped[list[int] | dict[str, int] | None] = mapped_column(JSON, nullable=True)
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     chat_id: Mapped[int | None] = mapped_column(ForeignKey("chats.id"), nullable=True)
 
@@ -105,7 +113,8 @@ class Assignment(Base):
 
 class Judgment(Base):
     """An annotator's answer. `choice` is a candidate index (None: tie / can't tell), `strength`
-    1–3 (slightly, clearly, much better), `ranking` candidate indices best first."""
+    1–3 (slightly, clearly, much better), `ranking` candidate indices best first, `scores` a
+    rating per aspect (thumbs: 1 up, 0 down; Likert: 1–5 or 1–7)."""
 
     __tablename__ = "judgments"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -116,6 +125,7 @@ class Judgment(Base):
     choice: Mapped[int | None] = mapped_column(Integer, nullable=True)
     strength: Mapped[int | None] = mapped_column(Integer, nullable=True)
     ranking: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
+    scores: Mapped[dict[str, int] | None] = mapped_column(JSON, nullable=True)  # rating kind
     flags: Mapped[list[str]] = mapped_column(JSON, default=list)
     note: Mapped[str] = mapped_column(Text, default="")
     seconds: Mapped[float | None] = mapped_column(Float, nullable=True)

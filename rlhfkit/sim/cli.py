@@ -204,10 +204,29 @@ def collect(
     project: Annotated[
         str | None, typer.Option(help="Project to create on --server (default sim-collect-SEED).")
     ] = None,
+    kind: Annotated[
+        str,
+        typer.Option(
+            help="comparison, or rating: each of the k replies rated on its own "
+            "(thumbs or Likert, the ratings rows `rlhfkit kto` reads; see rlhfkit.sim.ratings)."
+        ),
+    ] = "comparison",
+    scale: Annotated[str, typer.Option(help="--kind rating: thumbs, 1-5 or 1-7.")] = "thumbs",
+    aspects: Annotated[
+        str | None,
+        typer.Option(help="--kind rating: aspects, e.g. helpful:1-7,harmless (default overall)."),
+    ] = None,
+    threshold: Annotated[
+        int | None,
+        typer.Option(
+            help="--kind rating, Likert: score >= THRESHOLD is desirable (default: above the middle; the middle dropped)."
+        ),
+    ] = None,
 ) -> None:
     """Sample k replies per prompt from a policy and have the simulated annotators compare them
-    (on-policy pairs, or rankings for `rlhfkit rm data.ranked=true`; see rlhfkit.sim.feedback).
-    With --server they label through the label app's API (rlhfkit.sim.remote)."""
+    (on-policy pairs, or rankings for `rlhfkit rm data.ranked=true`; see rlhfkit.sim.feedback),
+    or rate each (`--kind rating`; see rlhfkit.sim.ratings). With --server they label through
+    the label app's API (rlhfkit.sim.remote)."""
     from rich.progress import Progress
 
     from rlhfkit.data import read_prompts
@@ -217,8 +236,16 @@ def collect(
     from rlhfkit.rollout import RolloutConfig
     from rlhfkit.sim.feedback import annotators_from_manifest, collect_comparisons, gold_choices
 
-    if k < 2 or n < 0:
-        fail(f"-k must be at least 2 and -n at least 0, got k={k}, n={n}")
+    if kind not in ("comparison", "rating"):
+        fail(f"--kind must be comparison or rating, got {kind!r}")
+    if k < (1 if kind == "rating" else 2) or n < 0:
+        fail(f"-k must be at least 2 (rating: 1) and -n at least 0, got k={k}, n={n}")
+    if kind == "rating":
+        from rlhfkit.sim.ratings import check_rating_options
+
+        rating_aspects = check_rating_options(
+            scale, aspects, threshold
+        )  # one line, before any work
     with reported():  # a missing world, an empty prompt file, a missing policy: one line
         annotators = annotators_from_manifest(world)
         source = prompts or world / "prompts" / "train.jsonl"
@@ -227,6 +254,14 @@ def collect(
         model = load_policy(ModelConfig(name_or_path=str(policy)))
         tokenizer = load_tokenizer(policy, "--policy")
     cfg = RolloutConfig(temperature=temperature, max_new_tokens=max_new_tokens)
+    if kind == "rating":
+        from rlhfkit.sim.ratings import collect_ratings_command
+
+        collect_ratings_command(
+            model, tokenizer, records, annotators, cfg, rating_aspects, output,
+            seed=seed, k=k, threshold=threshold, server=server, token=token, project=project,
+        )  # fmt: skip
+        return
     if server is not None:
         import os
 

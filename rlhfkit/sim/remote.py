@@ -18,6 +18,10 @@ through the app's JSON API and database, so the app is exercised exactly as peop
 4. the project is exported in the `pairs` format and the offline meta (gold scores and
    behaviours of chosen and rejected) is added back, so the file equals the offline one in
    prompt, chosen and rejected, row for row.
+
+Ratings (`sim collect --kind rating`, `rate_through_server`) go the same way: the scores are
+drawn before labelling (`rlhfkit.sim.ratings.plan_ratings`), each reply becomes a rating item
+assigned to its annotator, and the `ratings` export equals the offline rows field for field.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ def collect_through_server(
     admin's API `token`; returns the exported preference rows (see the module docstring)."""
     import httpx
 
+    from rlhfkit.sim.feedback import _prompt_field
+
     rng = random.Random(f"feedback-{seed}")
     pairs = []  # (record, reply a, reply b, gold verdicts, annotator, u)
     for record, a, b in zip(prompts, samples[0], samples[1], strict=True):
@@ -70,8 +76,19 @@ def collect_through_server(
         p_chosen = p_first if winner == 0 else 1 - p_first
         return {"choice": letter, "strength": _strength(p_chosen)}
 
+    items = [
+        {
+            "id": str(i),
+            "prompt": _prompt_field(record),
+            "responses": [a, b],
+            "assign_to": [annotator.name],
+            "meta": {"source": "policy", "family": va.family},
+        }
+        for i, (record, a, b, (va, _), annotator, _) in enumerate(pairs)
+    ]
+    project = {"name": project_name, "kind": "pairwise", "overlap": 1}
     try:
-        rows = _label(url, token, project_name, pairs, decide, list(by_name))
+        rows = _label(url, token, project, items, decide, list(by_name), {"format": "pairs"})
     except httpx.HTTPError as e:  # the server's own refusals arrive as LabelClientError
         raise RuntimeError(f"cannot reach the label server ({e})") from e
 
@@ -90,14 +107,15 @@ def collect_through_server(
 def _label(
     url: str,
     token: str,
-    project_name: str,
-    pairs: list[tuple[Any, ...]],
+    project: dict[str, Any],
+    items: list[dict[str, Any]],
     decide: Callable[[str, dict[str, Any]], dict[str, Any]],
     annotators: Sequence[str],
+    export: dict[str, Any],
 ) -> list[dict[str, Any]]:
-    """Accounts, project and items on the server, the labelling, then the export's rows."""
+    """The annotators' accounts, the `project` and its `items` on the server, the labelling
+    (one thread per annotator, `decide`), then the rows of the export with `export`'s query."""
     from rlhfkit.label.client import LabelClient, label_all
-    from rlhfkit.sim.feedback import _prompt_field
 
     with LabelClient(url, token) as admin:
         existing = {u["name"] for u in admin.users()}
@@ -105,19 +123,66 @@ def _label(
             if name not in existing:
                 admin.create_user(name, secrets.token_urlsafe(16))
         tokens = {name: admin.user_token(name) for name in annotators}
-        project = admin.create_project(name=project_name, kind="pairwise", overlap=1)
-        items = [
-            {
-                "id": str(i),
-                "prompt": _prompt_field(record),
-                "responses": [a, b],
-                "assign_to": [annotator.name],
-                "meta": {"source": "policy", "family": va.family},
-            }
-            for i, (record, a, b, (va, _), annotator, _) in enumerate(pairs)
-        ]
+        created = admin.create_project(**project)
         for start in range(0, len(items), 500):  # bounded request bodies
-            admin.add_items(project["id"], items[start : start + 500])
-        label_all(url, tokens, project["id"], decide)
-        rows = admin.export(project["id"], "pairs")["rows"]
-    return rows
+            admin.add_items(created["id"], items[start : start + 500])
+        label_all(url, tokens, created["id"], decide)
+        return admin.call("GET", f"/api/projects/{created['id']}/export", params=export)["rows"]
+
+
+def rate_through_server(
+    url: str,
+    token: str,
+    project_name: str,
+    planned: Sequence[Any],
+    aspects: Sequence[dict[str, str]],
+    threshold: int | None = None,
+) -> list[dict[str, Any]]:
+    """Ratings through the app: `planned` (`rlhfkit.sim.ratings.plan_ratings`, drawn before
+    any labelling) become a rating project with overlap 1, each reply assigned to its
+    annotator's account; each annotator, in its own thread, fetches its tasks and answers with
+    its planned scores; the `ratings` export (label from the first aspect, `threshold`) comes
+    back with the gold score and behaviour added to `meta`, so the rows equal
+    `rlhfkit.sim.ratings.rating_rows` of the same plan, row for row."""
+    import httpx
+
+    from rlhfkit.sim.feedback import _prompt_field
+
+    names = list(dict.fromkeys(p.annotator.name for p in planned))
+
+    def decide(name: str, task: dict[str, Any]) -> dict[str, Any]:
+        p = planned[int(task["external_id"])]
+        if p.annotator.name != name:
+            raise RuntimeError(
+                f"task {task['task']} was assigned to {name}, not {p.annotator.name}"
+            )
+        return {"scores": p.scores}
+
+    items = [
+        {"id": str(i), "prompt": _prompt_field(p.record), "completion": p.reply,
+         "assign_to": [p.annotator.name], "meta": {"source": "policy", "family": p.verdict.family}}
+        for i, p in enumerate(planned)
+    ]  # fmt: skip
+    project = {"name": project_name, "kind": "rating", "overlap": 1,
+               "aspects": [f"{a['name']}:{a['scale']}" for a in aspects]}  # fmt: skip
+    export = {"format": "ratings", **({} if threshold is None else {"threshold": threshold})}
+    try:
+        rows = _label(url, token, project, items, decide, names, export)
+    except httpx.HTTPError as e:  # the server's own refusals arrive as LabelClientError
+        raise RuntimeError(f"cannot reach the label server ({e})") from e
+    out = []
+    for row in rows:
+        p = planned[int(row["meta"]["external_id"])]
+        meta = {
+            "source": "policy",
+            "family": p.verdict.family,
+            "annotator": row["meta"]["annotator"],
+            "scores": row["meta"]["scores"],
+            "aspect": row["meta"]["aspect"],
+            "scale": row["meta"]["scale"],
+            "rule": row["meta"]["rule"],
+            "gold": p.verdict.score,
+            "behaviour": p.verdict.behaviour,
+        }
+        out.append({**{k: row[k] for k in ("prompt", "completion", "label")}, "meta": meta})
+    return out
