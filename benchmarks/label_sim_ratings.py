@@ -12,7 +12,7 @@ world's own preference pairs (replies written by the behaviour sampler, gold sco
    they pick the gold-better reply, and how often two of them agree
    (`rlhfkit.sim.annotators.expected_agreement`).
 
-    .venv/bin/python benchmarks/label_sim_ratings.py [--out runs/label_sim_ratings] [--seed 0] [-n 2000]
+    python -m benchmarks.label_sim_ratings [--out runs/label_sim_ratings] [--seed 0] [-n 2000]
 
 Writes OUT/report.json and prints it. CPU only, seconds after the world is made.
 """

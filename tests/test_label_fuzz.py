@@ -10,7 +10,6 @@ import json
 from urllib.parse import quote
 
 import pytest
-from label_helpers import _seeded_templates, db_env  # noqa: F401
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402

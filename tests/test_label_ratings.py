@@ -8,7 +8,7 @@ import json
 import re
 
 import pytest
-from label_helpers import _seeded_templates, db_env, env, form_csrf  # noqa: F401
+from label_helpers import form_csrf
 
 from rlhfkit.label import service
 from rlhfkit.label.agreement import fleiss_kappa, krippendorff_alpha
