@@ -82,24 +82,18 @@ def tiny_policy(tmp_path_factory) -> Path:
 def vassets(tmp_path_factory) -> dict[str, str]:
     """The word-level world with models vLLM's CPU kernel runs (head_dim ≥ 32): a GPT-2
     (head_dim 32) and a Llama (head_dim 64, tied embeddings); tests/test_rollout_vllm*.py."""
-    import json
-
     import torch
-    from helpers import WORDS
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    from helpers import word_tokenizer, write_word_prompts
     from transformers import (
         GPT2Config,
         GPT2LMHeadModel,
         LlamaConfig,
         LlamaForCausalLM,
-        PreTrainedTokenizerFast,
     )
 
     root = tmp_path_factory.mktemp("vllm_assets")
-    vocab = {"<eos>": 0, "<pad>": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<eos>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
+    hf_tok = word_tokenizer()
+    vocab = hf_tok.get_vocab()
     special = dict(eos_token_id=0, pad_token_id=1, bos_token_id=0)
     torch.manual_seed(0)
     gpt2 = GPT2LMHeadModel(
@@ -118,12 +112,5 @@ def vassets(tmp_path_factory) -> dict[str, str]:
         model.save_pretrained(root / name)
         hf_tok.save_pretrained(root / name)
         paths[name] = str(root / name)
-    rng = torch.Generator().manual_seed(0)
-    lines = []
-    for _ in range(64):
-        n = int(torch.randint(2, 6, (1,), generator=rng))
-        ids = torch.randint(2, len(WORDS), (n,), generator=rng).tolist()
-        lines.append(json.dumps({"prompt": " ".join(WORDS[i] for i in ids)}))
-    (root / "prompts.jsonl").write_text("\n".join(lines) + "\n")
-    paths["prompts"] = str(root / "prompts.jsonl")
+    paths["prompts"] = write_word_prompts(root)
     return paths

@@ -60,13 +60,10 @@ def make_word_world(root: Path) -> dict[str, str]:
     """A word-level tokenizer, a policy (init std 0.02) and a reference far from it (0.3, so
     KL ≫ 0), each a 2-layer GPT-2 folder, and 64 prompts of 2-5 words. Returns their paths."""
     import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from transformers import GPT2Config, GPT2LMHeadModel
 
-    vocab = {"<eos>": 0, "<pad>": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<eos>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
+    hf_tok = word_tokenizer()
+    vocab = hf_tok.get_vocab()
     paths = {}
     for name, seed, init in (("policy", 0, 0.02), ("ref", 1, 0.3)):
         torch.manual_seed(seed)
@@ -84,6 +81,25 @@ def make_word_world(root: Path) -> dict[str, str]:
         GPT2LMHeadModel(cfg).save_pretrained(root / name)
         hf_tok.save_pretrained(root / name)
         paths[name] = str(root / name)
+    paths["prompts"] = write_word_prompts(root)
+    return paths
+
+
+def word_tokenizer():
+    """The word-level tokenizer of `WORDS` (<eos> 0, <pad> 1, then the words)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<eos>": 0, "<pad>": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<eos>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
+
+
+def write_word_prompts(root: Path) -> str:
+    """64 seeded prompts of 2-5 words in root/prompts.jsonl; returns the path."""
+    import torch
+
     rng = torch.Generator().manual_seed(0)
     lines = []
     for _ in range(64):
@@ -91,5 +107,4 @@ def make_word_world(root: Path) -> dict[str, str]:
         ids = torch.randint(2, len(WORDS), (n,), generator=rng).tolist()
         lines.append(json.dumps({"prompt": " ".join(WORDS[i] for i in ids)}))
     (root / "prompts.jsonl").write_text("\n".join(lines) + "\n")
-    paths["prompts"] = str(root / "prompts.jsonl")
-    return paths
+    return str(root / "prompts.jsonl")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhfkit.rollout.engines.config import VLLMConfig
-from rlhfkit.rollout.engines.vllm import VLLMEngine, sampling_params
+from rlhfkit.rollout.engines.vllm import VLLMEngine, run_requests
 from rlhfkit.rollout.generate import RolloutConfig
 
 __all__ = ["make_app", "serve"]
@@ -36,17 +36,9 @@ def make_app(engine: VLLMEngine, model: str) -> Any:
                 raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
         except (KeyError, TypeError, ValueError) as exc:
             raise HTTPException(422, f"bad generate request: {exc}") from None
-        params = [sampling_params(engine.vllm, cfg, int(s), eos_ids, keep) for s in seeds]
-        requests = [{"prompt_token_ids": [int(t) for t in ids]} for ids in prompts]
         with lock:
-            outputs = engine.llm.generate(requests, params, use_tqdm=False)
-        completions = []
-        for out in outputs:
-            c = out.outputs[0]
-            ids = list(c.token_ids)
-            lps = [c.logprobs[t][tok].logprob for t, tok in enumerate(ids)] if keep else None
-            completions.append([ids, lps, c.finish_reason])
-        return {"completions": completions}
+            completions = run_requests(engine.llm, cfg, prompts, seeds, eos_ids, keep)
+        return {"completions": [list(c) for c in completions]}
 
     @app.post("/weights")
     def weights(body: dict[str, Any]) -> dict[str, Any]:

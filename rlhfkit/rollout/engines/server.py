@@ -34,7 +34,7 @@ import torch
 
 from rlhfkit.rollout.engines.base import EngineError
 from rlhfkit.rollout.engines.config import VLLMConfig
-from rlhfkit.rollout.engines.vllm import to_rollout
+from rlhfkit.rollout.engines.vllm import eos_list, prompt_lists, to_rollout
 from rlhfkit.rollout.generate import Rollout, RolloutConfig
 
 __all__ = ["ServerEngine", "request"]
@@ -84,15 +84,11 @@ class ServerEngine:
         *,
         keep_logprobs: bool = True,
     ) -> Rollout:
-        from rlhfkit.data import stop_token_ids
-
-        eos = stop_token_ids(self.tokenizer)
-        mask = prompt_mask.bool().cpu()
         body = {
-            "prompts": [ids[m].tolist() for ids, m in zip(prompt_ids.cpu(), mask, strict=True)],
+            "prompts": prompt_lists(prompt_ids, prompt_mask),
             "seeds": [int(s) for s in seeds.tolist()],
             "rollout": {k: getattr(cfg, k) for k in SAMPLING_KEYS},
-            "eos_ids": [eos] if isinstance(eos, int) else list(eos),
+            "eos_ids": eos_list(self.tokenizer),
             "keep_logprobs": keep_logprobs,
         }
         out = request(self.url, "/generate", body, self.timeout)

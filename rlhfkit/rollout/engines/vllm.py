@@ -38,7 +38,15 @@ from rlhfkit.rollout.engines.base import EngineError
 from rlhfkit.rollout.engines.config import VLLMConfig
 from rlhfkit.rollout.generate import Rollout, RolloutConfig
 
-__all__ = ["VLLMEngine", "import_vllm", "sampling_params", "to_rollout"]
+__all__ = [
+    "VLLMEngine",
+    "eos_list",
+    "import_vllm",
+    "prompt_lists",
+    "run_requests",
+    "sampling_params",
+    "to_rollout",
+]
 
 INSTALL_HINT = (
     "install vLLM next to rlhfkit: pip install 'rlhfkit[vllm]' on a GPU machine, or "
@@ -74,6 +82,41 @@ def sampling_params(
         include_stop_str_in_output=True,
         detokenize=bool(cfg.stop_strings),
     )
+
+
+def prompt_lists(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> list[list[int]]:
+    """The valid token ids of each left-padded prompt row."""
+    mask = prompt_mask.bool().cpu()
+    return [ids[m].tolist() for ids, m in zip(prompt_ids.cpu(), mask, strict=True)]
+
+
+def eos_list(tokenizer: Any) -> list[int]:
+    """The ids that end a reply (`data.stop_token_ids`), as a list."""
+    from rlhfkit.data import stop_token_ids
+
+    eos = stop_token_ids(tokenizer)
+    return [eos] if isinstance(eos, int) else list(eos)
+
+
+def run_requests(
+    llm: Any,
+    cfg: RolloutConfig,
+    prompts: list[list[int]],
+    seeds: list[int],
+    eos_ids: list[int],
+    keep_logprobs: bool,
+) -> list[tuple[list[int], list[float] | None, str]]:
+    """One vLLM request per row → (sampled ids, their log-probs or None, finish reason)."""
+    vllm = import_vllm()
+    params = [sampling_params(vllm, cfg, int(s), eos_ids, keep_logprobs) for s in seeds]
+    requests = [{"prompt_token_ids": [int(t) for t in ids]} for ids in prompts]
+    completions = []
+    for out in llm.generate(requests, params, use_tqdm=False):
+        c = out.outputs[0]
+        ids = list(c.token_ids)
+        lps = [c.logprobs[t][tok].logprob for t, tok in enumerate(ids)] if keep_logprobs else None
+        completions.append((ids, lps, c.finish_reason))
+    return completions
 
 
 def to_rollout(
@@ -174,27 +217,10 @@ class VLLMEngine:
         *,
         keep_logprobs: bool = True,
     ) -> Rollout:
-        from rlhfkit.data import stop_token_ids
-
-        eos = stop_token_ids(self.tokenizer)
-        eos_ids = [eos] if isinstance(eos, int) else list(eos)
-        mask = prompt_mask.bool().cpu()
-        prompts = [
-            {"prompt_token_ids": ids[m].tolist()}
-            for ids, m in zip(prompt_ids.cpu(), mask, strict=True)
-        ]
-        params = [
-            sampling_params(self.vllm, cfg, int(s), eos_ids, keep_logprobs) for s in seeds.tolist()
-        ]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        completions = []
-        for out in outputs:
-            c = out.outputs[0]
-            ids = list(c.token_ids)
-            lps = (
-                [c.logprobs[t][tok].logprob for t, tok in enumerate(ids)] if keep_logprobs else None
-            )
-            completions.append((ids, lps, c.finish_reason))
+        prompts = prompt_lists(prompt_ids, prompt_mask)
+        completions = run_requests(
+            self.llm, cfg, prompts, seeds.tolist(), eos_list(self.tokenizer), keep_logprobs
+        )
         return to_rollout(prompt_ids, prompt_mask, completions, self.tokenizer.pad_token_id)
 
     def push_weights(self, weights: Iterable[tuple[str, torch.Tensor]], version: int) -> None:
