@@ -338,9 +338,9 @@ def test_a_reward_failing_mid_run_stops_with_one_line_and_keeps_the_last_checkpo
     message = str(e.value)
     assert message.startswith("iteration 2: reward function 'scorer' "), message
     assert PROBLEMS[kind] in message and "\n" not in message
-    assert "checkpoint_000001" in message and "is kept" in message
-    checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
-    assert checkpoints == ["checkpoint_000001"]  # the last good state; nothing after it
+    assert "step_00000001" in message and "is kept" in message
+    steps = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step_*"))
+    assert steps == ["step_00000001"]  # the last good state; nothing after it
     assert not (tmp_path / "run" / "policy").exists()
 
 
@@ -353,7 +353,7 @@ def test_on_reward_error_skip_drops_and_counts_the_batch(assets, tmp_path, capsy
     assert result.status == "completed" and result.iterations_done == 3
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert [r["step"] for r in rows if r.get("reward/failed_batches") == 1] == [2]
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().err.split())  # the console (stderr), unwrapped
     assert "iteration 2: reward function 'scorer' raised ConnectionError" in out
     assert "batch skipped (1 skipped for reward function failures so far" in out
 
@@ -370,7 +370,7 @@ def test_nan_scores_are_counted_on_the_console(assets, tmp_path, capsys, name, e
     assert result.status == "completed"
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert [r["step"] for r in rows if r.get("nan/skipped_batches") == 1] == [2]
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().err.split())  # the console (stderr), unwrapped
     assert "iteration 2: NaN/inf: 1 of 16 scores: batch skipped" in out, out
     assert "rollout batches skipped in this session: 1 for NaN/inf" in out
 
@@ -394,7 +394,7 @@ def test_a_reward_failing_mid_run_is_one_line_and_exit_2_on_the_command_line(
     assert errors == [
         "reward error: iteration 2: reward function 'edges_rewards:fails_second_call' raised "
         f"ValueError: the scoring service said no; the run stopped (its last checkpoint "
-        f"{out / 'checkpoints' / 'checkpoint_000001'} is kept; on_reward_error: skip would "
+        f"{out / 'checkpoints' / 'step_00000001'} is kept; on_reward_error: skip would "
         "skip such batches)"
     ], result.output
     assert "Traceback" not in result.output
@@ -615,3 +615,37 @@ def test_usage_mistakes_are_one_line_too():
     assert "No such option" in line and "--help" in line
     line = _one_line(_invoke(["nonsense"]))
     assert "No such command 'nonsense'" in line
+
+
+# -- the quick demo: a smoke run, and no 0-of-0 percentages -------------------------------------
+
+
+def test_the_quick_demo_says_it_is_a_smoke_run_and_never_shows_0_of_0(tmp_path, capsys):
+    from test_report import _fake_run, _summary
+
+    from rlhfkit import demo
+    from rlhfkit.eval.report import build_report
+    from rlhfkit.eval.summary import SMOKE_NOTE
+
+    summary = _summary()  # quick: true
+    summary["rm_gold_pairs"] = 0
+    summary["rates"]["sft"] |= {"n_harmful": 0, "harmful_compliance_rate": math.nan}
+    demo._print_summary(summary, tmp_path)
+    out = " ".join(capsys.readouterr().err.split())
+    assert "reward model agreement with gold: n/a (0 held-out pairs gold separates)" in out
+    assert "n/a (0 prompts)" in out and "nan%" not in out
+    assert "no verdict from a smoke run" in out and "reward hacking" not in out
+    assert f"This was {SMOKE_NOTE}." in out
+    summary |= {"quick": False, "rm_gold_pairs": 8, "rm_gold_accuracy": 0.625}
+    demo._print_summary(summary, tmp_path)
+    out = " ".join(capsys.readouterr().err.split())
+    assert "reward model agrees with gold on 5 of 8 held-out pairs (62.5%)" in out
+    assert "smoke run" not in out and "reward hacking: RM up, gold down" in out
+
+    _fake_run(tmp_path)  # the report says the same
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    (tmp_path / "summary.json").write_text(json.dumps(saved | {"rm_gold_pairs": 0}))
+    page = build_report(tmp_path).read_text(encoding="utf-8")
+    assert "n/a (0 pairs)" in page and "smoke run" in page
+    (tmp_path / "summary.json").write_text(json.dumps(saved | {"rm_gold_pairs": 5}))
+    assert "80.0% (4 of 5)" in build_report(tmp_path).read_text(encoding="utf-8")
