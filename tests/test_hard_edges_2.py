@@ -371,7 +371,7 @@ def test_nan_scores_are_counted_on_the_console(assets, tmp_path, capsys, name, e
     rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert [r["step"] for r in rows if r.get("nan/skipped_batches") == 1] == [2]
     out = " ".join(capsys.readouterr().err.split())  # the console (stderr), unwrapped
-    assert "iteration 2: NaN/inf: 1 of 16 scores: batch skipped" in out, out
+    assert "iteration 2: NaN/inf: 1 of 16 scores from 'scorer': batch skipped" in out, out
     assert "rollout batches skipped in this session: 1 for NaN/inf" in out
 
 

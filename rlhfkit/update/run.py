@@ -373,13 +373,13 @@ def _gathered(engine: Engine, items: list[str]) -> list[str]:
 def _nan_report(exp: Any) -> str:
     """Which scores (and log-probs, values) are NaN/inf, counted, in words."""
     n = exp.scores.numel()
-    parts = [f"{int((~torch.isfinite(exp.scores)).sum())} of {n} scores"]
-    if len(exp.score_parts) > 1:
-        parts += [
-            f"{int((~torch.isfinite(v)).sum())} from {k!r}"
-            for k, v in exp.score_parts.items()
-            if not bool(torch.isfinite(v).all())
-        ]
+    parts = [
+        f"{int((~torch.isfinite(v)).sum())} of {n} scores from {k!r}"
+        for k, v in exp.score_parts.items()
+        if not bool(torch.isfinite(v).all())
+    ]
+    if not parts and not bool(torch.isfinite(exp.scores).all()):  # inf − inf in the sum
+        parts = [f"{int((~torch.isfinite(exp.scores)).sum())} of {n} scores"]
     for name in ("old_logprobs", "ref_logprobs", "old_values"):
         t = getattr(exp, name)
         if t is not None and not bool(torch.isfinite(t).all()):
