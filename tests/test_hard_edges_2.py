@@ -20,22 +20,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_hard_edges import PAIRS, base  # noqa: F401 -- a nano model (a pytest fixture)
+from test_pg import make_cfg as pg_cfg
 from test_ppo import assets  # noqa: F401 -- the tiny word-level world (a pytest fixture)
+from test_ppo import make_cfg as ppo_cfg
 from typer.testing import CliRunner
 
 from rlhfkit.cli import app
 from rlhfkit.config import ConfigError
 from rlhfkit.engine.metrics import read_metrics
-from rlhfkit.models.tiny import build_tiny_model, save_tiny_model
 from rlhfkit.rollout import CallableScorer, Reward, RewardError, build_reward, import_callable
-from rlhfkit.sim.tokenizer import train_tokenizer
 
 runner = CliRunner()
 
-PAIRS = [
-    {"prompt": f"say {w}", "chosen": f"{w} {w}.", "rejected": "no."}
-    for w in ("cat", "dog", "sun", "tree", "fish", "bird")
-]
 
 # -- reward modules the tests import by path ---------------------------------------------------
 
@@ -85,14 +82,6 @@ def reward_modules(tmp_path_factory):
     sys.path.remove(str(root))
     for name in ("edges_rewards", "edges_broken_import", "edges_syntax"):
         sys.modules.pop(name, None)
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("edges2")
-    texts = [f"{p['prompt']} {p['chosen']} {p['rejected']}" for p in PAIRS]
-    tok = train_tokenizer(texts * 5, vocab_size=300, min_frequency=1)
-    return save_tiny_model(build_tiny_model("gpt2", "nano", tokenizer=tok, seed=0), root / "m", tok)
 
 
 def _one_line(result, *needles: str, code: int = 2) -> str:
@@ -156,7 +145,11 @@ def test_import_callable_hints_at_the_current_folder(tmp_path, monkeypatch):
     ],
 )
 def test_every_bad_reward_path_is_one_line_before_the_run_dir(
-    tmp_path, base, reward_modules, command, key
+    tmp_path,
+    base,  # noqa: F811
+    reward_modules,
+    command,
+    key,
 ):
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p["prompt"]}) + "\n" for p in PAIRS))
@@ -182,7 +175,7 @@ def test_every_bad_reward_path_is_one_line_before_the_run_dir(
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("command", ["ppo", "grpo", "rloo", "reinforce"])
-def test_no_reward_or_two_rewards_is_one_line_before_the_run_dir(tmp_path, base, command):
+def test_no_reward_or_two_rewards_is_one_line_before_the_run_dir(tmp_path, base, command):  # noqa: F811
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p["prompt"]}) + "\n" for p in PAIRS))
     common = [command, f"policy.name_or_path={base}", f"data.train={prompts}",
@@ -298,27 +291,13 @@ PROBLEMS = {
 def _trainer(name: str):
     from rlhfkit.algos import pg, ppo
 
-    return (ppo, ppo.PPOConfig) if name == "ppo" else (pg, pg.PGConfig)
+    return ppo if name == "ppo" else pg
 
 
 def _online_cfg(assets, name: str, out: Path, **extra):  # noqa: F811
-    _, cls = _trainer(name)
-    data = dict(
-        out_dir=str(out),
-        policy={"name_or_path": assets["policy"]},
-        data={"train": assets["prompts"], "prompt_template": "raw"},
-        rollout={"max_new_tokens": 6, "temperature": 1.0},
-        iterations=3,
-        rollout_batch_size=16 if name == "ppo" else 4,
-        mini_batch_size=8 if name == "ppo" else 16,
-        ppo_epochs=1,
-        sample_every=0,
-        engine={"seed": 3, "threads": 1, "checkpoint_every": 1},
-    )
-    if name != "ppo":
-        data["group_size"] = 4
-    data.update(extra)
-    return cls.model_validate(data)
+    """test_ppo's / test_pg's run, 3 iterations, a checkpoint after each."""
+    make = ppo_cfg if name == "ppo" else pg_cfg
+    return make(assets, out, iterations=3, **{"engine.checkpoint_every": 1}, **extra)
 
 
 @pytest.mark.timeout(300)
@@ -330,7 +309,7 @@ def test_a_reward_failing_mid_run_stops_with_one_line_and_keeps_the_last_checkpo
     name,
     kind,
 ):
-    trainer, _ = _trainer(name)
+    trainer = _trainer(name)
     cfg = _online_cfg(assets, name, tmp_path / "run")
     scorer = _bad_on_second_call(kind)
     with pytest.raises(RewardError) as e:
@@ -347,7 +326,7 @@ def test_a_reward_failing_mid_run_stops_with_one_line_and_keeps_the_last_checkpo
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("name", ["ppo", "grpo"])
 def test_on_reward_error_skip_drops_and_counts_the_batch(assets, tmp_path, capsys, name):  # noqa: F811
-    trainer, _ = _trainer(name)
+    trainer = _trainer(name)
     cfg = _online_cfg(assets, name, tmp_path / "run", on_reward_error="skip")
     result = trainer.train(cfg, reward_fn=_bad_on_second_call("raises"))
     assert result.status == "completed" and result.iterations_done == 3
@@ -364,7 +343,7 @@ def test_nan_scores_are_counted_on_the_console(assets, tmp_path, capsys, name, e
     """One NaN among 16 scores: the batch is skipped (the whole batch, not its group: see
     `update.rollout_is_bad`) and the console says how many; under dynamic sampling the NaN
     group is not silently dropped as "uninformative"."""
-    trainer, _ = _trainer(name)
+    trainer = _trainer(name)
     cfg = _online_cfg(assets, name, tmp_path / "run", **extra)
     result = trainer.train(cfg, reward_fn=_bad_on_second_call("nan"))
     assert result.status == "completed"
@@ -412,23 +391,23 @@ BAD_FILES = {
 }
 
 
-def _data_command(command: str, base: Path, path: Path, out: Path) -> list[str]:
+def _data_command(command: str, model: Path, path: Path, out: Path) -> list[str]:
     common = [f"out_dir={out}", "engine.threads=1"]
     if command in ("sft", "rm"):
-        return [command, f"model.name_or_path={base}", f"data.train={path}", *common]
+        return [command, f"model.name_or_path={model}", f"data.train={path}", *common]
     if command == "dpo":
-        return ["dpo", f"model.name_or_path={base}", f"data.train={path}", "data.max_length=64",
+        return ["dpo", f"model.name_or_path={model}", f"data.train={path}", "data.max_length=64",
                 "data.max_prompt_length=32", *common]  # fmt: skip
     if command == "bon":
-        return ["bon", f"model.name_or_path={base}", f"prompts={path}",
+        return ["bon", f"model.name_or_path={model}", f"prompts={path}",
                 "reward_fns=[rlhfkit.sim.rewards:gold]", *common]  # fmt: skip
-    return [command, f"policy.name_or_path={base}", f"data.train={path}",
+    return [command, f"policy.name_or_path={model}", f"data.train={path}",
             "reward_fn=rlhfkit.sim.rewards:gold", *common]  # fmt: skip
 
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("command", ["sft", "rm", "dpo", "ppo", "grpo", "rloo", "reinforce", "bon"])
-def test_every_bad_data_file_is_one_line_naming_it_before_the_run_dir(tmp_path, base, command):
+def test_every_bad_data_file_is_one_line_naming_it_before_the_run_dir(tmp_path, base, command):  # noqa: F811
     for kind, (make, needle) in BAD_FILES.items():
         path = tmp_path / f"{kind}.jsonl"
         make(path)
@@ -438,7 +417,7 @@ def test_every_bad_data_file_is_one_line_naming_it_before_the_run_dir(tmp_path, 
 
 
 @pytest.mark.timeout(60)
-def test_eval_run_bad_prompt_files_are_one_line(tmp_path, base):
+def test_eval_run_bad_prompt_files_are_one_line(tmp_path, base):  # noqa: F811
     for kind, (make, needle) in BAD_FILES.items():
         path = tmp_path / f"{kind}.jsonl"
         make(path)
@@ -452,7 +431,7 @@ def test_eval_run_bad_prompt_files_are_one_line(tmp_path, base):
 
 
 @pytest.mark.timeout(60)
-def test_a_missing_reward_model_is_reported_against_its_own_key(tmp_path, base):
+def test_a_missing_reward_model_is_reported_against_its_own_key(tmp_path, base):  # noqa: F811
     prompts = tmp_path / "p.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p["prompt"]}) + "\n" for p in PAIRS))
     out = tmp_path / "run"
@@ -468,7 +447,7 @@ def test_a_missing_reward_model_is_reported_against_its_own_key(tmp_path, base):
 
 
 @pytest.mark.timeout(120)
-def test_bon_stops_on_nan_scores_naming_the_scorer(tmp_path, base, reward_modules):
+def test_bon_stops_on_nan_scores_naming_the_scorer(tmp_path, base, reward_modules):  # noqa: F811
     (Path(reward_modules) / "edges_nan.py").write_text(
         "def half_nan(prompts, responses):\n"
         "    return [float('nan') if i % 2 else 1.0 for i in range(len(responses))]\n"
