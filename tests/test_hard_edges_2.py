@@ -242,6 +242,17 @@ def test_good_return_values_pass_and_nan_is_passed_on():
     assert math.isnan(out[0]) and out[1] == 1.0
 
 
+def test_a_multi_line_exception_is_reported_on_one_line():
+    def chatty(prompts, responses):
+        raise RuntimeError("first line\n  second line\n" + "x" * 400)
+
+    with pytest.raises(RewardError) as e:
+        CallableScorer(chatty, "m:chatty")(["p"], ["x"])
+    message = str(e.value)
+    assert "\n" not in message and "first line second line xxx" in message
+    assert message.endswith("…") and len(message) < 400
+
+
 def test_reward_turns_a_failed_component_into_nan_and_remembers_why():
     def broken(prompts, responses):
         raise KeyError("meta")

@@ -175,6 +175,12 @@ class RewardError(UserError, ValueError):
     kind = "reward error"
 
 
+def _line(e: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (whitespace runs collapsed), at most `limit` chars."""
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _takes_records(fn: Callable[..., Any]) -> bool:
     """Whether `fn` can be called as fn(prompts, responses, records)."""
     try:
@@ -230,7 +236,7 @@ class CallableScorer:
             values = self.fn(*args)
         except Exception as e:  # the user's code: any failure is reported, not a traceback
             raise RewardError(
-                f"reward function {self.name!r} raised {type(e).__name__}: {e}"
+                f"reward function {self.name!r} raised {type(e).__name__}: {_line(e)}"
             ) from e
         try:
             return _floats(values, len(prompts))
@@ -314,7 +320,7 @@ def import_callable(spec: str, key: str = "reward_fn") -> Callable[..., Any]:
         raise ConfigError(f"{where}: cannot import {module_name!r} ({e})") from None
     except Exception as e:  # the module's own code failed (SyntaxError, NameError, ...)
         raise ConfigError(
-            f"{where}: importing {module_name!r} failed: {type(e).__name__}: {e}"
+            f"{where}: importing {module_name!r} failed: {type(e).__name__}: {_line(e)}"
         ) from None
     fn: Any = module
     missing = object()

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from rlhfkit.core import AdaptiveKLController, FixedKLController, RunningMoments
-from rlhfkit.engine import Engine, launched_processes
+from rlhfkit.engine import Engine, latest_checkpoint, launched_processes
 from rlhfkit.models import ModelConfig, check_source, load_policy
 from rlhfkit.rollout import (
     CollapseMonitor,
@@ -406,8 +406,6 @@ def rollout_is_bad(
     counted in `nan/skipped_batches`). One bad score drops the whole batch, not only its group:
     the batch's statistics (whitening, KL control, running moments) are not computed on a part.
     Either way the console says what was found, with counts. Returns "stop" or "skip"."""
-    from rlhfkit.engine import latest_checkpoint
-
     failures = list(dict.fromkeys(_gathered(engine, reward.take_failures() if reward else [])))
     what = _nan_report(exp) if exp is not None else "NaN/inf in the rollout"
     if failures:
