@@ -427,6 +427,22 @@ def test_every_bad_data_file_is_one_line_naming_it_before_the_run_dir(tmp_path, 
         assert not out.exists(), kind
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("key", ["eval_prompts", "ptx_data"])
+def test_the_online_trainers_other_files_are_checked_too(tmp_path, base, key):  # noqa: F811
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p["prompt"]}) + "\n" for p in PAIRS))
+    for kind in ("empty", "binary", "missing"):
+        make, needle = BAD_FILES[kind]
+        path = tmp_path / f"{kind}.jsonl"
+        make(path)
+        out = tmp_path / f"run_{kind}"
+        args = [*_data_command("grpo", base, prompts, out), f"{key}={path}", "ptx_coef=0.1",
+                "rollout_batch_size=2", "mini_batch_size=8"]  # fmt: skip
+        _one_line(_invoke(args), str(path), needle)
+        assert not out.exists(), kind
+
+
 @pytest.mark.timeout(60)
 def test_eval_run_bad_prompt_files_are_one_line(tmp_path, base):  # noqa: F811
     for kind, (make, needle) in BAD_FILES.items():

@@ -160,8 +160,10 @@ def read_online_data(cfg: OnlineConfig, tokenizer: Any, rows_per_batch: int) -> 
     ptx_items = None
     if cfg.ptx_data and cfg.ptx_coef > 0.0:
         from rlhfkit.data import encode_sft, read_sft
+        from rlhfkit.data.readers import require_records
 
-        records = read_sft(cfg.ptx_data, on_error=cfg.data.on_error).records
+        read = read_sft(cfg.ptx_data, on_error=cfg.data.on_error)
+        records = require_records(read, cfg.ptx_data, "sft").records  # empty: one line, now
         max_len = cfg.data.max_prompt_length + cfg.rollout.max_new_tokens
         ptx_items = encode_sft(
             tokenizer, records, max_len, cfg.data.max_prompt_length, cfg.data.prompt_template
