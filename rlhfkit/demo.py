@@ -566,7 +566,7 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False) -> dict[st
         console.print(
             f"  held-out accuracy vs labels {m.get('eval/accuracy', math.nan):.3f}, "
             f"agreement with gold {m.get('eval/gold_agreement', math.nan):.3f} "
-            f"on {m.get('eval/gold_pairs', 0)} pairs gold separates"
+            f"(held-out pairs gold separates: {m.get('eval/gold_pairs', 0)})"
         )
 
     # PPO's judges receive prompts as the text the policy saw; map them back to dialogues.
