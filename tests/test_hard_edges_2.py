@@ -488,6 +488,15 @@ def test_bon_stops_on_nan_scores_naming_the_scorer(tmp_path, base, reward_module
     assert result.exit_code == 2, result.output
     assert "reward error: edges_nan:half_nan gave 2 NaN/inf scores of 4" in result.output
     assert not (tmp_path / "run" / "best.jsonl").exists()
+    for fn, problem in (("boom", "raised ValueError: boom"), ("strings", "returned str values")):
+        out = tmp_path / f"run_{fn}"
+        result = _invoke(["bon", f"model.name_or_path={base}", f"prompts={prompts}", "n=2",
+                          "rollout.max_new_tokens=4", f"reward_fns=[edges_rewards:{fn}]",
+                          f"out_dir={out}"])  # fmt: skip
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+        errors = [x for x in result.output.splitlines() if x.startswith("reward error")]
+        assert len(errors) == 1 and f"'edges_rewards:{fn}' {problem}" in errors[0], errors
+        assert not (out / "best.jsonl").exists()
 
 
 # -- the rule in one place: every command ------------------------------------------------------
