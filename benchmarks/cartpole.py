@@ -1,7 +1,7 @@
 """Run examples/cartpole_ppo.py for several seeds, one after another, and tabulate the results.
 
-    python benchmarks/cartpole.py --seeds 1 2 3            # the figures in docs/cartpole.md
-    python benchmarks/cartpole.py --seeds 1 -- --lr 2.5e-4  # extra arguments go to the example
+    python -m benchmarks.cartpole --seeds 1 2 3            # the figures in docs/cartpole.md
+    python -m benchmarks.cartpole --seeds 1 -- --lr 2.5e-4  # extra arguments go to the example
 
 Seeds run sequentially (each example pins torch to one thread) so a shared machine keeps its
 other cores. Prints each run's JSON line and then a Markdown table.

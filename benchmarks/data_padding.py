@@ -1,8 +1,10 @@
 """Padding saved by token-budget batching on real preference data.
 
-    .venv/bin/python benchmarks/data_padding.py \
-        [--data ../shared/data/hh-rlhf/helpful-online-test.jsonl.gz] \
-        [--tokenizer ../shared/models/stories260K] [--max-length 1024] [--pairs-per-batch 8]
+    python -m benchmarks.data_padding [--data FILE] [--tokenizer DIR] [--max-length 1024] \
+        [--pairs-per-batch 8]
+
+By default the HH-RLHF helpful-online test split and the stories260K tokenizer under
+$RLHFKIT_DATA_DIR (`benchmarks.common.HH_FILE`, `STORIES_DIR`).
 
 Reads the pairs (bad rows skipped and counted), tokenizes them, and compares, on the (2B, T)
 pair batches `collate_pairs` builds: fixed batches of `--pairs-per-batch` pairs in random order
@@ -15,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
+from benchmarks.common import HH_FILE, STORIES_DIR
 from rlhfkit.data import (
     TokenBudgetSampler,
     encode_pairs,
@@ -24,8 +26,6 @@ from rlhfkit.data import (
     fixed_batches,
     read_preferences,
 )
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
 def padded_cost(lc: list[int], lr: list[int], batches: list[list[int]]) -> tuple[int, int]:
@@ -37,8 +37,8 @@ def padded_cost(lc: list[int], lr: list[int], batches: list[list[int]]) -> tuple
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data", default=str(SHARED / "data/hh-rlhf/helpful-online-test.jsonl.gz"))
-    ap.add_argument("--tokenizer", default=str(SHARED / "models/stories260K"))
+    ap.add_argument("--data", default=str(HH_FILE))
+    ap.add_argument("--tokenizer", default=str(STORIES_DIR))
     ap.add_argument("--max-length", type=int, default=1024)
     ap.add_argument("--pairs-per-batch", type=int, default=8)
     args = ap.parse_args()

@@ -25,7 +25,7 @@ errors cost *to selection*; PPO against the same RM can do better (it learns the
 RM and the gold scorer agree on). Also printed: the prompts on which all n oracle candidates score the same as the SFT reply
 (ties no selection can break) and the breakdown of the PPO run's actual outcomes.
 
-    python benchmarks/demo_ceiling.py --demo runs/demo [--n 1 2 4 7 16] [--seed 123]
+    python -m benchmarks.demo_ceiling --demo runs/demo [--n 1 2 4 7 16] [--seed 123]
 
 One JSON line per n, then a summary line.
 """

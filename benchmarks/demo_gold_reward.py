@@ -2,7 +2,7 @@
 """Is the reward model what limits the demo? PPO with the gold scorer itself as the reward.
 
 The demo's PPO configuration with its reward model replaced by the simulated world's gold
-scorer: `sim_pg.py --algo ppo --reward gold` (see its docstring; this name is kept for the
+scorer: `benchmarks.sim_pg --algo ppo --reward gold` (see its docstring; this name is kept for the
 figures in docs/demo.md). Dotted overrides pass through, e.g. `kl_coef=0 ptx_coef=0
 optim.lr=2e-4` for the no-leash ablation's settings.
 
@@ -10,14 +10,13 @@ optim.lr=2e-4` for the no-leash ablation's settings.
   the win rate is the policy (what it can learn to do on new prompts at that KL);
 - gold-reward PPO far above: the reward model is the limit.
 
-    python benchmarks/demo_gold_reward.py --demo runs/demo [--out DIR] [key=value ...]
+    python -m benchmarks.demo_gold_reward --demo runs/demo [--out DIR] [key=value ...]
 """
 
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from sim_pg import main  # noqa: E402
+from benchmarks.sim_pg import main
 
 if __name__ == "__main__":
     if "--out" not in sys.argv:  # the old default run directory

@@ -6,7 +6,7 @@ batches of the anchor workload, so load drift hits both alike, and reports the m
 and the median of the per-round ratios.
 
 - A, the TRL-shaped step (what `DPOTrainer` computes with its defaults; not TRL itself, whose
-  own figure comes from `bench_trl.py dpo`): the 16 rows prompt + chosen, prompt + rejected,
+  own figure comes from running TRL's `DPOTrainer` on the same assets): the 16 rows prompt + chosen, prompt + rejected,
   right-padded; the full policy forward with logits at every position and a float32
   log-softmax over the vocabulary; the same for a frozen reference under no_grad; summed
   response log-probs; the sigmoid loss; backward; AdamW.
@@ -18,7 +18,7 @@ Both in fp32, dropout off, 2 threads, same weights, lr 1e-6. `--cpu-time` runs 1
 times each step by the CPU time of that thread (`time.thread_time`): the work done, which time
 slices lost to other processes do not inflate (the measure to use on a loaded machine).
 
-    .venv/bin/python benchmarks/dpo_step_ab.py [--assets DIR] [--rounds 20] [--live] [--cpu-time]
+    python -m benchmarks.dpo_step_ab [--assets DIR] [--rounds 20] [--live] [--cpu-time]
 """
 
 from __future__ import annotations
@@ -26,23 +26,26 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import statistics
 import time
 from pathlib import Path
 
-DEFAULT_ASSETS = Path.home() / ".cache" / "rlhfkit-anchors" / "assets"
+from benchmarks.assets import DEFAULT_DIR, anchor_assets
+from benchmarks.common import load_avg
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--assets", type=Path, default=DEFAULT_ASSETS)
+    ap.add_argument(
+        "--assets", type=Path, default=DEFAULT_DIR, help="built by benchmarks.assets when absent"
+    )
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--live", action="store_true", help="B also runs the reference every step")
     ap.add_argument("--cpu-time", action="store_true", help="1 thread, timed by its CPU time")
     args = ap.parse_args()
+    anchor_assets(args.assets)
     if args.cpu_time:
         args.threads = 1
     clock = time.thread_time if args.cpu_time else time.perf_counter
@@ -137,7 +140,7 @@ def main() -> None:
                     statistics.median(a / b for a, b in zip(ta, tb, strict=True)), 3
                 ),
                 "first_losses_equal": abs(first["step_a"] - first["step_b"]) < 1e-5,
-                "load_avg_1min": os.getloadavg()[0],
+                "load_avg_1min": load_avg(),
             }
         )
     )

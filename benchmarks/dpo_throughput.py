@@ -1,10 +1,10 @@
-"""DPO training throughput on the anchor workload (`../shared/bench/README.md`, TRL's DPO row).
+"""DPO training throughput on the anchor workload (`benchmarks/README.md`, TRL's DPO row).
 
 The workload: the anchor assets' GPT-2 policy (4 layers, d = 256, random init) on
 `preferences.jsonl`, 8 pairs per optimiser step, max length 128, β = 0.1, sigmoid loss, a frozen
 reference (the initial policy), 2 torch threads, fp32 (bf16 autocast as a side row). This runs
 `rlhfkit.algos.dpo.train` itself (the code `rlhfkit dpo` runs) and prints one JSON line per
-(precision, reference mode) with the fields `bench_trl.py` reports: median s/step after 2 warm-up
+(precision, reference mode) with the fields the TRL side of the comparison reports: median s/step after 2 warm-up
 steps, pairs/s, non-padding tokens/s, peak RSS (MiB, the whole process).
 
 Reference modes:
@@ -19,10 +19,10 @@ Reference modes:
 Step times are the differences between consecutive `metrics.jsonl` rows (logged every step, like
 TRL's `on_step_end` timer). Each run is its own process (peak RSS is per process).
 
-    python /work/shared/bench/make_assets.py --out ~/.cache/rlhfkit-anchors/assets   # once
-    .venv/bin/python benchmarks/dpo_throughput.py [--assets DIR] [--steps 40]
+    python -m benchmarks.dpo_throughput [--assets DIR] [--steps 40]
         [--precision fp32 bf16] [--reference cached live]
-    ~/.cache/rlhfkit-anchors/venv/bin/python /work/shared/bench/bench_trl.py dpo   # TRL, in turn
+
+(the assets are built into runs/bench_assets by `benchmarks.assets` on first use).
 
 The texts are TRL's (`data.prompt_template=raw`: prompt + reply + EOS as they are). Differences
 from TRL's run, on purpose: a pair's two replies share one copy of the prompt
@@ -35,15 +35,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from offline_steps import engine_settings, run_child, timed_steps  # noqa: E402
+from benchmarks.assets import DEFAULT_DIR, anchor_assets
+from benchmarks.common import engine_settings, run_child, timed_steps
 
-DEFAULT_ASSETS = Path.home() / ".cache" / "rlhfkit-anchors" / "assets"
 PAIRS = 8
 
 
@@ -113,7 +111,9 @@ def run_one(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--assets", type=Path, default=DEFAULT_ASSETS)
+    ap.add_argument(
+        "--assets", type=Path, default=DEFAULT_DIR, help="built by benchmarks.assets when absent"
+    )
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
@@ -123,10 +123,7 @@ def main() -> None:
     )
     ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if not (args.assets / "preferences.jsonl").is_file():
-        sys.exit(
-            f"no assets at {args.assets}: run /work/shared/bench/make_assets.py --out {args.assets}"
-        )
+    anchor_assets(args.assets)
     if args.one:  # child process: one run, one JSON line on stdout
         precision, reference = args.one
         result = run_one(args.assets, args.steps, args.warmup, precision, reference, args.threads)
@@ -136,7 +133,11 @@ def main() -> None:
         for reference in args.reference:
             argv = ["--assets", str(args.assets), "--steps", str(args.steps)]
             argv += ["--warmup", str(args.warmup), "--threads", str(args.threads)]
-            run_child(__file__, [*argv, "--one", precision, reference], f"{precision}/{reference}")
+            run_child(
+                "benchmarks.dpo_throughput",
+                [*argv, "--one", precision, reference],
+                f"{precision}/{reference}",
+            )
 
 
 if __name__ == "__main__":

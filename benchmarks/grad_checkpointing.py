@@ -13,18 +13,19 @@ and before the first step: what training steps added (activations, gradients, Ad
 the last two the same with and without checkpointing). Step time: median of `--steps` steps
 after one warm-up step.
 
-    .venv/bin/python benchmarks/grad_checkpointing.py [--steps 5]
+    python -m benchmarks.grad_checkpointing [--steps 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
 import time
+
+from benchmarks.common import ROOT, command, peak_rss_mib
 
 # (arch, rows, tokens per row): Llama's rotary positions have no table limit; GPT-2 mini's
 # position table has 256 rows
@@ -65,7 +66,7 @@ def run_one(arch: str, rows: int, tokens: int, ckpt: bool, steps: int) -> dict:
     base = rss_mib()
     step()  # warm-up (Adam's state is allocated here: the same 2 × 4 bytes/param either way)
     times = [step() for _ in range(steps)]
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak = peak_rss_mib()
     return {
         "bench": "grad_checkpointing",
         "model": f"tiny:{arch}-mini",
@@ -91,13 +92,19 @@ def main() -> None:
         result = run_one(arch, int(rows), int(tokens), ckpt == "1", args.steps)
         print(json.dumps(result), flush=True)
         return
-    print(f"command: {' '.join([sys.executable, *sys.argv])}")
+    print(f"command: {command()}")
     results = []
     for arch, rows, tokens in WORKLOADS:
         for ckpt in (False, True):
-            cmd = [sys.executable, __file__, "--steps", str(args.steps)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "benchmarks.grad_checkpointing",
+                "--steps",
+                str(args.steps),
+            ]
             cmd += ["--one", arch, str(rows), str(tokens), "1" if ckpt else "0"]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
             results.append(json.loads(out.strip().splitlines()[-1]))
     print(
         f"{'model':<16} {'rows×tokens':>12} {'ckpt':>5} {'step s':>7} {'peak MiB':>9} {'step MiB':>9}"

@@ -1,14 +1,10 @@
 #!/usr/bin/env python
-"""GRPO throughput on the anchor workload: `pg_throughput.py --algo grpo` (see its docstring).
+"""GRPO throughput on the anchor workload: `benchmarks.pg_throughput --algo grpo` (see its docstring).
 
-python benchmarks/grpo_throughput.py --assets ~/.cache/rlhfkit-anchors/assets [--precision fp32 bf16]
+python -m benchmarks.grpo_throughput [--assets DIR] [--precision fp32 bf16]
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parent))
-from pg_throughput import main  # noqa: E402
+from benchmarks.pg_throughput import main
 
 if __name__ == "__main__":
     main("grpo")

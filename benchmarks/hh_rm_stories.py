@@ -1,13 +1,14 @@
 """The real-data path end to end: a reward model from stories260K on HH-RLHF comparisons.
 
-`../shared/models/stories260K` is a real pretrained tiny Llama (260K parameters, trained on
-children's stories, vocabulary 512, no pad token); `../shared/data/hh-rlhf/helpful-online-test.jsonl.gz`
-holds 1,137 real human comparisons from Anthropic's HH-RLHF. The RM is trained on a split of
+stories260K (llama2.c's) is a real pretrained tiny Llama (260K parameters, trained on children's
+stories, vocabulary 512, no pad token); the helpful-online test split of Anthropic's HH-RLHF holds
+1,137 real human comparisons. Neither is in the repository: both are read under
+$RLHFKIT_DATA_DIR (`benchmarks.common.STORIES_DIR`, `HH_FILE`). The RM is trained on a split of
 them (by prompt) and evaluated on the held-out rest. A 260K-parameter story model knows little
 about helpfulness: the point is that reading HH transcripts, a tokenizer without a pad token, a
 Llama body and the whole trainer run end to end, and that the figure is honest (chance is 50 %).
 
-    .venv/bin/python benchmarks/hh_rm_stories.py [--out runs/bench_hh] [--seed 0] [key=value ...]
+    python -m benchmarks.hh_rm_stories [--out runs/bench_hh] [--seed 0] [key=value ...]
 
 Prints a JSON report (held-out accuracy, margin, ECE, the majority-length baseline, wall time).
 """
@@ -19,20 +20,18 @@ import json
 import time
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from benchmarks.common import HH_FILE, STORIES_DIR
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("runs/bench_hh"))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--shared", type=Path, default=SHARED)
     ap.add_argument("overrides", nargs="*", help="RMConfig key=value overrides")
     args = ap.parse_args()
-    model = args.shared / "models" / "stories260K"
-    data = args.shared / "data" / "hh-rlhf" / "helpful-online-test.jsonl.gz"
+    model, data = STORIES_DIR, HH_FILE
     if not model.is_dir() or not data.is_file():
-        raise SystemExit(f"needs {model} and {data} (the shared folder beside the repository)")
+        raise SystemExit(f"needs {model} and {data} (set RLHFKIT_DATA_DIR)")
 
     import transformers
 

@@ -16,7 +16,7 @@
      exactly one judgment (the two are one transaction), counts agree;
    - the restarted server answers and takes new judgments.
 
-    .venv/bin/python benchmarks/label_load.py [--pg postgresql://postgres@127.0.0.1:54329/postgres]
+    python -m benchmarks.label_load [--pg postgresql://postgres@127.0.0.1:54329/postgres]
         [--clients 50] [--seconds 60] [--kill-after 3] [--items 2000] [--out runs/label_load]
 
 Writes OUT/<backend>.json and prints it. The short version runs as tests/test_label_load.py.

@@ -12,7 +12,7 @@ RM trained on the offline `sim collect` file of the same seed.
 4. The two files compared row by row (prompt, chosen, rejected), then one RM (`rm_sim` preset,
    same seed) trained on each and evaluated on the world's held-out pairs.
 
-    .venv/bin/python benchmarks/label_sim_rm.py [--out runs/label_sim] [--seed 0] [-n 2000]
+    python -m benchmarks.label_sim_rm [--out runs/label_sim] [--seed 0] [-n 2000]
         [--policy DIR] [--pg postgresql://postgres@127.0.0.1:54329/postgres]
 
 Writes OUT/report.json and prints it.

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""GRPO / RLOO throughput on the anchor workload (../shared/bench/README.md), one JSON line per
+"""GRPO / RLOO throughput on the anchor workload (`benchmarks/README.md`), one JSON line per
 run; `grpo_throughput.py` and `rloo_throughput.py` are this script with `--algo` fixed.
 
 Workload (TRL's GRPO and RLOO rows of the anchor baseline): the tiny GPT-2 policy (4 layers,
@@ -18,30 +18,27 @@ FLOPs: generation B·P prefill + B·R decoded tokens through the body and head; 
 reward model body over B·T (and, RLOO, the reference over B·T with the head on R tokens);
 training 3 × (policy forward over B·T, head on R tokens); attention 2·d·T² per layer.
 
-Usage (anchor first: `bench_trl.py grpo --assets DIR`, in turn with this):
-  python benchmarks/grpo_throughput.py --assets ~/.cache/rlhfkit-anchors/assets \
+Usage (in turn with TRL's GRPO / RLOO trainers on the same assets):
+  python -m benchmarks.grpo_throughput [--assets DIR] \
       [--precision fp32 bf16] [--iterations 8] [--warmup 2] [--threads 2]
-  python benchmarks/rloo_throughput.py ...
+  python -m benchmarks.rloo_throughput ...
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ppo_throughput import (  # noqa: E402 -- the shared measuring code
-    DEFAULT_ASSETS,
-    gemm_rate,
+from benchmarks.assets import DEFAULT_DIR, anchor_assets
+from benchmarks.common import (
+    engine_settings,
     iteration_times,
     policy_shape,
     result_line,
     run_children,
+    timed_online_run,
 )
 
 ALGOS = {
@@ -69,17 +66,8 @@ def iteration_flops(
 
 
 def child(args: argparse.Namespace) -> None:
-    import torch
-
-    torch.set_num_threads(args.threads)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
     from rlhfkit.algos.pg import PGConfig, train
-    from rlhfkit.engine.metrics import read_metrics
 
-    gemm_before = {k: gemm_rate(k) for k in ("fp32", "bf16")}
     assets = Path(args.assets)
     out = Path(tempfile.mkdtemp(prefix=f"{args.algo}_bench_{args.precision}_"))
     cfg = PGConfig.model_validate(
@@ -103,29 +91,17 @@ def child(args: argparse.Namespace) -> None:
             "optim": {"lr": 1e-6},
             "sample_every": 0,
             **ALGOS[args.algo],
-            "engine": {
-                "seed": 42,
-                "threads": args.threads,
-                "device": "cpu",
-                "mixed_precision": "bf16" if args.precision == "bf16" else "no",
-                "resume": False,
-            },
+            "engine": engine_settings(args.threads, args.precision),
         }
     )
-    t_start = time.perf_counter()
-    train(cfg)
-    wall = time.perf_counter() - t_start
-    gemm_after = {k: gemm_rate(k) for k in ("fp32", "bf16")}
-    rows = [r for r in read_metrics(out / "metrics.jsonl") if "reward/score_mean" in r]
+    rows, wall, gemm = timed_online_run(lambda: train(cfg), out, args.threads)
     t = iteration_times(rows, args.warmup, 64)
     m = policy_shape(assets)
     flops = iteration_flops(
         64, m["p"], t["tokens"] / 64, m["n_body"], m["head"], m["layers"], m["d"],
         args.algo == "rloo",
     )  # fmt: skip
-    line = result_line(
-        f"{args.algo}_throughput", "rlhfkit.algos.pg", args, t, flops, (gemm_before, gemm_after)
-    )
+    line = result_line(f"{args.algo}_throughput", "rlhfkit.algos.pg", args, t, flops, gemm)
     print(json.dumps({**line, "process_wall_s": round(wall, 1)}), flush=True)
 
 
@@ -134,23 +110,21 @@ def main(algo: str | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--algo", choices=sorted(ALGOS), default=algo or "grpo")
-    ap.add_argument("--assets", default=str(DEFAULT_ASSETS))
+    ap.add_argument(
+        "--assets", type=Path, default=DEFAULT_DIR, help="built by benchmarks.assets when absent"
+    )
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     ap.add_argument("--iterations", type=int, default=8, help="measured iterations")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if not (Path(args.assets) / "policy").is_dir():
-        sys.exit(
-            f"{args.assets}: no assets; build them with ../shared/bench/make_assets.py --out DIR"
-        )
+    anchor_assets(args.assets)
     if args.child:
         args.precision = args.precision[0]
         child(args)
         return
-    run_children(str(Path(__file__).with_name("pg_throughput.py")), f"{args.algo}_throughput",
-                 args, ["--algo", args.algo])  # fmt: skip
+    run_children("benchmarks.pg_throughput", f"{args.algo}_throughput", args, ["--algo", args.algo])
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ recorded: on a shared 2-core host the 2-process run competes with everything els
 core, so the efficiency measured here is a lower bound of what 2 idle cores give.
 
 Usage:
-  python benchmarks/ppo_scaling.py --assets ~/.cache/rlhfkit-anchors/assets \
+  python -m benchmarks.ppo_scaling [--assets DIR] \
       [--iterations 6] [--warmup 2] [--rounds 2]
 """
 
@@ -33,8 +33,9 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ppo_throughput import DEFAULT_ASSETS, anchor_config, iteration_times  # noqa: E402
+from benchmarks.assets import DEFAULT_DIR, anchor_assets
+from benchmarks.common import command, iteration_times, load_avg
+from benchmarks.ppo_throughput import anchor_config
 
 
 def config(assets: Path, out: Path, total: int) -> dict:
@@ -57,7 +58,7 @@ def run(processes: int, assets: Path, total: int, warmup: int) -> dict:
             "--num_processes", str(processes), "--num_machines", "1", "--mixed_precision", "no",
             "--dynamo_backend", "no", "-m", "rlhfkit.cli", "ppo", "-c", str(cfg_path),
         ]  # fmt: skip
-    load_before = os.getloadavg()[0]
+    load_before = load_avg()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-3000:])
@@ -67,7 +68,7 @@ def run(processes: int, assets: Path, total: int, warmup: int) -> dict:
         "s_per_iter": statistics.median(t["per_iter"]),
         "split": t["split"],
         "tokens": t["tokens"],
-        "load_avg_1min": [load_before, os.getloadavg()[0]],
+        "load_avg_1min": [load_before, load_avg()],
     }
 
 
@@ -75,12 +76,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--assets", default=str(DEFAULT_ASSETS))
+    ap.add_argument(
+        "--assets", type=Path, default=DEFAULT_DIR, help="built by benchmarks.assets when absent"
+    )
     ap.add_argument("--iterations", type=int, default=6, help="measured iterations")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2, help="alternating 1- and 2-process runs")
     args = ap.parse_args()
-    assets, total = Path(args.assets), args.warmup + args.iterations
+    assets, total = anchor_assets(args.assets), args.warmup + args.iterations
     results: dict[int, list[dict]] = {1: [], 2: []}
     for _ in range(args.rounds):
         for n in (1, 2):
@@ -110,7 +113,7 @@ def main() -> None:
         "efficiency": round(s1 / s2 / 2, 3),
         "load_avg_1min": {n: [r["load_avg_1min"] for r in results[n]] for n in (1, 2)},
         "cpu_count": os.cpu_count(),
-        "command": "python benchmarks/ppo_scaling.py " + " ".join(sys.argv[1:]),
+        "command": command(),
     }
     print(json.dumps(line), flush=True)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""PPO throughput on the anchor workload (../shared/bench/README.md), one JSON line per run.
+"""PPO throughput on the anchor workload (`benchmarks/README.md`), one JSON line per run.
 
 Workload (the same as TRL's PPO row of the anchor baseline): tiny GPT-2 policy/reference
 (4 layers, d=256, vocab 4096) and GPT2ForSequenceClassification reward model and critic (the
@@ -26,7 +26,7 @@ N = non-embedding parameters of one model, H = d·V the LM head, L layers, d wid
   training: epochs × (policy and critic forward + backward over B·T).
 
 Usage:
-  python benchmarks/ppo_throughput.py --assets ~/.cache/rlhfkit-anchors/assets \
+  python -m benchmarks.ppo_throughput [--assets DIR] \
       [--precision fp32 bf16] [--iterations 8] [--warmup 2] [--threads 2] [--profile]
 
 `--profile` runs the trainer under torch.profiler and adds `profiled_matmul_s_per_iter` (self
@@ -39,112 +39,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-DEFAULT_ASSETS = Path.home() / ".cache" / "rlhfkit-anchors" / "assets"
-
-
-def gemm_rate(dtype_name: str, n: int = 2048, repeats: int = 6) -> float:
-    """Best-of-`repeats` GFLOP/s of an n×n×n matmul (2·n³ FLOPs) in the given dtype."""
-    import torch
-
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
-
-
-def iteration_times(rows: list[dict], warmup: int, replies: int) -> dict:
-    """From a run's metric lines: the seconds between consecutive iterations after `warmup`,
-    the median generated tokens per iteration and the median time split."""
-    times = [r["time"] for r in rows]
-    per_iter = [t1 - t0 for t0, t1 in zip(times, times[1:], strict=False)][warmup - 1 :]
-    measured = rows[warmup:]
-    split = {
-        k: statistics.median(r[f"time/{k}"] for r in measured)
-        for k in ("generation", "scoring", "training")
-    }
-    tokens = statistics.median(r["response/length_mean"] * replies for r in measured)
-    return {"per_iter": per_iter, "tokens": tokens, "split": split}
-
-
-def policy_shape(assets: Path) -> dict:
-    """Mean prompt length and the policy's sizes, for the FLOP count."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(assets / "tokenizer")
-    prompts = [json.loads(line)["prompt"] for line in open(assets / "prompts.jsonl")]
-    p_mean = statistics.mean(len(tok(p, add_special_tokens=False)["input_ids"]) for p in prompts)
-    model = AutoModelForCausalLM.from_pretrained(assets / "policy")
-    d, vocab = model.config.n_embd, model.config.vocab_size
-    n_body = sum(q.numel() for q in model.transformer.h.parameters())
-    return {
-        "p": p_mean,
-        "n_body": n_body,
-        "head": d * vocab,
-        "layers": model.config.n_layer,
-        "d": d,
-    }
-
-
-def result_line(bench: str, trainer: str, args: Any, t: dict, flops: dict, gemm: tuple) -> dict:
-    """The JSON fields every throughput benchmark reports."""
-    before, after = gemm
-    s_iter = statistics.median(t["per_iter"])
-    floor_s = flops["total"] / (max(before[args.precision], after[args.precision]) * 1e9)
-    return {
-        "bench": bench,
-        "trainer": trainer,
-        "precision": args.precision,
-        "threads": args.threads,
-        "iterations_measured": len(t["per_iter"]),
-        "warmup": args.warmup,
-        "s_per_iter": round(s_iter, 3),
-        "s_per_iter_min": round(min(t["per_iter"]), 3),
-        "s_per_iter_max": round(max(t["per_iter"]), 3),
-        "iter_per_s": round(1 / s_iter, 4),
-        "gen_tokens_per_iter": round(t["tokens"], 1),
-        "tokens_per_s": round(t["tokens"] / s_iter, 1),
-        "time_split_s": {k: round(v, 3) for k, v in t["split"].items()},
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "gemm_gflops_before": {k: round(v, 1) for k, v in before.items()},
-        "gemm_gflops_after": {k: round(v, 1) for k, v in after.items()},
-        "gflop_per_iter": {k: round(v / 1e9, 2) for k, v in flops.items()},
-        "floor_s": round(floor_s, 3),
-        "achieved_fraction": round(floor_s / s_iter, 3),
-        "load_avg_1min": os.getloadavg()[0],
-    }
-
-
-def run_children(script: str, bench: str, args: Any, extra: list[str]) -> None:
-    """Run each precision in a fresh process (`--child`), print its JSON line (or the error)."""
-    for precision in args.precision:
-        cmd = [
-            sys.executable, script, "--child", "--assets", args.assets, "--precision", precision,
-            "--iterations", str(args.iterations), "--warmup", str(args.warmup),
-            "--threads", str(args.threads), *extra,
-        ]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-        if proc.returncode != 0 or not lines:
-            error = {"bench": bench, "precision": precision, "status": "error"}
-            print(json.dumps({**error, "stderr_tail": proc.stderr[-2000:]}), flush=True)
-        else:
-            print(lines[-1], flush=True)
+from benchmarks.assets import DEFAULT_DIR, anchor_assets
+from benchmarks.common import (
+    engine_settings,
+    iteration_times,
+    policy_shape,
+    result_line,
+    run_children,
+    timed_online_run,
+)
 
 
 def iteration_flops(
@@ -167,7 +74,7 @@ def iteration_flops(
 
 
 def anchor_config(assets: Path, out: Path, total: int, threads: int, precision: str) -> dict:
-    """The anchor PPO workload as an rlhfkit config (../shared/bench/README.md, PPO row)."""
+    """The anchor PPO workload as an rlhfkit config (`benchmarks/README.md`, PPO row)."""
     return {
         "out_dir": str(out),
         "policy": {"name_or_path": str(assets / "policy")},
@@ -189,34 +96,25 @@ def anchor_config(assets: Path, out: Path, total: int, threads: int, precision: 
         "optim": {"lr": 3e-6},
         "critic_optim": {"lr": 3e-6},
         "sample_every": 0,
-        "engine": {
-            "seed": 42,
-            "threads": threads,
-            "device": "cpu",
-            "mixed_precision": "bf16" if precision == "bf16" else "no",
-            "resume": False,
-        },
+        "engine": engine_settings(threads, precision),
     }
 
 
 def child(args: argparse.Namespace) -> None:
-    import torch
-
-    torch.set_num_threads(args.threads)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
     from rlhfkit.algos.ppo import PPOConfig, train
-    from rlhfkit.engine.metrics import read_metrics
 
-    gemm_before = {k: gemm_rate(k) for k in ("fp32", "bf16")}
     assets = Path(args.assets)
     out = Path(tempfile.mkdtemp(prefix=f"ppo_bench_{args.precision}_"))
     total = args.warmup + args.iterations
     cfg = PPOConfig.model_validate(anchor_config(assets, out, total, args.threads, args.precision))
-    t_start = time.perf_counter()
-    if args.profile:  # every aten op timed: how much of an iteration is matrix multiplication
+    profiled: dict[str, Any] = {}
+
+    def run() -> None:
+        if not args.profile:
+            train(cfg)
+            return
+        # every aten op timed: how much of an iteration is matrix multiplication (its time is
+        # spread evenly over the `total` iterations: nothing else runs matmuls)
         from torch.profiler import ProfilerActivity, profile
 
         with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -225,26 +123,17 @@ def child(args: argparse.Namespace) -> None:
         matmul_ops = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
         matmul_us = sum(e.self_cpu_time_total for e in events if e.key in matmul_ops)
         all_us = sum(e.self_cpu_time_total for e in events)
-    else:
-        train(cfg)
-    wall = time.perf_counter() - t_start
-    gemm_after = {k: gemm_rate(k) for k in ("fp32", "bf16")}
-    rows = [r for r in read_metrics(out / "metrics.jsonl") if "reward/score_mean" in r]
+        profiled["profiled_matmul_s_per_iter"] = round(matmul_us / 1e6 / total, 3)
+        profiled["profiled_op_s_per_iter"] = round(all_us / 1e6 / total, 3)
+        profiled["profiler_note"] = "timings under torch.profiler (slower than unprofiled runs)"
+
+    rows, wall, gemm = timed_online_run(run, out, args.threads)
     t = iteration_times(rows, args.warmup, 64)
     m = policy_shape(assets)
     flops = iteration_flops(
         64, m["p"], t["tokens"] / 64, m["n_body"], m["head"], m["layers"], m["d"], 4
     )
-    profiled = {}
-    if args.profile:  # matmul time is spread evenly over the `total` iterations (no other source)
-        profiled = {
-            "profiled_matmul_s_per_iter": round(matmul_us / 1e6 / total, 3),
-            "profiled_op_s_per_iter": round(all_us / 1e6 / total, 3),
-            "profiler_note": "timings under torch.profiler (slower than unprofiled runs)",
-        }
-    line = result_line(
-        "ppo_throughput", "rlhfkit.algos.ppo", args, t, flops, (gemm_before, gemm_after)
-    )
+    line = result_line("ppo_throughput", "rlhfkit.algos.ppo", args, t, flops, gemm)
     print(json.dumps({**line, "process_wall_s": round(wall, 1), **profiled}), flush=True)
 
 
@@ -252,7 +141,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--assets", default=str(DEFAULT_ASSETS))
+    ap.add_argument(
+        "--assets", type=Path, default=DEFAULT_DIR, help="built by benchmarks.assets when absent"
+    )
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     ap.add_argument("--iterations", type=int, default=8, help="measured iterations")
     ap.add_argument("--warmup", type=int, default=2)
@@ -264,15 +155,14 @@ def main() -> None:
     )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if not (Path(args.assets) / "policy").is_dir():
-        sys.exit(
-            f"{args.assets}: no assets; build them with ../shared/bench/make_assets.py --out DIR"
-        )
+    anchor_assets(args.assets)
     if args.child:
         args.precision = args.precision[0]
         child(args)
         return
-    run_children(__file__, "ppo_throughput", args, ["--profile"] if args.profile else [])
+    run_children(
+        "benchmarks.ppo_throughput", "ppo_throughput", args, ["--profile"] if args.profile else []
+    )
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """The real-model correctness checks of `tests/test_real_models.py`, on SmolLM2-135M-Instruct.
 
-The tests run on stories260K (in ../shared); this runs the same checks on the model users start
+The tests run on stories260K (where the developers' data folder is present); this runs the same checks on the model users start
 with: pad = EOS = `<|im_end|>` in its tokenizer, a chat template that injects a default system
 turn, `<|im_start|>` as BOS, tied embeddings. Needs the converted folder
 (`benchmarks/real/fetch_smollm2.py`, default `~/.cache/rlhfkit/models/SmolLM2-135M-Instruct`,
 or `SMOLLM2_DIR`); prints each check and one JSON line; exits 1 if any check fails.
 
-    .venv/bin/python benchmarks/real_model_checks.py [--model DIR]
+    python -m benchmarks.real_model_checks [--model DIR]
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 
 import torch
+
+from benchmarks.common import command
 
 
 def default_dir() -> Path:
@@ -56,9 +58,9 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=default_dir())
     args = ap.parse_args()
     if not (args.model / "config.json").is_file():
-        raise SystemExit(f"{args.model}: no model; run: python benchmarks/real/fetch_smollm2.py")
+        raise SystemExit(f"{args.model}: no model; run: python -m benchmarks.real.fetch_smollm2")
     torch.set_num_threads(2)
-    print(f"command: {' '.join([sys.executable, *sys.argv])}")
+    print(f"command: {command()}")
     checks: dict[str, bool] = {}
 
     def check(name: str, ok: bool, detail: str) -> None:

@@ -1,17 +1,18 @@
-"""Reward-model training throughput on the anchor workload (`../shared/bench/README.md`).
+"""Reward-model training throughput on the anchor workload (`benchmarks/README.md`).
 
 The workload of TRL's `RewardTrainer` row: the anchor assets' GPT-2 reward model (4 layers,
 d = 256, random init) on `preferences.jsonl`, 16 pairs per optimiser step, max length 128,
 Bradley–Terry loss, 2 torch threads, fp32 (and bf16 autocast for the side row). This runs
 `rlhfkit.algos.rm.train` itself (the same code `rlhfkit rm` runs) and prints one JSON line per
-precision with the fields `bench_trl.py` reports: median s/step after 2 warm-up steps, pairs/s,
+precision with the fields the TRL side of the comparison reports: median s/step after 2 warm-up steps, pairs/s,
 non-padding tokens/s, peak RSS (MiB, the whole process).
 
 Step times are the differences between consecutive `metrics.jsonl` rows (logged every step, like
 TRL's `on_step_end` timer). Each precision runs in its own process (peak RSS is per process).
 
-    python /work/shared/bench/make_assets.py --out ~/.cache/rlhfkit-anchors/assets   # once
-    .venv/bin/python benchmarks/rm_throughput.py [--assets DIR] [--steps 40] [--precision fp32 bf16]
+    python -m benchmarks.rm_throughput [--assets DIR] [--steps 40] [--precision fp32 bf16]
+
+(the assets are built into runs/bench_assets by `benchmarks.assets` on first use).
 
 The texts are TRL's: `data.prompt_template=raw` feeds prompt + reply + EOS as they are, the
 sequences TRL's `RewardTrainer` builds from a non-conversational row (`--hh` formats the prompt
@@ -28,14 +29,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from offline_steps import engine_settings, run_child, timed_steps  # noqa: E402
-
-DEFAULT_ASSETS = Path.home() / ".cache" / "rlhfkit-anchors" / "assets"
+from benchmarks.assets import DEFAULT_DIR, anchor_assets
+from benchmarks.common import engine_settings, run_child, timed_steps
 
 
 def run_one(
@@ -91,7 +89,9 @@ def run_one(
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--assets", type=Path, default=DEFAULT_ASSETS)
+    ap.add_argument(
+        "--assets", type=Path, default=DEFAULT_DIR, help="built by benchmarks.assets when absent"
+    )
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
@@ -106,10 +106,7 @@ def main() -> None:
     )
     ap.add_argument("--one", choices=["fp32", "bf16"], help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if not (args.assets / "preferences.jsonl").is_file():
-        sys.exit(
-            f"no assets at {args.assets}: run /work/shared/bench/make_assets.py --out {args.assets}"
-        )
+    anchor_assets(args.assets)
     if args.one:  # child process: one precision, one JSON line on stdout
         result = run_one(
             args.assets, args.steps, args.warmup, args.one, args.threads, args.dropout, args.hh
@@ -121,7 +118,7 @@ def main() -> None:
         argv += ["--warmup", str(args.warmup), "--threads", str(args.threads), "--one", precision]
         argv += ["--dropout"] if args.dropout else []
         argv += ["--hh"] if args.hh else []
-        run_child(__file__, argv, precision)
+        run_child("benchmarks.rm_throughput", argv, precision)
 
 
 if __name__ == "__main__":

@@ -1,43 +1,31 @@
 #!/usr/bin/env python
-"""Cost of one sampling step: the per-row inverse-CDF sampler (`rollout.generate._sample`, rows
-seeded independently so a row's tokens do not depend on its batch or process) against the
+"""Cost of one sampling step: the per-row inverse-CDF sampler (`rollout.generate.sample_rows`,
+rows seeded independently so a row's tokens do not depend on its batch or process) against the
 exponential race it replaced (argmax p / E, E ~ Exp(1) from one shared generator), one JSON line
-per shape. Also the once-per-rollout cost of the per-row uniforms (`_uniforms`).
+per shape. Also the once-per-rollout cost of the per-row uniforms (`row_uniforms`).
 
 Shapes: (rows, vocabulary) = (64, 4096) the anchor workload, (64, 32000) a Llama-2-size
 vocabulary, (16, 151936) Qwen2.5's. float32 logits, 1 torch thread, median of `--repeats`.
 
-Usage: python benchmarks/sampler_cost.py [--repeats 200]
+Usage: python -m benchmarks.sampler_cost [--repeats 200]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
-import time
 from functools import partial
 
 import torch
 
-from rlhfkit.rollout.generate import _sample, _uniforms, row_seeds
+from benchmarks.common import load_avg, median_us
+from rlhfkit.rollout.generate import row_seeds, row_uniforms, sample_rows
 
 
 def race(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """The previous sampler (exponential race)."""
     probs = torch.softmax(logits, dim=-1)
     return (probs / torch.empty_like(probs).exponential_(generator=generator)).argmax(dim=-1)
-
-
-def median_us(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e6
 
 
 def main() -> None:
@@ -54,13 +42,13 @@ def main() -> None:
             "bench": "sampler_cost",
             "rows": rows,
             "vocab": vocab,
-            "inverse_cdf_us": round(median_us(partial(_sample, logits, u), args.repeats), 1),
-            "exponential_race_us": round(median_us(partial(race, logits, g), args.repeats), 1),
-            "uniforms_per_rollout_us_32_steps": round(
-                median_us(partial(_uniforms, seeds, 32, torch.device("cpu")), args.repeats), 1
+            "inverse_cdf_us": median_us(partial(sample_rows, logits, u), args.repeats),
+            "exponential_race_us": median_us(partial(race, logits, g), args.repeats),
+            "uniforms_per_rollout_us_32_steps": median_us(
+                partial(row_uniforms, seeds, 32, torch.device("cpu")), args.repeats
             ),
             "threads": 1,
-            "load_avg_1min": os.getloadavg()[0],
+            "load_avg_1min": load_avg(),
         }
         print(json.dumps(line), flush=True)
 

@@ -17,7 +17,7 @@ trained on, expanded to their pairs):
 
 Wall time of every part is reported. One JSON line per row, then a Markdown table.
 
-    python benchmarks/sim_dpo_bon.py --demo runs/demo [--out DIR] [--loss sigmoid]
+    python -m benchmarks.sim_dpo_bon --demo runs/demo [--out DIR] [--loss sigmoid]
         [--dpo-max-steps N] [--bon-n 4 16] [--rft-prompts 2000] [--rft-n 8]
 """
 

@@ -16,7 +16,7 @@ the demo's own win rate used (`DIR/eval/sft.jsonl`). One JSON line with the gold
 SFT (Wilson 95 % interval), gold mean, KL to SFT, harmful-compliance and over-refusal rates, and
 the training wall time.
 
-    python benchmarks/sim_pg.py --demo runs/demo --algo grpo --reward rm [--iterations 120]
+    python -m benchmarks.sim_pg --demo runs/demo --algo grpo --reward rm [--iterations 120]
         [--out DIR] [key=value ...]
 """
 

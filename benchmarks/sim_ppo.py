@@ -13,7 +13,7 @@ iteration 0) and after (the final evaluation), KL to the SFT reference (nats per
 response length, and the seconds each stage took. The evaluation samples the same held-out
 prompts with the same seed before and after, so the difference is the policy's.
 
-Usage: python benchmarks/sim_ppo.py [--out /tmp/sim_ppo] [--seed 0] [--fresh] [key=value ...]
+Usage: python -m benchmarks.sim_ppo [--out /tmp/sim_ppo] [--seed 0] [--fresh] [key=value ...]
 (trailing key=value pairs override the PPO config, e.g. iterations=20 kl_coef=0).
 """
 

@@ -10,7 +10,7 @@ seen in training; and `preferences/validation.jsonl`: same distribution as train
   (pairs with a gold tie left out; goal ≥ 0.85);
 - wall time of each stage on this machine.
 
-    .venv/bin/python benchmarks/sim_sft_rm.py [--out runs/bench_sim] [--seed 0] [--size micro]
+    python -m benchmarks.sim_sft_rm [--out runs/bench_sim] [--seed 0] [--size micro]
         [--n-sft 2000] [--n-pref 2000] [--n-pref-eval 200] [sft.key=value ...] [rm.key=value ...]
 
 Runs `rlhfkit.algos.sft.train` and `rlhfkit.algos.rm.train` with the shipped presets

@@ -1,6 +1,6 @@
 """Figures of the simulated world: generation time, sizes, agreement, gold scores per behaviour.
 
-    .venv/bin/python benchmarks/sim_world.py [--out DIR] [--seed N]
+    python -m benchmarks.sim_world [--out DIR] [--seed N]
 
 Writes the default-size world to DIR (a temporary folder by default) and prints: generation
 time, file sizes, the annotators' calibrated temperature and measured agreement, how often the

@@ -5,6 +5,7 @@
     rlhfkit sim make|score|collect              the simulated feedback world
     rlhfkit data inspect PATH                   look at a dataset before training on it
     rlhfkit eval ...                            judges, win rates, reports
+    rlhfkit rollout serve --model DIR           a vLLM rollout engine for rollout.engine=vllm_server
     rlhfkit config show ALGO                    every config key, its default and its help
     rlhfkit selfcheck                           quick numerical self-check of the math core
 
@@ -91,6 +92,7 @@ GROUPS = {
     "data": "rlhfkit.data.cli",
     "eval": "rlhfkit.eval.cli",
     "label": "rlhfkit.label.cli",
+    "rollout": "rlhfkit.rollout.cli",
 }
 
 

@@ -1,5 +1,6 @@
 """Shared pieces of the label app's tests: a fresh database per test on SQLite and, where a
-server runs, on PostgreSQL (`RLHFKIT_TEST_PG_URL`, set by .ci/run), and a seeded app."""
+server runs, on PostgreSQL (`RLHFKIT_TEST_PG_URL`, set by .ci/run), and a seeded app. The
+fixtures built on them (`db_url`, `env`, `db_env`, `tiny_policy`) are in conftest.py."""
 
 from __future__ import annotations
 
@@ -63,12 +64,6 @@ def fresh_url(backend: str, tmp_path: Path, template: str | None = None):
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-@pytest.fixture(params=BACKENDS)
-def db_url(request, tmp_path):
-    with fresh_url(request.param, tmp_path) as url:
-        yield url
 
 
 @dataclass
@@ -150,12 +145,8 @@ def make_env(url: str, annotators: tuple[str, ...] = ("ann1", "ann2")) -> Env:
     return env
 
 
-@pytest.fixture(scope="session")
-def _seeded_templates(tmp_path_factory):
-    """One seeded database per backend, copied for each test: migrations and password hashing
-    (Argon2, deliberately slow) run once per session instead of once per test."""
-    made: dict[str, tuple[str, dict[str, str], dict[str, int]]] = {}
-    yield made
+def drop_templates(made: dict[str, tuple[str, dict[str, str], dict[str, int]]]) -> None:
+    """Drop the PostgreSQL template databases `seeded_env` made (a SQLite one is a temp file)."""
     for backend, (template, _, _) in made.items():
         if backend == "postgresql":
             import psycopg
@@ -164,8 +155,9 @@ def _seeded_templates(tmp_path_factory):
                 conn.execute(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
 
 
-def _env(request, tmp_path_factory, templates) -> Iterator[Env]:
-    backend = request.param
+def seeded_env(backend: str, tmp_path_factory, templates) -> Iterator[Env]:
+    """A copy of the seeded database of `backend` (seeded once, kept in `templates`) and its
+    app; the fixtures `env` and `db_env` of conftest.py."""
     if backend not in templates:
         folder = tmp_path_factory.mktemp("template")
         with fresh_url(backend, folder) as url:
@@ -185,33 +177,6 @@ def _env(request, tmp_path_factory, templates) -> Iterator[Env]:
         database = Database(url)
         yield Env(database, create_app(database), dict(tokens), dict(projects))
         database.close()
-
-
-@pytest.fixture(params=["sqlite"])
-def env(request, tmp_path_factory, _seeded_templates):
-    """A seeded app on SQLite: for behaviour that does not depend on the database."""
-    yield from _env(request, tmp_path_factory, _seeded_templates)
-
-
-@pytest.fixture(params=BACKENDS)
-def db_env(request, tmp_path_factory, _seeded_templates):
-    """A seeded app on SQLite and on PostgreSQL: for what the database decides (transactions,
-    constraints, queries behind statistics and export)."""
-    yield from _env(request, tmp_path_factory, _seeded_templates)
-
-
-@pytest.fixture(scope="session")
-def tiny_policy(tmp_path_factory) -> Path:
-    """A random-init nano GPT-2 and a BPE tokenizer trained here: a local policy folder for
-    live chat generation (nothing downloaded)."""
-    from rlhfkit.models.tiny import build_tiny_model, save_tiny_model
-    from rlhfkit.sim.tokenizer import train_tokenizer
-
-    texts = ["Hello there, how are you today? I am fine, thank you."] * 20
-    texts += ["What is the capital of France? The capital of France is Paris."] * 20
-    tokenizer = train_tokenizer(texts, vocab_size=300, min_frequency=1)
-    model = build_tiny_model("gpt2", "nano", tokenizer=tokenizer, seed=0)
-    return save_tiny_model(model, tmp_path_factory.mktemp("policy"), tokenizer)
 
 
 def wait_for(fn, timeout: float = 60.0, every: float = 0.1):

@@ -1,6 +1,7 @@
-"""Readers: real HH-RLHF data (where ../shared exists), schema fixtures for SHP, summarize from
-feedback (comparisons and axis ratings) and WebGPT, the generic forms in every file type, and the
-K-way expansion of ranked lists."""
+"""Readers: real HH-RLHF data (where the developers' data folder beside the checkout exists;
+skipped otherwise), schema fixtures for SHP, summarize from feedback (comparisons and axis
+ratings) and WebGPT, the generic forms in every file type, and the K-way expansion of ranked
+lists."""
 
 from __future__ import annotations
 

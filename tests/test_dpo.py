@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate import Accelerator
+from helpers import build_config
 from safetensors.torch import load_file
 from transformers import GPT2LMHeadModel
 
@@ -64,18 +65,15 @@ def assets(tmp_path_factory):
 
 
 def _cfg(root: Path, base: Path, out: str, **kw) -> DPOConfig:
-    data = {"train": str(root / "pairs.jsonl"), "max_length": 32, "max_tokens": 256}
-    data.update(kw.pop("data", {}))
-    raw = {
+    defaults = {
         "out_dir": str(root / out),
         "model": {"name_or_path": str(base)},
-        "data": data,
+        "data": {"train": str(root / "pairs.jsonl"), "max_length": 32, "max_tokens": 256},
         "optim": {"lr": 1e-3, "max_grad_norm": 1.0},
         "log_every": 1,
         "engine": {"seed": 0, "device": "cpu", "threads": 1},
     }
-    raw.update(kw)
-    return DPOConfig.model_validate(raw)
+    return build_config(DPOConfig, defaults, **kw)
 
 
 def logsig(x: float) -> float:

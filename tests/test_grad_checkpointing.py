@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 import torch
 from checkpointing_helpers import Recomputes, count_recomputes
+from helpers import build_config, target_fraction
 from safetensors.torch import load_file
 from test_pg import make_cfg as make_pg_cfg
-from test_ppo import assets, make_cfg, target_fraction  # noqa: F401 -- `assets` is a fixture
+from test_ppo import make_cfg
 
 import rlhfkit.algos.ppo.trainer as ppo_trainer
 from rlhfkit.algos import pg
@@ -65,7 +66,7 @@ def offline(tmp_path_factory) -> Path:
 
 
 def _offline_cfg(cls, root: Path, arch: str, out: str, data: str, ckpt: bool, **kw):
-    raw = {
+    defaults = {
         "out_dir": str(root / out),
         "model": {"name_or_path": str(root / arch), "gradient_checkpointing": ckpt},
         "data": {"train": str(root / data), "max_length": 32, "max_tokens": 160},
@@ -73,9 +74,8 @@ def _offline_cfg(cls, root: Path, arch: str, out: str, data: str, ckpt: bool, **
         "max_steps": 3,
         "log_every": 1,
         "engine": {"seed": 0, "device": "cpu", "threads": 1},
-        **kw,
     }
-    return cls.model_validate(raw)
+    return build_config(cls, defaults, **kw)
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -139,7 +139,7 @@ def test_dpo(offline):
     _assert_same_weights(w_off, w_on)
 
 
-def test_ppo_policy_and_critic(assets, tmp_path, monkeypatch):  # noqa: F811
+def test_ppo_policy_and_critic(assets, tmp_path, monkeypatch):
     """Both trained models checkpoint (the critic inherits the policy's setting when it has no
     config of its own), counted per model."""
     critic_counts: list[Recomputes] = []
@@ -170,7 +170,7 @@ def test_ppo_policy_and_critic(assets, tmp_path, monkeypatch):  # noqa: F811
     _assert_same_weights(c_off, c_on)
 
 
-def test_grpo(assets, tmp_path):  # noqa: F811
+def test_grpo(assets, tmp_path):
     def run(ckpt):
         cfg = make_pg_cfg(
             assets,

@@ -22,7 +22,6 @@ import pytest
 import torch
 from test_hard_edges import PAIRS, base  # noqa: F401 -- a nano model (a pytest fixture)
 from test_pg import make_cfg as pg_cfg
-from test_ppo import assets  # noqa: F401 -- the tiny word-level world (a pytest fixture)
 from test_ppo import make_cfg as ppo_cfg
 from typer.testing import CliRunner
 
@@ -305,7 +304,7 @@ def _trainer(name: str):
     return ppo if name == "ppo" else pg
 
 
-def _online_cfg(assets, name: str, out: Path, **extra):  # noqa: F811
+def _online_cfg(assets, name: str, out: Path, **extra):
     """test_ppo's / test_pg's run, 3 iterations, a checkpoint after each."""
     make = ppo_cfg if name == "ppo" else pg_cfg
     return make(assets, out, iterations=3, **{"engine.checkpoint_every": 1}, **extra)
@@ -315,7 +314,7 @@ def _online_cfg(assets, name: str, out: Path, **extra):  # noqa: F811
 @pytest.mark.parametrize("name", ["ppo", "grpo"])
 @pytest.mark.parametrize("kind", list(PROBLEMS))
 def test_a_reward_failing_mid_run_stops_with_one_line_and_keeps_the_last_checkpoint(
-    assets,  # noqa: F811
+    assets,
     tmp_path,
     name,
     kind,
@@ -336,7 +335,7 @@ def test_a_reward_failing_mid_run_stops_with_one_line_and_keeps_the_last_checkpo
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("name", ["ppo", "grpo"])
-def test_on_reward_error_skip_drops_and_counts_the_batch(assets, tmp_path, capsys, name):  # noqa: F811
+def test_on_reward_error_skip_drops_and_counts_the_batch(assets, tmp_path, capsys, name):
     trainer = _trainer(name)
     cfg = _online_cfg(assets, name, tmp_path / "run", on_reward_error="skip")
     result = trainer.train(cfg, reward_fn=_bad_on_second_call("raises"))
@@ -350,7 +349,7 @@ def test_on_reward_error_skip_drops_and_counts_the_batch(assets, tmp_path, capsy
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("name,extra", [("ppo", {}), ("grpo", {"dynamic_sampling": True})])
-def test_nan_scores_are_counted_on_the_console(assets, tmp_path, capsys, name, extra):  # noqa: F811
+def test_nan_scores_are_counted_on_the_console(assets, tmp_path, capsys, name, extra):
     """One NaN among 16 scores: the batch is skipped (the whole batch, not its group: see
     `update.rollout_is_bad`) and the console says how many; under dynamic sampling the NaN
     group is not silently dropped as "uninformative"."""
@@ -367,7 +366,7 @@ def test_nan_scores_are_counted_on_the_console(assets, tmp_path, capsys, name, e
 
 @pytest.mark.timeout(300)
 def test_a_reward_failing_mid_run_is_one_line_and_exit_2_on_the_command_line(
-    assets,  # noqa: F811
+    assets,
     tmp_path,
     reward_modules,
 ):
@@ -559,6 +558,7 @@ def _missing_file_args(missing: Path, out: Path) -> dict[str, list[str]]:
         "label stats": ["label", "stats", "--project", "p", *db],
         "label user create": ["label", "user", "create", "bob", "--password", "pw", *db],
         "label project create": ["label", "project", "create", "p", "--kind", "pairwise", *db],
+        "rollout serve": ["rollout", "serve", "--model", str(missing.parent / "no-model")],
         "config show": ["config", "show", "nonsense"],
         "config accelerate": ["config", "accelerate", "nonsense"],
     }
@@ -619,7 +619,7 @@ def test_every_command_without_arguments_or_with_a_missing_file_is_one_line(
 
 
 def test_a_group_without_a_sub_command_shows_its_help():
-    for group in ([], ["sim"], ["data"], ["eval"], ["label"], ["config"]):
+    for group in ([], ["sim"], ["data"], ["eval"], ["label"], ["config"], ["rollout"]):
         result = _invoke(group)
         assert result.exit_code == 2 and "Usage" in result.output, group
 

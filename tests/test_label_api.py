@@ -8,7 +8,7 @@ import json
 import re
 
 import pytest
-from label_helpers import PAIRS, _seeded_templates, db_env, env, form_csrf, make_env  # noqa: F401
+from label_helpers import PAIRS, form_csrf, make_env
 
 from rlhfkit.data import read_preferences, read_ranked
 from rlhfkit.label.db import Assignment, Judgment

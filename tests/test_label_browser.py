@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from label_helpers import PASSWORDS, live_server, tiny_policy  # noqa: F401
+from label_helpers import PASSWORDS, live_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():

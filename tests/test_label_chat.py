@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 
-from label_helpers import _seeded_templates, env, tiny_policy, wait_for  # noqa: F401
+from label_helpers import wait_for
 
 from rlhfkit.data import read_preferences
 

@@ -3,7 +3,6 @@ PostgreSQL: a database at an older revision keeps its data through an upgrade.""
 
 from __future__ import annotations
 
-from label_helpers import db_url  # noqa: F401
 from sqlalchemy import inspect, text
 
 from rlhfkit.label import service

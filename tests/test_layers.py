@@ -1,5 +1,5 @@
-"""The architecture as a test: imports go one way (STYLE.md), algorithms never import each other,
-and `rlhfkit.core` stays torch-only."""
+"""The architecture as a test: imports go one way (docs/architecture.md, "Layers"), algorithms
+never import each other, and `rlhfkit.core` stays torch-only."""
 
 from __future__ import annotations
 

@@ -11,13 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import build_config, target_fraction
 from safetensors.torch import load_file
-from test_ppo import (  # the tiny word-level world shared with the PPO tests
-    assets,  # noqa: F401 -- a pytest fixture
-    naive_clip_and_adam,
-    naive_policy_terms,
-    target_fraction,
-)
+from test_ppo import naive_clip_and_adam, naive_policy_terms
 
 from rlhfkit.algos import pg
 from rlhfkit.algos.pg import PGConfig
@@ -26,7 +22,7 @@ from rlhfkit.engine.metrics import read_metrics
 ESTIMATORS = ["grpo", "dr_grpo", "rloo", "reinforce_pp", "reinforce_pp_baseline"]
 
 
-def make_cfg(assets: dict[str, str], out_dir: Path, **overrides) -> PGConfig:  # noqa: F811
+def make_cfg(assets: dict[str, str], out_dir: Path, **overrides) -> PGConfig:
     data = dict(
         out_dir=str(out_dir),
         policy={"name_or_path": assets["policy"]},
@@ -39,13 +35,7 @@ def make_cfg(assets: dict[str, str], out_dir: Path, **overrides) -> PGConfig:  #
         sample_every=0,
         engine={"seed": 3, "threads": 1},
     )
-    for key, value in overrides.items():
-        node = data
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return PGConfig.model_validate(data)
+    return build_config(PGConfig, data, **overrides)
 
 
 # -- the estimators from their definitions -------------------------------------------------------
@@ -89,7 +79,7 @@ def naive_advantages(name, scores, kl_seq, kl_tok, lengths, g, beta, gamma):
 
 
 @pytest.mark.parametrize("name", ESTIMATORS)
-def test_each_estimator_equals_its_definition(assets, tmp_path, name):  # noqa: F811
+def test_each_estimator_equals_its_definition(assets, tmp_path, name):
     beta = 0.0 if name in ("grpo", "dr_grpo") else 0.07
     cfg = make_cfg(
         assets, tmp_path / name, advantage=name, kl_coef=beta, gamma=0.9,
@@ -120,7 +110,7 @@ def test_each_estimator_equals_its_definition(assets, tmp_path, name):  # noqa: 
      ("rloo", "token_mean", 0.0), ("reinforce_pp", "token_mean", 0.0),
      ("reinforce_pp_baseline", "token_mean", 0.0)],
 )  # fmt: skip
-def test_one_step_equals_a_hand_written_step(assets, tmp_path, name, loss_mode, kl_loss_coef):  # noqa: F811
+def test_one_step_equals_a_hand_written_step(assets, tmp_path, name, loss_mode, kl_loss_coef):
     lr, eps, max_norm = 1e-2, 1.0, 0.05
     overrides = dict(
         advantage=name, loss_mode=loss_mode, kl_loss_coef=kl_loss_coef, iterations=1,
@@ -179,7 +169,7 @@ def test_one_step_equals_a_hand_written_step(assets, tmp_path, name, loss_mode, 
 
 
 @pytest.mark.parametrize("name", ESTIMATORS)
-def test_reward_rises_on_a_toy_reward_while_kl_stays_bounded(assets, tmp_path, name):  # noqa: F811
+def test_reward_rises_on_a_toy_reward_while_kl_stays_bounded(assets, tmp_path, name):
     cfg = make_cfg(
         assets, tmp_path / name, advantage=name, iterations=30, rollout_batch_size=8,
         mini_batch_size=32, kl_coef=0.0 if name == "grpo" else 0.02, track_kl=True,
@@ -199,7 +189,7 @@ def test_reward_rises_on_a_toy_reward_while_kl_stays_bounded(assets, tmp_path, n
      "ref_policy": "REF"}, {"advantage": "reinforce_pp_baseline", "kl_coef": 0.05,
      "dynamic_sampling": True}],
 )  # fmt: skip
-def test_resume_after_a_stop_equals_an_uninterrupted_run(assets, tmp_path, extra):  # noqa: F811
+def test_resume_after_a_stop_equals_an_uninterrupted_run(assets, tmp_path, extra):
     extra = {k: assets["ref"] if v == "REF" else v for k, v in extra.items()}
     base = dict(iterations=4, ppo_epochs=2, mini_batch_size=8, **extra)
     full = pg.train(make_cfg(assets, tmp_path / "full", **base), reward_fn=target_fraction)
@@ -212,7 +202,7 @@ def test_resume_after_a_stop_equals_an_uninterrupted_run(assets, tmp_path, extra
         assert torch.equal(a[key], b[key]), key
 
 
-def test_dynamic_sampling_drops_uninformative_groups_and_overlong_shaping(assets, tmp_path):  # noqa: F811
+def test_dynamic_sampling_drops_uninformative_groups_and_overlong_shaping(assets, tmp_path):
     def sparse(prompts, responses):  # most groups score all-equal zero
         return [float(r.split()[:1] == ["w7"]) for r in responses]
 
@@ -243,7 +233,7 @@ def test_commands_pick_their_estimator(tmp_path):
 
 @pytest.mark.parametrize("command", ["ppo", "grpo", "rloo", "reinforce"])
 def test_too_few_or_no_prompts_fail_in_one_line_before_any_run_directory(
-    assets,  # noqa: F811
+    assets,
     tmp_path,
     command,
 ):
@@ -267,7 +257,7 @@ def test_too_few_or_no_prompts_fail_in_one_line_before_any_run_directory(
         assert not out.exists()
 
 
-def test_training_rollouts_and_the_evaluation_sample_the_same_replies(assets):  # noqa: F811
+def test_training_rollouts_and_the_evaluation_sample_the_same_replies(assets):
     """One path: the trainers' `collect` and the evaluation's `sample_batches` give the same ids
     and the same reply text for the same prompts and generator state."""
     from rlhfkit.data import read_prompts
@@ -300,7 +290,7 @@ def test_training_rollouts_and_the_evaluation_sample_the_same_replies(assets):  
     assert any(texts) and all(t == t.strip() for t in texts)
 
 
-def test_nan_scores_skip_the_batch_or_stop_with_the_last_good_checkpoint(assets, tmp_path):  # noqa: F811
+def test_nan_scores_skip_the_batch_or_stop_with_the_last_good_checkpoint(assets, tmp_path):
     calls = {"n": 0}
 
     def nan_on_second_call(prompts, responses):

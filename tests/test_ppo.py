@@ -12,61 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from helpers import build_config, target_fraction
+from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 
 import rlhfkit.algos.ppo.trainer as ppo_trainer
 from rlhfkit.algos.ppo import PPOConfig, train
 from rlhfkit.config import load_config
 from rlhfkit.engine.metrics import read_metrics
-
-WORDS = [f"w{i}" for i in range(14)]
-TARGET = "w7"  # the toy reward: fraction of response words equal to TARGET
-
-
-def target_fraction(prompts: list[str], responses: list[str]) -> list[float]:
-    out = []
-    for r in responses:
-        words = r.split()
-        out.append(sum(w == TARGET for w in words) / len(words) if words else 0.0)
-    return out
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory) -> dict[str, str]:
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    root = tmp_path_factory.mktemp("ppo_assets")
-    vocab = {"<eos>": 0, "<pad>": 1, **{w: i + 2 for i, w in enumerate(WORDS)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<eos>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    hf_tok = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<pad>")
-    paths = {}
-    # the reference gets larger initial weights, so it is far from the policy (KL ≫ 0)
-    for name, seed, init in (("policy", 0, 0.02), ("ref", 1, 0.3)):
-        torch.manual_seed(seed)
-        cfg = GPT2Config(
-            vocab_size=len(vocab),
-            n_embd=32,
-            n_layer=2,
-            n_head=2,
-            n_positions=64,
-            eos_token_id=0,
-            pad_token_id=1,
-            bos_token_id=0,
-            initializer_range=init,
-        )
-        GPT2LMHeadModel(cfg).save_pretrained(root / name)
-        hf_tok.save_pretrained(root / name)
-        paths[name] = str(root / name)
-    rng = torch.Generator().manual_seed(0)
-    lines = []
-    for _ in range(64):
-        n = int(torch.randint(2, 6, (1,), generator=rng))
-        ids = torch.randint(2, len(WORDS), (n,), generator=rng).tolist()
-        lines.append(json.dumps({"prompt": " ".join(WORDS[i] for i in ids)}))
-    (root / "prompts.jsonl").write_text("\n".join(lines) + "\n")
-    paths["prompts"] = str(root / "prompts.jsonl")
-    return paths
 
 
 def make_cfg(assets: dict[str, str], out_dir: Path, **overrides) -> PPOConfig:
@@ -82,13 +34,7 @@ def make_cfg(assets: dict[str, str], out_dir: Path, **overrides) -> PPOConfig:
         sample_every=0,
         engine={"seed": 3, "threads": 1},
     )
-    for key, value in overrides.items():
-        node = data
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return PPOConfig.model_validate(data)
+    return build_config(PPOConfig, data, **overrides)
 
 
 def state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

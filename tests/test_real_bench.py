@@ -1,23 +1,18 @@
 """What the SmolLM2 benchmarks (`benchmarks/real/`) decide before any model runs: the arithmetic
 problems GRPO trains and is judged on, and the fixed HH split by dialogue. Neither needs the
-model; the split needs `../shared` (skipped without it)."""
+model; the split needs the real HH-RLHF file of the developers' data folder (skipped without
+it)."""
 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from benchmarks.real import grpo_smollm2, realdata
 from rlhfkit.sim.rewards import arithmetic_exact_match
 from rlhfkit.types import Message, PromptRecord
-
-REAL = Path(__file__).parents[1] / "benchmarks" / "real"
-sys.path.insert(0, str(REAL))  # the scripts import their shared module by name
-
-import grpo_smollm2  # noqa: E402
-import realdata  # noqa: E402
 
 
 def test_held_out_problems_are_new_and_the_same_from_the_same_seed(tmp_path):

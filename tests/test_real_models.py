@@ -2,8 +2,8 @@
 BOS, chat templates that inject a system turn, an end-of-turn token that is not EOS, tied
 embeddings, and reward-model folders read by plain `transformers`.
 
-On stories260K from ../shared (a pretrained Llama: no pad token, BOS `<s>`, EOS `</s>`, tied
-embeddings; skipped with a reason where ../shared is absent) and, where a behaviour must be
+On stories260K from the developers' model folder beside the checkout (a pretrained Llama: no pad
+token, BOS `<s>`, EOS `</s>`, tied embeddings; skipped with a reason where it is absent) and, where a behaviour must be
 forced (a policy that always says `<|im_end|>`), on a GPT-2 built here. Oracles: a row scored
 alone without padding; the chat template's own rendering of the whole conversation; the model
 before saving.

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate import Accelerator
+from helpers import build_config
 from safetensors.torch import load_file
 
 from rlhfkit.algos.rm import (
@@ -82,19 +83,16 @@ def assets(tmp_path_factory):
 
 
 def _cfg(root: Path, base: Path, out: str, **kw) -> RMConfig:
-    data = {"train": str(root / "pairs.jsonl"), "max_length": 32, "max_tokens": 256}
-    data.update(kw.pop("data", {}))
-    raw = {
+    defaults = {
         "out_dir": str(root / out),
         "model": {"name_or_path": str(base)},
-        "data": data,
+        "data": {"train": str(root / "pairs.jsonl"), "max_length": 32, "max_tokens": 256},
         "optim": {"lr": 3e-3, "max_grad_norm": 1.0},
         "log_every": 1,
         "normalize_samples": 10_000,
         "engine": {"seed": 0, "device": "cpu", "threads": 1},
     }
-    raw.update(kw)
-    return RMConfig.model_validate(raw)
+    return build_config(RMConfig, defaults, **kw)
 
 
 def test_loss_falls_accuracy_rises_and_every_parameter_moves(assets):

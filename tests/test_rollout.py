@@ -25,7 +25,7 @@ from rlhfkit.rollout import (
     response_logprobs,
     trim_padding,
 )
-from rlhfkit.rollout.generate import _filter_logits, _sample
+from rlhfkit.rollout.generate import _filter_logits, sample_rows
 
 VOCAB, EOS, PAD = 12, 0, 1
 
@@ -141,7 +141,7 @@ def test_inverse_cdf_sampler_matches_softmax_frequencies():
     logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -torch.inf]])
     n = 60_000
     u = torch.rand(n, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    draws = _sample(logits.expand(n, -1), u)
+    draws = sample_rows(logits.expand(n, -1), u)
     freq = torch.bincount(draws, minlength=5).double() / n
     p = torch.softmax(logits[0].double(), dim=0)
     # 5 standard errors of a binomial proportion
@@ -263,6 +263,41 @@ def test_retokenizing_scorer_encodes_like_the_rm_trainer_and_scores_at_eos(templ
         assert scores[b].item() == pytest.approx(naive_score(rm, pair.chosen_ids), abs=1e-5)
     if template == "raw":  # plain ids: prompt words, reply words, EOS
         assert scorer.encode(records[0], replies[0]) == [3, 4, 5, 8, 9, EOS]
+
+
+def test_retokenizing_scorer_truncates_like_the_rm_trainer_keeping_bos():
+    """With a tokenizer that writes a BOS and a `max_length` shorter than prompt + reply, the
+    scorer's ids are exactly `data.encode_pairs`'s chosen ids (the RM trainer's): BOS kept first,
+    the prompt cut from the left, a long reply cut at its right end (no EOS), and the score is
+    read on those ids."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    from rlhfkit.data import encode_pairs
+    from rlhfkit.types import PreferencePair, PromptRecord, user
+
+    words = ["Human", "Assistant", ":"] + [f"w{i}" for i in range(20)]
+    vocab = {"<eos>": 0, "<pad>": 1, "<bos>": 2, **{w: i + 3 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<eos>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", special_tokens=[("<bos>", 2)]
+    )
+    hf_tok = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>"
+    )
+    rm = tiny_rm(vocab=len(vocab))
+    record = PromptRecord(user(" ".join(f"w{i}" for i in range(12))))
+    short, long = "w13 w14 w15", " ".join(f"w{i}" for i in range(2, 16))
+    max_length = 12
+    scorer = RetokenizingRewardModelScorer(rm, hf_tok, max_length=max_length, template="chat")
+    for reply in (short, long):  # the prompt cut; then the reply cut too
+        (pair,) = encode_pairs(hf_tok, [PreferencePair(record.prompt, reply, "w3")], max_length)
+        assert pair.truncated and pair.chosen_ids[0] == 2 and len(pair.chosen_ids) == max_length
+        assert scorer.encode(record, reply) == pair.chosen_ids
+        (score,) = scorer([""], [reply], None, [record]).tolist()
+        assert score == pytest.approx(naive_score(rm, pair.chosen_ids), abs=1e-5)
+    assert pair.chosen_ids[-1] != 0  # the long reply lost its EOS, as in training
 
 
 def test_reward_is_the_weighted_sum_and_functions_can_read_records():

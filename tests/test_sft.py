@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from accelerate import Accelerator
+from helpers import build_config
 from safetensors.torch import load_file
 
 from rlhfkit.algos.sft import SFTConfig, packed_attention_mask, train
@@ -51,18 +52,15 @@ def assets(tmp_path_factory):
 
 
 def _cfg(root: Path, base: Path, out: str, **kw) -> SFTConfig:
-    data = {"train": str(root / "train.jsonl"), "max_length": 32, "max_tokens": 160}
-    data.update(kw.pop("data", {}))
-    raw = {
+    defaults = {
         "out_dir": str(root / out),
         "model": {"name_or_path": str(base)},
-        "data": data,
+        "data": {"train": str(root / "train.jsonl"), "max_length": 32, "max_tokens": 160},
         "optim": {"lr": 3e-3, "max_grad_norm": 1.0},
         "log_every": 1,
         "engine": {"seed": 0, "device": "cpu", "threads": 1},
     }
-    raw.update(kw)
-    return SFTConfig.model_validate(raw)
+    return build_config(SFTConfig, defaults, **kw)
 
 
 def test_loss_falls_and_every_parameter_moves(assets):

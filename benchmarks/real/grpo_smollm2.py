@@ -7,8 +7,8 @@ plus and minus on 10..60, times on 2..12. Reported: held-out accuracy before →
 greedy (this script, `transformers` generate on the saved policy) and sampled at the rollout
 temperature (the trainer's own `eval/rm_score`), mean reply length, KL to the start, wall time.
 
-    python benchmarks/real/fetch_smollm2.py          # once
-    python benchmarks/real/grpo_smollm2.py [--advantage rloo] [key=value ...]
+    python -m benchmarks.real.fetch_smollm2          # once
+    python -m benchmarks.real.grpo_smollm2 [--advantage rloo] [key=value ...]
 
 One JSON line is appended to runs/real/results.jsonl.
 """
@@ -23,7 +23,8 @@ import re
 import time
 from pathlib import Path
 
-from realdata import model_dir, peak_rss_mib, report
+from benchmarks.common import emit, load_avg, peak_rss_mib
+from benchmarks.real.realdata import model_dir
 
 OPS = {"plus": lambda a, b: a + b, "minus": lambda a, b: a - b, "times": lambda a, b: a * b}
 RANGES = {"plus": (10, 60), "minus": (10, 60), "times": (2, 12)}
@@ -152,7 +153,7 @@ def main() -> None:
         if "reward/score_mean" in x
     ]
     n = len(held)
-    report(
+    emit(
         {
             "bench": f"{args.advantage}_smollm2",
             "train_problems": args.train_problems,
@@ -183,10 +184,11 @@ def main() -> None:
             "train_wall_s": round(train_wall, 1),
             "wall_s": round(wall, 1),
             "peak_rss_mib": peak_rss_mib(),
-            "load_avg_1m": round(os.getloadavg()[0], 2),
+            "load_avg_1m": load_avg(),
             "policy_dir": str(result.policy_path),
         },
         Path("runs/real/results.jsonl"),
+        indent=True,
     )
 
 

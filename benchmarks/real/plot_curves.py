@@ -1,7 +1,7 @@
 """The training curves of the SmolLM2 online runs, from the JSON lines their benchmarks wrote:
 PPO's reward-model score and KL per iteration, GRPO's and RLOO's batch accuracy and KL.
 
-    python benchmarks/real/plot_curves.py [--results runs/real/results.jsonl] [--out docs/img/real_curves.png]
+    python -m benchmarks.real.plot_curves [--results runs/real/results.jsonl] [--out docs/img/real_curves.png]
 
 For each benchmark the last line of the longest run is drawn (PPO: 36 iterations of 16 replies).
 """

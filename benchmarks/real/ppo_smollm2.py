@@ -4,8 +4,8 @@ and the held-out win rate against the starting model under the RM it optimised a
 second judge it never saw (the fully fine-tuned SmolLM2 RM), both asked in both orders. Where
 the two judges disagree, the policy found what the optimised RM likes and the other does not.
 
-    python benchmarks/real/rm_smollm2.py --lora && python benchmarks/real/rm_smollm2.py
-    python benchmarks/real/ppo_smollm2.py [--prompts 32] [key=value ...]
+    python -m benchmarks.real.rm_smollm2 --lora && python -m benchmarks.real.rm_smollm2
+    python -m benchmarks.real.ppo_smollm2 [--prompts 32] [key=value ...]
 
 One JSON line is appended to runs/real/results.jsonl.
 """
@@ -18,7 +18,8 @@ import os
 import time
 from pathlib import Path
 
-from realdata import held_out_prompts, hh_split, model_dir, peak_rss_mib, report, win_rates
+from benchmarks.common import emit, load_avg, peak_rss_mib
+from benchmarks.real.realdata import held_out_prompts, hh_split, model_dir, win_rates
 
 JUDGES = {"rm_lora": Path("runs/rm_smollm2_lora/model"), "rm_full": Path("runs/rm_smollm2/model")}
 
@@ -96,10 +97,10 @@ def main() -> None:
         ),
         "wall_s": round(time.perf_counter() - t, 1),
         "peak_rss_mib": peak_rss_mib(),
-        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "load_avg_1m": load_avg(),
         "policy_dir": str(result.policy_path),
     }
-    report(figures, Path("runs/real/results.jsonl"))
+    emit(figures, Path("runs/real/results.jsonl"), indent=True)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""What the SmolLM2 benchmarks share: where the model is, the fixed HH split, and how a
-benchmark reports (peak RSS, a JSON line, the command that reproduces it).
+"""What the SmolLM2 benchmarks share: where the model is, the fixed HH split, the held-out
+prompts and the win rates under reward-model judges (reporting is `benchmarks.common.emit`).
 
 The split is by dialogue: pairs whose prompt (the conversation up to the last Assistant turn)
 is the same land on the same side (`rlhfkit.data.split_records` keyed by prompt), 80 / 20 with
@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import resource
-import shlex
-import sys
 from pathlib import Path
 
-from fetch_smollm2 import default_dir
+from benchmarks.common import HH_FILE
+from benchmarks.real.fetch_smollm2 import default_dir
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared"
-HH = SHARED / "data" / "hh-rlhf" / "helpful-online-test.jsonl.gz"
+HH = HH_FILE
 SPLIT_SEED = 0
 HELD_OUT_FRACTION = 0.2
 
@@ -28,7 +25,7 @@ def model_dir() -> Path:
     """The converted SmolLM2-135M-Instruct folder; exits with the command that makes it."""
     path = Path(os.environ.get("SMOLLM2_DIR", default_dir()))
     if not (path / "config.json").is_file():
-        raise SystemExit(f"{path}: no model; run: python benchmarks/real/fetch_smollm2.py")
+        raise SystemExit(f"{path}: no model; run: python -m benchmarks.real.fetch_smollm2")
     return path
 
 
@@ -42,7 +39,9 @@ def hh_split(
     from rlhfkit.data import read_preferences, split_records
 
     if not HH.is_file():
-        raise SystemExit(f"needs {HH} (the shared folder beside the repository)")
+        raise SystemExit(
+            f"needs {HH}: the HH-RLHF helpful-online test split (set RLHFKIT_DATA_DIR)"
+        )
     result = read_preferences(HH, "hh", on_error="skip")  # a few real rows are broken
     train, held = split_records(
         result.records, (1 - HELD_OUT_FRACTION, HELD_OUT_FRACTION), seed=SPLIT_SEED
@@ -71,27 +70,6 @@ def hh_split(
         "held_out_dialogues": len({str(p.prompt) for p in held}),
     }
     return paths[0], paths[1], counts
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far (Linux reports KiB)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-
-
-def command() -> str:
-    return "python " + " ".join(shlex.quote(a) for a in sys.argv)
-
-
-def report(figures: dict, out: Path | None = None) -> None:
-    """Print the figures (indented) and one JSON line; append that line to `out` if given."""
-    figures = {**figures, "command": command()}
-    print(json.dumps(figures, indent=2))
-    line = json.dumps(figures)
-    print(line)
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("a", encoding="utf-8") as f:
-            f.write(line + "\n")
 
 
 def held_out_prompts(held_file: Path, n: int) -> list:

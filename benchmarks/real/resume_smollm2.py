@@ -2,7 +2,7 @@
 the same run killed after its step-2 checkpoint and resumed, must end with equal weights. Prints
 the checkpoint's size (frozen weights are not written) and the largest weight difference.
 
-    python benchmarks/real/resume_smollm2.py [--steps 3]
+    python -m benchmarks.real.resume_smollm2 [--steps 3]
 
 One JSON line is appended to runs/real/results.jsonl.
 """
@@ -15,7 +15,8 @@ import shutil
 import time
 from pathlib import Path
 
-from realdata import hh_split, model_dir, report
+from benchmarks.common import emit
+from benchmarks.real.realdata import hh_split, model_dir
 
 
 class Killed(Exception):
@@ -81,7 +82,7 @@ def main() -> None:
     resumed = train(cfg("resumed"))
     a = load_file(str(full.model_dir / "model.safetensors"))
     b = load_file(str(resumed.model_dir / "model.safetensors"))
-    report(
+    emit(
         {
             "bench": "resume_smollm2",
             "steps": args.steps,
@@ -94,6 +95,7 @@ def main() -> None:
             "wall_s": round(time.perf_counter() - t, 1),
         },
         Path("runs/real/results.jsonl"),
+        indent=True,
     )
     shutil.rmtree(args.out, ignore_errors=True)
 

@@ -7,8 +7,8 @@ shorter run (the same split). One epoch of all pairs takes about 30 min on 2 CPU
 `rm_smollm2` (full fine-tuning) or `rm_smollm2_lora` (`--lora`). Also printed: the held-out
 accuracy of "the longer reply wins", the baseline a length-biased RM reaches for free.
 
-    python benchmarks/real/fetch_smollm2.py          # once
-    python benchmarks/real/rm_smollm2.py [--lora] [--train-pairs N] [--held-out-pairs N] [key=value ...]
+    python -m benchmarks.real.fetch_smollm2          # once
+    python -m benchmarks.real.rm_smollm2 [--lora] [--train-pairs N] [--held-out-pairs N] [key=value ...]
 
 One JSON line is appended to runs/real/results.jsonl.
 """
@@ -21,7 +21,8 @@ import os
 import time
 from pathlib import Path
 
-from realdata import hh_split, model_dir, peak_rss_mib, report
+from benchmarks.common import emit, load_avg, peak_rss_mib
+from benchmarks.real.realdata import hh_split, model_dir
 
 
 def main() -> None:
@@ -80,7 +81,7 @@ def main() -> None:
         if "eval/accuracy" in x
     ]
     low, high = wilson_interval(m["eval/accuracy"], n)
-    report(
+    emit(
         {
             "bench": "rm_smollm2",
             "variant": "lora r=16" if args.lora else "full",
@@ -99,10 +100,11 @@ def main() -> None:
             "train_tokens_per_s": round(tokens / max(seconds, 1e-9), 1),
             "peak_rss_mib": peak_rss_mib(),
             "wall_s": round(wall, 1),
-            "load_avg_1m": round(os.getloadavg()[0], 2),
+            "load_avg_1m": load_avg(),
             "model_dir": str(result.model_dir),
         },
         Path("runs/real/results.jsonl"),
+        indent=True,
     )
 
 

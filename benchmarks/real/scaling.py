@@ -14,7 +14,7 @@ the parameters a token passes through (the LM head counted, the embedding lookup
 no LM head) and the rate measured by a 2048² matmul on the same threads just before each case;
 for the online iterations the split between generation, scoring and training.
 
-    python benchmarks/real/scaling.py [--models micro mini stories260K smollm2]
+    python -m benchmarks.real.scaling [--models micro mini stories260K smollm2]
         [--stages sft rm dpo grpo ppo] [--precision fp32 bf16] [--lora] [--grad-ckpt] [--steps 3]
 
 One JSON line per case is appended to runs/real/scaling.jsonl; a Markdown table is printed.
@@ -32,9 +32,10 @@ import sys
 import time
 from pathlib import Path
 
-from realdata import HH, SHARED, hh_split, model_dir, peak_rss_mib
+from benchmarks.common import STORIES_DIR, gemm_gflops, load_avg, peak_rss_mib
+from benchmarks.real.realdata import HH, hh_split, model_dir
 
-STORIES = SHARED / "models" / "stories260K"
+STORIES = STORIES_DIR
 WORK = Path("runs/real/scaling")
 OUT = Path("runs/real/scaling.jsonl")
 LORA = "{r: 16, alpha: 32, dropout: 0.0}"
@@ -69,19 +70,6 @@ def rm_path(name: str) -> Path:
         base = model_path(name)
         build_scalar_model(ModelConfig(name_or_path=str(base))).save(path, load_tokenizer(base))
     return path
-
-
-def matmul_gflops(threads: int, seconds: float = 1.0) -> float:
-    import torch
-
-    torch.set_num_threads(threads)
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    a @ b
-    n, t = 0, time.perf_counter()
-    while time.perf_counter() - t < seconds:
-        a @ b
-        n += 1
-    return 2 * 2048**3 * n / (time.perf_counter() - t) / 1e9
 
 
 def counts(path: Path) -> tuple[int, int]:
@@ -208,7 +196,10 @@ def run_one(
                 "sample_every=0",
             ],
         )
-    rate = matmul_gflops(threads)
+    import torch
+
+    torch.set_num_threads(threads)
+    rate = gemm_gflops("fp32", n=2048, repeats=8)
     t = time.perf_counter()
     result = train(cfg)
     wall = time.perf_counter() - t
@@ -228,7 +219,7 @@ def run_one(
         "peak_rss_mib": peak_rss_mib(),
         "matmul_gflops": round(rate, 1),
         "wall_s": round(wall, 1),
-        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "load_avg_1m": load_avg(),
     }
     last = rows[-1] if rows else {}
     if stage in ("sft", "rm", "dpo") and "perf/tokens_per_s" in last:

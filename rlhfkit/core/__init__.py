@@ -3,7 +3,7 @@
 Masks are (B, T) bool (or 0/1) tensors with True = valid token. Log-prob math runs in float32.
 Modules: `stats` (masked statistics, whitening, running moments), `logprobs` (token log-probs,
 entropy), `kl` (KL estimators, reward shaping, KL controllers), `advantages` (GAE, returns,
-GRPO/RLOO baselines), `losses` (loss reduction, PPO, value, reward-model, DPO and SFT losses).
+GRPO/RLOO baselines), `importance` (engine-vs-trainer importance weights), `losses` (loss reduction, PPO, value, reward-model, DPO and SFT losses).
 """
 
 from rlhfkit.core.advantages import (
@@ -14,6 +14,7 @@ from rlhfkit.core.advantages import (
     overlong_penalty,
     rloo_advantages,
 )
+from rlhfkit.core.importance import ISLevel, ISMode, ISWeights, importance_weights
 from rlhfkit.core.kl import (
     AdaptiveKLController,
     FixedKLController,
@@ -50,6 +51,10 @@ from rlhfkit.core.losses import (
 from rlhfkit.core.stats import RunningMoments, masked_mean, masked_sum, masked_var, whiten
 
 __all__ = [
+    "ISLevel",
+    "ISMode",
+    "ISWeights",
+    "importance_weights",
     "AdaptiveKLController",
     "DPOLossOutput",
     "FixedKLController",

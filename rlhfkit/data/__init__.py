@@ -64,6 +64,7 @@ _EXPORTS = {
         "encode_pairs",
         "encode_prompts",
         "encode_ranked",
+        "encode_replies",
         "encode_sft",
     ],
 }

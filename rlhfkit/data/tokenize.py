@@ -141,7 +141,7 @@ def encode_sft(
     """Tokenize demonstrations; see the module docstring for the truncation policy."""
     out = []
     for rec in records:
-        p, (r,), cut = _encode(
+        p, (r,), cut = encode_replies(
             tokenizer, rec, [rec.response], max_length, max_prompt_length, template
         )
         out.append(EncodedSFT(p + r, len(p), cut, rec.source))
@@ -160,7 +160,9 @@ def encode_pairs(
     out = []
     for rec in records:
         replies = [rec.chosen, rec.rejected]
-        p, (c, r), cut = _encode(tokenizer, rec, replies, max_length, max_prompt_length, template)
+        p, (c, r), cut = encode_replies(
+            tokenizer, rec, replies, max_length, max_prompt_length, template
+        )
         out.append(EncodedPair(p + c, p + r, len(p), rec.margin, cut, rec.source))
     _warn("encode_pairs", out, f"max_length={max_length}")
     return out
@@ -176,7 +178,9 @@ def encode_ranked(
     """Tokenize ranked lists (best first); all K replies share the same-cut prompt."""
     out = []
     for rec in records:
-        p, rs, cut = _encode(tokenizer, rec, rec.responses, max_length, max_prompt_length, template)
+        p, rs, cut = encode_replies(
+            tokenizer, rec, rec.responses, max_length, max_prompt_length, template
+        )
         out.append(EncodedRanked(tuple(p + r for r in rs), len(p), cut, rec.source))
     _warn("encode_ranked", out, f"max_length={max_length}")
     return out
@@ -193,15 +197,23 @@ def _prompt_ids(tokenizer: Any, rec: Any, template: Template) -> list[int]:
         raise ValueError(f"{rec.source}: prompt: {e}") from None
 
 
-def _encode(
+def encode_replies(
     tokenizer: Any,
-    rec: Any,
+    rec: SFTExample | PreferencePair | RankedList | PromptRecord,
     replies: Sequence[str],
     max_length: int,
-    max_prompt_length: int | None,
-    template: Template,
+    max_prompt_length: int | None = None,
+    template: Template = "chat",
 ) -> tuple[list[int], list[list[int]], bool]:
-    """Prompt and reply ids of one record, truncated together (one prompt cut for all)."""
+    """Prompt ids and reply ids of one record, truncated together; returns (prompt, replies,
+    truncated). Each sequence the model sees is `prompt + reply`.
+
+    The one encoder behind every `encode_*` above (the SFT, RM and DPO trainers) and behind
+    `rollout.RetokenizingRewardModelScorer`, so a reward model with its own tokenizer scores a
+    rollout on exactly the ids its trainer built for that (dialogue, reply): `encode_prompt`,
+    `encode_response` (reply + end token), then the module's truncation policy with one prompt
+    cut for all `replies` (set by the longest; BOS kept first).
+    """
     return truncate(
         _prompt_ids(tokenizer, rec, template),
         [encode_response(tokenizer, text, template) for text in replies],

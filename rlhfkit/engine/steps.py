@@ -31,10 +31,10 @@ Implementation details and their sources:
    logged. With clipping off the norm is still computed: it is the NaN/inf detector.
 6. NaN/inf: a non-finite loss (before its backward) or gradient norm (before the step) clears the
    gradients and raises `NonFiniteError`, the one exception type a training loop catches to skip
-   the step or stop (DESIGN.md §5). The optimiser and scheduler have then not moved. With several
-   processes a loss is checked after the step's backward passes (a process that stopped early
-   would leave the others waiting in the all-reduce), and the verdict is shared, so every process
-   raises together.
+   the step or stop (docs/architecture.md, "Reliability"). The optimiser and scheduler have then
+   not moved. With several processes a loss is checked after the step's backward passes (a
+   process that stopped early would leave the others waiting in the all-reduce), and the verdict
+   is shared, so every process raises together.
 """
 
 from __future__ import annotations

@@ -19,10 +19,19 @@ scoring, the `Experience` record, in-loop evaluation and monitors.
 - Monitors: `rollout_metrics`, `CollapseMonitor`, `ConsoleThrottle`, `explained_variance`,
   `repetition_fraction`.
 - `sample_batches`: sampled replies as text, batch by batch (evaluation, feedback collection).
+- Rollout engines (`engines/`, docs/rollout.md): `RolloutEngine` (generate / push_weights /
+  close), `LocalEngine` (the sampler above, the default), `build_engine` (local, vllm,
+  vllm_server from `rollout.engine`), `sync_weights` / `policy_weights` (the per-iteration push),
+  `EngineError`.
 - `response_logprobs`: the policy forward that applies the LM head only at response positions.
 """
 
 from rlhfkit.rollout.collect import Collected, OnlineModels, collect, collect_sharded
+from rlhfkit.rollout.engines.base import EngineError, RolloutEngine
+from rlhfkit.rollout.engines.build import build_engine
+from rlhfkit.rollout.engines.config import VLLMConfig
+from rlhfkit.rollout.engines.local import LocalEngine
+from rlhfkit.rollout.engines.weights import policy_weights, sync_weights
 from rlhfkit.rollout.evaluate import Judge, evaluate_online
 from rlhfkit.rollout.experience import (
     Experience,
@@ -35,7 +44,7 @@ from rlhfkit.rollout.forward import (
     response_logprobs,
     trim_padding,
 )
-from rlhfkit.rollout.generate import Rollout, RolloutConfig, generate, row_seeds
+from rlhfkit.rollout.generate import Rollout, RolloutConfig, as_seeds, generate, row_seeds
 from rlhfkit.rollout.monitor import (
     CollapseMonitor,
     ConsoleThrottle,
@@ -64,6 +73,14 @@ from rlhfkit.rollout.scorers import (
 from rlhfkit.rollout.texts import decode_responses, sample_batches
 
 __all__ = [
+    "EngineError",
+    "LocalEngine",
+    "RolloutEngine",
+    "VLLMConfig",
+    "as_seeds",
+    "build_engine",
+    "policy_weights",
+    "sync_weights",
     "CallableScorer",
     "CollapseMonitor",
     "Collected",

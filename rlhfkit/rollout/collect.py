@@ -7,8 +7,9 @@ each → decoded replies → `Experience` (old / reference log-probs, values, re
 
 Implementation details:
 
-1. Sampling is `generate` (KV cache, stop at EOS / stop strings / the budget); prompts are
-   repeated `group_size` times contiguously, so group g is rows g·G … g·G + G − 1.
+1. Sampling goes through the models' rollout engine (`engines`: the local KV-cached sampler by
+   default, or vLLM); prompts are repeated `group_size` times contiguously, so group g is rows
+   g·G … g·G + G − 1, each row with its own seed (`as_seeds`).
 2. Replies are decoded once (`decode_responses`: valid tokens, special tokens dropped, stripped):
    the same text reaches the reward, the judges, the sample files and `rlhfkit eval`.
 3. What is computed depends on the algorithm: the reference forward only when `use_ref` (a KL
@@ -16,13 +17,16 @@ Implementation details:
 4. `autocast` is the trainer's precision context (`engine.autocast`), entered around sampling and
    the scoring pass.
 5. Sampling and scoring use the models inside their distributed wrappers (`engine.gathered`:
-   DDP's inner model; FSDP2's root parameters gathered for the whole rollout): no gradients are
-   needed, and processes run different numbers of sampling steps.
+   DDP's inner model; FSDP2's root parameters gathered for the sampling and again for the
+   scoring): no gradients are needed, and processes run different numbers of sampling steps.
 6. Under `accelerate launch` (`collect_sharded`), process r samples and scores its contiguous
    share of the prompts, every row seeded from (run seed, iteration, the row's global number)
    (`generate.row_seeds`), and the shares are gathered, so every process holds the whole batch
    in the one-process order: the reward shaping, advantages, whitening, KL control and metrics
    that follow are those of one process with the same global batch.
+7. An engine that is not `exact` (vLLM) computes its log-probs with its own kernels: the old
+   log-probs are then recomputed by the trainer's model, and the engine's are kept as
+   `sampling_logprobs` for the importance-sampling correction (`update.correction`).
 """
 
 from __future__ import annotations
@@ -37,10 +41,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from rlhfkit.data import stop_token_ids
 from rlhfkit.engine import gathered
+from rlhfkit.rollout.engines.base import RolloutEngine
+from rlhfkit.rollout.engines.local import LocalEngine
 from rlhfkit.rollout.experience import Experience, cat_experiences, make_experience
-from rlhfkit.rollout.generate import RolloutConfig, generate, row_seeds
+from rlhfkit.rollout.generate import RolloutConfig, as_seeds, row_seeds
 from rlhfkit.rollout.prompts import PromptSource
 from rlhfkit.rollout.scorers import Reward
 from rlhfkit.rollout.texts import decode_responses
@@ -52,7 +57,8 @@ __all__ = ["Collected", "OnlineModels", "collect", "collect_sharded"]
 @dataclass
 class OnlineModels:
     """What a rollout needs: the policy, its tokenizer, the reward, and optionally a reference
-    (None with `use_ref`: the policy with LoRA adapters disabled) and a critic."""
+    (None with `use_ref`: the policy with LoRA adapters disabled), a critic and the rollout
+    engine (None: the local sampler on `policy`)."""
 
     policy: nn.Module
     tokenizer: Any
@@ -60,6 +66,11 @@ class OnlineModels:
     ref_policy: nn.Module | None = None
     use_ref: bool = True
     critic: Any | None = None
+    engine: RolloutEngine | None = None
+
+    def __post_init__(self) -> None:
+        if self.engine is None:
+            self.engine = LocalEngine(self.policy, self.tokenizer)
 
 
 @dataclass
@@ -85,58 +96,33 @@ def collect(
 ) -> Collected:
     """Sample `group_size` replies to each prompt `index` of `source` and score them.
     `generator`: a torch.Generator, or one seed per row (B·G,) (see `generate`)."""
-    with contextlib.ExitStack() as stack:
-        policy = stack.enter_context(gathered(models.policy))
-        critic = None if models.critic is None else stack.enter_context(gathered(models.critic))
-        inner = dataclasses.replace(models, policy=policy, critic=critic)
-        return _collect(
-            inner, source, index, generator, cfg, group_size, autocast, reuse_sampling_logprobs
-        )
-
-
-def _collect(
-    models: OnlineModels,
-    source: PromptSource,
-    index: Sequence[int],
-    generator: torch.Generator | torch.Tensor,
-    cfg: RolloutConfig,
-    group_size: int,
-    autocast: Callable[[], Any],
-    reuse_sampling_logprobs: bool,
-) -> Collected:
-    tok = models.tokenizer
+    tok, engine = models.tokenizer, models.engine
     device = next(models.policy.parameters()).device
     prompt_ids, prompt_mask = source.collate(index, tok.pad_token_id, group_size)
+    seeds = as_seeds(generator, prompt_ids.shape[0])
     t0 = time.perf_counter()
     with autocast():
-        rollout = generate(
-            models.policy,
-            prompt_ids.to(device),
-            prompt_mask.to(device),
-            cfg,
-            generator,
-            eos_token_id=stop_token_ids(tok),
-            pad_token_id=tok.pad_token_id,
-            tokenizer=tok,
-        )
+        rollout = engine.generate(prompt_ids.to(device), prompt_mask.to(device), cfg, seeds)
     t1 = time.perf_counter()
     rows = [i for i in index for _ in range(group_size)]
     prompts = [source.texts[i] for i in rows]
     records = [source.records[i] for i in rows]
     responses = decode_responses(tok, rollout.response_ids, rollout.response_mask)
-    with autocast():
+    with contextlib.ExitStack() as stack, autocast():
+        policy = stack.enter_context(gathered(models.policy))
+        critic = None if models.critic is None else stack.enter_context(gathered(models.critic))
         experience = make_experience(
             rollout,
             prompts,
             responses,
             records,
-            policy=models.policy,
+            policy=policy,
             reward=models.reward,
             temperature=cfg.temperature,
             ref_policy=models.ref_policy,
             use_ref=models.use_ref,
-            critic=models.critic,
-            reuse_sampling_logprobs=reuse_sampling_logprobs,
+            critic=critic,
+            reuse_sampling_logprobs=reuse_sampling_logprobs and engine.exact,
         )
     t2 = time.perf_counter()
     return Collected(experience, prompts, responses, records, t1 - t0, t2 - t1)

@@ -57,8 +57,12 @@ class Experience:
     # per sequence
     scores: torch.Tensor  # (B,) float32, the reward (weighted sum of its components)
     score_parts: dict[str, torch.Tensor] = field(default_factory=dict)  # name → (B,)
+    # per response token: the rollout engine's own log-probs of the sampled tokens (B, R)
+    # float32, 0 at padding — equal to old_logprobs when the trainer reused them; None when the
+    # engine kept none
+    sampling_logprobs: torch.Tensor | None = None
 
-    PER_TOKEN = ("response_mask", "old_logprobs", "ref_logprobs", "old_values")
+    PER_TOKEN = ("response_mask", "old_logprobs", "ref_logprobs", "old_values", "sampling_logprobs")
 
     @property
     def response_ids(self) -> torch.Tensor:
@@ -183,6 +187,7 @@ def make_experience(
             response_mask,
         )
         scores, parts = reward(prompts, responses, trimmed, records)
+        sampling = None if rollout.logprobs is None else rollout.logprobs[:, :r].float()
     return Experience(
         input_ids=input_ids.clone(),
         attention_mask=mask.clone(),
@@ -191,6 +196,7 @@ def make_experience(
         old_logprobs=masked(old_logprobs),
         ref_logprobs=masked(ref_logprobs),
         old_values=masked(old_values),
+        sampling_logprobs=masked(sampling),
         scores=scores.float().clone().to(input_ids.device),
         score_parts={k: v.float().clone().to(input_ids.device) for k, v in parts.items()},
     )

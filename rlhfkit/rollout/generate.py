@@ -37,10 +37,19 @@ from torch import nn
 
 from rlhfkit.config import ConfigBase
 from rlhfkit.models import position_ids_from_mask
+from rlhfkit.rollout.engines.config import EngineName, VLLMConfig
 from rlhfkit.rollout.forward import causal_lm_parts
 from rlhfkit.rollout.kvcache import PreallocatedCache
 
-__all__ = ["Rollout", "RolloutConfig", "generate", "row_seeds"]
+__all__ = [
+    "Rollout",
+    "RolloutConfig",
+    "as_seeds",
+    "generate",
+    "row_seeds",
+    "row_uniforms",
+    "sample_rows",
+]
 
 
 class RolloutConfig(ConfigBase):
@@ -56,6 +65,11 @@ class RolloutConfig(ConfigBase):
     """Finish a response at the token that completes any of these strings (besides EOS)."""
     batch_size: int = 64
     """Prompts sampled together in one generation batch (memory/speed trade-off only)."""
+    engine: EngineName = "local"
+    """What samples: local (rlhfkit's KV-cached sampler, the default), vllm (a vLLM engine in
+    this process) or vllm_server (`rlhfkit rollout serve` at vllm.url). docs/rollout.md."""
+    vllm: VLLMConfig = VLLMConfig()
+    """Settings of the vllm / vllm_server engines."""
 
 
 @dataclass
@@ -64,7 +78,8 @@ class Rollout:
 
     `prompt_ids`/`prompt_mask` (B, P) left-padded; `response_ids`/`response_mask` (B, R)
     right-padded, mask True up to and including the first EOS; `logprobs` (B, R) float32 of the
-    sampled tokens under softmax(logits / temperature) (0 at padding), or None when not kept.
+    sampled tokens under softmax(logits / temperature) (0 at padding), or None when not kept;
+    `finish_reasons` (B,) "stop" (EOS or a stop string) or "length" (the budget), when known.
     """
 
     prompt_ids: torch.Tensor
@@ -72,6 +87,7 @@ class Rollout:
     response_ids: torch.Tensor
     response_mask: torch.Tensor
     logprobs: torch.Tensor | None = None
+    finish_reasons: list[str] | None = None
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -123,7 +139,17 @@ def row_seeds(key: Sequence[int], rows: Sequence[int]) -> torch.Tensor:
     return torch.tensor([_mix64(base ^ int(r)) >> 1 for r in rows], dtype=torch.long)
 
 
-def _uniforms(seeds: torch.Tensor, steps: int, device: torch.device) -> torch.Tensor:
+def as_seeds(generator: torch.Generator | torch.Tensor | None, n: int) -> torch.Tensor:
+    """(n,) per-row seeds: `generator` itself when it is already a seed tensor, else n draws
+    from it (None: torch's global generator). Every rollout engine is seeded this way."""
+    if isinstance(generator, torch.Tensor):
+        if generator.shape != (n,):
+            raise ValueError(f"generate: {tuple(generator.shape)} seeds for {n} prompts")
+        return generator
+    return torch.randint(0, 2**62, (n,), generator=generator)
+
+
+def row_uniforms(seeds: torch.Tensor, steps: int, device: torch.device) -> torch.Tensor:
     """(B, steps) float64 uniforms in [0, 1), row b from its own seed."""
     rows = [
         torch.rand(steps, dtype=torch.float64, generator=torch.Generator().manual_seed(int(s)))
@@ -132,7 +158,7 @@ def _uniforms(seeds: torch.Tensor, steps: int, device: torch.device) -> torch.Te
     return torch.stack(rows).to(device) if rows else torch.zeros(0, steps, device=device)
 
 
-def _sample(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def sample_rows(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """One draw per row from softmax(logits) by inverting its CDF at u (B,) ∈ [0, 1): the first
     token v with CDF(v) > u · CDF(V). A token of probability 0 (filtered to −inf) never has a
     CDF step, so it is never drawn. The CDF is summed in float64 (a float32 running sum over a
@@ -179,14 +205,8 @@ def generate(
     prompt_mask = prompt_mask.bool()
     if not bool(prompt_mask[:, -1].all()):
         raise ValueError("generate: prompts must be left-padded (last column valid in every row)")
-    n = prompt_ids.shape[0]
-    if isinstance(generator, torch.Tensor):
-        if generator.shape != (n,):
-            raise ValueError(f"generate: {tuple(generator.shape)} seeds for {n} prompts")
-        seeds = generator
-    else:
-        seeds = torch.randint(0, 2**62, (n,), generator=generator)
-    uniforms = _uniforms(seeds, cfg.max_new_tokens, prompt_ids.device)
+    seeds = as_seeds(generator, prompt_ids.shape[0])
+    uniforms = row_uniforms(seeds, cfg.max_new_tokens, prompt_ids.device)
     if prompt_ids.shape[0] > cfg.batch_size:  # several generation batches, one result
         parts = [
             _generate_batch(
@@ -236,6 +256,7 @@ def _concat(parts: list[Rollout], pad_token_id: int) -> Rollout:
         logprobs=None
         if parts[0].logprobs is None
         else torch.cat([pad(p.logprobs, 0.0) for p in parts]),
+        finish_reasons=[r for p in parts for r in p.finish_reasons or []],
     )
 
 
@@ -284,7 +305,7 @@ def _generate_batch(
         scaled = logits.float() / cfg.temperature
         log_dist = torch.log_softmax(scaled, dim=-1)
         sample_logits = _filter_logits(scaled, cfg.top_k, cfg.top_p)
-        token = _sample(sample_logits, uniforms[:, step])
+        token = sample_rows(sample_logits, uniforms[:, step])
         token = torch.where(done, pad, token)
         alive = ~done
         tokens.append(token)
@@ -316,4 +337,5 @@ def _generate_batch(
         response_ids=response_ids,
         response_mask=torch.stack(valid, dim=1),
         logprobs=torch.stack(logprobs, dim=1) if keep_logprobs else None,
+        finish_reasons=["stop" if d else "length" for d in done.tolist()],
     )

@@ -7,7 +7,7 @@ in the anchor workload's generation (16 × 4 prompts, 32 new tokens; `torch.prof
 Here each layer allocates (B, heads, capacity, head_dim) once, at its first update, writes the new
 positions into it and hands attention a view of the filled prefix, so the keys and values the
 model attends to are the same numbers in the same order as with `DynamicCache`
-(`tests/test_rollout_generate.py` checks sampled tokens and log-probs equal).
+(`tests/test_rollout.py` checks sampled tokens and log-probs equal).
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ uses what it needs. Three are provided, and `Reward` sums several with weights:
    generated: EOS, or the chat template's end-of-turn such as `<|im_end|>`; the last token of a
    truncated response otherwise), never at a pad after it.
 2. `RetokenizingRewardModelScorer`: a reward model with its own tokenizer. Each (dialogue,
-   reply) is encoded exactly as the RM trainer encoded its pairs (`data.encode_prompt` with the
-   RM's own chat template or HH format, then `data.encode_response`, which appends the RM
-   tokenizer's end token, `data.end_token_id`: an rlhfkit RM is trained to score there),
+   reply) is encoded by `data.encode_replies`, the function the RM trainer's pairs go through
+   (the RM's own chat template or HH format; the reply + the RM tokenizer's end token,
+   `data.end_token_id`, where an rlhfkit RM is trained to score; the same truncation, BOS kept),
    right-padded; the score is read at the last valid token by mask.
 3. `CallableScorer`: any Python function `f(prompts, responses)` or
    `f(prompts, responses, records)` returning one float per reply (a rule, the simulated world's
@@ -40,7 +40,7 @@ import numbers
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import nn
@@ -116,8 +116,12 @@ class RewardModelScorer:
 
 
 class RetokenizingRewardModelScorer:
-    """A reward model with its own tokenizer: each (dialogue, reply) encoded as the RM trainer
-    encodes a pair (its template; reply + EOS), truncated from the left to `max_length`."""
+    """A reward model with its own tokenizer: each (dialogue, reply) encoded by
+    `data.encode_replies`, the function the RM trainer's `data.encode_pairs` calls (its template;
+    reply + end token; the same truncation to `max_length` / `max_prompt_length`: BOS kept, the
+    prompt cut from the left, a reply too long for what remains cut at its end). Give the
+    `max_length` and `max_prompt_length` the RM was trained with: the ids are then those of the
+    reply as the chosen side of a training pair (when it is the pair's longer reply)."""
 
     def __init__(
         self,
@@ -125,7 +129,8 @@ class RetokenizingRewardModelScorer:
         tokenizer: Any,
         max_length: int = 1024,
         batch_size: int = 64,
-        template: str = "chat",
+        template: Literal["chat", "raw"] = "chat",
+        max_prompt_length: int | None = None,
     ) -> None:
         from rlhfkit.data import ensure_pad_token
 
@@ -133,15 +138,23 @@ class RetokenizingRewardModelScorer:
         self.tokenizer = tokenizer
         self.pad_id = ensure_pad_token(tokenizer)
         self.max_length = max_length
+        self.max_prompt_length = max_prompt_length
         self.batch_size = batch_size
         self.template = template
 
     def encode(self, record: PromptRecord, response: str) -> list[int]:
-        from rlhfkit.data import encode_prompt, encode_response
+        """prompt + reply ids of one (dialogue, reply), as the RM trainer encodes them."""
+        from rlhfkit.data import encode_replies
 
-        ids = encode_prompt(self.tokenizer, record.prompt, self.template)
-        ids += encode_response(self.tokenizer, response, self.template)
-        return ids[-self.max_length :]
+        prompt, (reply,), _ = encode_replies(
+            self.tokenizer,
+            record,
+            [response],
+            self.max_length,
+            self.max_prompt_length,
+            self.template,
+        )
+        return prompt + reply
 
     @torch.inference_mode()
     def __call__(

@@ -2,7 +2,8 @@
 collection share (PPO keeps the token tensors instead, see `generate`).
 
 `sample_batches` encodes the prompts (chat template, keeping the last `max_prompt_length` tokens),
-samples one reply per prompt with `generate` in batches of `cfg.batch_size`, and yields each batch's
+samples one reply per prompt with a rollout engine (a policy module given instead means the
+local sampler on it) in batches of `cfg.batch_size`, and yields each batch's
 `Rollout` with its decoded replies (special tokens skipped, surrounding whitespace stripped: the
 text any judge sees). A reply that hit `max_new_tokens` without EOS is kept as it is. Randomness
 comes only from `generator`; the caller picks eval mode and `inference_mode`.
@@ -15,9 +16,11 @@ from typing import Any
 
 import torch
 
-from rlhfkit.data import collate_prompts, encode_prompts, ensure_pad_token, stop_token_ids
+from rlhfkit.data import collate_prompts, encode_prompts, ensure_pad_token
 from rlhfkit.data.chat import Template
-from rlhfkit.rollout.generate import Rollout, RolloutConfig, generate
+from rlhfkit.rollout.engines.base import RolloutEngine
+from rlhfkit.rollout.engines.local import LocalEngine
+from rlhfkit.rollout.generate import Rollout, RolloutConfig, as_seeds
 from rlhfkit.types import PromptRecord
 
 __all__ = ["decode_responses", "sample_batches"]
@@ -33,7 +36,7 @@ def decode_responses(
 
 
 def sample_batches(
-    policy: torch.nn.Module,
+    policy: torch.nn.Module | RolloutEngine,
     tokenizer: Any,
     prompts: Sequence[PromptRecord],
     cfg: RolloutConfig,
@@ -45,14 +48,11 @@ def sample_batches(
     pad_id = ensure_pad_token(tokenizer)
     if tokenizer.eos_token_id is None:
         raise ValueError("sample_batches: the tokenizer has no EOS token")
-    stop_ids = stop_token_ids(tokenizer)
-    device = next(policy.parameters()).device
+    engine = LocalEngine(policy, tokenizer) if isinstance(policy, torch.nn.Module) else policy
     encoded = encode_prompts(tokenizer, list(prompts), max_prompt_length, template)
     for start in range(0, len(encoded), cfg.batch_size):
         batch = collate_prompts(encoded[start : start + cfg.batch_size], pad_id)
-        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-        out = generate(
-            policy, ids, mask, cfg, generator,
-            eos_token_id=stop_ids, pad_token_id=pad_id, tokenizer=tokenizer, keep_logprobs=False,
-        )  # fmt: skip
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        seeds = as_seeds(generator, ids.shape[0])
+        out = engine.generate(ids, mask, cfg, seeds, keep_logprobs=False)
         yield start, out, decode_responses(tokenizer, out.response_ids, out.response_mask)

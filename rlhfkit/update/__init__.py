@@ -31,15 +31,20 @@ from rlhfkit.update.run import (
     rollout_is_bad,
     timing_metrics,
 )
+from rlhfkit.update.sampling import Correction, build_correction, build_sampler, push_policy
 
 __all__ = [
+    "Correction",
     "OnlineConfig",
     "OnlineData",
     "OnlineResult",
     "OnlineState",
     "PolicyObjective",
     "UpdateLossMode",
+    "build_correction",
     "build_objective",
+    "build_sampler",
+    "push_policy",
     "end_iteration",
     "end_run",
     "evaluate_held_out",

@@ -110,6 +110,18 @@ class OnlineConfig(ConfigBase):
     missing_eos_penalty: float | None = Field(None, ge=0.0)
     """Subtract this from the score of responses that never ended (no EOS within the budget)."""
 
+    is_correction: Literal[
+        "auto", "off", "token_truncate", "token_mask", "sequence_truncate", "sequence_mask"
+    ] = "auto"
+    """Importance-sampling correction of the policy loss for tokens sampled by another engine
+    (core.importance_weights; Yao et al. 2025): token- or sequence-level ratio π_old/μ,
+    truncated at is_clip_max or masked outside [is_clip_min, is_clip_max]. auto: off with the
+    local sampler (its log-probs are the trainer's), token_truncate with vLLM."""
+    is_clip_min: float = Field(0.0, ge=0.0)
+    """Lower bound of the kept ratios in the mask modes (0: no lower bound, as TRL)."""
+    is_clip_max: float = Field(2.0, gt=0.0)
+    """Cap of the ratio (truncate) or upper bound of the kept ratios (mask); Yao et al. 2025: 2."""
+
     on_nan: Literal["skip", "stop"] = "skip"
     """NaN/inf in scores, log-probs, values or losses: skip that batch, or stop the run keeping
     the last good checkpoint (one NaN score drops the whole batch; the console says so)."""

@@ -28,7 +28,9 @@ from rlhfkit.rollout import (
     RewardError,
     RewardModelScorer,
     Scorer,
+    build_engine,
     import_callable,
+    policy_weights,
 )
 from rlhfkit.types import Dialogue, PromptRecord
 
@@ -128,12 +130,21 @@ def _checked_inputs(cfg: BoNConfig) -> tuple[list[PromptRecord], Any, dict[str, 
 
 def train(cfg: BoNConfig) -> BoNResult:
     """Run best-of-n (named `train` like every command's entry point; nothing is trained)."""
-    t0 = time.perf_counter()
-
-    # 1. prompts, policy, scorers (inputs checked before the run directory is made)
+    # 1. prompts, tokenizer, reward functions (checked before the run directory is made), the
+    # rollout engine (vLLM: before the run directory too), policy, scorers
     records, tokenizer, fns = _checked_inputs(cfg)
+    sampler = None
+    if cfg.rollout.engine != "local":
+        sampler = build_engine(
+            cfg.rollout, tokenizer, model_path=cfg.model.name_or_path,
+            weights_dir=Path(cfg.out_dir) / "rollout_weights", seed=cfg.engine.seed,
+            tokenizer_path=cfg.tokenizer,
+        )  # fmt: skip
     engine = Engine(cfg.engine, cfg.out_dir, cfg)
+    t0 = time.perf_counter()
     policy = load_policy(cfg.model, tokenizer).to(engine.device)
+    if sampler is not None:  # the policy as loaded here (a server may hold other weights)
+        sampler.push_weights(policy_weights(policy), 0)
     scorers: dict[str, Scorer] = {}
     if cfg.reward_model:
         rm = load_reward_model(cfg.reward_model, device=engine.device)
@@ -149,7 +160,7 @@ def train(cfg: BoNConfig) -> BoNResult:
     # 2. sample n replies per prompt and score them
     cand = sample_candidates(
         policy, tokenizer, records, cfg.rollout, cfg.n, cfg.engine.seed, scorers,
-        cfg.max_prompt_length,
+        cfg.max_prompt_length, engine=sampler,
     )  # fmt: skip
 
     for name, values in cand.scores.items():  # NaN cannot be ranked: say so, write nothing
@@ -172,5 +183,7 @@ def train(cfg: BoNConfig) -> BoNResult:
         f"wrote {best.name}, {rft.name} ({summary['rft_rows']}), {pairs.name} "
         f"({summary['pairs']}) in {out}"
     )
+    if sampler is not None:
+        sampler.close()
     engine.close()
     return BoNResult(out, best, rft, pairs, summary)

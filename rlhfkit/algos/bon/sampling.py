@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from rlhfkit.rollout import Scorer, sample_batches
+from rlhfkit.rollout import RolloutEngine, Scorer, sample_batches
 from rlhfkit.types import PromptRecord
 
 __all__ = ["Candidates", "pick_best", "pick_worst", "sample_candidates", "weighted"]
@@ -53,8 +53,10 @@ def sample_candidates(
     seed: int,
     scorers: Mapping[str, Scorer],
     max_prompt_length: int = 256,
+    engine: RolloutEngine | None = None,
 ) -> Candidates:
-    """Sample n replies per record (see the module docstring) and score each with every scorer."""
+    """Sample n replies per record (see the module docstring) and score each with every scorer;
+    `engine`: the rollout engine that samples (None: the local sampler on `policy`)."""
     if n < 1:
         raise ValueError(f"best-of-n: n must be ≥ 1, got {n}")
     repeated = [rec for rec in records for _ in range(n)]
@@ -65,7 +67,7 @@ def sample_candidates(
     policy.eval()
     with torch.no_grad():
         batches = sample_batches(
-            policy, tokenizer, repeated, rollout_cfg, generator, max_prompt_length
+            engine or policy, tokenizer, repeated, rollout_cfg, generator, max_prompt_length
         )
         for start, rollout, texts in batches:
             replies.extend(texts)

@@ -68,10 +68,13 @@ from rlhfkit.rollout import (
     rollout_metrics,
 )
 from rlhfkit.update import (
+    Correction,
     OnlineData,
     OnlineResult,
     OnlineState,
+    build_correction,
     build_objective,
+    build_sampler,
     check_model_sources,
     check_shardable,
     end_iteration,
@@ -82,6 +85,7 @@ from rlhfkit.update import (
     minibatch_epochs,
     next_ptx,
     policy_step,
+    push_policy,
     read_online_data,
     rollout_is_bad,
     timing_metrics,
@@ -103,6 +107,7 @@ class PGRun:
     scheduler: Any
     state: OnlineState
     judges: dict[str, Judge]
+    correction: Correction  # importance weights for another engine's samples (or none)
 
 
 # -- 3. advantage estimators: (cfg, experience, scores (N,), β) → advantages (N, R) ------------
@@ -171,6 +176,7 @@ def setup(
     longest = max(len(p.input_ids) for p in data.prompts.encoded) + cfg.rollout.max_new_tokens
     check_fits(cfg.policy, longest, "the longest prompt + rollout.max_new_tokens")
     check_shardable(cfg.rollout_batch_size * cfg.group_size, cfg.mini_batch_size)
+    sampler = build_sampler(cfg, tokenizer)  # vLLM / server: before the run directory exists
     engine = Engine(cfg.engine, cfg.out_dir, cfg)
     policy, ref_policy = load_policies(cfg, engine, use_ref=cfg.use_ref)
     reward = build_reward(
@@ -191,8 +197,13 @@ def setup(
     saved = engine.resume()
     if saved:
         state.load_state_dict(saved)
-    models = OnlineModels(policy, tokenizer, reward, ref_policy, use_ref=cfg.use_ref)
-    return PGRun(cfg, engine, data, models, optimizer, scheduler, state, dict(judges or {}))
+    models = OnlineModels(
+        policy, tokenizer, reward, ref_policy, use_ref=cfg.use_ref, engine=sampler
+    )
+    correction = build_correction(cfg)
+    return PGRun(
+        cfg, engine, data, models, optimizer, scheduler, state, dict(judges or {}), correction
+    )
 
 
 # -- 1. rollout with optional dynamic sampling ---------------------------------------------------
@@ -301,6 +312,7 @@ def train(
     start, total = state.iteration, cfg.iterations
     metrics: dict[str, float] = {}
     status = "completed"
+    sync = push_policy(run.models, acc, start)  # the engine samples from the policy as it is
     if start == 0 and run.data.eval_prompts is not None:
         metrics.update(evaluate(run, 0))
         engine.log(metrics, 0)
@@ -333,6 +345,7 @@ def train(
         # 3. advantages: the estimator picked at setup (KL in the reward where β > 0)
         kl_coef = state.kl_ctl.value
         adv = advantages(cfg, exp, scores, kl_coef)
+        adv, correction_stats = run.correction(exp, adv)  # off unless another engine sampled
 
         # 4. update: epochs × mini-batches of the shared policy step
         t_update = time.perf_counter()
@@ -346,6 +359,7 @@ def train(
             )
             break
         t_train = time.perf_counter()
+        sync = push_policy(run.models, acc, iteration)  # the rollout engine gets the new weights
 
         # 5. KL control (when the KL is in the reward) from the mean per-sequence KL
         metrics = rollout_metrics(exp, eos_id)
@@ -363,6 +377,7 @@ def train(
             "reward/kl_penalty": -kl_coef * metrics.get("policy/kl_to_ref", 0.0),
         }
         metrics |= timing_metrics(batch, t0, t_update, t_train, skipped) | stats
+        metrics |= correction_stats | sync
         end_iteration(
             engine, state, cfg, iteration, total, metrics, batch, lambda i: evaluate(run, i)
         )
@@ -371,5 +386,6 @@ def train(
     policy_path = engine.run.path / "policy"
     if engine.is_main and status != "stopped_on_nan":
         save_policy(acc.unwrap_model(run.models.policy), run.models.tokenizer, policy_path)
+    run.models.engine.close()
     engine.close()
     return PGResult(policy_path, engine.run.path, metrics, status, state.iteration, state.warnings)

@@ -34,7 +34,7 @@ Implementation details and their sources:
    2019 §2.2; TRL updates its controller with the same quantity and the batch size).
 9. NaN/inf in scores, log-probs, values, losses or gradient norms: `on_nan=skip` drops the
    batch (or the optimiser step) and counts it; `on_nan=stop` ends the run without saving, so
-   the last checkpoint on disk is the last good state (DESIGN.md §5).
+   the last checkpoint on disk is the last good state (docs/architecture.md, "Reliability").
 10. Checkpoints: models, optimisers, schedulers (Accelerate), RNG states (engine), and
     `update.OnlineState`: iteration, prompt-sampler position and generator, the mini-batch and
     ptx generators, KL controller, running reward moments, collapse-monitor history (sampling
@@ -83,10 +83,13 @@ from rlhfkit.rollout import (
     rollout_metrics,
 )
 from rlhfkit.update import (
+    Correction,
     OnlineData,
     OnlineResult,
     OnlineState,
+    build_correction,
     build_objective,
+    build_sampler,
     check_model_sources,
     check_shardable,
     critic_step,
@@ -98,6 +101,7 @@ from rlhfkit.update import (
     minibatch_epochs,
     next_ptx,
     policy_step,
+    push_policy,
     read_online_data,
     rollout_is_bad,
     timing_metrics,
@@ -123,6 +127,7 @@ class PPORun:
     critic_scheduler: Any
     state: OnlineState
     judges: dict[str, Judge]
+    correction: Correction  # importance weights for another engine's samples (or none)
 
     @property
     def total_iters(self) -> int:
@@ -148,6 +153,7 @@ def setup(
     longest = max(len(p.input_ids) for p in data.prompts.encoded) + cfg.rollout.max_new_tokens
     check_fits(cfg.policy, longest, "the longest prompt + rollout.max_new_tokens")
     check_shardable(cfg.rollout_batch_size, cfg.mini_batch_size)
+    sampler = build_sampler(cfg, tokenizer)  # vLLM / server: before the run directory exists
     engine = Engine(cfg.engine, cfg.out_dir, cfg)
     acc = engine.accelerator
 
@@ -185,10 +191,12 @@ def setup(
     saved = engine.resume()
     if saved:
         state.load_state_dict(saved)
-    models = OnlineModels(policy, tokenizer, reward, ref_policy, use_ref=True, critic=critic)
+    models = OnlineModels(
+        policy, tokenizer, reward, ref_policy, use_ref=True, critic=critic, engine=sampler
+    )
     return PPORun(
         cfg, engine, data, models, optimizer, scheduler, critic_optimizer, critic_scheduler,
-        state, dict(judges or {}),
+        state, dict(judges or {}), build_correction(cfg),
     )  # fmt: skip
 
 
@@ -267,7 +275,7 @@ def update(
 def evaluate(run: PPORun, iteration: int) -> dict[str, float]:
     """`eval/*` on the held-out prompts (`update.evaluate_held_out`; no critic forward)."""
     m = run.models
-    models = OnlineModels(m.policy, m.tokenizer, m.reward, m.ref_policy)
+    models = OnlineModels(m.policy, m.tokenizer, m.reward, m.ref_policy, engine=m.engine)
     return evaluate_held_out(run.engine, run.cfg, run.data, models, run.judges, iteration)
 
 
@@ -289,6 +297,7 @@ def train(
     start, total_iters = state.iteration, run.total_iters
     metrics: dict[str, float] = {}
     status = "completed"
+    sync = push_policy(run.models, acc, start)  # the engine samples from the policy as it is
     if start == 0 and run.data.eval_prompts is not None:
         metrics.update(evaluate(run, 0))
         engine.log(metrics, 0)
@@ -323,6 +332,8 @@ def train(
 
         # 3. advantages: GAE, whitening as its own step, optional clipping
         advantages, returns = advantages_and_returns(cfg, rewards, exp)
+        # the policy's advantages reweighted when another engine sampled (critic targets not)
+        advantages, correction_stats = run.correction(exp, advantages)
 
         # 4. update: epochs × mini-batches, one policy and one critic optimiser step each
         t_update = time.perf_counter()
@@ -335,6 +346,7 @@ def train(
             )
             break
         t_train = time.perf_counter()
+        sync = push_policy(run.models, acc, iteration)  # the rollout engine gets the new weights
 
         # 5. KL control from the mean per-sequence KL of this rollout
         mask = exp.response_mask
@@ -352,6 +364,7 @@ def train(
             "critic/warmup": float(not train_policy),
         }
         metrics |= timing_metrics(batch, t0, t_update, t_train, skipped) | stats
+        metrics |= correction_stats | sync
         end_iteration(
             engine, state, cfg, iteration, total_iters, metrics, batch,
             lambda i: evaluate(run, i),
@@ -362,5 +375,6 @@ def train(
     if engine.is_main and status != "stopped_on_nan":
         save_policy(acc.unwrap_model(run.models.policy), run.models.tokenizer, policy_path)
         acc.unwrap_model(run.models.critic).save(engine.run.path / "critic", run.models.tokenizer)
+    run.models.engine.close()
     engine.close()
     return PPOResult(policy_path, engine.run.path, metrics, status, state.iteration, state.warnings)

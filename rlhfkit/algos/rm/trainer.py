@@ -165,7 +165,7 @@ def micro_batch_loss(
     device = next(model.parameters()).device
     ids = batch["input_ids"].to(device)
     mask = batch["attention_mask"].to(device)
-    packed = "allowed" in batch  # shared-prompt rows (see batching.py)
+    packed = "allowed" in batch  # shared-prompt rows (see data/shared_prompt.py)
     if packed:
         out = model(
             ids,
