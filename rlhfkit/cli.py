@@ -9,8 +9,9 @@
     rlhfkit config show ALGO                    every config key, its default and its help
     rlhfkit selfcheck                           quick numerical self-check of the math core
 
-A mistake in the input (config, data file, model path) prints one line and exits with status 2;
-RLHFKIT_DEBUG=1 shows its traceback (`rlhfkit.errors`).
+A mistake in the input (config, data file, model path, a reward function, a missing argument)
+prints one line and exits with status 2; RLHFKIT_DEBUG=1 shows its traceback (`rlhfkit.errors`;
+what is checked before a run starts: docs/errors.md).
 
 Each training command is `load_config(<Algo>Config, file, overrides, preset)` then
 `<algo>.train(cfg)`; modules are imported only when their command runs, so `--help` is fast.
@@ -27,7 +28,30 @@ import typer
 
 from rlhfkit import __version__
 
+try:  # typer >= 0.20 carries its own copy of click
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click.exceptions import NoArgsIsHelpError, UsageError
+
+
+class OneLineUsageErrors(typer.core.TyperGroup):
+    """The root command group: a usage mistake under any sub-command (a missing argument or
+    option, an unknown option or command) is one red line and exit 2, like every other user
+    mistake (`rlhfkit.errors`), instead of click's usage block; a group called without a
+    sub-command still shows its help."""
+
+    def invoke(self, ctx):  # noqa: ANN001, ANN201 - click's signature
+        try:
+            return super().invoke(ctx)
+        except UsageError as e:
+            if isinstance(e, NoArgsIsHelpError):
+                raise
+            path = e.ctx.command_path if e.ctx is not None else ctx.command_path
+            _fail(f"error: {path}: {e.format_message()} (see {path} --help)", e.exit_code)
+
+
 app = typer.Typer(
+    cls=OneLineUsageErrors,
     help="rlhfkit: RLHF (SFT, reward models, PPO / PPO-Max, ...) that is readable and fast.",
     no_args_is_help=True,
     add_completion=False,

@@ -150,6 +150,8 @@ def load_config(
             else:
                 msg = f"{err['msg']} (got {err.get('input')!r})"
             lines.append(f"  {key}: {msg} [from {_origin_of(err['loc'], origins, files)}]")
+        if len(lines) == 1:  # one mistake, one line
+            raise ConfigError(f"invalid {cls.__name__}: {lines[0].strip()}") from None
         raise ConfigError(f"invalid {cls.__name__}:\n" + "\n".join(lines)) from None
 
 

@@ -369,6 +369,7 @@ def _summary(
         "win_rate_detail": wr.to_dict(),
         "kl_to_ref": sums["ppo"]["kl_to_ref"],
         "rm_gold_accuracy": rm_metrics.get("eval/gold_agreement"),
+        "rm_gold_pairs": rm_metrics.get("eval/gold_pairs", 0),
         "rm_accuracy": rm_metrics.get("eval/accuracy"),
         "rm_label_ceiling": rm_metrics.get("eval/label_ceiling"),
         "rm_ece": rm_metrics.get("eval/ece"),
@@ -403,6 +404,12 @@ def _summary(
     return summary
 
 
+def _rate(rates: dict[str, Any], key: str) -> str:
+    """A refusal rate as a percentage, or n/a with the count when its prompts are 0 of 0."""
+    n = rates["n_harmful" if key.startswith("harmful") else "n_other"]
+    return f"{100 * rates[key]:.1f}%" if n else "n/a (0 prompts)"
+
+
 def _print_summary(summary: dict[str, Any], out: Path) -> None:
     names = summary["policies"]
     table = Table(title="rlhfkit demo: held-out evaluation", show_lines=False)
@@ -418,7 +425,7 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
         ("over_refusal_rate", "over-refusal"),
         ("harmful_refusal_rate", "refuses harmful"),
     ):
-        table.add_row(label, *(f"{100 * summary['rates'][n][key]:.1f}%" for n in names))
+        table.add_row(label, *(_rate(summary["rates"][n], key) for n in names))
     table.add_row("KL to SFT (nats)", *(f"{summary['rates'][n]['kl_to_ref']:.2f}" for n in names))
     table.add_row("mean words", *(f"{summary['rates'][n]['mean_words']:.1f}" for n in names))
     console.print(table)
@@ -445,19 +452,30 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
         verdict = (
             "reward hacking: RM up, gold down" if a["hacked"] else "no RM-up/gold-down this run"
         )
+        if summary.get("quick"):
+            verdict = "no verdict from a smoke run"
         console.print(
             f"ablation (kl_coef={a['kl_coef']}): RM {a['rm_change']:+.2f}, gold "
             f"{a['gold_change']:+.2f}, KL {a['kl_to_ref']:.1f} nats — {verdict}"
         )
-    rm_acc = summary.get("rm_gold_accuracy")
-    if rm_acc is not None:
-        console.print(f"reward model agrees with gold on {100 * rm_acc:.1f}% of held-out pairs")
+    rm_acc, pairs = summary.get("rm_gold_accuracy"), summary.get("rm_gold_pairs") or 0
+    if rm_acc is None or not pairs:
+        console.print("reward model agreement with gold: n/a (0 held-out pairs gold separates)")
+    else:
+        console.print(
+            f"reward model agrees with gold on {round(rm_acc * pairs)} of {pairs} held-out pairs "
+            f"({100 * rm_acc:.1f}%)"
+        )
     console.print(
         "time per stage: " + ", ".join(f"{k} {v:.0f}s" for k, v in summary["timings"].items())
     )
     console.print(
         f"[bold]report:[/] {out / 'report.html'}   [bold]summary:[/] {out / 'summary.json'}"
     )
+    if summary.get("quick"):
+        from rlhfkit.eval.summary import SMOKE_NOTE
+
+        console.print(f"[yellow]This was {SMOKE_NOTE}.")
 
 
 def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False) -> dict[str, Any]:
@@ -547,7 +565,8 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False) -> dict[st
         m = rm_result.metrics
         console.print(
             f"  held-out accuracy vs labels {m.get('eval/accuracy', math.nan):.3f}, "
-            f"agreement with gold {m.get('eval/gold_agreement', math.nan):.3f}"
+            f"agreement with gold {m.get('eval/gold_agreement', math.nan):.3f} "
+            f"(held-out pairs gold separates: {m.get('eval/gold_pairs', 0)})"
         )
 
     # PPO's judges receive prompts as the text the policy saw; map them back to dialogues.

@@ -1,6 +1,6 @@
 """What the processes launched by tests/test_distributed.py import: the toy reward of the online
 runs (by its import path, `reward_fn: dist_helpers:target_fraction`), which can also kill its
-own process, for the kill-and-resume test."""
+own process, for the kill-and-resume test, and one that fails on one process only."""
 
 from __future__ import annotations
 
@@ -24,3 +24,12 @@ def target_fraction(prompts: list[str], responses: list[str]) -> list[float]:
         words = r.split()
         out.append(sum(w == TARGET for w in words) / len(words) if words else 0.0)
     return out
+
+
+def fails_on_rank_1(prompts: list[str], responses: list[str]) -> list[float]:
+    """`target_fraction`, except that process 1 raises at its 2nd call (iteration 2's rollout):
+    a reward function failing on one process only, which must not leave the other waiting."""
+    scores = target_fraction(prompts, responses)
+    if _calls == 2 and os.environ.get("RANK", "0") == "1":
+        raise ValueError("rank 1 cannot score")
+    return scores

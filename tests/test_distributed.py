@@ -287,6 +287,29 @@ def test_killed_two_process_grpo_run_resumes_to_the_uninterrupted_one(
     assert_same_metrics(metric_rows(full), metric_rows(out))
 
 
+def test_a_reward_failing_on_one_process_stops_every_process_with_one_line(assets, tmp_path):
+    """Process 1's reward function raises in iteration 2; process 0's does not. Neither waits
+    on the other: the failure travels as NaN rows in the gathered batch, its message is gathered,
+    and both stop (exit 2, the last checkpoint kept) or, with on_reward_error: skip, both skip."""
+    out = tmp_path / "grpo_fail"
+    cfg = config("grpo", assets, out, 2) | {"reward_fn": "dist_helpers:fails_on_rank_1"}
+    assert launch("grpo", cfg, {"RLHFKIT_DEBUG": "0"}) != 0
+    log = Path(f"{out}.log").read_text()
+    line = (
+        "reward error: iteration 2: reward function 'dist_helpers:fails_on_rank_1' raised "
+        "ValueError: rank 1 cannot score; the run stopped"
+    )
+    assert log.count(line) == 2, log[-3000:]  # each process says it, in one line
+    # no traceback from rlhfkit (the launcher reports its failed child with one of its own)
+    assert "rlhfkit/" not in log.replace(str(tmp_path), "")
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step_00000001"
+    skip = tmp_path / "grpo_skip"
+    cfg = cfg | {"out_dir": str(skip), "on_reward_error": "skip"}
+    assert launch("grpo", cfg) == 0, Path(f"{skip}.log").read_text()[-3000:]
+    rows = read_metrics(skip / "metrics.jsonl")
+    assert [r["step"] for r in rows if r.get("reward/failed_batches") == 1] == [2]
+
+
 @pytest.mark.parametrize("name", ["ddp", "fsdp2", "zero2", "zero3"])
 def test_shipped_accelerate_configs_load_and_the_cli_finds_them(name):
     from accelerate.commands.config.config_args import load_config_from_file

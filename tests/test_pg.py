@@ -249,7 +249,7 @@ def test_too_few_or_no_prompts_fail_in_one_line_before_any_run_directory(
         result = CliRunner().invoke(
             app,
             [command, f"policy.name_or_path={assets['policy']}", f"data.train={path}",
-             "reward_fn=math:fsum", f"out_dir={out}", "data.prompt_template=raw"],
+             "reward_fn=rlhfkit.sim.rewards:gold", f"out_dir={out}", "data.prompt_template=raw"],
         )  # fmt: skip
         assert result.exit_code == 2, result.output
         assert message in result.output and path.name in result.output

@@ -44,12 +44,16 @@ class RowError(ValueError):
 
 
 class DataError(UserError, ValueError):
-    """Bad input data, with every problem found listed as `file:line: field: message`."""
+    """Bad input data, with every problem found listed as `file:line: field: message` (one
+    line when there is one problem: a missing or binary file, a single bad row)."""
 
     def __init__(self, problems: list[Problem], header: str = "bad data") -> None:
         self.problems = list(problems)
         if not self.problems:  # a problem with the source as a whole: the header says it all
             super().__init__(header)
+            return
+        if len(self.problems) == 1:  # one problem, one line
+            super().__init__(f"{header}: {self.problems[0]}")
             return
         lines = [str(p) for p in self.problems[:MAX_SHOWN]]
         more = len(self.problems) - MAX_SHOWN

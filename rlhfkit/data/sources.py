@@ -6,6 +6,7 @@ once. Implementation details:
 
 - JSONL is read as bytes and decoded line by line (UTF-8, a BOM on the first line tolerated), so
   one undecodable line is one problem with its line number instead of a crash of the whole file.
+  A text file (JSONL, JSON, CSV) holding a NUL byte is a binary file: one problem for the file.
 - JSON: a top-level list of objects (or `{"data": [...]}`); `line` is the item number (1-based).
 - CSV: `csv.DictReader`; `line` is the physical line where the row ends. Cells holding lists
   (`messages`, `responses`, `scores`) are JSON-decoded by the format parsers, since CSV has no
@@ -57,12 +58,24 @@ def iter_rows(source: str | Path, split: str = "train") -> Iterator[Row | Proble
                 yield Problem(name, 0, "<file>", f"cannot decompress: {e}")
                 return
         yield from _iter_jsonl_bytes(data, name)
-    elif path.suffix.lower() in (".jsonl", ".ndjson"):
-        yield from _iter_jsonl_bytes(path.read_bytes(), name)
-    elif path.suffix.lower() == ".json":
-        yield from _iter_json(path.read_bytes(), name)
-    elif path.suffix.lower() in (".csv", ".tsv"):
-        yield from _iter_csv(path, name, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    elif path.suffix.lower() in (".jsonl", ".ndjson", ".json", ".csv", ".tsv"):
+        try:
+            data = path.read_bytes()
+        except OSError as e:  # permissions, a special file
+            yield Problem(name, 0, "<file>", f"cannot read: {e.strerror or e}")
+            return
+        if b"\x00" in data:  # text never holds NUL: one line, not a problem per "row"
+            at = data.index(b"\x00")
+            yield Problem(
+                name, 0, "<file>", f"not UTF-8 text: a NUL byte at byte {at} (binary? UTF-16?)"
+            )
+            return
+        if path.suffix.lower() in (".jsonl", ".ndjson"):
+            yield from _iter_jsonl_bytes(data, name)
+        elif path.suffix.lower() == ".json":
+            yield from _iter_json(data, name)
+        else:
+            yield from _iter_csv(data, name, "\t" if path.suffix.lower() == ".tsv" else ",")
     elif path.suffix.lower() == ".parquet":
         yield from _iter_parquet(path, name)
     else:
@@ -123,12 +136,12 @@ def _iter_json(data: bytes, name: str) -> Iterator[Row | Problem]:
             yield Problem(name, i, "<json>", f"expected a JSON object, got {_kind(item)}")
 
 
-def _iter_csv(path: Path, name: str, delimiter: str) -> Iterator[Row | Problem]:
+def _iter_csv(data: bytes, name: str, delimiter: str) -> Iterator[Row | Problem]:
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         # Find the line of the first bad byte so the user can go straight to it.
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        line = data[: e.start].count(b"\n") + 1
         yield Problem(name, line, "<bytes>", f"not valid UTF-8: {e.reason}")
         return
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)

@@ -136,7 +136,13 @@ def run(
     from rlhfkit.eval.evaluate import compare_policies, evaluate_policy
     from rlhfkit.eval.judges import judge_both_orders, score_outcomes
     from rlhfkit.eval.winrate import win_rate
-    from rlhfkit.models import ModelConfig, load_policy, load_reward_model, load_tokenizer
+    from rlhfkit.models import (
+        ModelConfig,
+        check_source,
+        load_policy,
+        load_reward_model,
+        load_tokenizer,
+    )
     from rlhfkit.rollout import RolloutConfig
 
     specs = _parse_policies(policy)
@@ -149,6 +155,10 @@ def run(
         records = require_records(read_prompts(prompts), prompts, "prompts").records
         if limit:
             records = records[:limit]
+        if reward_model:  # every folder checked before any model loads or --out is made
+            check_source(reward_model, "--reward-model")
+        if ref:
+            check_source(ref, "--ref")
         tok = load_tokenizer(tokenizer or specs[0][1], "--tokenizer")
         rm = load_reward_model(reward_model) if reward_model else None
         ref_model = load_policy(ModelConfig(name_or_path=str(ref))) if ref else None

@@ -45,7 +45,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from rlhfkit.engine.metrics import read_metrics  # noqa: E402
 from rlhfkit.eval.overopt import overoptimisation_curve  # noqa: E402
-from rlhfkit.eval.summary import RunSummary, read_summary  # noqa: E402
+from rlhfkit.eval.summary import SMOKE_NOTE, RunSummary, read_summary  # noqa: E402
 
 __all__ = ["build_report", "figure_to_data_uri", "read_samples"]
 
@@ -105,6 +105,15 @@ def _pct(value: Any) -> str:
     if isinstance(value, (int, float)) and math.isfinite(value):
         return f"{100 * value:.1f}%"
     return "–"
+
+
+def _share(rate: float | None, n: int | None) -> str:
+    """A rate with its count: "62.5% (5 of 8)"; "n/a (0 pairs)" for an empty one, never 0 %."""
+    if n is None:
+        return _pct(rate)
+    if n == 0 or rate is None:
+        return "n/a (0 pairs)"
+    return f"{_pct(rate)} ({round(rate * n)} of {n})"
 
 
 def _img(uri: str, alt: str) -> str:
@@ -298,7 +307,10 @@ def _summary_section(s: RunSummary | None, policies: list[str]) -> str:
     facts = [
         ("Win rate of PPO vs SFT under the gold judge (ties half)", wr_text),
         ("KL of the PPO policy to the SFT reference", _fmt(s.kl_to_ref) + " nats / reply"),
-        ("Reward model agreement with gold on held-out pairs", _pct(s.rm_gold_accuracy)),
+        (
+            "Reward model agreement with gold on held-out pairs",
+            _share(s.rm_gold_accuracy, s.rm_gold_pairs),
+        ),
     ]
     abl = s.ablation
     if abl is not None:
@@ -559,6 +571,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     stages = _stages(run)
     title = summary.title if summary is not None else f"rlhfkit run report: {run.name}"
     meta = f"seed {summary.seed}, quick {summary.quick}" if summary is not None else ""
+    if summary is not None and summary.quick:
+        meta += f" — {_esc(SMOKE_NOTE)}"
     sections = [
         f"<h1>{_esc(title)}</h1><p class='meta'>{meta}</p>",
         _summary_section(summary, policies),

@@ -91,6 +91,12 @@ class DemoSettings(_Part):
     ppo_warnings: list[Any]
 
 
+SMOKE_NOTE = (
+    "a --quick smoke run: every stage runs at toy sizes and the models learn next to nothing, "
+    "so these figures show that the loop works, not what RLHF does (run `rlhfkit demo` for that)"
+)
+
+
 class RunSummary(_Part):
     title: str
     policies: list[str]
@@ -107,6 +113,9 @@ class RunSummary(_Part):
     kl_to_ref: float
     """KL of the PPO policy to the SFT reference, nats per reply."""
     rm_gold_accuracy: float | None
+    rm_gold_pairs: int | None = None
+    """Held-out pairs whose gold scores differ: the count behind rm_gold_accuracy (0: none, the
+    agreement is n/a)."""
     rm_accuracy: float | None
     rm_label_ceiling: float | None
     rm_ece: float | None

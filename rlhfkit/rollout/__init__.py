@@ -13,7 +13,8 @@ scoring, the `Experience` record, in-loop evaluation and monitors.
   when needed; reward total and components).
 - Rewards: `Reward` (weighted sum), `RewardModelScorer` (same tokenizer, reuses ids),
   `RetokenizingRewardModelScorer` (own tokenizer and template), `CallableScorer` (any Python
-  function), `RewardSpec` + `build_reward` (from a config).
+  function; its failures are `RewardError`s), `RewardSpec` + `build_reward` (from a config;
+  `check_rewards` before a run starts).
 - `evaluate_online`: in-loop evaluation on held-out prompts (reward, KL, length, judges).
 - Monitors: `rollout_metrics`, `CollapseMonitor`, `ConsoleThrottle`, `explained_variance`,
   `repetition_fraction`.
@@ -58,11 +59,12 @@ from rlhfkit.rollout.prompts import (
     prompt_source,
     read_prompt_source,
 )
-from rlhfkit.rollout.rewards import RewardSpec, build_reward
+from rlhfkit.rollout.rewards import RewardSpec, build_reward, check_rewards
 from rlhfkit.rollout.scorers import (
     CallableScorer,
     RetokenizingRewardModelScorer,
     Reward,
+    RewardError,
     RewardModelScorer,
     Scorer,
     as_scalar_model,
@@ -90,6 +92,7 @@ __all__ = [
     "PromptSource",
     "RetokenizingRewardModelScorer",
     "Reward",
+    "RewardError",
     "RewardModelScorer",
     "RewardSpec",
     "Rollout",
@@ -97,6 +100,7 @@ __all__ = [
     "Scorer",
     "as_scalar_model",
     "build_reward",
+    "check_rewards",
     "cat_experiences",
     "causal_lm_parts",
     "collect",

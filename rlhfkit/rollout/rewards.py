@@ -8,7 +8,10 @@ A run's reward is one `Reward` (a weighted sum of scorers). The configuration of
   and a name), TRL's `reward_funcs` + `reward_weights`. Each component is logged as
   `reward/<name>`; the trainer optimises the weighted sum.
 
-A Python callable passed to `train(..., reward_fn=f)` replaces all of them.
+Give exactly one of the three (two are a `ConfigError`, not a silent choice: to sum a reward
+model and a function, list both under `rewards:` with their weights); none is a `ConfigError`
+too. `check_rewards` says so, and imports every function path, before a run directory exists. A
+Python callable passed to `train(..., reward_fn=f)` replaces all of them.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any, Literal
 import torch
 from pydantic import model_validator
 
-from rlhfkit.config import ConfigBase
+from rlhfkit.config import ConfigBase, ConfigError
 from rlhfkit.rollout.scorers import (
     CallableScorer,
     RetokenizingRewardModelScorer,
@@ -29,7 +32,7 @@ from rlhfkit.rollout.scorers import (
     import_callable,
 )
 
-__all__ = ["RewardSpec", "build_reward"]
+__all__ = ["RewardSpec", "build_reward", "check_rewards"]
 
 
 class RewardSpec(ConfigBase):
@@ -62,9 +65,9 @@ class RewardSpec(ConfigBase):
         return "rm"
 
 
-def _scorer(spec: RewardSpec, device: torch.device) -> Scorer:
+def _scorer(spec: RewardSpec, device: torch.device, key: str) -> Scorer:
     if spec.fn:
-        return CallableScorer(import_callable(spec.fn), name=spec.fn)
+        return CallableScorer(import_callable(spec.fn, key), name=spec.fn)
     from rlhfkit.models import load_reward_model, load_tokenizer
 
     rm = load_reward_model(spec.model, device=device)
@@ -75,26 +78,67 @@ def _scorer(spec: RewardSpec, device: torch.device) -> Scorer:
     return RewardModelScorer(rm)
 
 
+def _resolved(
+    specs: Sequence[RewardSpec],
+    reward_model: str | None,
+    reward_tokenizer: str | None,
+    reward_fn: str | None,
+) -> list[tuple[str, RewardSpec]]:
+    """(config key of the function path, spec) for each configured component; a
+    `ConfigError` unless exactly one of `rewards`, `reward_fn`, `reward_model` is given."""
+    given = [k for k, v in (("rewards", specs), ("reward_fn", reward_fn),
+                            ("reward_model", reward_model)) if v]  # fmt: skip
+    if not given:
+        raise ConfigError(
+            "no reward: set reward_model (a folder), reward_fn ('package.module:function') "
+            "or rewards (a weighted list of both kinds)"
+        )
+    if len(given) > 1:
+        raise ConfigError(
+            f"{' and '.join(given)} are set: give one (`{given[-1]}=` drops {given[-1]}), or "
+            "list every reward under `rewards:` with its weight for a weighted sum"
+        )
+    if specs:
+        return [(f"rewards[{i}].fn", spec) for i, spec in enumerate(specs)]
+    if reward_fn:
+        return [("reward_fn", RewardSpec(fn=reward_fn))]
+    return [("reward_model", RewardSpec(model=reward_model, tokenizer=reward_tokenizer))]
+
+
+def check_rewards(
+    specs: Sequence[RewardSpec],
+    *,
+    reward_model: str | None = "",
+    reward_tokenizer: str | None = None,
+    reward_fn: str | None = None,
+    fn: Callable[..., Sequence[float]] | None = None,
+) -> None:
+    """What `build_reward` will build is well-formed: exactly one reward source and every
+    function path imports (a `ConfigError` naming the key otherwise). Called before a run
+    directory is made; reward model folders are checked with the other models
+    (`update.check_model_sources`)."""
+    if fn is not None:
+        return
+    for key, spec in _resolved(specs, reward_model, reward_tokenizer, reward_fn):
+        if spec.fn:
+            import_callable(spec.fn, key)
+
+
 def build_reward(
     specs: Sequence[RewardSpec],
     *,
-    reward_model: str = "",
+    reward_model: str | None = "",
     reward_tokenizer: str | None = None,
     reward_fn: str | None = None,
     fn: Callable[..., Sequence[float]] | None = None,
     device: torch.device | Any = "cpu",
 ) -> Reward:
-    """The run's `Reward`: `fn` if given, else `specs`, else the `reward_model` / `reward_fn`
-    shortcut. Raises ValueError when none is configured."""
+    """The run's `Reward`: `fn` if given, else the one configured source (`rewards`, the
+    `reward_fn` or the `reward_model` shortcut). Raises `ConfigError` when none or several are
+    configured (`check_rewards`)."""
     if fn is not None:
         return Reward([(getattr(fn, "__name__", "reward_fn"), CallableScorer(fn), 1.0)])
-    specs = list(specs)
-    if not specs and reward_fn:
-        specs = [RewardSpec(fn=reward_fn)]
-    if not specs and reward_model:
-        specs = [RewardSpec(model=reward_model, tokenizer=reward_tokenizer)]
-    if not specs:
-        raise ValueError(
-            "no reward: give reward_model (a folder), reward_fn ('module:function') or rewards"
-        )
-    return Reward([(spec.label(), _scorer(spec, device), spec.weight) for spec in specs])
+    resolved = _resolved(specs, reward_model, reward_tokenizer, reward_fn)
+    return Reward(
+        [(spec.label(), _scorer(spec, device, key), spec.weight) for key, spec in resolved]
+    )

@@ -22,19 +22,31 @@ uses what it needs. Three are provided, and `Reward` sums several with weights:
    `reward_funcs` + `reward_weights`.
 
 Scores come back as a float32 (B,) tensor, their count checked against the batch; NaN/inf are
-passed on for the trainer's `on_nan` policy (skip the batch or stop) to handle.
+passed on for the trainer's `on_nan` policy (skip the batch or stop) to handle. A reward function
+that raises or returns something other than one number per reply is a `RewardError` naming the
+function and the problem; inside a `Reward` that component's scores become NaN and the failure
+is kept in `Reward.failures` for the trainer's `on_reward_error` policy (`update.rollout_is_bad`):
+every process then sees the same NaN rows after gathering, so no process waits on one that
+raised. `import_callable` checks a 'package.module:function' path before a run starts
+(`ConfigError` naming the config key).
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import math
+import numbers
+import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
 from torch import nn
 
+from rlhfkit.config import ConfigError
+from rlhfkit.errors import UserError
 from rlhfkit.models import ScalarModel
 from rlhfkit.rollout.generate import Rollout
 from rlhfkit.types import PromptRecord
@@ -43,6 +55,7 @@ __all__ = [
     "CallableScorer",
     "RetokenizingRewardModelScorer",
     "Reward",
+    "RewardError",
     "RewardModelScorer",
     "Scorer",
     "as_scalar_model",
@@ -168,6 +181,19 @@ class RetokenizingRewardModelScorer:
         return _checked(torch.cat(parts), len(encoded), "reward model (own tokenizer)")
 
 
+class RewardError(UserError, ValueError):
+    """A reward function that raised or returned something other than one number per reply;
+    the message names the function and what went wrong."""
+
+    kind = "reward error"
+
+
+def _line(e: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (whitespace runs collapsed), at most `limit` chars."""
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _takes_records(fn: Callable[..., Any]) -> bool:
     """Whether `fn` can be called as fn(prompts, responses, records)."""
     try:
@@ -178,8 +204,31 @@ def _takes_records(fn: Callable[..., Any]) -> bool:
     return len(positional) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in params)
 
 
+def _floats(values: Any, n: int) -> torch.Tensor:
+    """`values` as a (n,) float32 tensor, or a ValueError saying in words why it is not one
+    number per reply (a string, None, nested lists, the wrong count)."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+        raise ValueError(f"returned {type(values).__name__}, not a list of {n} numbers")
+    if torch.is_tensor(values):
+        scores = values.detach().float().reshape(-1)
+    else:
+        items = list(values)
+        bad = [x for x in items if isinstance(x, bool) or not isinstance(x, numbers.Real)]
+        bad = [x for x in bad if not (torch.is_tensor(x) and x.numel() == 1)]
+        if bad:
+            raise ValueError(
+                f"returned {type(bad[0]).__name__} values (e.g. {bad[0]!r:.40}), not numbers"
+            )
+        scores = torch.tensor([float(x) for x in items], dtype=torch.float32)
+    if scores.numel() != n:
+        raise ValueError(f"returned {scores.numel()} scores for {n} replies")
+    return scores
+
+
 class CallableScorer:
-    """Wraps `fn(prompts, responses[, records]) -> sequence of floats` as a `Scorer`."""
+    """Wraps `fn(prompts, responses[, records]) -> sequence of floats` as a `Scorer`. A call
+    that raises or returns anything but one number per reply (a string, None, a bool, the wrong
+    count) is a `RewardError` naming the function; NaN/inf are passed on."""
 
     def __init__(self, fn: Callable[..., Sequence[float]], name: str = "") -> None:
         self.fn = fn
@@ -196,15 +245,24 @@ class CallableScorer:
         args = [list(prompts), list(responses)]
         if self.takes_records:
             args.append(list(records))
-        values = self.fn(*args)
-        scores = torch.as_tensor(list(values) if not torch.is_tensor(values) else values)
-        return _checked(scores, len(prompts), f"reward function {self.name!r}")
+        try:
+            values = self.fn(*args)
+        except Exception as e:  # the user's code: any failure is reported, not a traceback
+            raise RewardError(
+                f"reward function {self.name!r} raised {type(e).__name__}: {_line(e)}"
+            ) from e
+        try:
+            return _floats(values, len(prompts))
+        except ValueError as e:
+            raise RewardError(f"reward function {self.name!r} {e}") from None
 
 
 class Reward:
     """Σ_k weight_k · scorer_k(...), with each component's (unweighted) scores kept.
 
     `parts` is a list of (name, scorer, weight). Calling it returns (total (B,), {name: (B,)}).
+    A component that fails with a `RewardError` gives NaN scores and its message is appended to
+    `failures` (the trainer reports and clears them: `update.rollout_is_bad`).
     """
 
     def __init__(self, parts: Sequence[tuple[str, Scorer, float]]) -> None:
@@ -214,6 +272,7 @@ class Reward:
         if len(set(names)) != len(names):
             raise ValueError(f"Reward: component names must differ, got {names}")
         self.parts = list(parts)
+        self.failures: list[str] = []
 
     def __call__(
         self,
@@ -222,28 +281,79 @@ class Reward:
         rollout: Rollout,
         records: Sequence[PromptRecord],
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        components = {
-            name: scorer(prompts, responses, rollout, records).float().cpu()
-            for name, scorer, _ in self.parts
-        }
+        components = {}
+        for name, scorer, _ in self.parts:
+            try:
+                components[name] = scorer(prompts, responses, rollout, records).float().cpu()
+            except RewardError as e:
+                self.failures.append(str(e))
+                components[name] = torch.full((len(responses),), math.nan)
         total = sum(w * components[name] for name, _, w in self.parts)
         return total, components
 
+    def take_failures(self) -> list[str]:
+        """The failures since the last call of this method (and forget them)."""
+        failures, self.failures = self.failures, []
+        return failures
 
-def import_callable(spec: str) -> Callable[..., Any]:
-    """`"package.module:function"` → the function (for `reward_fn` named in a config file)."""
+
+def _module_hint(module_name: str) -> str:
+    """Why a module that is not found may be missing, when the reason is a common one."""
+    if module_name.endswith(".py") or "/" in module_name or "\\" in module_name:
+        return "; give a module name (package.module), not a file path"
+    top = module_name.split(".")[0]
+    here = Path.cwd()
+    beside = (here / f"{top}.py").exists() or (here / top).is_dir()
+    if beside and str(here) not in sys.path and "" not in sys.path:
+        return f"; {top!r} is in the current folder, which is not on the path: set PYTHONPATH=."
+    return ""
+
+
+def import_callable(spec: str, key: str = "reward_fn") -> Callable[..., Any]:
+    """`"package.module:function"` → the function (for `reward_fn` named in a config file).
+
+    Every way the path can be wrong is one `ConfigError` naming `key` (the config key that
+    holds it): empty, no ':function', a module that does not import (not found, or its own
+    error), a missing attribute, something not callable, or a function that cannot be called
+    as f(prompts, responses[, records])."""
+    where = f"{key}={spec!r}"
+    spec = spec.strip()
     module_name, sep, attr = spec.partition(":")
+    module_name, attr = module_name.strip(), attr.strip()
+    if not spec:
+        raise ConfigError(f"{key} is empty: give 'package.module:function'")
     if not sep or not module_name or not attr:
-        raise ValueError(f"reward function {spec!r}: expected 'package.module:function'")
+        raise ConfigError(f"{where}: expected 'package.module:function'")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ValueError(f"reward function {spec!r}: cannot import {module_name!r} ({e})") from None
-    fn = module
+    except ModuleNotFoundError as e:
+        if e.name and module_name.startswith(e.name):  # the module itself, not one it imports
+            hint = _module_hint(module_name)
+            raise ConfigError(f"{where}: no module named {module_name!r}{hint}") from None
+        raise ConfigError(f"{where}: cannot import {module_name!r} ({e})") from None
+    except Exception as e:  # the module's own code failed (SyntaxError, NameError, ...)
+        raise ConfigError(
+            f"{where}: importing {module_name!r} failed: {type(e).__name__}: {_line(e)}"
+        ) from None
+    fn: Any = module
+    missing = object()
     for part in attr.split("."):
-        fn = getattr(fn, part, None)
-        if fn is None:
-            raise ValueError(f"reward function {spec!r}: {module_name!r} has no {attr!r}")
+        fn = getattr(fn, part, missing)
+        if fn is missing:
+            raise ConfigError(f"{where}: module {module_name!r} has no attribute {attr!r}")
     if not callable(fn):
-        raise ValueError(f"reward function {spec!r} is not callable")
-    return fn
+        raise ConfigError(f"{where}: {attr!r} is a {type(fn).__name__}, not a function")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have none: called as they are
+        return fn
+    for n_args in (2, 3):
+        try:
+            signature.bind(*range(n_args))
+            return fn
+        except TypeError:
+            continue
+    raise ConfigError(
+        f"{where}: {attr}{signature} cannot be called as f(prompts, responses) or "
+        "f(prompts, responses, records)"
+    )

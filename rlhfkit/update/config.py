@@ -124,7 +124,11 @@ class OnlineConfig(ConfigBase):
 
     on_nan: Literal["skip", "stop"] = "skip"
     """NaN/inf in scores, log-probs, values or losses: skip that batch, or stop the run keeping
-    the last good checkpoint."""
+    the last good checkpoint (one NaN score drops the whole batch; the console says so)."""
+    on_reward_error: Literal["stop", "skip"] = "stop"
+    """A reward function that raises or returns anything but one number per reply: stop the run
+    with one line naming it and the iteration (the last checkpoint is kept), or skip that batch
+    and count it (`reward/failed_batches`; e.g. a flaky remote scorer)."""
     log_every: int = Field(1, ge=1)
     """Log metrics every N iterations."""
     sample_every: int = Field(10, ge=0)

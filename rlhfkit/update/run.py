@@ -14,12 +14,14 @@ from typing import Any
 import torch
 
 from rlhfkit.core import AdaptiveKLController, FixedKLController, RunningMoments
-from rlhfkit.engine import Engine, launched_processes
+from rlhfkit.engine import Engine, latest_checkpoint, launched_processes
 from rlhfkit.models import ModelConfig, check_source, load_policy
 from rlhfkit.rollout import (
     CollapseMonitor,
     ConsoleThrottle,
     PromptSource,
+    RewardError,
+    check_rewards,
     read_prompt_source,
 )
 from rlhfkit.update.config import OnlineConfig
@@ -55,6 +57,7 @@ class OnlineState:
     throttle: ConsoleThrottle = field(default_factory=ConsoleThrottle)  # console only
     iteration: int = 0  # the last iteration whose effects are in the models and this state
     warnings: list[str] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)  # console only: batches skipped, why
 
     @classmethod
     def new(cls, cfg: OnlineConfig, prompts: PromptSource) -> OnlineState:
@@ -100,10 +103,13 @@ class OnlineData:
     ptx_items: list | None
 
 
-def check_model_sources(cfg: OnlineConfig) -> None:
+def check_model_sources(cfg: OnlineConfig, reward_fn: Any = None) -> None:
     """Every model and tokenizer folder the run will load exists (or is a loadable hub name),
-    checked before a run directory is made: a missing one is one `FileNotFoundError` naming its
-    config key (`models.check_source`), not a traceback after the policy has loaded."""
+    and the reward is well-formed (one source; every 'package.module:function' imports:
+    `rollout.check_rewards`; `reward_fn`, a Python callable given to `train`, replaces the
+    configured reward), checked before a run directory is made: each mistake is one
+    `FileNotFoundError` / `ConfigError` naming its config key (`models.check_source`), not a
+    traceback after the policy has loaded."""
     sources = [
         (cfg.policy.name_or_path, "policy.name_or_path", "model"),
         (cfg.tokenizer, "tokenizer", "tokenizer"),
@@ -119,6 +125,13 @@ def check_model_sources(cfg: OnlineConfig) -> None:
     for name, key, kind in sources:
         if name and not name.startswith("tiny:"):
             check_source(name, key, kind)
+    check_rewards(
+        cfg.rewards,
+        reward_model=cfg.reward_model,
+        reward_tokenizer=cfg.reward_tokenizer,
+        reward_fn=cfg.reward_fn,
+        fn=reward_fn,
+    )
 
 
 def read_online_data(cfg: OnlineConfig, tokenizer: Any, rows_per_batch: int) -> OnlineData:
@@ -147,8 +160,10 @@ def read_online_data(cfg: OnlineConfig, tokenizer: Any, rows_per_batch: int) -> 
     ptx_items = None
     if cfg.ptx_data and cfg.ptx_coef > 0.0:
         from rlhfkit.data import encode_sft, read_sft
+        from rlhfkit.data.readers import require_records
 
-        records = read_sft(cfg.ptx_data, on_error=cfg.data.on_error).records
+        read = read_sft(cfg.ptx_data, on_error=cfg.data.on_error)
+        records = require_records(read, cfg.ptx_data, "sft").records  # empty: one line, now
         max_len = cfg.data.max_prompt_length + cfg.rollout.max_new_tokens
         ptx_items = encode_sft(
             tokenizer, records, max_len, cfg.data.max_prompt_length, cfg.data.prompt_template
@@ -249,6 +264,9 @@ def end_run(
             f"[yellow]{len(state.warnings)} pattern-collapse warnings in all "
             f"({state.throttle.hidden} repeats not shown; metric warn/pattern_collapse)"
         )
+    if state.skipped:
+        reasons = ", ".join(f"{n} for {why}" for why, n in state.skipped.items())
+        engine.print(f"[yellow]rollout batches skipped in this session: {reasons}")
     last = state.iteration
     if status != "stopped_on_nan" and last > start and not engine.should_save(last):
         engine.save(last, state.state_dict())
@@ -337,18 +355,86 @@ def evaluate_held_out(
     metrics, rows = evaluate_online(
         models, data.eval_prompts, cfg.rollout, cfg.engine.seed + 10_000, judges, engine.autocast
     )
+    for failure in dict.fromkeys(models.reward.take_failures()):
+        engine.print(f"[yellow]evaluation at iteration {iteration}: {failure} (eval score NaN)")
     if engine.is_main:
         engine.run.write_samples(f"eval_{iteration:06d}", rows)
     return metrics
 
 
-def rollout_is_bad(engine: Engine, state: OnlineState, cfg: OnlineConfig, iteration: int) -> str:
-    """A rollout with NaN/inf in its scores or log-probs: "stop" (`on_nan: stop`, the last
-    checkpoint on disk is the last good state) or "skip" (the batch is dropped and counted)."""
-    if cfg.on_nan == "stop":
-        engine.print("[red]NaN/inf in the rollout: stopping; the last checkpoint is kept")
-        return "stop"
-    engine.print(f"[yellow]NaN/inf in rollout {iteration}: batch skipped")
-    engine.log({"nan/skipped_batches": 1}, iteration)
+def _gathered(engine: Engine, items: list[str]) -> list[str]:
+    """`items` of every process, in process order (a process whose reward function failed
+    is the only one that knows why; all must take the same decision)."""
+    if engine.num_processes == 1:
+        return items
+    from accelerate.utils import gather_object
+
+    return list(gather_object(items))
+
+
+def _nan_report(exp: Any) -> str:
+    """Which scores (and log-probs, values) are NaN/inf, counted, in words."""
+    n = exp.scores.numel()
+    parts = [
+        f"{int((~torch.isfinite(v)).sum())} of {n} scores from {k!r}"
+        for k, v in exp.score_parts.items()
+        if not bool(torch.isfinite(v).all())
+    ]
+    if not parts and not bool(torch.isfinite(exp.scores).all()):  # inf − inf in the sum
+        parts = [f"{int((~torch.isfinite(exp.scores)).sum())} of {n} scores"]
+    for name in ("old_logprobs", "ref_logprobs", "old_values"):
+        t = getattr(exp, name)
+        if t is not None and not bool(torch.isfinite(t).all()):
+            parts.append(f"{name} in {int((~torch.isfinite(t)).any(1).sum())} replies")
+    return "NaN/inf: " + ", ".join(parts)
+
+
+def rollout_is_bad(
+    engine: Engine,
+    state: OnlineState,
+    cfg: OnlineConfig,
+    iteration: int,
+    exp: Any = None,
+    reward: Any = None,
+) -> str:
+    """A rollout with NaN/inf in its scores, log-probs or values (`exp`, its `Experience`), or
+    a reward function that failed on it (`reward.failures`, gathered from every process).
+
+    A failed reward function follows `on_reward_error`: "stop" closes the engine and raises a
+    `RewardError` naming the function, the iteration and the problem (the last checkpoint on
+    disk is the last good state; `rlhfkit` prints it as one line, exit 2), "skip" drops the
+    batch, counted in `reward/failed_batches`. Other NaN/inf follow `on_nan`: "stop" (returned;
+    the caller ends the run, keeping the last checkpoint) or "skip" (the batch is dropped,
+    counted in `nan/skipped_batches`). One bad score drops the whole batch, not only its group:
+    the batch's statistics (whitening, KL control, running moments) are not computed on a part.
+    Either way the console says what was found, with counts. Returns "stop" or "skip"."""
+    failures = list(dict.fromkeys(_gathered(engine, reward.take_failures() if reward else [])))
+    what = _nan_report(exp) if exp is not None else "NaN/inf in the rollout"
+    if failures:
+        why = "; ".join(failures)
+        if cfg.on_reward_error == "stop":
+            last = latest_checkpoint(engine.run.checkpoints)
+            kept = f"its last checkpoint {last} is kept" if last else "no checkpoint was written"
+            engine.close()
+            raise RewardError(
+                f"iteration {iteration}: {why}; the run stopped ({kept}; "
+                "on_reward_error: skip would skip such batches)"
+            )
+        key, metric = "reward function failures", "reward/failed_batches"
+    else:
+        why = what
+        if cfg.on_nan == "stop":
+            engine.print(
+                f"[red]iteration {iteration}: {why}: stopping (on_nan: stop); "
+                "the last checkpoint is kept"
+            )
+            return "stop"
+        key, metric = "NaN/inf", "nan/skipped_batches"
+    state.skipped[key] = state.skipped.get(key, 0) + 1
+    engine.print(
+        f"[yellow]iteration {iteration}: {why}: batch skipped "
+        f"({state.skipped[key]} skipped for {key} so far; metric {metric})"
+    )
+    engine.log({metric: 1}, iteration)
     state.iteration = iteration
     return "skip"

@@ -20,17 +20,19 @@ from rlhfkit.algos.bon.sampling import (
 )
 from rlhfkit.core import best_of_n_kl
 from rlhfkit.data import DataError, read_prompts
+from rlhfkit.data.readers import require_records
 from rlhfkit.engine import Engine
-from rlhfkit.models import load_policy, load_reward_model, load_tokenizer
+from rlhfkit.models import check_source, load_policy, load_reward_model, load_tokenizer
 from rlhfkit.rollout import (
     CallableScorer,
+    RewardError,
     RewardModelScorer,
     Scorer,
     build_engine,
     import_callable,
     policy_weights,
 )
-from rlhfkit.types import Dialogue
+from rlhfkit.types import Dialogue, PromptRecord
 
 __all__ = ["BoNResult", "prompt_field", "train", "write_outputs"]
 
@@ -107,13 +109,30 @@ def write_outputs(
     )
 
 
-def train(cfg: BoNConfig) -> BoNResult:
-    """Run best-of-n (named `train` like every command's entry point; nothing is trained)."""
-    # 1. prompts, the rollout engine (vLLM: before the run directory), policy, scorers
+def _checked_inputs(cfg: BoNConfig) -> tuple[list[PromptRecord], Any, dict[str, Any]]:
+    """The prompts, the tokenizer and the reward functions, with every mistake (an empty or bad
+    prompts file, a missing model, tokenizer or reward model folder, a reward function path
+    that does not import) one error naming its key, before the run directory is made."""
     if not cfg.prompts:
         raise DataError([], header="prompts is empty: give a prompts file")
-    records = read_prompts(cfg.prompts).records[: cfg.limit]
-    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model.name_or_path)
+    records = require_records(read_prompts(cfg.prompts), cfg.prompts, "prompts").records
+    if not cfg.model.name_or_path.startswith("tiny:"):
+        check_source(cfg.model.name_or_path, "model.name_or_path")
+    if cfg.reward_model:
+        check_source(cfg.reward_model, "reward_model")
+    fns = {spec: import_callable(spec, f"reward_fns[{i}]") for i, spec in enumerate(cfg.reward_fns)}
+    tokenizer = load_tokenizer(
+        cfg.tokenizer or cfg.model.name_or_path,
+        "tokenizer" if cfg.tokenizer else "model.name_or_path",
+    )
+    return records[: cfg.limit], tokenizer, fns
+
+
+def train(cfg: BoNConfig) -> BoNResult:
+    """Run best-of-n (named `train` like every command's entry point; nothing is trained)."""
+    # 1. prompts, tokenizer, reward functions (checked before the run directory is made), the
+    # rollout engine (vLLM: before the run directory too), policy, scorers
+    records, tokenizer, fns = _checked_inputs(cfg)
     sampler = None
     if cfg.rollout.engine != "local":
         sampler = build_engine(
@@ -130,8 +149,8 @@ def train(cfg: BoNConfig) -> BoNResult:
     if cfg.reward_model:
         rm = load_reward_model(cfg.reward_model, device=engine.device)
         scorers["reward_model"] = RewardModelScorer(rm, batch_size=cfg.rollout.batch_size)
-    for spec in cfg.reward_fns:
-        scorers[spec] = CallableScorer(import_callable(spec), name=spec)
+    for spec, fn in fns.items():
+        scorers[spec] = CallableScorer(fn, name=spec)
     weights = dict(zip(scorers, cfg.weights or [1.0] * len(scorers), strict=True))
     engine.print(
         f"bon: {len(records)} prompts × {cfg.n} samples, scored by {', '.join(scorers)}; "
@@ -143,6 +162,12 @@ def train(cfg: BoNConfig) -> BoNResult:
         policy, tokenizer, records, cfg.rollout, cfg.n, cfg.engine.seed, scorers,
         cfg.max_prompt_length, engine=sampler,
     )  # fmt: skip
+
+    for name, values in cand.scores.items():  # NaN cannot be ranked: say so, write nothing
+        bad = sum(not math.isfinite(x) for v in values for x in v)
+        if bad:
+            engine.close()
+            raise RewardError(f"{name} gave {bad} NaN/inf scores of {len(values) * cfg.n}")
 
     # 3. select: the weighted selection score, best and worst per prompt; write the files
     selector = weighted(cand.scores, weights)

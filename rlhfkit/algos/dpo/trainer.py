@@ -65,6 +65,7 @@ from rlhfkit.data import (
     shared_length,
     split_records,
 )
+from rlhfkit.data.readers import require_records
 from rlhfkit.engine import (
     Engine,
     NonFiniteError,
@@ -122,14 +123,21 @@ LOSSES = {
 STAT_KEYS = ("loss", "chosen", "rejected", "correct", "logps_chosen", "logps_rejected")
 
 
+def _pairs(source: str, format: Any, on_error: Any) -> list[PreferencePair]:
+    """The pairs of `source`; an empty source (no rows, every row bad or dropped) is a
+    `DataError` naming the file, before the run directory is made."""
+    result = read_preferences(source, format, on_error=on_error)
+    return require_records(result, source, "preferences").records
+
+
 def _read(cfg: DPOConfig) -> tuple[list[PreferencePair], list[PreferencePair]]:
     """Training and validation pairs (`read_preferences` expands ranked lists to their pairs)."""
     d = cfg.data
     if not d.train:
         raise DataError([], header="data.train is empty: give a comparisons file")
-    train = read_preferences(d.train, d.format, on_error=d.on_error).records
+    train = _pairs(d.train, d.format, d.on_error)
     if d.validation:
-        return train, read_preferences(d.validation, d.format, on_error=d.on_error).records
+        return train, _pairs(d.validation, d.format, d.on_error)
     if d.validation_fraction == 0:
         return train, []
     frac = d.validation_fraction

@@ -167,7 +167,7 @@ def setup(
 ) -> PGRun:
     """Read the data (bad rows reported before anything is written), start the engine, load
     the policy (and the reference only when needed) and the reward, resume if possible."""
-    check_model_sources(cfg)
+    check_model_sources(cfg, reward_fn)
     tokenizer = load_tokenizer(
         cfg.tokenizer or cfg.policy.name_or_path,
         "tokenizer" if cfg.tokenizer else "policy.name_or_path",
@@ -227,10 +227,11 @@ def sample_groups(run: PGRun) -> tuple[Collected, float, int]:
         if not cfg.dynamic_sampling:
             return batch, 0.0, 1
         grouped = batch.experience.scores.view(-1, g)
-        informative = (grouped.amax(1) > grouped.amin(1)).nonzero().flatten()
-        informative = informative[: cfg.rollout_batch_size - n_kept]
+        # a group with a NaN score is kept, so the finite check after the rollout reports it
+        keep = (grouped.amax(1) > grouped.amin(1)) | ~grouped.isfinite().all(1)
+        informative = keep.nonzero().flatten()[: cfg.rollout_batch_size - n_kept]
         seen += grouped.shape[0]
-        dropped += grouped.shape[0] - int((grouped.amax(1) > grouped.amin(1)).sum())
+        dropped += grouped.shape[0] - int(keep.sum())
         if len(informative):
             rows = (informative[:, None] * g + torch.arange(g)).flatten()
             kept.append(_select(batch, rows))
@@ -325,7 +326,7 @@ def train(
         batch, dropped, rounds = sample_groups(run)
         exp = batch.experience
         if not finite(exp.scores, exp.old_logprobs, exp.ref_logprobs):
-            if rollout_is_bad(engine, state, cfg, iteration) == "stop":
+            if rollout_is_bad(engine, state, cfg, iteration, exp, run.models.reward) == "stop":
                 status = "stopped_on_nan"
                 break
             continue

@@ -142,7 +142,7 @@ def setup(
 ) -> PPORun:
     """Read the data (bad rows reported before anything is written), start the engine, load
     the four models, build the optimisers, and resume from the latest checkpoint if any."""
-    check_model_sources(cfg)
+    check_model_sources(cfg, reward_fn)
     if cfg.critic is not None:
         check_source(cfg.critic.name_or_path, "critic.name_or_path")
     tokenizer = load_tokenizer(
@@ -317,7 +317,7 @@ def train(
         )  # fmt: skip
         exp = batch.experience
         if not finite(exp.scores, exp.old_logprobs, exp.ref_logprobs, exp.old_values):
-            if rollout_is_bad(engine, state, cfg, iteration) == "stop":
+            if rollout_is_bad(engine, state, cfg, iteration, exp, run.models.reward) == "stop":
                 status = "stopped_on_nan"
                 break
             continue
