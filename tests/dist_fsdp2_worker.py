@@ -1,6 +1,7 @@
 """Run by tests/test_distributed.py under `python -m torch.distributed.run --nproc_per_node 2`:
 rlhfkit's sliced forward (`response_logprobs`, through `engine.wrapped_forward`) and sampling
-(`generate` inside `engine.gathered`) on a tiny GPT-2 sharded with torch's FSDP2 (`fully_shard`,
+(`generate` inside `engine.gathered`) and the weights a rollout engine is pushed
+(`rollout.policy_weights`) on a tiny GPT-2 sharded with torch's FSDP2 (`fully_shard`,
 gloo), against the same model unsharded in this process. Prints one JSON line."""
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from torch.distributed.fsdp import fully_shard
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from rlhfkit.engine import gathered
-from rlhfkit.rollout import RolloutConfig, generate, response_logprobs, row_seeds
+from rlhfkit.rollout import (
+    RolloutConfig,
+    generate,
+    policy_weights,
+    response_logprobs,
+    row_seeds,
+)
 
 
 def main() -> None:
@@ -53,10 +60,16 @@ def main() -> None:
     same_tokens = torch.equal(a.response_ids, b.response_ids)
     lp_diff = float((a.logprobs - b.logprobs).abs().max())
     sharded_type = type(next(iter(sharded.parameters()))).__name__
+    # what a rollout engine receives: every process gathers the full tensors (full_tensor)
+    pushed = dict(policy_weights(sharded))
+    reference = whole.state_dict()
+    same_names = set(pushed) == set(reference)
+    push_diff = max(float((pushed[k] - reference[k]).abs().max()) for k in reference)
     if dist.get_rank() == 0:
         print(json.dumps({
             "grad_max_abs_diff": grad_diff, "same_tokens": same_tokens,
             "sampling_logprob_max_abs_diff": lp_diff, "param_type": sharded_type,
+            "pushed_names_equal": same_names, "pushed_max_abs_diff": push_diff,
         }), flush=True)  # fmt: skip
     dist.destroy_process_group()
 

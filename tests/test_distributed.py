@@ -359,3 +359,4 @@ def test_sliced_forward_and_sampling_work_on_an_fsdp2_sharded_model():
     assert out["grad_max_abs_diff"] < 1e-6  # grads are O(0.1–1): rounding only
     assert out["same_tokens"]
     assert out["sampling_logprob_max_abs_diff"] < 1e-6
+    assert out["pushed_names_equal"] and out["pushed_max_abs_diff"] == 0.0  # gathered exactly

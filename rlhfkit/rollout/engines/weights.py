@@ -8,7 +8,10 @@ checkpoint, whatever wraps it:
   unmerged in place (an unmerge W + Δ − Δ is not W in floating point, and would move the run);
   adapter tensors are left out, `base_layer.` is dropped from the names;
 - FSDP2 (DTensor) parameters are gathered with `full_tensor()` (a collective: every process
-  calls it);
+  calls it; tested with 2 CPU processes, tests/test_distributed.py);
+- DeepSpeed ZeRO-3 parameters (partitioned, `ds_id`) are gathered for the read with
+  `deepspeed.zero.GatheredParameters` (written from DeepSpeed's documented API; not run here,
+  where DeepSpeed is not installed);
 - tied embeddings appear under both names, as in the checkpoint; engines skip the tied copy.
 
 `sync_weights(engine, policy, version, is_main)` pushes when the engine's version is behind:
@@ -18,6 +21,7 @@ process pushes (the others still take part in the FSDP2 gathers).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 
@@ -35,8 +39,22 @@ def _full(t: torch.Tensor) -> torch.Tensor:
     return (full() if full is not None else t).detach()
 
 
+def _zero3_gathered(model: nn.Module) -> Any:
+    partitioned = [p for p in model.parameters() if hasattr(p, "ds_id")]
+    if not partitioned:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(partitioned, modifier_rank=None)
+
+
 def policy_weights(policy: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     model = unwrap(policy)
+    with _zero3_gathered(model):
+        yield from _weights(model)
+
+
+def _weights(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     get_base = getattr(model, "get_base_model", None)
     if get_base is None:
         for name, t in model.state_dict().items():
