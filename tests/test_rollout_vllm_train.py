@@ -193,3 +193,61 @@ def test_ppo_trains_with_the_vllm_engine_and_the_correction_on(vassets, tmp_path
     assert [r["rollout/weights_version"] for r in rows] == [1, 2, 3]
     assert all(r["rollout_correction/clipped_fraction"] == 0.0 for r in rows)  # fp32: ρ ≈ 1
     assert all(r["rollout_correction/max_abs_logprob_diff"] < 1e-3 for r in rows)
+
+
+def test_two_processes_share_one_rollout_server_and_equal_one_process(vassets, tmp_path):
+    """Under `accelerate launch` one server serves every process (the colocated engine is
+    refused there, one line): 2 processes ≡ 1 process with the same global batch."""
+    from safetensors.torch import load_file
+    from test_distributed import launch
+
+    port = free_port()
+    server = start_server(vassets["gpt2"], port, tmp_path / "server.log")
+    base = {
+        "policy": {"name_or_path": vassets["gpt2"]},
+        "data": {"train": vassets["prompts"], "prompt_template": "raw"},
+        "rollout": {"max_new_tokens": 6, "engine": "vllm_server",
+                    "vllm": {"url": f"http://127.0.0.1:{port}", "timeout_s": 120}},
+        "iterations": 3, "rollout_batch_size": 4, "group_size": 4, "mini_batch_size": 8,
+        "sample_every": 0, "reward_fn": "dist_helpers:target_fraction",
+        "engine": {"seed": 3, "threads": 1},
+    }  # fmt: skip
+    try:
+        two = tmp_path / "two"
+        assert launch("grpo", base | {"out_dir": str(two)}) == 0, Path(f"{two}.log").read_text()[
+            -3000:
+        ]
+        one = pg.train(make_cfg({"policy": vassets["gpt2"], "prompts": vassets["prompts"]},
+                                tmp_path / "one", **{"rollout.engine": "vllm_server",
+                                "rollout.vllm.url": f"http://127.0.0.1:{port}",
+                                "rollout.max_new_tokens": 6, "iterations": 3,
+                                "rollout_batch_size": 4, "mini_batch_size": 8}),
+                       reward_fn=target_fraction)  # fmt: skip
+    finally:
+        stop(server)
+    rows = {
+        name: [r for r in read_metrics(path / "metrics.jsonl") if "loss/policy" in r]
+        for name, path in (("one", tmp_path / "one"), ("two", tmp_path / "two"))
+    }
+    for a, b in zip(rows["one"], rows["two"], strict=True):
+        assert a["reward/score_mean"] == b["reward/score_mean"]  # the same replies
+        assert abs(a["loss/policy"] - b["loss/policy"]) < 1e-6
+    a = load_file(one.policy_path / "model.safetensors")
+    b = load_file(two / "policy" / "model.safetensors")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-6
+
+
+def test_the_colocated_engine_is_refused_under_accelerate_launch(vassets, tmp_path):
+    from test_distributed import launch
+
+    out = tmp_path / "run"
+    cfg = {
+        "out_dir": str(out), "policy": {"name_or_path": vassets["gpt2"]},
+        "data": {"train": vassets["prompts"], "prompt_template": "raw"},
+        "rollout": {"max_new_tokens": 6, "engine": "vllm"}, "iterations": 1,
+        "rollout_batch_size": 4, "group_size": 4, "mini_batch_size": 8,
+        "reward_fn": "dist_helpers:target_fraction", "engine": {"seed": 3, "threads": 1},
+    }  # fmt: skip
+    assert launch("grpo", cfg, {"RLHFKIT_DEBUG": "0"}) != 0
+    assert "Use rollout.engine=vllm_server" in Path(f"{out}.log").read_text().replace("\n", " ")
+    assert not out.exists()

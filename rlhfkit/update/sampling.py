@@ -28,7 +28,15 @@ from typing import Any
 import torch
 
 from rlhfkit.core import importance_weights
-from rlhfkit.rollout import Experience, OnlineModels, RolloutEngine, build_engine, sync_weights
+from rlhfkit.engine import launched_processes
+from rlhfkit.rollout import (
+    EngineError,
+    Experience,
+    OnlineModels,
+    RolloutEngine,
+    build_engine,
+    sync_weights,
+)
 from rlhfkit.update.config import OnlineConfig
 
 __all__ = ["Correction", "build_correction", "build_sampler", "push_policy"]
@@ -49,6 +57,12 @@ def build_sampler(cfg: OnlineConfig, tokenizer: Any) -> RolloutEngine | None:
     `torch.set_num_threads` while it starts."""
     if cfg.rollout.engine == "local":
         return None
+    if cfg.rollout.engine == "vllm" and launched_processes() > 1:
+        raise EngineError(
+            "rollout.engine=vllm is one engine in one process; under accelerate launch its "
+            "in-process engine would start a process group of its own beside Accelerate's. Use "
+            "rollout.engine=vllm_server: one `rlhfkit rollout serve` shared by every process"
+        )
     if cfg.engine.threads:
         torch.set_num_threads(cfg.engine.threads)
     return build_engine(
