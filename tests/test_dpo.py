@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from transformers import GPT2LMHeadModel
 
 from rlhfkit.algos.dpo import LOSSES, DPOConfig, train
-from rlhfkit.algos.dpo.logps import collate, pair_logps
+from rlhfkit.update.pairs import collate, pair_logps
 from rlhfkit.algos.dpo.trainer import REFERENCE_FILE, micro_batch_loss
 from rlhfkit.config import load_config
 from rlhfkit.core import dpo_sigmoid_losses, ipo_losses, simpo_losses

@@ -1,4 +1,5 @@
-"""Summed response log-probs of both replies of every pair, from one forward pass.
+"""Summed response log-probs of both replies of every pair, from one forward pass (DPO and its
+variants, KTO, online DPO).
 
 A micro-batch is either shared-prompt rows (one row per pair: prompt, chosen, rejected;
 `data.collate_shared_prompt`) or plain rows (2 per pair: prompt + chosen, prompt + rejected;
