@@ -12,6 +12,7 @@ import pytest
 from rlhfkit.algos.bon import BoNConfig
 from rlhfkit.algos.dpo import DPOConfig
 from rlhfkit.algos.pg import PGConfig
+from rlhfkit.algos.kto import KTOConfig
 from rlhfkit.algos.ppo import PPOConfig
 from rlhfkit.algos.rm import RMConfig
 from rlhfkit.algos.sft import SFTConfig
@@ -24,6 +25,7 @@ CLASS_OF = {
     "ppo": PPOConfig,
     "demo": DemoConfig,
     "dpo": DPOConfig,
+    "kto": KTOConfig,
     "bon": BoNConfig,
     **{name: PGConfig for name in ("grpo", "dr", "dapo", "rloo", "reinforce")},
 }

@@ -536,7 +536,7 @@ def kto_losses(
         raise ValueError("kto_losses: policy_logps, ref_logps and desirable must share one shape")
     r = policy_logps - ref_logps.detach()
     z0 = torch.as_tensor(z0, dtype=r.dtype, device=r.device).detach()
-    weight = torch.where(desirable, desirable_weight, undesirable_weight).to(r.dtype)
+    weight = torch.full_like(r, desirable_weight).where(desirable, undesirable_weight)
     v = weight * torch.sigmoid(beta * torch.where(desirable, r - z0, z0 - r))
     return KTOLosses(weight - v, beta * r.detach())
 
