@@ -11,8 +11,8 @@ import pytest
 
 from rlhfkit.algos.bon import BoNConfig
 from rlhfkit.algos.dpo import DPOConfig
-from rlhfkit.algos.pg import PGConfig
 from rlhfkit.algos.kto import KTOConfig
+from rlhfkit.algos.pg import PGConfig
 from rlhfkit.algos.ppo import PPOConfig
 from rlhfkit.algos.rm import RMConfig
 from rlhfkit.algos.sft import SFTConfig
