@@ -60,6 +60,12 @@ TRAINERS = {
         "KTOConfig",
         "KTO from replies rated on their own (thumbs / ratings; preset: kto_sim).",
     ),
+    "online-dpo": (
+        "rlhfkit.algos.online_dpo",
+        "OnlineDPOConfig",
+        "Online / iterative DPO: pairs sampled from the policy, labelled by the reward "
+        "(presets: online_dpo_sim, iterative_dpo_sim).",
+    ),
     "bon": ("rlhfkit.algos.bon", "BoNConfig", "Best-of-N sampling with a reward model."),
 }
 
