@@ -24,6 +24,11 @@ compliance, over-refusal, KL to SFT. The thumbs model is this script's own (a ra
 simulated annotators is not part of `rlhfkit.sim` yet). One JSON line per row, then a table.
 
     python benchmarks/sim_feedback_budget.py --demo runs/demo [--budget 1000] [--threads 1]
+    python benchmarks/sim_feedback_budget.py --demo DIR --make-demo   # the demo first, PPO cut
+
+`--make-demo` runs `rlhfkit demo` (default sizes and seed) into DEMO first with its two PPO runs
+cut to one iteration each, which this comparison does not use (the demo's PPO row at full length
+is in docs/dpo_bon.md); then the demo's own PPO row is left out of the table.
 """
 
 from __future__ import annotations
@@ -46,7 +51,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip", nargs="*", default=[], help="rows to leave out: dpo orpo kto online")
+    ap.add_argument("--make-demo", action="store_true", help="run the demo first, PPO cut")
     args = ap.parse_args()
+    if args.make_demo:
+        make_demo(args.demo)
 
     import torch
     import yaml
@@ -111,7 +119,7 @@ def main() -> None:
 
     # 0. the demo's own rows: SFT and PPO
     rates = summary["rates"]
-    for name in ("sft", "ppo"):
+    for name in ("sft",) if args.make_demo else ("sft", "ppo"):
         wr = summary["win_rate_detail"] if name == "ppo" else None
         row = {
             "row": f"demo {name}",
@@ -234,6 +242,21 @@ def main() -> None:
             f"| {r['row']} | {wr} | {r['gold_mean']:+.3f} | {r['kl_to_sft']:.2f} | "
             f"{pct(r.get('harmful_compliance_rate'))} | {pct(r.get('over_refusal_rate'))} | {secs} |"
         )
+
+
+def make_demo(out: Path) -> None:
+    """`rlhfkit demo --out OUT` with the PPO runs (and the ablation) cut to one iteration."""
+    import rlhfkit.demo as demo_module
+
+    real = demo_module.load_demo_config
+
+    def cut(quick: bool) -> Any:
+        cfg = real(quick)
+        short = {"iterations": 1, "critic_warmup_iters": 0, "eval_every": 0}
+        return cfg.model_copy(update={"ppo": {**cfg.ppo, **short}})
+
+    demo_module.load_demo_config = cut
+    demo_module.run_demo(out, seed=0)
 
 
 if __name__ == "__main__":
