@@ -6,7 +6,7 @@ stores; the pair log-probs and reference of the preference trainers (DPO, KTO, o
 
 from rlhfkit.update.config import OnlineConfig, UpdateLossMode
 from rlhfkit.update.critic import critic_step
-from rlhfkit.update.pairs import collate, pair_logps
+from rlhfkit.update.pairs import collate, pair_logps, pair_loss, pair_metrics
 from rlhfkit.update.policy import (
     PolicyObjective,
     build_objective,
@@ -44,6 +44,8 @@ __all__ = [
     "build_objective",
     "collate",
     "pair_logps",
+    "pair_loss",
+    "pair_metrics",
     "end_iteration",
     "end_run",
     "evaluate_held_out",

@@ -84,7 +84,7 @@ from rlhfkit.engine import (
 )
 from rlhfkit.models import check_fits, check_source, load_policy, load_tokenizer, save_policy
 from rlhfkit.types import PreferencePair
-from rlhfkit.update.pairs import collate, pair_logps
+from rlhfkit.update.pairs import PAIR_STAT_KEYS, collate, pair_loss, pair_metrics
 from rlhfkit.update.reference import (
     REFERENCE_FILE,
     cached_reference,
@@ -126,7 +126,7 @@ LOSSES = {
     "orpo": Variant(False, True, lambda pc, pr, rc, rr, cfg: orpo_losses(pc, pr, cfg.beta)),
 }  # fmt: skip
 
-STAT_KEYS = ("loss", "chosen", "rejected", "correct", "logps_chosen", "logps_rejected")
+STAT_KEYS = PAIR_STAT_KEYS
 
 
 def _read(cfg: DPOConfig) -> tuple[list[PreferencePair], list[PreferencePair]]:
@@ -153,40 +153,15 @@ def micro_batch_loss(
     variant: Variant,
     cfg: DPOConfig,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One micro-batch's summed per-pair loss divided by the step's *global* pair count.
-
-    `ref(batch)` gives the (2, n) reference log-probs (cached or live; None for SimPO). Stats
-    are sums over the batch's pairs (loss share, rewards, correct pairs, policy log-probs).
-    """
-    logps = pair_logps(model, batch)
-    ref_logps = ref(batch).to(logps) if ref is not None else torch.zeros_like(logps)
-    if variant.token_mean:
-        counts = batch["counts"].to(logps).clamp(min=1)
-        logps, ref_logps = logps / counts, ref_logps / counts
-    out: PreferenceLosses = variant.losses(logps[0], logps[1], ref_logps[0], ref_logps[1], cfg)
-    loss = out.losses.sum() / (n_pairs / world)
-    summed = logps.detach() * (batch["counts"].to(logps) if variant.token_mean else 1.0)
-    stats = {
-        "loss": loss.detach(),
-        "chosen": out.chosen_rewards.sum(),
-        "rejected": out.rejected_rewards.sum(),
-        "correct": (out.chosen_rewards > out.rejected_rewards).sum(),
-        "logps_chosen": summed[0].sum(),
-        "logps_rejected": summed[1].sum(),
-    }
-    return loss, stats
+    """One micro-batch's summed per-pair loss divided by the step's *global* pair count
+    (`update.pairs.pair_loss` with the variant's loss). `ref(batch)` gives the (2, n) reference
+    log-probs (cached or live; None for SimPO and ORPO). Stats are sums over the batch's pairs."""
+    losses = functools.partial(_variant_losses, variant, cfg)
+    return pair_loss(model, batch, ref, losses, variant.token_mean, n_pairs, world)
 
 
-def _named(sums: dict[str, float], n: float, prefix: str = "") -> dict[str, float]:
-    """TRL's metric names from summed stats over n pairs."""
-    return {
-        f"{prefix}rewards/chosen": sums["chosen"] / n,
-        f"{prefix}rewards/rejected": sums["rejected"] / n,
-        f"{prefix}rewards/accuracies": sums["correct"] / n,
-        f"{prefix}rewards/margins": (sums["chosen"] - sums["rejected"]) / n,
-        f"{prefix}logps/chosen": sums["logps_chosen"] / n,
-        f"{prefix}logps/rejected": sums["logps_rejected"] / n,
-    }
+def _variant_losses(variant: Variant, cfg: DPOConfig, *logps: torch.Tensor) -> PreferenceLosses:
+    return variant.losses(*logps, cfg)
 
 
 @torch.no_grad()
@@ -214,7 +189,7 @@ def evaluate(
     model.train(was_training)
     return {
         "eval/loss": sums["loss"],
-        **_named(sums, len(items), "eval/"),
+        **pair_metrics(sums, len(items), "eval/"),
         "eval/pairs": len(items),
     }
 
@@ -345,7 +320,7 @@ def train(cfg: DPOConfig) -> DPOResult:
             summed = {k: sums[k] * world for k in STAT_KEYS}
             metrics = {
                 "loss/dpo": sums["loss"],
-                **_named(summed, n_pairs),
+                **pair_metrics(summed, n_pairs),
                 "optim/lr": scheduler.get_last_lr()[0],
                 "optim/grad_norm": grad_norm,
                 **rate.take(world),  # perf/tokens (non-padding) and tokens/s since the last log

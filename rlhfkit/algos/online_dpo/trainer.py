@@ -20,10 +20,10 @@ Implementation details and their sources:
    `rollout_batch_size` prompts trained for `ppo_epochs` passes of `mini_batch_size` pairs
    before the next set is sampled from the updated policy. `mini_batch_size =
    rollout_batch_size`, one epoch, is Guo et al.'s one step per fresh batch.
-3. The step is `rlhfkit dpo`'s: the replies' token ids as sampled (no decode / re-encode),
-   shared-prompt rows, summed response log-probs (`update.pairs.pair_logps`), the loss from
-   `core` (`dpo_sigmoid_losses`, or `ipo_losses` on token-mean log-probs), each micro-batch's
-   summed loss over the step's global pair count; the reference is frozen (the initial policy,
+3. The step is `rlhfkit dpo`'s (`update.pairs.pair_loss`): the replies' token ids as sampled
+   (no decode / re-encode), shared-prompt rows, summed response log-probs, the loss from `core`
+   (`dpo_sigmoid_losses`, or `ipo_losses` on token-mean log-probs), each micro-batch's summed
+   loss over the step's global pair count; the reference is frozen (the initial policy,
    `ref_policy`, or with LoRA the policy with its adapters disabled) and runs on the pairs only
    (`update.reference.live_reference`), not on all K samples. Tested equal to an offline DPO
    step on the same pairs.
@@ -87,7 +87,7 @@ from rlhfkit.update import (
     rollout_is_bad,
     timing_metrics,
 )
-from rlhfkit.update.pairs import collate, pair_logps
+from rlhfkit.update.pairs import collate, pair_loss, pair_metrics
 from rlhfkit.update.reference import live_reference
 
 __all__ = ["LOSSES", "OnlineDPORun", "label_pairs", "pair_items", "setup", "train", "update"]
@@ -100,7 +100,6 @@ LOSSES: dict[str, tuple[Callable[..., Any], bool]] = {
     "sigmoid": (lambda pc, pr, rc, rr, beta: dpo_sigmoid_losses(pc, pr, rc, rr, beta), False),
     "ipo": (lambda pc, pr, rc, rr, beta: ipo_losses(pc, pr, rc, rr, beta), True),
 }
-STAT_KEYS = ("loss", "chosen", "rejected", "correct", "logps_chosen", "logps_rejected")
 
 
 @dataclass
@@ -192,33 +191,8 @@ def pair_items(exp: Experience, chosen: torch.Tensor, rejected: torch.Tensor) ->
     return items
 
 
-def micro_batch_loss(
-    model: torch.nn.Module,
-    batch: dict[str, Any],
-    reference: Callable[[dict[str, Any]], torch.Tensor],
-    n_pairs: float,
-    world: int,
-    cfg: OnlineDPOConfig,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One micro-batch's summed per-pair loss divided by the step's *global* pair count (over W
-    processes); stats are sums over its pairs."""
-    losses, token_mean = LOSSES[cfg.loss_type]
-    logps = pair_logps(model, batch)
-    ref_logps = reference(batch).to(logps)
-    summed = logps.detach()
-    if token_mean:
-        counts = batch["counts"].to(logps).clamp(min=1)
-        logps, ref_logps = logps / counts, ref_logps / counts
-    out = losses(logps[0], logps[1], ref_logps[0], ref_logps[1], cfg.beta)
-    loss = out.losses.sum() / (n_pairs / world)
-    return loss, {
-        "loss": loss.detach(),
-        "chosen": out.chosen_rewards.sum(),
-        "rejected": out.rejected_rewards.sum(),
-        "correct": (out.chosen_rewards > out.rejected_rewards).sum(),
-        "logps_chosen": summed[0].sum(),
-        "logps_rejected": summed[1].sum(),
-    }
+def _with_beta(losses: Callable[..., Any], beta: float, *logps: torch.Tensor) -> Any:
+    return losses(*logps, beta)
 
 
 def update(run: OnlineDPORun, items: Sequence[EncodedPair]) -> tuple[dict[str, float], int]:
@@ -227,6 +201,8 @@ def update(run: OnlineDPORun, items: Sequence[EncodedPair]) -> tuple[dict[str, f
     cfg, acc = run.cfg, run.engine.accelerator
     world, pad_id = acc.num_processes, run.models.tokenizer.pad_token_id
     policy = run.models.policy
+    losses_of, token_mean = LOSSES[cfg.loss_type]
+    per_pair = functools.partial(_with_beta, losses_of, cfg.beta)
 
     def step(rows: torch.Tensor) -> dict[str, float]:
         n_pairs = len(rows) * world  # every process holds an equal share (see detail 6)
@@ -235,22 +211,17 @@ def update(run: OnlineDPORun, items: Sequence[EncodedPair]) -> tuple[dict[str, f
             batch = collate([items[i] for i in part.tolist()], pad_id, cfg.share_prompt)
             losses.append(
                 functools.partial(
-                    micro_batch_loss, policy, batch, run.reference, n_pairs, world, cfg
+                    pair_loss, policy, batch, run.reference, per_pair, token_mean, n_pairs, world
                 )
             )
         sums = accumulate(acc, policy, losses)
         grad_norm = optimizer_step(
             acc, policy, run.optimizer, run.scheduler, cfg.optim.max_grad_norm
         )
-        n = n_pairs / world  # the stats are process averages of W-scaled sums
         return {
             "loss/dpo": sums["loss"],
-            "rewards/chosen": sums["chosen"] / n,
-            "rewards/rejected": sums["rejected"] / n,
-            "rewards/accuracies": sums["correct"] / n,
-            "rewards/margins": (sums["chosen"] - sums["rejected"]) / n,
-            "logps/chosen": sums["logps_chosen"] / n,
-            "logps/rejected": sums["logps_rejected"] / n,
+            # the stats are process averages of W-scaled sums: over n_pairs / W
+            **pair_metrics(sums, n_pairs / world),
             "optim/grad_norm": grad_norm,
             "optim/lr": run.scheduler.get_last_lr()[0],
         }
