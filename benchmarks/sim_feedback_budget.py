@@ -26,6 +26,8 @@ simulated annotators is not part of `rlhfkit.sim` yet). One JSON line per row, t
     python benchmarks/sim_feedback_budget.py --demo runs/demo [--budget 1000] [--threads 1]
     python benchmarks/sim_feedback_budget.py --demo DIR --make-demo   # the demo first, PPO cut
 
+DEMO may also hold only the demo's first stages (world/, sft/model, rm/model, configs/): then the
+SFT replies are sampled here as the demo's evaluation stage samples them.
 `--make-demo` runs `rlhfkit demo` (default sizes and seed) into DEMO first with its two PPO runs
 cut to one iteration each, which this comparison does not use (the demo's PPO row at full length
 is in docs/dpo_bon.md); then the demo's own PPO row is left out of the table.
@@ -63,7 +65,9 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
     from rlhfkit.algos import dpo, kto, online_dpo
+    from rlhfkit.config import load_config
     from rlhfkit.data import read_prompts
+    from rlhfkit.demo import DemoConfig
     from rlhfkit.eval.evaluate import evaluate_policy
     from rlhfkit.eval.judges import score_outcomes
     from rlhfkit.eval.winrate import win_rate
@@ -73,29 +77,44 @@ def main() -> None:
     from rlhfkit.types import Message, PromptRecord
 
     demo = args.demo
-    if not (demo / "summary.json").is_file():
-        raise SystemExit(f"{demo}/summary.json missing; is {demo} a finished `rlhfkit demo` run?")
-    summary = json.loads((demo / "summary.json").read_text())
-    seed = summary["seed"]
-    demo_cfg = {p.stem: yaml.safe_load(p.read_text()) for p in (demo / "configs").glob("*.yaml")}
-    sft_rows = [json.loads(line) for line in open(demo / "eval" / "sft.jsonl", encoding="utf-8")]
-    sft_gold = [r["gold"] for r in sft_rows]
-    out = args.out or demo / "feedback_budget"
-    out.mkdir(parents=True, exist_ok=True)
     world = demo / "world"
     sft_dir, rm_dir = demo / "sft" / "model", demo / "rm" / "model"
     tokenizer = load_tokenizer(sft_dir)
     ref = load_policy(ModelConfig(name_or_path=str(sft_dir)))
     rm = load_reward_model(rm_dir)
-    records = [
-        PromptRecord(tuple(Message(m["role"], m["content"]) for m in r["dialogue"]))
-        for r in sft_rows
-    ]
-    rollout = RolloutConfig(
-        max_new_tokens=summary["settings"]["eval_max_new_tokens"],
-        temperature=summary["settings"]["eval_temperature"],
-        batch_size=64,
-    )
+    out = args.out or demo / "feedback_budget"
+    out.mkdir(parents=True, exist_ok=True)
+    summary = None
+    if (demo / "summary.json").is_file():  # a finished demo: its settings and SFT replies
+        summary = json.loads((demo / "summary.json").read_text())
+        seed = summary["seed"]
+        sft_rows = [
+            json.loads(line) for line in open(demo / "eval" / "sft.jsonl", encoding="utf-8")
+        ]
+        sft_gold = [r["gold"] for r in sft_rows]
+        records = [
+            PromptRecord(tuple(Message(m["role"], m["content"]) for m in r["dialogue"]))
+            for r in sft_rows
+        ]
+        rollout = RolloutConfig(
+            max_new_tokens=summary["settings"]["eval_max_new_tokens"],
+            temperature=summary["settings"]["eval_temperature"],
+            batch_size=64,
+        )
+    else:  # the demo's SFT and RM stages only: evaluate SFT as the demo's eval stage would
+        seed = 0
+        ev = load_config(DemoConfig, preset="demo").eval
+        records = read_prompts(world / "prompts" / "eval.jsonl").records[: ev.n_prompts]
+        rollout = RolloutConfig(
+            max_new_tokens=ev.max_new_tokens, temperature=ev.temperature, batch_size=64
+        )
+        sft_res = evaluate_policy(
+            ref, tokenizer, records, rollout, seed=seed + 7, name="sft", ref_policy=ref,
+            reward_model=rm, gold=True,
+        )  # fmt: skip
+        sft_gold = list(sft_res.gold)
+        sft_summary = sft_res.summary()
+    demo_cfg = {p.stem: yaml.safe_load(p.read_text()) for p in (demo / "configs").glob("*.yaml")}
     rows: list[dict[str, Any]] = []
     engine = {"seed": seed, "device": "cpu", "threads": args.threads, "resume": False}
 
@@ -118,8 +137,8 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     # 0. the demo's own rows: SFT and PPO
-    rates = summary["rates"]
-    for name in ("sft",) if args.make_demo else ("sft", "ppo"):
+    rates = summary["rates"] if summary else {}
+    for name in ("sft",) if args.make_demo else ("sft", "ppo") if summary else ():
         wr = summary["win_rate_detail"] if name == "ppo" else None
         row = {
             "row": f"demo {name}",
@@ -131,6 +150,16 @@ def main() -> None:
             "over_refusal_rate": round(rates[name]["over_refusal_rate"], 4),
             "seconds": summary["timings"].get(name),
         }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+    if summary is None:
+        row = {
+            "row": "SFT (sampled here)", "win_rate_vs_sft": None, "win_rate_ci": None,
+            "gold_mean": round(sft_summary["gold_mean"], 3), "kl_to_sft": 0.0,
+            "harmful_compliance_rate": round(sft_summary["harmful_compliance_rate"], 4),
+            "over_refusal_rate": round(sft_summary["over_refusal_rate"], 4), "seconds": None,
+        }  # fmt: skip
         rows.append(row)
         print(json.dumps(row), flush=True)
 
