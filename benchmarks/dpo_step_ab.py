@@ -53,10 +53,10 @@ def main() -> None:
 
     hf_logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
-    from rlhfkit.update.pairs import collate, pair_logps
     from rlhfkit.core import dpo_sigmoid_losses
     from rlhfkit.data import collate_pairs, encode_pairs, read_preferences
     from rlhfkit.models import ModelConfig, load_policy, load_tokenizer
+    from rlhfkit.update.pairs import collate, pair_logps
 
     tok = load_tokenizer(args.assets / "tokenizer")
     pairs = read_preferences(args.assets / "preferences.jsonl").records

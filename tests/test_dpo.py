@@ -16,7 +16,6 @@ from safetensors.torch import load_file
 from transformers import GPT2LMHeadModel
 
 from rlhfkit.algos.dpo import LOSSES, DPOConfig, train
-from rlhfkit.update.pairs import collate, pair_logps
 from rlhfkit.algos.dpo.trainer import REFERENCE_FILE, micro_batch_loss
 from rlhfkit.config import load_config
 from rlhfkit.core import dpo_sigmoid_losses, ipo_losses, orpo_losses, simpo_losses
@@ -27,6 +26,7 @@ from rlhfkit.models import ModelConfig, load_policy
 from rlhfkit.models.tiny import build_tiny_model, save_tiny_model
 from rlhfkit.rollout import reference_context
 from rlhfkit.sim.tokenizer import train_tokenizer
+from rlhfkit.update.pairs import collate, pair_logps
 
 WORDS = ["cat", "dog", "sun", "tree", "fish", "bird", "moon", "star"]
 
