@@ -10,7 +10,7 @@ and the median of the per-round ratios.
   right-padded; the full policy forward with logits at every position and a float32
   log-softmax over the vocabulary; the same for a frozen reference under no_grad; summed
   response log-probs; the sigmoid loss; backward; AdamW.
-- B, rlhfkit's step (`algos.dpo.logps.pair_logps`, `core.dpo_sigmoid_losses`): 8 shared-prompt
+- B, rlhfkit's step (`update.pairs.pair_logps`, `core.dpo_sigmoid_losses`): 8 shared-prompt
   rows, the LM head at response positions only, the reference log-probs cached (read from a
   tensor; `--live` also runs the reference forward every step).
 
@@ -56,10 +56,10 @@ def main() -> None:
 
     hf_logging.set_verbosity_error()
     torch.set_num_threads(args.threads)
-    from rlhfkit.algos.dpo.logps import collate, pair_logps
     from rlhfkit.core import dpo_sigmoid_losses
     from rlhfkit.data import collate_pairs, encode_pairs, read_preferences
     from rlhfkit.models import ModelConfig, load_policy, load_tokenizer
+    from rlhfkit.update.pairs import collate, pair_logps
 
     tok = load_tokenizer(args.assets / "tokenizer")
     pairs = read_preferences(args.assets / "preferences.jsonl").records

@@ -1,7 +1,7 @@
 """The `rlhfkit` command.
 
     rlhfkit demo [--out DIR] [--quick]          the whole loop on the simulated world
-    rlhfkit sft|rm|ppo|grpo|rloo|reinforce|dpo|bon --config FILE [--preset NAME] [key=value ...]
+    rlhfkit sft|rm|ppo|grpo|rloo|reinforce|dpo|kto|online-dpo|bon --config FILE [--preset NAME] [key=value ...]
     rlhfkit sim make|score|collect              the simulated feedback world
     rlhfkit data inspect PATH                   look at a dataset before training on it
     rlhfkit eval ...                            judges, win rates, reports
@@ -75,7 +75,22 @@ TRAINERS = {
         "PGConfig",
         "REINFORCE++ (whitened returns, no critic; preset: reinforce_sim).",
     ),
-    "dpo": ("rlhfkit.algos.dpo", "DPOConfig", "Direct preference optimisation."),
+    "dpo": (
+        "rlhfkit.algos.dpo",
+        "DPOConfig",
+        "Direct preference optimisation (loss_type: sigmoid, ipo, simpo, orpo).",
+    ),
+    "kto": (
+        "rlhfkit.algos.kto",
+        "KTOConfig",
+        "KTO from replies rated on their own (thumbs / ratings; preset: kto_sim).",
+    ),
+    "online-dpo": (
+        "rlhfkit.algos.online_dpo",
+        "OnlineDPOConfig",
+        "Online / iterative DPO: pairs sampled from the policy, labelled by the reward "
+        "(presets: online_dpo_sim, iterative_dpo_sim).",
+    ),
     "bon": ("rlhfkit.algos.bon", "BoNConfig", "Best-of-N sampling with a reward model."),
 }
 

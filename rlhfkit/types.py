@@ -84,6 +84,18 @@ class RankedList:
 
 
 @dataclass(frozen=True)
+class UnpairedExample:
+    """One reply judged on its own: desirable (`label` True: thumbs up, a high rating) or not.
+    TRL's unpaired preference format (`prompt`, `completion`, `label`), what KTO trains on."""
+
+    prompt: Dialogue
+    completion: str
+    label: bool
+    source: str = ""
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
 class PromptRecord:
     """A prompt for RL (PPO / GRPO / best-of-N) or evaluation."""
 

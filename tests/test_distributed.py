@@ -14,7 +14,7 @@ averaging is exact), and (b) in the online trainers, the prompts a process sampl
 padded batch with other prompts than in one process (different widths of the same masked
 matmuls), so the rollout's log-probs differ by a rounding (~1e-7 relative). Sampled tokens do not
 depend on that (rows are seeded by their global number, `rollout.row_seeds`).
-- SFT, RM, DPO: (a) only. Measured: bit-identical weights. Asserted: rtol 1e-6, atol 1e-7.
+- SFT, RM, DPO, KTO: (a) only (KTO's z₀ adds the processes' sums: two addends either way). Measured: bit-identical weights. Asserted: rtol 1e-6, atol 1e-7.
 - PPO, GRPO: (b) enters every ratio; the policy gradient Σ A·ratio·∇log π is a sum of terms
   whose advantages cancel (zero mean per group / after whitening), which magnifies a 1e-7
   relative rounding in the terms into ~1e-5 relative in the sum. Measured after 12 Adam steps of
@@ -49,7 +49,7 @@ from rlhfkit.engine.metrics import read_metrics
 
 HERE = Path(__file__).parent
 WORDS = [f"w{i}" for i in range(14)]
-PARAM_TOL = {"rtol": 1e-6, "atol": 1e-7}  # SFT, RM, DPO (see the module docstring)
+PARAM_TOL = {"rtol": 1e-6, "atol": 1e-7}  # SFT, RM, DPO, KTO (see the module docstring)
 ONLINE_PARAM_TOL = {"rtol": 1e-5, "atol": 2e-5}  # PPO, GRPO
 METRIC_TOL = {"rel": 1e-5, "abs": 1e-6}
 TIMING = ("time", "perf/", "time/")
@@ -78,13 +78,15 @@ def assets(tmp_path_factory) -> dict[str, str]:
         n = int(torch.randint(lo, hi, (1,), generator=rng))
         return " ".join(WORDS[i] for i in torch.randint(2, len(WORDS), (n,), generator=rng))
 
-    prompts, demos, pairs = [], [], []
+    prompts, demos, pairs, rated = [], [], [], []
     for _ in range(48):
         p = words(2, 6)
         prompts.append({"prompt": p})
         demos.append({"prompt": p, "response": words(1, 5)})
         pairs.append({"prompt": p, "chosen": "w7 " + words(0, 3), "rejected": words(1, 4)})
-    for name, rows in (("prompts", prompts), ("sft", demos), ("pairs", pairs)):
+        rated.append({"prompt": p, "completion": pairs[-1]["chosen"], "label": True})
+        rated.append({"prompt": p, "completion": pairs[-1]["rejected"], "label": False})
+    for name, rows in (("prompts", prompts), ("sft", demos), ("pairs", pairs), ("rated", rated)):
         (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return {"root": str(root), "policy": str(root / "policy")}
 
@@ -112,6 +114,11 @@ def config(command: str, a: dict[str, str], out: Path, world: int) -> dict:
         }
     if command == "dpo":
         return offline | {"data": data | {"train": str(root / "pairs.jsonl"), "max_pairs": 4}}
+    if command == "kto":  # z₀ from the whole step: both processes' mismatched pairs
+        return offline | {
+            "data": data | {"train": str(root / "rated.jsonl"), "max_examples": 4,
+                            "validation_fraction": 0.25},
+        }  # fmt: skip
     online = {
         "out_dir": str(out),
         "policy": {"name_or_path": a["policy"]},
@@ -168,7 +175,10 @@ def launch(command: str, cfg: dict, extra_env: dict | None = None, flags: tuple 
 
 
 def saved_models(run: Path, command: str) -> dict[str, torch.Tensor]:
-    folders = {"sft": ["model"], "rm": ["model"], "dpo": ["model"], "ppo": ["policy", "critic"]}
+    folders = {
+        "sft": ["model"], "rm": ["model"], "dpo": ["model"], "kto": ["model"],
+        "ppo": ["policy", "critic"],
+    }  # fmt: skip
     out = {}
     for folder in folders.get(command, ["policy"]):
         for name, t in load_file(str(run / folder / "model.safetensors")).items():
@@ -203,7 +213,7 @@ def assert_same_models(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], *
         torch.testing.assert_close(b[name], a[name], **tol, msg=name)
 
 
-COMMANDS = ["sft", "rm", "dpo", "ppo", "grpo"]
+COMMANDS = ["sft", "rm", "dpo", "kto", "ppo", "grpo"]
 
 
 @pytest.fixture(scope="module")

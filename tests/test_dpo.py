@@ -1,6 +1,6 @@
-"""DPO trainer: every loss against hand-computed values, log-probs against a naive per-row
-forward (shared-prompt rows ≡ plain rows), one trainer step against a hand-written step,
-accumulation ≡ one batch, learning on the simulated world, resume ≡ uninterrupted, the LoRA
+"""DPO trainer: every loss (DPO, cDPO, IPO, SimPO, ORPO) against hand-computed values or its
+definition, log-probs against a naive per-row forward (shared-prompt rows ≡ plain rows), one
+trainer step against a hand-written step, accumulation ≡ one batch, learning on the simulated world, resume ≡ uninterrupted, the LoRA
 reference = the base model, presets."""
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from safetensors.torch import load_file
 from transformers import GPT2LMHeadModel
 
 from rlhfkit.algos.dpo import LOSSES, DPOConfig, train
-from rlhfkit.algos.dpo.logps import collate, pair_logps
 from rlhfkit.algos.dpo.trainer import REFERENCE_FILE, micro_batch_loss
 from rlhfkit.config import load_config
-from rlhfkit.core import dpo_sigmoid_losses, ipo_losses, simpo_losses
+from rlhfkit.core import dpo_sigmoid_losses, ipo_losses, orpo_losses, simpo_losses
 from rlhfkit.data import encode_pairs, read_preferences
 from rlhfkit.engine import Engine, accumulate
 from rlhfkit.engine.metrics import read_metrics
@@ -28,6 +27,7 @@ from rlhfkit.models import ModelConfig, load_policy
 from rlhfkit.models.tiny import build_tiny_model, save_tiny_model
 from rlhfkit.rollout import reference_context
 from rlhfkit.sim.tokenizer import train_tokenizer
+from rlhfkit.update.pairs import collate, pair_logps
 
 WORDS = ["cat", "dog", "sun", "tree", "fish", "bird", "moon", "star"]
 
@@ -117,6 +117,30 @@ def test_ipo_and_simpo_losses_by_hand():
     assert simpo.chosen_rewards.tolist() == [-2.0, -1.0]
     z = torch.zeros(4, dtype=torch.float64)
     assert simpo_losses(z, z, 2.0, 0.0).losses.tolist() == pytest.approx([math.log(2)] * 4)
+
+
+def test_orpo_loss_equals_its_definition():
+    """ORPO (Hong et al. 2024 eqs. 2–7), one pair at a time from the definition: P = e^ā,
+    odds = P / (1 − P), ℓ = −ā_w − λ·log σ(log(odds_w / odds_l)); also for ā near 0 (P → 1),
+    where log(1 − P) needs expm1."""
+    lam = 0.25
+    aw = [-1.2, -0.3, -2.5, -1e-4]
+    al = [-0.9, -1.7, -2.5, -3.0]
+    want = []
+    for w, lo in zip(aw, al, strict=True):
+        odds_w = math.exp(w) / (1 - math.exp(w))
+        odds_l = math.exp(lo) / (1 - math.exp(lo))
+        log_or = math.log(odds_w / odds_l)
+        want.append(-w - lam * math.log(1 / (1 + math.exp(-log_or))))
+    out = orpo_losses(_t(aw), _t(al), lam)
+    assert out.losses.tolist() == pytest.approx(want, rel=1e-9)
+    assert out.chosen_rewards.tolist() == pytest.approx([lam * w for w in aw])
+    assert out.nll.tolist() == pytest.approx([-w for w in aw])
+    assert out.losses[2].item() == pytest.approx(2.5 + lam * math.log(2), rel=1e-12)  # ā_w = ā_l
+    f = torch.tensor([-1e-6], requires_grad=True)  # float32, P within 1e-6 of 1: still finite
+    loss = orpo_losses(f, torch.tensor([-2.0]), lam).losses.sum()
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(f.grad).all()
 
 
 def _naive_logps(model, items) -> torch.Tensor:
@@ -212,7 +236,7 @@ def test_one_trainer_step_equals_a_hand_written_step(assets):
     assert metrics["logps/chosen"] == pytest.approx(float(pol[0].mean()), rel=1e-5)
 
 
-@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo", "simpo"])
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo", "simpo", "orpo"])
 def test_every_variant_trains_and_reports_trl_metrics(assets, loss_type):
     root, base, tok = assets
     extra = {"beta": 2.0} if loss_type == "simpo" else {}
@@ -226,7 +250,7 @@ def test_every_variant_trains_and_reports_trl_metrics(assets, loss_type):
     assert rows[-1]["rewards/margins"] > rows[0]["rewards/margins"]
     assert rows[-1]["rewards/accuracies"] > 0.8
     assert result.metrics["eval/rewards/accuracies"] > 0.7
-    assert (result.run_dir / REFERENCE_FILE).is_file() == (loss_type != "simpo")
+    assert (result.run_dir / REFERENCE_FILE).is_file() == (loss_type not in ("simpo", "orpo"))
 
 
 def test_ranked_lists_and_plain_rows_train(assets, capsys):

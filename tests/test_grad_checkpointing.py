@@ -23,6 +23,7 @@ import torch
 from checkpointing_helpers import Recomputes, count_recomputes
 from helpers import build_config, target_fraction
 from safetensors.torch import load_file
+from test_online_dpo import make_cfg as make_online_dpo_cfg
 from test_pg import make_cfg as make_pg_cfg
 from test_ppo import make_cfg
 
@@ -30,6 +31,9 @@ import rlhfkit.algos.ppo.trainer as ppo_trainer
 from rlhfkit.algos import pg
 from rlhfkit.algos.dpo import DPOConfig
 from rlhfkit.algos.dpo import train as train_dpo
+from rlhfkit.algos.kto import KTOConfig
+from rlhfkit.algos.kto import train as train_kto
+from rlhfkit.algos.online_dpo import train as train_online_dpo
 from rlhfkit.algos.ppo import train as train_ppo
 from rlhfkit.algos.rm import RMConfig
 from rlhfkit.algos.rm import train as train_rm
@@ -52,6 +56,9 @@ def offline(tmp_path_factory) -> Path:
         pairs.append({"prompt": f"is it a {w}?", "chosen": f"it is a {w}, yes.", "rejected": "no."})
         demos.append({"prompt": f"say {w} twice", "response": f"{w} {w}." if i % 2 else "ok."})
     (root / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in pairs))
+    rated = [{"prompt": r["prompt"], "completion": r[side], "label": side == "chosen"}
+             for r in pairs for side in ("chosen", "rejected")]  # fmt: skip
+    (root / "rated.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rated))
     (root / "demos.jsonl").write_text("".join(json.dumps(r) + "\n" for r in demos))
     texts = [" ".join(r.values()) for r in pairs + demos]
     tok = train_tokenizer(texts * 5, vocab_size=300, min_frequency=1)
@@ -139,6 +146,18 @@ def test_dpo(offline):
     _assert_same_weights(w_off, w_on)
 
 
+def test_kto(offline):
+    """The z₀ pass runs without gradients (not recomputed, not counted); the loss pass is."""
+
+    def run(ckpt):
+        cfg = _offline_cfg(KTOConfig, offline, "gpt2", f"kto_{ckpt}", "rated.jsonl", ckpt)
+        return _weights(train_kto(cfg).model_dir)
+
+    (off, w_off), (on, w_on) = _both(run)
+    _assert_checkpointing(off, on)
+    _assert_same_weights(w_off, w_on)
+
+
 def test_ppo_policy_and_critic(assets, tmp_path, monkeypatch):
     """Both trained models checkpoint (the critic inherits the policy's setting when it has no
     config of its own), counted per model."""
@@ -179,6 +198,21 @@ def test_grpo(assets, tmp_path):
             **{"policy.gradient_checkpointing": ckpt},
         )
         return _weights(pg.train(cfg, reward_fn=target_fraction).policy_path)
+
+    (off, w_off), (on, w_on) = _both(run)
+    _assert_checkpointing(off, on)
+    _assert_same_weights(w_off, w_on)
+
+
+def test_online_dpo(assets, tmp_path):
+    """The reference runs without gradients (not counted); the DPO step's forward is."""
+
+    def run(ckpt):
+        cfg = make_online_dpo_cfg(
+            assets, tmp_path / f"odpo_{ckpt}", iterations=1,
+            **{"policy.gradient_checkpointing": ckpt},
+        )  # fmt: skip
+        return _weights(train_online_dpo(cfg, reward_fn=target_fraction).policy_path)
 
     (off, w_off), (on, w_on) = _both(run)
     _assert_checkpointing(off, on)

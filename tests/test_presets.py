@@ -11,6 +11,8 @@ import pytest
 
 from rlhfkit.algos.bon import BoNConfig
 from rlhfkit.algos.dpo import DPOConfig
+from rlhfkit.algos.kto import KTOConfig
+from rlhfkit.algos.online_dpo import OnlineDPOConfig
 from rlhfkit.algos.pg import PGConfig
 from rlhfkit.algos.ppo import PPOConfig
 from rlhfkit.algos.rm import RMConfig
@@ -24,6 +26,9 @@ CLASS_OF = {
     "ppo": PPOConfig,
     "demo": DemoConfig,
     "dpo": DPOConfig,
+    "kto": KTOConfig,
+    "online": OnlineDPOConfig,
+    "iterative": OnlineDPOConfig,
     "bon": BoNConfig,
     **{name: PGConfig for name in ("grpo", "dr", "dapo", "rloo", "reinforce")},
 }

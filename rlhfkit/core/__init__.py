@@ -3,7 +3,8 @@
 Masks are (B, T) bool (or 0/1) tensors with True = valid token. Log-prob math runs in float32.
 Modules: `stats` (masked statistics, whitening, running moments), `logprobs` (token log-probs,
 entropy), `kl` (KL estimators, reward shaping, KL controllers), `advantages` (GAE, returns,
-GRPO/RLOO baselines), `importance` (engine-vs-trainer importance weights), `losses` (loss reduction, PPO, value, reward-model, DPO and SFT losses).
+GRPO/RLOO baselines), `importance` (engine-vs-trainer importance weights), `losses` (loss
+reduction, PPO, value, reward-model, DPO, ORPO, KTO and SFT losses).
 """
 
 from rlhfkit.core.advantages import (
@@ -29,7 +30,9 @@ from rlhfkit.core.kl import (
 from rlhfkit.core.logprobs import entropy_from_logits, gather_logprobs, perplexity
 from rlhfkit.core.losses import (
     DPOLossOutput,
+    KTOLosses,
     LossMode,
+    ORPOLosses,
     PairwiseLossOutput,
     PolicyLossOutput,
     PreferenceLosses,
@@ -39,6 +42,9 @@ from rlhfkit.core.losses import (
     dpo_loss,
     dpo_sigmoid_losses,
     ipo_losses,
+    kto_losses,
+    kto_reference_point,
+    orpo_losses,
     pairwise_loss,
     policy_gradient_loss,
     ppo_penalty_loss,
@@ -77,6 +83,11 @@ __all__ = [
     "group_advantages",
     "group_baseline",
     "ipo_losses",
+    "kto_losses",
+    "kto_reference_point",
+    "KTOLosses",
+    "orpo_losses",
+    "ORPOLosses",
     "kl_loss",
     "kl_penalty",
     "last_valid_index",

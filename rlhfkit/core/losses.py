@@ -1,5 +1,5 @@
-"""Losses: loss reduction, PPO policy (clip and penalty) and value losses, reward-model and DPO
-losses, SFT negative log-likelihood.
+"""Losses: loss reduction, PPO policy (clip and penalty) and value losses, reward-model, DPO,
+ORPO and KTO losses, SFT negative log-likelihood.
 
 Implementation details and their sources:
 
@@ -26,7 +26,13 @@ Implementation details and their sources:
    against TRL `CPOTrainer` (`loss_type="simpo"`). The per-pair forms (`dpo_sigmoid_losses`,
    `ipo_losses`, `simpo_losses`) leave the reduction to the trainer, which divides by the
    step's global pair count (detail 1).
-7. `logsigmoid` is used instead of log(sigmoid(·)) so large margins do not underflow.
+7. ORPO (Hong et al. 2024 eqs. 2–7): the chosen reply's token-mean NLL plus λ times
+   −log σ(log odds ratio), reference-free, checked against TRL `ORPOTrainer.odds_ratio_loss`.
+8. KTO (Ethayarajh et al. 2024 eq. 8): λ_y − v(x, y), the value σ(β·(r − z₀)) of a desirable
+   reply and σ(β·(z₀ − r)) of an undesirable one around the reference point z₀, itself the
+   clamped, detached mean log-ratio of mismatched pairs (`kto_reference_point`); checked
+   against TRL `KTOTrainer.kto_loss`.
+9. `logsigmoid` is used instead of log(sigmoid(·)) so large margins do not underflow.
 """
 
 from __future__ import annotations
@@ -51,6 +57,11 @@ __all__ = [
     "dpo_loss",
     "dpo_sigmoid_losses",
     "ipo_losses",
+    "kto_losses",
+    "kto_reference_point",
+    "KTOLosses",
+    "orpo_losses",
+    "ORPOLosses",
     "pairwise_loss",
     "policy_gradient_loss",
     "ppo_penalty_loss",
@@ -444,6 +455,90 @@ def simpo_losses(
     chosen, rejected = beta * chosen_avg_logps, beta * rejected_avg_logps
     losses = -F.logsigmoid(chosen - rejected - gamma)
     return PreferenceLosses(losses, chosen.detach(), rejected.detach())
+
+
+class ORPOLosses(NamedTuple):
+    losses: torch.Tensor  # (B,) per-pair loss: NLL of the chosen reply + λ·odds-ratio term
+    chosen_rewards: torch.Tensor  # (B,) λ·ā_w, detached (TRL's ORPO "rewards")
+    rejected_rewards: torch.Tensor  # (B,) λ·ā_l, detached
+    nll: torch.Tensor  # (B,) −ā_w, detached: the SFT part
+    log_odds_ratio: torch.Tensor  # (B,) log odds(y_w) − log odds(y_l), detached
+
+
+def orpo_losses(
+    chosen_avg_logps: torch.Tensor,
+    rejected_avg_logps: torch.Tensor,
+    lam: float,
+) -> ORPOLosses:
+    """ORPO, per pair (no reference model): ℓ = −ā_w − λ·log σ(log OR) with
+    log OR = log odds(y_w) − log odds(y_l), odds(y) = P(y) / (1 − P(y)), P(y) = exp(ā),
+    ā = the reply's token-*mean* log-prob under the policy.
+
+    −ā_w is the SFT negative log-likelihood of the chosen reply (token mean); the second term
+    raises the odds of the chosen reply over the rejected one. log(1 − e^ā) is computed as
+    log(−expm1(ā)), exact for ā near 0. Shapes (B,) → (B,); with ā_w = ā_l, ℓ = −ā_w + λ·log 2.
+    Reference: Hong, Lee & Thorne 2024 ("ORPO"), eqs. 2–7 (λ = 0.1 there for most runs);
+    TRL `ORPOTrainer.odds_ratio_loss` (its `beta` is λ; rewards β·ā).
+    """
+    if chosen_avg_logps.shape != rejected_avg_logps.shape or chosen_avg_logps.dim() != 1:
+        raise ValueError("orpo_losses: chosen and rejected must both be (B,)")
+    log_odds = (chosen_avg_logps - rejected_avg_logps) - (
+        torch.log(-torch.expm1(chosen_avg_logps)) - torch.log(-torch.expm1(rejected_avg_logps))
+    )
+    losses = -chosen_avg_logps - lam * F.logsigmoid(log_odds)
+    return ORPOLosses(
+        losses,
+        lam * chosen_avg_logps.detach(),
+        lam * rejected_avg_logps.detach(),
+        -chosen_avg_logps.detach(),
+        log_odds.detach(),
+    )
+
+
+class KTOLosses(NamedTuple):
+    losses: torch.Tensor  # (B,) per-example loss λ_y − v(x, y)
+    rewards: torch.Tensor  # (B,) implicit reward β·(log π − log π_ref), detached
+
+
+def kto_reference_point(kl_sum: torch.Tensor | float, count: int | float) -> torch.Tensor:
+    """KTO's reference point ẑ₀ = max(0, Σ_i (log π(y_j|x_i) − log π_ref(y_j|x_i)) / m): the mean
+    log-ratio of m *mismatched* pairs (a prompt x_i with another example's completion y_j),
+    an estimate of KL(π ‖ π_ref) clamped at 0 and detached (no gradient flows through it).
+
+    Takes the sum and the count so a trainer can add them up over micro-batches and processes
+    first (then every micro-batch of a step uses one ẑ₀). Reference: Ethayarajh et al. 2024
+    ("KTO"), §4.1 (the estimate, the clamp, no backpropagation); TRL `KTOTrainer.kto_loss`
+    (`kl = (policy_KL_logps − reference_KL_logps).mean().detach()`, gathered, `.clamp(min=0)`).
+    """
+    if count <= 0:
+        raise ValueError("kto_reference_point: no mismatched pairs (count must be positive)")
+    return (torch.as_tensor(kl_sum).detach() / count).clamp(min=0.0)
+
+
+def kto_losses(
+    policy_logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    desirable: torch.Tensor,
+    z0: torch.Tensor | float,
+    beta: float,
+    desirable_weight: float = 1.0,
+    undesirable_weight: float = 1.0,
+) -> KTOLosses:
+    """KTO, per example: ℓ = λ_y − v(x, y) with r = log π(y|x) − log π_ref(y|x) and
+    v = λ_D·σ(β·(r − z₀)) for a desirable y, λ_U·σ(β·(z₀ − r)) for an undesirable one.
+
+    `z0` is the reference point (`kto_reference_point`, detached). Shapes: `policy_logps`,
+    `ref_logps` (B,) summed reply log-probs, `desirable` (B,) bool → (B,). With r = z₀ every
+    loss is λ_y / 2. Reference: Ethayarajh et al. 2024 ("KTO"), eq. 8 (defaults β = 0.1,
+    λ_D = λ_U = 1); TRL `KTOTrainer.kto_loss` (its λ·(1 − σ(·)) is the same number).
+    """
+    if policy_logps.shape != ref_logps.shape or policy_logps.shape != desirable.shape:
+        raise ValueError("kto_losses: policy_logps, ref_logps and desirable must share one shape")
+    r = policy_logps - ref_logps.detach()
+    z0 = torch.as_tensor(z0, dtype=r.dtype, device=r.device).detach()
+    weight = torch.full_like(r, desirable_weight).where(desirable, undesirable_weight)
+    v = weight * torch.sigmoid(beta * torch.where(desirable, r - z0, z0 - r))
+    return KTOLosses(weight - v, beta * r.detach())
 
 
 class DPOLossOutput(NamedTuple):

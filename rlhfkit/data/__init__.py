@@ -1,6 +1,7 @@
 """rlhfkit.data: preference and instruction data in, validated and tokenized batches out.
 
-Read (`read_sft`, `read_preferences`, `read_ranked`, `read_prompts` → `ReadResult`), format and
+Read (`read_sft`, `read_preferences`, `read_ranked`, `read_prompts`, `read_unpaired` →
+`ReadResult`), format and
 tokenize (`ensure_pad_token`, `format_prompt`, `encode_response`, `end_token_id`,
 `stop_token_ids`, `encode_*`), batch (`collate_*`,
 `pack_sft`, `collate_shared_prompt`, `TokenBudgetSampler`, `epoch_batches`, `split_records`),
@@ -46,6 +47,7 @@ _EXPORTS = {
         "read_prompts",
         "read_ranked",
         "read_sft",
+        "read_unpaired",
     ],
     "rlhfkit.data.sampling": [
         "TokenBudgetSampler",

@@ -41,8 +41,9 @@ Implementation details and sources:
 - Generic rows: canonical fields `prompt` (text or a list of `{"role","content"}` messages),
   `messages`, `system`, `response` (or TRL's `completion`), `chosen`, `rejected` (text, or message
   lists in the conversational form), `responses` (best first) with optional `scores` (higher is
-  better; the list is sorted by score), `margin`; `columns` maps a canonical name to the file's
-  column name. Fields not used are carried into `record.meta` (a `meta` object's keys are merged
+  better; the list is sorted by score), `margin`, `label` (with `completion` or `response`:
+  TRL's unpaired preference row, true = desirable; true/false, 1/0 or their strings);
+  `columns` maps a canonical name to the file's column name. Fields not used are carried into `record.meta` (a `meta` object's keys are merged
   into it).
 """
 
@@ -56,11 +57,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlhfkit.data.problems import RowError
-from rlhfkit.types import Dialogue, Message, PreferencePair, PromptRecord, RankedList, SFTExample
+from rlhfkit.types import (
+    Dialogue,
+    Message,
+    PreferencePair,
+    PromptRecord,
+    RankedList,
+    SFTExample,
+    UnpairedExample,
+)
 
 FORMATS = ("hh", "shp", "summarize", "summarize_axis", "webgpt", "alpaca", "sharegpt", "generic")
 
-NativeRecord = SFTExample | PreferencePair | RankedList | PromptRecord
+NativeRecord = SFTExample | PreferencePair | RankedList | PromptRecord | UnpairedExample
 
 
 @dataclass
@@ -131,6 +140,20 @@ def _number(value: Any, field: str) -> float:
     if not math.isfinite(x):
         raise RowError(field, f"expected a finite number, got {value!r}")
     return x
+
+
+_LABELS = {"true": True, "false": False, "1": True, "0": False}
+
+
+def _label(value: Any, field: str) -> bool:
+    """An unpaired row's label: JSON true/false, 1/0, or those as text (CSV cells)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _LABELS:
+        return _LABELS[value.strip().lower()]
+    raise RowError(field, f"expected true or false (desirable or not), got {value!r}")
 
 
 _ROLE_ALIASES = {"system": "system", "user": "user", "assistant": "assistant", "human": "user"}
@@ -404,6 +427,7 @@ CANONICAL = (
     "responses",
     "scores",
     "margin",
+    "label",
 )
 
 
@@ -479,6 +503,9 @@ def parse_generic(row: dict[str, Any], ctx: Context) -> NativeRecord:
             raise RowError(col["prompt"], "missing")
         if before is not None:
             prompt = prompt + before
+        if "label" in has:
+            label = _label(row[col["label"]], col["label"])
+            return UnpairedExample(prompt, response, label, source=ctx.source, meta=meta)
         return SFTExample(prompt, response, source=ctx.source, meta=meta)
 
     if prompt is not None:

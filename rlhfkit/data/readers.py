@@ -1,4 +1,4 @@
-"""Readers: `read_sft`, `read_preferences`, `read_ranked`, `read_prompts`.
+"""Readers: `read_sft`, `read_preferences`, `read_ranked`, `read_prompts`, `read_unpaired`.
 
 Each reads a source (see `rlhfkit.data.sources`), parses every row with the format's parser
 (see `rlhfkit.data.formats`; `format="auto"` sniffs the fields of the first valid row), converts
@@ -8,7 +8,9 @@ the native record to the task's record type, validates, counts duplicates, and r
 - preferences ← pairs as they are; ranked lists expand to their K·(K−1)/2 pairs (i preferred to
   j for every i < j), leaving out pairs whose scores tie.
 - ranked ← ranked lists; a pair is a ranked list of K = 2.
-- sft ← demonstrations; the chosen reply of a pair; the best reply of a ranked list.
+- sft ← demonstrations; the chosen reply of a pair; the best reply of a ranked list; the
+  desirable replies of unpaired rows (the undesirable ones are left out and counted).
+- unpaired ← unpaired rows (prompt, completion, label) as they are; nothing else.
 - prompts ← the prompt of any record.
 
 Bad rows: `on_error="stop"` reads the whole source, then raises one `DataError` listing every
@@ -27,11 +29,11 @@ from typing import Any, Literal
 from rlhfkit.data import formats
 from rlhfkit.data.problems import DataError, OnError, Problem, ReadResult, RowError
 from rlhfkit.data.sources import iter_rows
-from rlhfkit.types import PreferencePair, PromptRecord, RankedList, SFTExample
+from rlhfkit.types import PreferencePair, PromptRecord, RankedList, SFTExample, UnpairedExample
 
 log = logging.getLogger("rlhfkit.data")
 
-Task = Literal["sft", "preferences", "ranked", "prompts"]
+Task = Literal["sft", "preferences", "ranked", "prompts", "unpaired"]
 Format = Literal[
     "auto", "hh", "shp", "summarize", "summarize_axis", "webgpt", "alpaca", "sharegpt", "generic"
 ]
@@ -81,6 +83,18 @@ def read_prompts(
 ) -> ReadResult[PromptRecord]:
     """Prompts (for RL and evaluation) from `source`: the prompt of every record."""
     return read(source, "prompts", format, columns, on_error, **opts)
+
+
+def read_unpaired(
+    source: str | Path,
+    format: Format = "auto",
+    columns: dict[str, str] | None = None,
+    on_error: OnError = "stop",
+    **opts: Any,
+) -> ReadResult[UnpairedExample]:
+    """Replies judged on their own (`UnpairedExample`: prompt, completion, label), TRL's unpaired
+    preference rows; `columns` maps `prompt`, `completion`, `label` to the file's names."""
+    return read(source, "unpaired", format, columns, on_error, **opts)
 
 
 def read(
@@ -188,6 +202,7 @@ _NOUNS = {
     "preferences": "preference pairs",
     "ranked": "ranked lists",
     "prompts": "prompts",
+    "unpaired": "unpaired examples",
 }
 
 
@@ -273,14 +288,34 @@ def _to_sft(rec: formats.NativeRecord, notes: Counter[str]) -> list[SFTExample]:
         return [SFTExample(rec.prompt, rec.chosen, source=rec.source, meta=rec.meta)]
     if isinstance(rec, RankedList):
         return [SFTExample(rec.prompt, rec.responses[0], source=rec.source, meta=rec.meta)]
+    if isinstance(rec, UnpairedExample):
+        if not rec.label:
+            notes["unpaired: undesirable replies left out"] += 1
+            return []
+        return [SFTExample(rec.prompt, rec.completion, source=rec.source, meta=rec.meta)]
     raise RowError("response", "missing: this row is a prompt without a reply")
+
+
+def _to_unpaired(rec: formats.NativeRecord, notes: Counter[str]) -> list[UnpairedExample]:
+    if isinstance(rec, UnpairedExample):
+        return [rec]
+    raise RowError(
+        "label",
+        "missing: unpaired rows need prompt, completion and label (true = desirable)",
+    )
 
 
 def _to_prompts(rec: formats.NativeRecord, notes: Counter[str]) -> list[PromptRecord]:
     return [PromptRecord(rec.prompt, source=rec.source, meta=rec.meta)]
 
 
-_CONVERT = {"sft": _to_sft, "preferences": _to_pairs, "ranked": _to_ranked, "prompts": _to_prompts}
+_CONVERT = {
+    "sft": _to_sft,
+    "preferences": _to_pairs,
+    "ranked": _to_ranked,
+    "prompts": _to_prompts,
+    "unpaired": _to_unpaired,
+}
 
 
 def _dedup_key(rec: Any) -> tuple[Any, ...]:
@@ -291,4 +326,6 @@ def _dedup_key(rec: Any) -> tuple[Any, ...]:
         return (rec.prompt, rec.responses)
     if isinstance(rec, SFTExample):
         return (rec.prompt, rec.response)
+    if isinstance(rec, UnpairedExample):
+        return (rec.prompt, rec.completion, rec.label)
     return (rec.prompt,)

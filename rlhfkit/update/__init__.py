@@ -1,10 +1,12 @@
 """rlhfkit.update: what every online algorithm does after a rollout — the policy step (PPO-Clip
 with clip-higher and dual clip, PPO-Penalty, the plain REINFORCE surrogate; entropy bonus, KL
 loss, ptx), the critic step, the shared `OnlineConfig`, and the run state that a checkpoint
-stores. Accumulation and the optimiser step are `rlhfkit.engine.steps`."""
+stores; the pair log-probs and reference of the preference trainers (DPO, KTO, online DPO:
+`pairs`, `reference`). Accumulation and the optimiser step are `rlhfkit.engine.steps`."""
 
 from rlhfkit.update.config import OnlineConfig, UpdateLossMode
 from rlhfkit.update.critic import critic_step
+from rlhfkit.update.pairs import collate, pair_logps, pair_loss, pair_metrics
 from rlhfkit.update.policy import (
     PolicyObjective,
     build_objective,
@@ -45,6 +47,10 @@ __all__ = [
     "build_objective",
     "build_sampler",
     "push_policy",
+    "collate",
+    "pair_logps",
+    "pair_loss",
+    "pair_metrics",
     "end_iteration",
     "end_run",
     "evaluate_held_out",

@@ -1,4 +1,4 @@
-"""Offline preference optimisation (`rlhfkit dpo`): DPO, conservative DPO, IPO, SimPO. See
+"""Offline preference optimisation (`rlhfkit dpo`): DPO, conservative DPO, IPO, SimPO, ORPO. See
 `trainer` for the implementation notes and their sources."""
 
 from rlhfkit.algos.dpo.config import DPOConfig, DPODataConfig

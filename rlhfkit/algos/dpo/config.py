@@ -67,13 +67,16 @@ class DPOConfig(ConfigBase):
     """Optimiser steps to run (null: `epochs` passes)."""
     grad_accum_steps: int = Field(1, ge=1)
     """Micro-batches per optimiser step; the gradient equals one big batch (global pair count)."""
-    loss_type: Literal["sigmoid", "ipo", "simpo"] = "sigmoid"
+    loss_type: Literal["sigmoid", "ipo", "simpo", "orpo"] = "sigmoid"
     """sigmoid: DPO (Rafailov et al. 2023), conservative DPO with `label_smoothing` > 0
     (Mitchell 2023); ipo: IPO (Azar et al. 2023) on token-mean log-probs, as TRL; simpo: SimPO
-    (Meng et al. 2024), reference-free, token-mean log-probs and target margin `simpo_gamma`."""
+    (Meng et al. 2024), reference-free, token-mean log-probs and target margin `simpo_gamma`;
+    orpo: ORPO (Hong et al. 2024), the chosen reply's NLL plus β times the odds-ratio term,
+    reference-free (no reference is loaded or cached)."""
     beta: float = Field(0.1, gt=0.0)
-    """β: the KL strength of DPO / IPO's τ (DPO paper and TRL: 0.1) or SimPO's reward scale
-    (SimPO paper: 2.0–2.5)."""
+    """β: the KL strength of DPO / IPO's τ (DPO paper and TRL: 0.1), SimPO's reward scale
+    (SimPO paper: 2.0–2.5) or ORPO's λ, the weight of the odds-ratio term (ORPO paper and TRL
+    `ORPOConfig.beta`: 0.1)."""
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)
     """cDPO: the assumed probability that a label is flipped (sigmoid loss only; 0 = DPO)."""
     simpo_gamma: float = 0.5

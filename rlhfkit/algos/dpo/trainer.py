@@ -1,4 +1,4 @@
-"""Offline preference optimisation: DPO, conservative DPO, IPO and SimPO on comparisons.
+"""Offline preference optimisation: DPO, conservative DPO, IPO, SimPO and ORPO on comparisons.
 
 Implementation details and their sources:
 
@@ -8,20 +8,25 @@ Implementation details and their sources:
      −(1 − s)·log σ(β·h) − s·log σ(−β·h) (Mitchell 2023; TRL `label_smoothing`);
    - ipo: (h − 1/(2β))² (Azar et al. 2023 eq. 17) on token-*mean* log-probs, as TRL does;
    - simpo: −log σ(β·(ā_w − ā_l) − γ) on token-mean log-probs, no reference model (Meng et al.
-     2024 eq. 6; TRL `CPOTrainer(loss_type="simpo")`).
+     2024 eq. 6; TRL `CPOTrainer(loss_type="simpo")`);
+   - orpo: −ā_w − β·log σ(log odds(y_w) − log odds(y_l)), odds = e^ā / (1 − e^ā): the SFT
+     NLL of the chosen reply (token mean) plus the odds-ratio term, no reference model (Hong
+     et al. 2024 eqs. 2–7; TRL `ORPOTrainer`, whose `beta` is the paper's λ). A loss type of
+     this trainer rather than its own command: it reads the same comparisons, batches them
+     the same way and needs one policy forward per pair, like SimPO.
 2. Response-only log-probs: the sum over the reply's tokens (EOS included) of log π(token | prompt,
    earlier reply tokens); prompt tokens are context. The LM head runs at response positions only
-   and the last GPT-2 block at the predicting columns only (`logps.pair_logps`).
+   and the last GPT-2 block at the predicting columns only (`update.pairs.pair_logps`).
 3. Shared-prompt rows (`data.collate_shared_prompt`, as the reward model): one row per pair,
    the prompt once, a block mask so each reply sees the prompt and itself only; exact (tested
    against plain rows).
-4. The reference: "cached" computes the reference log-probs of every training and validation
-   pair once, before the first step, in eval mode, and writes them atomically to
-   RUN/reference_logps.pt with a fingerprint of the tokenized data; a resumed run reads them
-   back (the policy has moved by then, so they could not be recomputed from it). TRL's
-   `precompute_ref_log_probs`. "live" runs the reference beside the policy, and with LoRA and no
-   `ref_model` it is the policy with its adapters disabled (peft `disable_adapter`; TRL and
-   OpenRLHF do the same), so no second copy is held.
+4. The reference (`update.reference`): "cached" computes the reference log-probs of every
+   training and validation pair once, before the first step, in eval mode, and writes them
+   atomically to RUN/reference_logps.pt with a fingerprint of the tokenized data; a resumed run
+   reads them back (the policy has moved by then, so they could not be recomputed from it).
+   TRL's `precompute_ref_log_probs`. "live" runs the reference beside the policy, and with LoRA
+   and no `ref_model` it is the policy with its adapters disabled (peft `disable_adapter`; TRL
+   and OpenRLHF do the same), so no second copy is held.
 5. Gradient accumulation equals one big batch: each micro-batch's summed per-pair loss is
    divided by the step's global pair count (from the data plan) over W processes
    (`core.aggregate_loss` docstring), and the step goes through `engine.accumulate` /
@@ -39,11 +44,8 @@ Implementation details and their sources:
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import hashlib
-import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,9 +53,14 @@ from typing import Any
 import torch
 
 from rlhfkit.algos.dpo.config import DPOConfig
-from rlhfkit.algos.dpo.logps import collate, pair_logps
 from rlhfkit.config import ConfigError
-from rlhfkit.core import PreferenceLosses, dpo_sigmoid_losses, ipo_losses, simpo_losses
+from rlhfkit.core import (
+    PreferenceLosses,
+    dpo_sigmoid_losses,
+    ipo_losses,
+    orpo_losses,
+    simpo_losses,
+)
 from rlhfkit.data import (
     DataError,
     EncodedPair,
@@ -73,22 +80,21 @@ from rlhfkit.engine import (
     accumulate,
     build_optimizer,
     build_scheduler,
-    latest_checkpoint,
     optimizer_step,
     unwrap,
 )
-from rlhfkit.models import (
-    ModelConfig,
-    check_fits,
-    check_source,
-    load_policy,
-    load_tokenizer,
-    save_policy,
-)
-from rlhfkit.rollout import reference_context
+from rlhfkit.models import check_fits, check_source, load_policy, load_tokenizer, save_policy
 from rlhfkit.types import PreferencePair
-
-REFERENCE_FILE = "reference_logps.pt"
+from rlhfkit.update.pairs import PAIR_STAT_KEYS, collate, pair_loss, pair_metrics
+from rlhfkit.update.reference import (
+    REFERENCE_FILE,
+    cached_reference,
+    fingerprint,
+    inference_batches,
+    live_reference,
+    reference_logps,
+    reference_model,
+)
 
 
 @dataclass
@@ -118,9 +124,10 @@ LOSSES = {
     "simpo": Variant(
         False, True, lambda pc, pr, rc, rr, cfg: simpo_losses(pc, pr, cfg.beta, cfg.simpo_gamma)
     ),
+    "orpo": Variant(False, True, lambda pc, pr, rc, rr, cfg: orpo_losses(pc, pr, cfg.beta)),
 }  # fmt: skip
 
-STAT_KEYS = ("loss", "chosen", "rejected", "correct", "logps_chosen", "logps_rejected")
+STAT_KEYS = PAIR_STAT_KEYS
 
 
 def _pairs(source: str, format: Any, on_error: Any) -> list[PreferencePair]:
@@ -145,77 +152,6 @@ def _read(cfg: DPOConfig) -> tuple[list[PreferencePair], list[PreferencePair]]:
     return train, val
 
 
-def fingerprint(items: Sequence[EncodedPair], reference: str) -> str:
-    """A hash of the tokenized pairs and the reference's name: a cache from other data (or
-    another reference) is never read back."""
-    h = hashlib.sha256(reference.encode())
-    for it in items:
-        h.update(repr((it.chosen_ids, it.rejected_ids, it.prompt_length)).encode())
-    return h.hexdigest()
-
-
-def _inference_batches(items: Sequence[EncodedPair], cfg: DPOConfig) -> list[list[int]]:
-    """Length-sorted batches within the token budget and `max_pairs` (64 when unset)."""
-    lengths = [shared_length(it) if cfg.data.share_prompt else 2 * it.length for it in items]
-    sampler = TokenBudgetSampler(lengths, cfg.data.max_tokens, shuffle=False)
-    cap = cfg.data.max_pairs or 64
-    return [b[i : i + cap] for b in sampler.batches() for i in range(0, len(b), cap)]
-
-
-@torch.no_grad()
-def reference_logps(
-    model: torch.nn.Module,
-    items: Sequence[EncodedPair],
-    pad_id: int,
-    cfg: DPOConfig,
-    context: Callable[[], Any] = contextlib.nullcontext,
-    progress: Callable[[list[list[int]]], Iterable[list[int]]] = iter,
-) -> torch.Tensor:
-    """(2, N) float32 summed log-probs of every pair's chosen / rejected reply under `model`
-    (in eval mode, inside `context()`: e.g. LoRA adapters disabled), in item order.
-    `progress` wraps the list of batches (e.g. `engine.progress`, to show how far it is)."""
-    if not items:
-        return torch.zeros(2, 0)
-    was_training = model.training
-    model.eval()
-    out = torch.zeros(2, len(items))
-    with context():
-        for b in progress(_inference_batches(items, cfg)):
-            batch = collate([items[i] for i in b], pad_id, cfg.data.share_prompt)
-            out[:, b] = pair_logps(model, batch).float().cpu()
-    model.train(was_training)
-    return out
-
-
-def _cached_reference(
-    engine: Engine,
-    path: Path,
-    key: str,
-    compute: Callable[[], dict[str, torch.Tensor]],
-) -> dict[str, torch.Tensor]:
-    """Read RUN/reference_logps.pt if its fingerprint is `key`, else compute and write it
-    atomically (temporary name, then rename)."""
-    if path.is_file():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        if saved.get("fingerprint") == key:
-            engine.print(f"dpo: reference log-probs read from {path}")
-            return saved
-        engine.print(f"[yellow]dpo: {path} was computed for other data; recomputing")
-    if engine.cfg.resume and latest_checkpoint(engine.run.checkpoints) is not None:
-        # the policy has moved: recomputing from it would give the wrong reference
-        raise RuntimeError(
-            f"dpo: resuming from {engine.run.checkpoints} needs the reference log-probs of its "
-            f"data in {path}, which are missing or were computed for other data; start a new "
-            "run directory (or engine.resume=false)"
-        )
-    values = compute()
-    if engine.is_main:
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save({**values, "fingerprint": key}, tmp)
-        os.replace(tmp, path)
-    return values
-
-
 def micro_batch_loss(
     model: torch.nn.Module,
     batch: dict[str, Any],
@@ -225,40 +161,15 @@ def micro_batch_loss(
     variant: Variant,
     cfg: DPOConfig,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """One micro-batch's summed per-pair loss divided by the step's *global* pair count.
-
-    `ref(batch)` gives the (2, n) reference log-probs (cached or live; None for SimPO). Stats
-    are sums over the batch's pairs (loss share, rewards, correct pairs, policy log-probs).
-    """
-    logps = pair_logps(model, batch)
-    ref_logps = ref(batch).to(logps) if ref is not None else torch.zeros_like(logps)
-    if variant.token_mean:
-        counts = batch["counts"].to(logps).clamp(min=1)
-        logps, ref_logps = logps / counts, ref_logps / counts
-    out: PreferenceLosses = variant.losses(logps[0], logps[1], ref_logps[0], ref_logps[1], cfg)
-    loss = out.losses.sum() / (n_pairs / world)
-    summed = logps.detach() * (batch["counts"].to(logps) if variant.token_mean else 1.0)
-    stats = {
-        "loss": loss.detach(),
-        "chosen": out.chosen_rewards.sum(),
-        "rejected": out.rejected_rewards.sum(),
-        "correct": (out.chosen_rewards > out.rejected_rewards).sum(),
-        "logps_chosen": summed[0].sum(),
-        "logps_rejected": summed[1].sum(),
-    }
-    return loss, stats
+    """One micro-batch's summed per-pair loss divided by the step's *global* pair count
+    (`update.pairs.pair_loss` with the variant's loss). `ref(batch)` gives the (2, n) reference
+    log-probs (cached or live; None for SimPO and ORPO). Stats are sums over the batch's pairs."""
+    losses = functools.partial(_variant_losses, variant, cfg)
+    return pair_loss(model, batch, ref, losses, variant.token_mean, n_pairs, world)
 
 
-def _named(sums: dict[str, float], n: float, prefix: str = "") -> dict[str, float]:
-    """TRL's metric names from summed stats over n pairs."""
-    return {
-        f"{prefix}rewards/chosen": sums["chosen"] / n,
-        f"{prefix}rewards/rejected": sums["rejected"] / n,
-        f"{prefix}rewards/accuracies": sums["correct"] / n,
-        f"{prefix}rewards/margins": (sums["chosen"] - sums["rejected"]) / n,
-        f"{prefix}logps/chosen": sums["logps_chosen"] / n,
-        f"{prefix}logps/rejected": sums["logps_rejected"] / n,
-    }
+def _variant_losses(variant: Variant, cfg: DPOConfig, *logps: torch.Tensor) -> PreferenceLosses:
+    return variant.losses(*logps, cfg)
 
 
 @torch.no_grad()
@@ -277,7 +188,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     sums = dict.fromkeys(STAT_KEYS, 0.0)
-    for b in _inference_batches(items, cfg):
+    for b in inference_batches(items, cfg.data):
         batch = collate([items[i] for i in b], pad_id, cfg.data.share_prompt)
         batch["index"] = torch.tensor(b)
         _, stats = micro_batch_loss(model, batch, ref, len(items), 1, variant, cfg)
@@ -286,13 +197,14 @@ def evaluate(
     model.train(was_training)
     return {
         "eval/loss": sums["loss"],
-        **_named(sums, len(items), "eval/"),
+        **pair_metrics(sums, len(items), "eval/"),
         "eval/pairs": len(items),
     }
 
 
 def train(cfg: DPOConfig) -> DPOResult:
-    """Train a policy on comparisons with DPO / cDPO / IPO / SimPO; returns the saved folder."""
+    """Train a policy on comparisons with DPO / cDPO / IPO / SimPO / ORPO; returns the saved
+    folder."""
     variant = LOSSES[cfg.loss_type]
 
     # 1. data: read (every bad row, a missing model or tokenizer, a model shorter than
@@ -348,10 +260,13 @@ def train(cfg: DPOConfig) -> DPOResult:
     ref: Callable[[dict[str, Any]], torch.Tensor] | None = None
     val_ref = None
     if variant.needs_reference:
-        ref_model, context = _reference_model(cfg, unwrapped, tokenizer, engine.device)
+        ref_model, context = reference_model(
+            cfg.model, cfg.ref_model, cfg.reference == "cached", unwrapped, tokenizer,
+            engine.device,
+        )  # fmt: skip
         if cfg.reference == "cached":
             key = fingerprint([*items, *val_items], cfg.ref_model or cfg.model.name_or_path)
-            cache = _cached_reference(
+            cache = cached_reference(
                 engine,
                 engine.run.path / REFERENCE_FILE,
                 key,
@@ -360,18 +275,19 @@ def train(cfg: DPOConfig) -> DPOResult:
                         ref_model,
                         split_items,
                         pad_id,
-                        cfg,
+                        cfg.data,
                         context,
                         functools.partial(engine.progress, desc=f"dpo reference, {split} pairs"),
                     )
                     for split, split_items in (("train", items), ("validation", val_items))
                 },
+                "dpo",
             )
             del ref_model
             ref = lambda batch: cache["train"][:, batch["index"]]  # noqa: E731
             val_ref = lambda batch: cache["validation"][:, batch["index"]]  # noqa: E731
         else:
-            ref = val_ref = functools.partial(_live_reference, ref_model, context)
+            ref = val_ref = functools.partial(live_reference, ref_model, context)
 
     # 4. resume
     state = engine.resume()
@@ -412,7 +328,7 @@ def train(cfg: DPOConfig) -> DPOResult:
             summed = {k: sums[k] * world for k in STAT_KEYS}
             metrics = {
                 "loss/dpo": sums["loss"],
-                **_named(summed, n_pairs),
+                **pair_metrics(summed, n_pairs),
                 "optim/lr": scheduler.get_last_lr()[0],
                 "optim/grad_norm": grad_norm,
                 **rate.take(world),  # perf/tokens (non-padding) and tokens/s since the last log
@@ -438,33 +354,3 @@ def train(cfg: DPOConfig) -> DPOResult:
     acc.wait_for_everyone()
     engine.close()
     return DPOResult(model_dir, engine.run.path, metrics)
-
-
-def _reference_model(
-    cfg: DPOConfig, policy: torch.nn.Module, tokenizer: Any, device: torch.device
-) -> tuple[torch.nn.Module, Callable[[], Any]]:
-    """(model, context) computing reference log-probs: a frozen `ref_model`; the policy with
-    adapters disabled (LoRA); the policy itself before training (cached); or a frozen copy of
-    the initial policy (live, no LoRA)."""
-    if cfg.ref_model:
-        ref_cfg = ModelConfig(name_or_path=cfg.ref_model, dtype=cfg.model.dtype)
-        ref = load_policy(ref_cfg, tokenizer).to(device).eval().requires_grad_(False)
-        return ref, contextlib.nullcontext
-    if cfg.model.lora is not None:
-        return policy, functools.partial(reference_context, policy, None)
-    if cfg.reference == "cached":  # computed before the first step: the policy is π_ref
-        return policy, contextlib.nullcontext
-    ref = load_policy(cfg.model.model_copy(update={"lora": None}), tokenizer)
-    ref.load_state_dict(policy.state_dict())  # tiny:… models are random: copy, do not rebuild
-    return ref.to(device).eval().requires_grad_(False), contextlib.nullcontext
-
-
-def _live_reference(
-    model: torch.nn.Module, context: Callable[[], Any], batch: dict[str, Any]
-) -> torch.Tensor:
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), context():
-        out = pair_logps(model, batch)
-    model.train(was_training)
-    return out

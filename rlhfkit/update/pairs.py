@@ -1,4 +1,5 @@
-"""Summed response log-probs of both replies of every pair, from one forward pass.
+"""Summed response log-probs of both replies of every pair, from one forward pass (DPO and its
+variants, KTO, online DPO).
 
 A micro-batch is either shared-prompt rows (one row per pair: prompt, chosen, rejected;
 `data.collate_shared_prompt`) or plain rows (2 per pair: prompt + chosen, prompt + rejected;
@@ -15,7 +16,7 @@ and sums each reply's token log-probs: (2, n) = chosen row, rejected row.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -26,7 +27,10 @@ from rlhfkit.engine import wrapped_forward
 from rlhfkit.models import block_mask, final_hidden_at, position_ids_from_mask
 from rlhfkit.rollout import causal_lm_parts
 
-__all__ = ["collate", "pair_logps"]
+__all__ = ["PAIR_STAT_KEYS", "collate", "pair_logps", "pair_loss", "pair_metrics"]
+
+# what `pair_loss` sums over a micro-batch's pairs
+PAIR_STAT_KEYS = ("loss", "chosen", "rejected", "correct", "logps_chosen", "logps_rejected")
 
 
 def _targets(rows: list[list[tuple[int, int, int]]], width: int) -> dict[str, torch.Tensor]:
@@ -118,3 +122,53 @@ def _pair_logps(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
     sums = torch.zeros(2 * n, dtype=picked.dtype, device=device)
     sums = sums.index_add(0, batch["group"].to(device).flatten(), picked.flatten())
     return sums.view(2, n)
+
+
+def pair_loss(
+    model: nn.Module,
+    batch: dict[str, Any],
+    ref: Callable[[dict[str, Any]], torch.Tensor] | None,
+    losses: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], Any],
+    token_mean: bool,
+    n_pairs: float,
+    world: int,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One micro-batch's summed per-pair preference loss divided by the step's *global* pair
+    count over W processes (`core.aggregate_loss` docstring): the step of `rlhfkit dpo` and
+    `rlhfkit online-dpo`.
+
+    `ref(batch)` gives the (2, n) reference log-probs (None: a reference-free loss, zeros);
+    `losses(policy chosen, policy rejected, ref chosen, ref rejected)` returns per-pair
+    `losses`, `chosen_rewards`, `rejected_rewards` (`core.PreferenceLosses`); with `token_mean`
+    it gets token-mean log-probs. Stats are sums over the batch's pairs (`PAIR_STAT_KEYS`: loss
+    share, rewards, correct pairs, summed policy log-probs).
+    """
+    logps = pair_logps(model, batch)
+    ref_logps = ref(batch).to(logps) if ref is not None else torch.zeros_like(logps)
+    summed = logps.detach()
+    if token_mean:
+        counts = batch["counts"].to(logps).clamp(min=1)
+        logps, ref_logps = logps / counts, ref_logps / counts
+    out = losses(logps[0], logps[1], ref_logps[0], ref_logps[1])
+    loss = out.losses.sum() / (n_pairs / world)
+    stats = {
+        "loss": loss.detach(),
+        "chosen": out.chosen_rewards.sum(),
+        "rejected": out.rejected_rewards.sum(),
+        "correct": (out.chosen_rewards > out.rejected_rewards).sum(),
+        "logps_chosen": summed[0].sum(),
+        "logps_rejected": summed[1].sum(),
+    }
+    return loss, stats
+
+
+def pair_metrics(sums: dict[str, float], n: float, prefix: str = "") -> dict[str, float]:
+    """TRL's DPO metric names from `pair_loss` stats summed over n pairs."""
+    return {
+        f"{prefix}rewards/chosen": sums["chosen"] / n,
+        f"{prefix}rewards/rejected": sums["rejected"] / n,
+        f"{prefix}rewards/accuracies": sums["correct"] / n,
+        f"{prefix}rewards/margins": (sums["chosen"] - sums["rejected"]) / n,
+        f"{prefix}logps/chosen": sums["logps_chosen"] / n,
+        f"{prefix}logps/rejected": sums["logps_rejected"] / n,
+    }

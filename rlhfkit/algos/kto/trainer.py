@@ -1,0 +1,432 @@
+"""KTO: a policy trained on replies judged on their own (thumbs up / down, a rating above or
+below a threshold), with no second reply to compare against.
+
+Implementation details and their sources:
+
+1. The loss (`core.kto_losses`, Ethayarajh et al. 2024 eq. 8): per example λ_y − v(x, y), with
+   r = log π(y|x) − log π_ref(y|x), v = λ_D·σ(β·(r − z₀)) for a desirable reply and
+   λ_U·σ(β·(z₀ − r)) for an undesirable one; the step's loss is the mean over its examples.
+2. The reference point z₀ (`core.kto_reference_point`): the mean log-ratio of *mismatched*
+   pairs, max(0, mean_i log π(y_j|x_i)/π_ref(y_j|x_i)), detached, as the paper (§4.1) and TRL.
+   Which mismatched pairs: every example i carries one fixed partner j, the nearest earlier
+   example in file order (cyclically) whose prompt differs, like TRL's `_get_kl_dataset`
+   (completions shifted by one within each chunk of the dataset). Fixed partners let the
+   reference log-probs of the mismatched pairs be cached with the others. Over which examples:
+   all examples of the optimiser step — every micro-batch and every process — so one z₀ serves
+   the whole step and accumulation and `accelerate launch` give the one-batch gradient. TRL
+   averages per micro-batch (over processes), so its z₀ changes with the accumulation
+   split; with one micro-batch per step the two agree. Cost: z₀ needs the step's mismatched
+   pairs under the current policy before any loss, so each step runs a no-grad forward of its
+   micro-batches first (TRL also runs the KL completions in a separate no-grad forward).
+3. One row per example (`update.pairs`): the prompt once, the example's reply and its partner's
+   reply behind a block mask (the shared-prompt rows of DPO); row 0 of `pair_logps` is
+   log π(y_i|x_i), row 1 log π(y_j|x_i). The partner's reply is tokenized after x_i with the
+   same truncation policy as a DPO pair (`data.encode_pairs`).
+4. Weights: λ_D and λ_U as given, or (`balance_weights`) λ_D = λ_U·n_U/n_D; the paper
+   recommends λ_D·n_D / (λ_U·n_U) ∈ [1, 4/3] (§4.2) and a ratio outside it is warned about. A
+   training set with one kind of label only is an error (one line): no trade-off to learn.
+5. The reference (`update.reference`): cached (both rows of every example computed once,
+   before the first step, written with a fingerprint; a resumed run reads them back) or live;
+   with LoRA and no `ref_model`, the policy with its adapters disabled. TRL's
+   `precompute_ref_log_probs`.
+6. Metrics with TRL's names (`KTOTrainer`): `rewards/chosen` and `rewards/rejected` (mean
+   β·(log π − log π_ref) of the desirable / undesirable examples of the step), `rewards/margins`
+   (their difference), `logps/chosen`, `logps/rejected`, `kl` (z₀), `count/chosen`,
+   `count/rejected`; the same under `eval/` on the validation split (whose z₀ comes from its own
+   mismatched pairs).
+7. Accumulation, NaN/inf (the step is skipped), dropout off, resume and the data plan are DPO's
+   (`engine.accumulate` / `optimizer_step`, `data.plan_steps`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlhfkit.algos.kto.config import KTOConfig
+from rlhfkit.config import ConfigError
+from rlhfkit.core import kto_losses, kto_reference_point
+from rlhfkit.data import (
+    DataError,
+    EncodedPair,
+    TokenBudgetSampler,
+    encode_pairs,
+    epoch_batches,
+    plan_steps,
+    read_unpaired,
+    shared_length,
+    split_records,
+)
+from rlhfkit.engine import (
+    Engine,
+    NonFiniteError,
+    TokenRate,
+    accumulate,
+    build_optimizer,
+    build_scheduler,
+    optimizer_step,
+    unwrap,
+)
+from rlhfkit.models import check_fits, check_source, load_policy, load_tokenizer, save_policy
+from rlhfkit.types import PreferencePair, UnpairedExample
+from rlhfkit.update.pairs import collate, pair_logps
+from rlhfkit.update.reference import (
+    REFERENCE_FILE,
+    cached_reference,
+    fingerprint,
+    inference_batches,
+    live_reference,
+    reference_logps,
+    reference_model,
+)
+
+__all__ = ["KTOResult", "evaluate", "kto_items", "micro_batch_loss", "partners", "train"]
+
+STAT_KEYS = (
+    "loss",
+    "chosen",
+    "rejected",
+    "logps_chosen",
+    "logps_rejected",
+    "n_chosen",
+    "n_rejected",
+)
+RATIO_RANGE = (1.0, 4.0 / 3.0)  # λ_D·n_D / (λ_U·n_U), KTO paper §4.2
+
+Reference = Callable[[dict[str, Any]], torch.Tensor]
+
+
+@dataclass
+class KTOResult:
+    model_dir: Path  # RUN/model: the trained policy and its tokenizer (HF folder)
+    run_dir: Path
+    metrics: dict[str, Any] = field(default_factory=dict)  # final eval/* and last train metrics
+
+
+def partners(records: Sequence[UnpairedExample]) -> list[int]:
+    """For each example i, the index j of its mismatched completion: the nearest earlier
+    example (cyclically, in file order) whose prompt differs from i's; i itself when every
+    prompt is the same (then no mismatched pair exists)."""
+    n = len(records)
+    out = []
+    for i, rec in enumerate(records):
+        j = next(((i - k) % n for k in range(1, n) if records[(i - k) % n].prompt != rec.prompt), i)
+        out.append(j)
+    return out
+
+
+def kto_items(
+    tokenizer: Any, records: Sequence[UnpairedExample], cfg: KTOConfig
+) -> tuple[list[EncodedPair], torch.Tensor]:
+    """Each example as a pair (its own reply, its partner's reply) after its prompt, and the
+    (N,) bool labels (True = desirable)."""
+    d = cfg.data
+    pairs = [
+        PreferencePair(r.prompt, r.completion, records[j].completion, source=r.source)
+        for r, j in zip(records, partners(records), strict=True)
+    ]
+    items = encode_pairs(
+        tokenizer, pairs, d.max_length, d.max_prompt_length, template=d.prompt_template
+    )
+    return items, torch.tensor([r.label for r in records], dtype=torch.bool)
+
+
+def _read(cfg: KTOConfig) -> tuple[list[UnpairedExample], list[UnpairedExample]]:
+    """Training and validation examples; a training set with one label only is an error."""
+    d = cfg.data
+    if not d.train:
+        raise DataError([], header="data.train is empty: give a file of rated replies")
+    read = functools.partial(read_unpaired, columns=d.columns or None, on_error=d.on_error)
+    records = read(d.train).records
+    n_good = sum(r.label for r in records)
+    if n_good in (0, len(records)):
+        kind = "desirable (label true)" if n_good else "undesirable (label false)"
+        raise DataError(
+            [],
+            header=f"{d.train}: all {len(records)} examples are {kind}; KTO needs both kinds "
+            "(for demonstrations alone, use `rlhfkit sft`)",
+        )
+    if d.validation:
+        return records, read(d.validation).records
+    if d.validation_fraction == 0:
+        return records, []
+    frac = d.validation_fraction
+    train, val = split_records(records, (1.0 - frac, frac), seed=cfg.engine.seed)
+    return train, val
+
+
+def class_weights(cfg: KTOConfig, n_desirable: int, n_undesirable: int) -> tuple[float, float, str]:
+    """(λ_D, λ_U, a warning or "") by the KTO paper's rule for imbalanced data (§4.2)."""
+    lam_d, lam_u = cfg.desirable_weight, cfg.undesirable_weight
+    if cfg.balance_weights:
+        lam_d = lam_u * n_undesirable / n_desirable
+    ratio = lam_d * n_desirable / (lam_u * n_undesirable)
+    warning = ""
+    if not RATIO_RANGE[0] <= ratio <= RATIO_RANGE[1] + 1e-9:
+        warning = (
+            f"kto: λ_D·n_D / (λ_U·n_U) = {ratio:.3g} with {n_desirable} desirable and "
+            f"{n_undesirable} undesirable examples; the KTO paper recommends [1, 4/3] (e.g. "
+            f"desirable_weight={lam_u * n_undesirable / n_desirable:.3g}, or "
+            "balance_weights=true)"
+        )
+    return lam_d, lam_u, warning
+
+
+def _kl_sum(model: torch.nn.Module, batch: dict[str, Any], ref: Reference) -> torch.Tensor:
+    """Σ over the batch of log π(y_j|x_i) − log π_ref(y_j|x_i) (the mismatched row), no grad."""
+    with torch.no_grad():
+        policy = pair_logps(model, batch)[1]
+        return (policy - ref(batch)[1].to(policy)).sum()
+
+
+def reference_point(
+    acc: Any, model: torch.nn.Module, batches: Sequence[dict[str, Any]], ref: Reference, n: int
+) -> torch.Tensor:
+    """z₀ of a step: the mismatched log-ratios of this process's micro-batches, summed over
+    the processes, over the step's `n` examples (`core.kto_reference_point`)."""
+    total = torch.zeros((), device=acc.device)
+    for batch in batches:
+        total = total + _kl_sum(model, batch, ref).to(total)
+    if acc.num_processes > 1:
+        total = acc.reduce(total, "sum")
+    return kto_reference_point(total.cpu(), n)
+
+
+def micro_batch_loss(
+    model: torch.nn.Module,
+    batch: dict[str, Any],
+    ref: Reference,
+    z0: torch.Tensor,
+    n_examples: float,
+    world: int,
+    cfg: KTOConfig,
+    weights: tuple[float, float],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One micro-batch's summed per-example KTO loss divided by the step's *global* example
+    count (over W processes). `batch["desirable"]` holds the labels. Stats are sums."""
+    logps = pair_logps(model, batch)[0]
+    ref_logps = ref(batch)[0].to(logps)
+    good = batch["desirable"].to(logps.device)
+    out = kto_losses(logps, ref_logps, good, z0.to(logps), cfg.beta, *weights)
+    loss = out.losses.sum() / (n_examples / world)
+    summed = logps.detach()
+    stats = {
+        "loss": loss.detach(),
+        "chosen": out.rewards[good].sum(),
+        "rejected": out.rewards[~good].sum(),
+        "logps_chosen": summed[good].sum(),
+        "logps_rejected": summed[~good].sum(),
+        "n_chosen": good.sum(),
+        "n_rejected": (~good).sum(),
+    }
+    return loss, stats
+
+
+def _named(sums: dict[str, float], z0: float, prefix: str = "") -> dict[str, float]:
+    """TRL's KTO metric names from summed stats (a side with no examples is left out)."""
+    out = {
+        f"{prefix}kl": z0,
+        f"{prefix}count/chosen": sums["n_chosen"],
+        f"{prefix}count/rejected": sums["n_rejected"],
+    }
+    for side in ("chosen", "rejected"):
+        n = sums[f"n_{side}"]
+        if n > 0:
+            out[f"{prefix}rewards/{side}"] = sums[side] / n
+            out[f"{prefix}logps/{side}"] = sums[f"logps_{side}"] / n
+    if sums["n_chosen"] > 0 and sums["n_rejected"] > 0:
+        out[f"{prefix}rewards/margins"] = (
+            out[f"{prefix}rewards/chosen"] - out[f"{prefix}rewards/rejected"]
+        )
+    return out
+
+
+def _batch(
+    items: Sequence[EncodedPair], labels: torch.Tensor, index: list[int], pad_id: int, share: bool
+) -> dict[str, Any]:
+    batch = collate([items[i] for i in index], pad_id, share)
+    batch["index"] = torch.tensor(index)
+    batch["desirable"] = labels[index]
+    return batch
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    items: Sequence[EncodedPair],
+    labels: torch.Tensor,
+    ref: Reference,
+    cfg: KTOConfig,
+    pad_id: int,
+    weights: tuple[float, float],
+) -> dict[str, float]:
+    """Held-out loss and TRL's metrics over `items` (every process all of them), z₀ from the
+    validation set's own mismatched pairs."""
+    model = unwrap(model)
+    was_training = model.training
+    model.eval()
+    batches = [
+        _batch(items, labels, b, pad_id, cfg.data.share_prompt)
+        for b in inference_batches(items, cfg.data)
+    ]
+    z0 = kto_reference_point(sum(float(_kl_sum(model, b, ref)) for b in batches), len(items))
+    sums = dict.fromkeys(STAT_KEYS, 0.0)
+    for batch in batches:
+        _, stats = micro_batch_loss(model, batch, ref, z0, len(items), 1, cfg, weights)
+        for k, v in stats.items():
+            sums[k] += float(v)
+    model.train(was_training)
+    return {"eval/loss": sums["loss"], **_named(sums, float(z0), "eval/")}
+
+
+def train(cfg: KTOConfig) -> KTOResult:
+    """Train a policy with KTO on desirable / undesirable replies; returns the saved folder."""
+    # 1. data: read (every bad row, a file with one kind of label, a missing model or
+    # tokenizer, a model shorter than max_length reported before the run directory is made),
+    # split, pair each example with its mismatched reply, tokenize, plan
+    if cfg.model.name_or_path.startswith("tiny:") and not cfg.tokenizer:
+        raise ConfigError(
+            "a tiny:… model needs `tokenizer` (e.g. the simulated world's tokenizer/)"
+        )
+    tokenizer = load_tokenizer(
+        cfg.tokenizer or cfg.model.name_or_path,
+        "tokenizer" if cfg.tokenizer else "model.name_or_path",
+    )
+    check_fits(cfg.model, cfg.data.max_length)
+    if cfg.ref_model:
+        check_source(cfg.ref_model, "ref_model")
+    pad_id = tokenizer.pad_token_id
+    d = cfg.data
+    train_records, val_records = _read(cfg)
+    items, labels = kto_items(tokenizer, train_records, cfg)
+    val_items, val_labels = kto_items(tokenizer, val_records, cfg)
+    n_good = int(labels.sum())
+    if n_good in (0, len(labels)):  # the split left one kind only
+        raise DataError(
+            [], header=f"{d.train}: after the validation split the training set holds one "
+            "kind of label only; lower data.validation_fraction or give data.validation",
+        )  # fmt: skip
+    lam_d, lam_u, warning = class_weights(cfg, n_good, len(labels) - n_good)
+    engine = Engine(cfg.engine, cfg.out_dir, cfg)
+    acc = engine.accelerator
+    if warning:
+        engine.print(f"[yellow]{warning}")
+    lengths = [shared_length(it) if d.share_prompt else 2 * it.length for it in items]
+    sampler = TokenBudgetSampler(lengths, d.max_tokens, shuffle=True, seed=cfg.engine.seed)
+    plan = plan_steps(
+        lambda e: epoch_batches(sampler, e, d.max_examples, cfg.engine.seed),
+        cfg.grad_accum_steps,
+        engine.num_processes,
+        cfg.epochs,
+        cfg.max_steps,
+    )
+    engine.print(
+        f"kto: {len(items)} training examples ({n_good} desirable, λ_D {lam_d:.3g}, "
+        f"λ_U {lam_u:.3g}), {len(val_items)} validation examples, {len(plan)} optimiser steps"
+    )
+
+    # 2. policy, optimiser, schedule (dropout off unless asked for)
+    policy = load_policy(cfg.model, tokenizer)
+    optimizer = build_optimizer(policy.parameters(), cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, len(plan))
+    policy, optimizer = acc.prepare(policy, optimizer)
+    acc.register_for_checkpointing(scheduler)
+    policy.train(not cfg.disable_dropout)
+    unwrapped = acc.unwrap_model(policy)
+
+    # 3. the reference: cached log-probs of both rows (computed before any step, or read
+    # back) or live
+    ref_model, context = reference_model(
+        cfg.model, cfg.ref_model, cfg.reference == "cached", unwrapped, tokenizer, engine.device
+    )
+    if cfg.reference == "cached":
+        key = fingerprint([*items, *val_items], cfg.ref_model or cfg.model.name_or_path)
+        cache = cached_reference(
+            engine,
+            engine.run.path / REFERENCE_FILE,
+            key,
+            lambda: {
+                split: reference_logps(
+                    ref_model, split_items, pad_id, d, context,
+                    functools.partial(engine.progress, desc=f"kto reference, {split} examples"),
+                )
+                for split, split_items in (("train", items), ("validation", val_items))
+            },
+            "kto",
+        )  # fmt: skip
+        del ref_model
+        ref: Reference = lambda batch: cache["train"][:, batch["index"]]  # noqa: E731
+        val_ref: Reference = lambda batch: cache["validation"][:, batch["index"]]  # noqa: E731
+    else:
+        ref = val_ref = functools.partial(live_reference, ref_model, context)
+    weights = (lam_d, lam_u)
+
+    # 4. resume
+    state = engine.resume()
+    start = state["step"] if state else 0
+
+    # 5. loop: z₀ of the step, then one optimiser step over its micro-batches
+    world, rank = engine.num_processes, acc.process_index
+    skipped = 0  # optimiser steps skipped for a NaN/inf loss or gradient
+    metrics: dict[str, Any] = {}
+    rate = TokenRate()  # training tokens/s, evaluation and checkpoints excluded
+    for step in engine.progress(
+        range(start + 1, len(plan) + 1), total=len(plan) - start, desc="kto"
+    ):
+        groups = plan[step - 1]
+        n_examples = sum(len(b) for b in groups)
+        batches = [_batch(items, labels, b, pad_id, d.share_prompt) for b in groups[rank::world]]
+        z0 = reference_point(acc, policy, batches, ref, n_examples)
+        losses = [
+            functools.partial(micro_batch_loss, policy, b, ref, z0, n_examples, world, cfg, weights)
+            for b in batches
+        ]
+        try:
+            sums = accumulate(acc, policy, losses)
+            grad_norm = optimizer_step(acc, policy, optimizer, scheduler, cfg.optim.max_grad_norm)
+        except NonFiniteError as e:  # the step is skipped: weights and optimiser unchanged
+            skipped += 1
+            engine.print(f"[yellow]kto step {step}: {e}; step skipped")
+            sums, grad_norm = dict.fromkeys(STAT_KEYS, float("nan")), float("nan")
+        rate.add(sum(int(b["attention_mask"].sum()) for b in batches))
+
+        # 6. log, evaluate, checkpoint
+        if step % cfg.log_every == 0 or step == len(plan):
+            # `accumulate` averaged the sums over processes: the loss is the step's, the other
+            # sums (over this step's examples) are W times that average
+            summed = {k: sums[k] * world for k in STAT_KEYS}
+            metrics = {
+                "loss/kto": sums["loss"],
+                **_named(summed, float(z0)),
+                "optim/lr": scheduler.get_last_lr()[0],
+                "optim/grad_norm": grad_norm,
+                **rate.take(world),  # perf/tokens (non-padding) and tokens/s since the last log
+                "nan/skipped_steps": skipped,
+            }
+            engine.log(metrics, step)
+        if val_items and cfg.eval_every and step % cfg.eval_every == 0 and step != len(plan):
+            with rate.paused():
+                engine.log(
+                    evaluate(policy, val_items, val_labels, val_ref, cfg, pad_id, weights), step
+                )
+        if engine.should_save(step) or step == len(plan):
+            with rate.paused():
+                engine.save(step, {"step": step})
+
+    # 7. final evaluation and the model folder
+    if val_items:
+        final = evaluate(policy, val_items, val_labels, val_ref, cfg, pad_id, weights)
+        engine.log(final, len(plan))
+        metrics.update(final)
+    model_dir = engine.run.path / "model"
+    acc.wait_for_everyone()
+    if engine.is_main:
+        save_policy(unwrapped, tokenizer, model_dir)
+    acc.wait_for_everyone()
+    engine.close()
+    return KTOResult(model_dir, engine.run.path, metrics)

@@ -1,0 +1,331 @@
+"""Online DPO (`rlhfkit online-dpo`): each iteration samples K replies per prompt from the
+current policy, labels the best and the worst by the reward (a reward model or a Python
+function), and takes DPO / IPO steps on those pairs against the frozen reference.
+
+One iteration reads top to bottom in `train`: 1. rollout (K samples per prompt, the shared
+rollout path), 2. label (best vs worst by score; ties dropped and counted), 3. pairs (token ids
+as the policy sampled them), 4. update (epochs × mini-batches of DPO steps), 5. log / evaluate /
+checkpoint.
+
+Implementation details and their sources:
+
+1. Online AI feedback (Guo et al. 2024, "Direct Language Model Alignment from Online AI
+   Feedback", Algorithm 1): two replies per prompt from the current policy, the annotator's
+   preferred one is y⁺, a DPO step on (x, y⁺, y⁻); here the annotator is the configured reward
+   (`rollout.build_reward`), and the better-scored reply is y⁺. With K > 2 the highest- and
+   lowest-scored replies form the pair (Xiong et al. 2024; OpenRLHF iterative DPO's
+   best-of-n vs worst-of-n). Equal scores give no preference: the pair is dropped and counted
+   (`pairs/ties_dropped`).
+2. The iterative variant (OpenRLHF `train_iterative_dpo`, Xiong et al. 2024): a labelled set of
+   `rollout_batch_size` prompts trained for `ppo_epochs` passes of `mini_batch_size` pairs
+   before the next set is sampled from the updated policy. `mini_batch_size =
+   rollout_batch_size`, one epoch, is Guo et al.'s one step per fresh batch.
+3. The step is `rlhfkit dpo`'s (`update.pairs.pair_loss`): the replies' token ids as sampled
+   (no decode / re-encode), shared-prompt rows, summed response log-probs, the loss from `core`
+   (`dpo_sigmoid_losses`, or `ipo_losses` on token-mean log-probs), each micro-batch's summed
+   loss over the step's global pair count; the reference is frozen (the initial policy,
+   `ref_policy`, or with LoRA the policy with its adapters disabled) and runs on the pairs only
+   (`update.reference.live_reference`), not on all K samples. Tested equal to an offline DPO
+   step on the same pairs.
+4. Metrics: TRL's `rewards/chosen`, `rewards/rejected`, `rewards/accuracies`,
+   `rewards/margins`, `logps/chosen`, `logps/rejected` (averaged over the iteration's steps),
+   `reward/score_chosen`, `reward/score_rejected`, the rollout metrics every online trainer
+   logs, and `eval/*` with `eval/kl_to_ref` on held-out prompts.
+5. Checkpoint, exact resume, NaN/inf handling, progress and in-loop evaluation are the shared
+   online pieces (`update.OnlineState`, `engine.steps`, `rollout.evaluate_online`).
+6. Under `accelerate launch` each process samples its share of the prompts (rows seeded by
+   their global number), every process holds the gathered batch, and each trains on its share
+   of every mini-batch; the kept pairs are cut to a multiple of the number of processes
+   (`pairs/dropped_for_sharding`), so every process has pairs in every step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from rlhfkit.algos.online_dpo.config import OnlineDPOConfig
+from rlhfkit.core import dpo_sigmoid_losses, ipo_losses
+from rlhfkit.data import EncodedPair, stop_token_ids
+from rlhfkit.engine import (
+    Engine,
+    NonFiniteError,
+    accumulate,
+    build_optimizer,
+    build_scheduler,
+    optimizer_step,
+)
+from rlhfkit.models import check_fits, load_tokenizer, save_policy
+from rlhfkit.rollout import (
+    Experience,
+    Judge,
+    OnlineModels,
+    build_reward,
+    collect_sharded,
+    reference_context,
+    rollout_metrics,
+)
+from rlhfkit.update import (
+    OnlineData,
+    OnlineResult,
+    OnlineState,
+    build_sampler,
+    check_model_sources,
+    check_shardable,
+    end_iteration,
+    end_run,
+    evaluate_held_out,
+    finite,
+    load_policies,
+    minibatch_epochs,
+    push_policy,
+    read_online_data,
+    rollout_is_bad,
+    timing_metrics,
+)
+from rlhfkit.update.pairs import collate, pair_loss, pair_metrics
+from rlhfkit.update.reference import live_reference
+
+__all__ = ["LOSSES", "OnlineDPORun", "label_pairs", "pair_items", "setup", "train", "update"]
+
+OnlineDPOResult = OnlineResult
+
+# loss_type → (per-pair loss of (policy chosen, policy rejected, ref chosen, ref rejected), β;
+# whether it takes token-mean log-probs)
+LOSSES: dict[str, tuple[Callable[..., Any], bool]] = {
+    "sigmoid": (lambda pc, pr, rc, rr, beta: dpo_sigmoid_losses(pc, pr, rc, rr, beta), False),
+    "ipo": (lambda pc, pr, rc, rr, beta: ipo_losses(pc, pr, rc, rr, beta), True),
+}
+
+
+@dataclass
+class OnlineDPORun:
+    cfg: OnlineDPOConfig
+    engine: Engine
+    data: OnlineData
+    models: OnlineModels  # policy, tokenizer, reward; no reference forward in the rollout
+    reference: Callable[[dict[str, Any]], torch.Tensor]  # collated pairs → (2, n) ref log-probs
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    state: OnlineState
+    judges: dict[str, Judge]
+
+
+def setup(
+    cfg: OnlineDPOConfig,
+    *,
+    judges: dict[str, Judge] | None = None,
+    reward_fn: Callable[..., Sequence[float]] | None = None,
+) -> OnlineDPORun:
+    """Read the data (bad rows reported before anything is written), start the engine, load
+    the policy, the frozen reference and the reward, resume if possible."""
+    check_model_sources(cfg)
+    tokenizer = load_tokenizer(
+        cfg.tokenizer or cfg.policy.name_or_path,
+        "tokenizer" if cfg.tokenizer else "policy.name_or_path",
+    )
+    data = read_online_data(cfg, tokenizer, cfg.rollout_batch_size)
+    longest = max(len(p.input_ids) for p in data.prompts.encoded) + cfg.rollout.max_new_tokens
+    check_fits(cfg.policy, longest, "the longest prompt + rollout.max_new_tokens")
+    check_shardable(cfg.rollout_batch_size * cfg.num_samples, cfg.mini_batch_size)
+    sampler = build_sampler(cfg, tokenizer)  # vLLM / server: before the run directory exists
+    engine = Engine(cfg.engine, cfg.out_dir, cfg)
+    policy, ref_policy = load_policies(cfg, engine, use_ref=True)
+    reward = build_reward(
+        cfg.rewards,
+        reward_model=cfg.reward_model,
+        reward_tokenizer=cfg.reward_tokenizer,
+        reward_fn=cfg.reward_fn,
+        fn=reward_fn,
+        device=engine.device,
+    )
+    steps = cfg.iterations * cfg.ppo_epochs * -(-cfg.rollout_batch_size // cfg.mini_batch_size)
+    optimizer = build_optimizer(policy.parameters(), cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, steps)
+    policy, optimizer = engine.accelerator.prepare(policy, optimizer)
+    engine.accelerator.register_for_checkpointing(scheduler)
+    inner = engine.accelerator.unwrap_model(policy)
+    reference = functools.partial(
+        live_reference,
+        ref_policy if ref_policy is not None else inner,  # LoRA: adapters disabled
+        functools.partial(reference_context, inner, ref_policy),
+    )
+    state = OnlineState.new(cfg, data.prompts)
+    saved = engine.resume()
+    if saved:
+        state.load_state_dict(saved)
+    models = OnlineModels(policy, tokenizer, reward, ref_policy, use_ref=False, engine=sampler)
+    return OnlineDPORun(
+        cfg, engine, data, models, reference, optimizer, scheduler, state, dict(judges or {})
+    )
+
+
+def label_pairs(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(chosen rows, rejected rows, ties dropped) of a batch of prompts × K samples (groups
+    contiguous): per prompt the highest- and the lowest-scored sample (the first of equals);
+    prompts whose K scores are all equal give no pair."""
+    grouped = scores.view(-1, k)
+    base = torch.arange(grouped.shape[0]) * k
+    best, worst = base + grouped.argmax(1), base + grouped.argmin(1)
+    keep = grouped.amax(1) > grouped.amin(1)
+    return best[keep], worst[keep], int((~keep).sum())
+
+
+def _reply(exp: Experience, row: int) -> tuple[list[int], list[int]]:
+    """(prompt ids, response ids) of one sampled row, padding removed."""
+    prompt = exp.input_ids[row, : exp.prompt_len][exp.attention_mask[row, : exp.prompt_len]]
+    response = exp.response_ids[row][exp.response_mask[row]]
+    return prompt.tolist(), response.tolist()
+
+
+def pair_items(exp: Experience, chosen: torch.Tensor, rejected: torch.Tensor) -> list[EncodedPair]:
+    """The labelled pairs as `EncodedPair`s of the token ids the policy sampled."""
+    items = []
+    for w, lose in zip(chosen.tolist(), rejected.tolist(), strict=True):
+        prompt, good = _reply(exp, w)
+        _, bad = _reply(exp, lose)
+        items.append(EncodedPair(prompt + good, prompt + bad, len(prompt)))
+    return items
+
+
+def _with_beta(losses: Callable[..., Any], beta: float, *logps: torch.Tensor) -> Any:
+    return losses(*logps, beta)
+
+
+def update(run: OnlineDPORun, items: Sequence[EncodedPair]) -> tuple[dict[str, float], int]:
+    """`ppo_epochs` passes of mini-batch DPO steps over the labelled pairs; (TRL-named mean
+    stats, steps skipped for NaN/inf)."""
+    cfg, acc = run.cfg, run.engine.accelerator
+    world, pad_id = acc.num_processes, run.models.tokenizer.pad_token_id
+    policy = run.models.policy
+    losses_of, token_mean = LOSSES[cfg.loss_type]
+    per_pair = functools.partial(_with_beta, losses_of, cfg.beta)
+
+    def step(rows: torch.Tensor) -> dict[str, float]:
+        n_pairs = len(rows) * world  # every process holds an equal share (see detail 6)
+        losses = []
+        for part in rows.tensor_split(min(cfg.grad_accum_steps, len(rows))):
+            batch = collate([items[i] for i in part.tolist()], pad_id, cfg.share_prompt)
+            losses.append(
+                functools.partial(
+                    pair_loss, policy, batch, run.reference, per_pair, token_mean, n_pairs, world
+                )
+            )
+        sums = accumulate(acc, policy, losses)
+        grad_norm = optimizer_step(
+            acc, policy, run.optimizer, run.scheduler, cfg.optim.max_grad_norm
+        )
+        return {
+            "loss/dpo": sums["loss"],
+            # the stats are process averages of W-scaled sums: over n_pairs / W
+            **pair_metrics(sums, n_pairs / world),
+            "optim/grad_norm": grad_norm,
+            "optim/lr": run.scheduler.get_last_lr()[0],
+        }
+
+    return minibatch_epochs(
+        len(items), cfg.ppo_epochs, cfg.mini_batch_size, run.state.shuffle_gen, step,
+        cfg.on_nan, (acc.process_index, world),
+    )  # fmt: skip
+
+
+def evaluate(run: OnlineDPORun, iteration: int) -> dict[str, float]:
+    """`eval/*` on the held-out prompts, with `eval/kl_to_ref` (`update.evaluate_held_out`)."""
+    models = dataclasses.replace(run.models, use_ref=True)
+    return evaluate_held_out(run.engine, run.cfg, run.data, models, run.judges, iteration)
+
+
+def train(
+    cfg: OnlineDPOConfig,
+    *,
+    judges: dict[str, Judge] | None = None,
+    reward_fn: Callable[..., Sequence[float]] | None = None,
+) -> OnlineDPOResult:
+    """Run online (or iterative) DPO; returns the saved policy and the final metrics.
+
+    `judges` score held-out replies at each evaluation (`eval/<name>`);
+    `reward_fn(prompts, responses[, records]) -> floats` replaces the configured reward.
+    """
+    run = setup(cfg, judges=judges, reward_fn=reward_fn)
+    engine, state, acc = run.engine, run.state, run.engine.accelerator
+    eos_id = stop_token_ids(run.models.tokenizer)
+    start, total = state.iteration, cfg.iterations
+    metrics: dict[str, float] = {}
+    status = "completed"
+    sync = push_policy(run.models, acc, start)  # the engine samples from the policy as it is
+    if start == 0 and run.data.eval_prompts is not None:
+        metrics.update(evaluate(run, 0))
+        engine.log(metrics, 0)
+    for iteration in engine.progress(range(start + 1, total + 1), desc="online-dpo"):
+        if cfg.stop_after is not None and iteration > cfg.stop_after:
+            status = "stopped"
+            break
+        t0 = time.perf_counter()
+
+        # 1. rollout: K replies per prompt from the current policy
+        index = state.prompts.next_batch(cfg.rollout_batch_size)
+        batch = collect_sharded(
+            run.models, state.prompts, index, (cfg.engine.seed, iteration, 1), cfg.rollout, acc,
+            group_size=cfg.num_samples, autocast=engine.autocast,
+            reuse_sampling_logprobs=acc.mixed_precision == "no",
+        )  # fmt: skip
+        exp = batch.experience
+        if not finite(exp.scores):
+            if rollout_is_bad(engine, state, cfg, iteration) == "stop":
+                status = "stopped_on_nan"
+                break
+            continue
+
+        # 2. label: the best and the worst reply of each prompt by the reward; ties dropped
+        chosen, rejected, ties = label_pairs(exp.scores.cpu(), cfg.num_samples)
+        cut = len(chosen) % acc.num_processes  # every process needs pairs in every step
+        chosen, rejected = chosen[: len(chosen) - cut], rejected[: len(rejected) - cut]
+
+        # 3. pairs: the sampled token ids, prompt once
+        items = pair_items(exp, chosen, rejected)
+
+        # 4. update: epochs × mini-batches of DPO steps against the frozen reference
+        t_update = time.perf_counter()
+        stats: dict[str, float] = {}
+        skipped = 0
+        try:
+            if items:
+                stats, skipped = update(run, items)
+        except NonFiniteError:
+            status = "stopped_on_nan"
+            engine.print(
+                "[red]NaN/inf in a loss or gradient: stopping; the last checkpoint is kept"
+            )
+            break
+        t_train = time.perf_counter()
+        sync = push_policy(run.models, acc, iteration)  # the rollout engine gets the new weights
+
+        # 5. log, samples, evaluation, checkpoint
+        scores = exp.scores.cpu()
+        metrics = rollout_metrics(exp, eos_id) | {
+            "pairs/kept": len(items),
+            "pairs/ties_dropped": ties,
+            "pairs/dropped_for_sharding": cut,
+            "reward/score_chosen": float(scores[chosen].mean()) if len(items) else 0.0,
+            "reward/score_rejected": float(scores[rejected].mean()) if len(items) else 0.0,
+        }
+        metrics |= timing_metrics(batch, t0, t_update, t_train, skipped) | stats | sync
+        end_iteration(
+            engine, state, cfg, iteration, total, metrics, batch, lambda i: evaluate(run, i)
+        )
+
+    metrics.update(end_run(engine, state, start, status, lambda i: evaluate(run, i), total))
+    policy_path = engine.run.path / "policy"
+    if engine.is_main and status != "stopped_on_nan":
+        save_policy(acc.unwrap_model(run.models.policy), run.models.tokenizer, policy_path)
+    run.models.engine.close()
+    engine.close()
+    return OnlineDPOResult(
+        policy_path, engine.run.path, metrics, status, state.iteration, state.warnings
+    )

@@ -1,0 +1,159 @@
+"""The reference policy of the offline preference trainers (DPO and its variants, KTO): which
+model computes the reference log-probs, and the cache of them a run computes once.
+
+1. `reference_model`: a frozen `ref_model` folder; the policy with its LoRA adapters disabled
+   (peft `disable_adapter`; TRL and OpenRLHF do the same), so no second copy is held; the
+   policy itself before training (cached); or a frozen copy of the initial policy (live).
+2. `reference_logps` computes the (2, N) summed log-probs of every item's two replies in eval
+   mode, in length-sorted batches; `cached_reference` writes them once, atomically, to
+   RUN/reference_logps.pt with a fingerprint of the tokenized data, and a resumed run reads them
+   back (the policy has moved by then, so they could not be recomputed from it). TRL's
+   `precompute_ref_log_probs`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from rlhfkit.data import EncodedPair, TokenBudgetSampler, shared_length
+from rlhfkit.engine import Engine, latest_checkpoint
+from rlhfkit.models import ModelConfig, load_policy
+from rlhfkit.rollout import reference_context
+from rlhfkit.update.pairs import collate, pair_logps
+
+__all__ = [
+    "REFERENCE_FILE",
+    "PairBatching",
+    "cached_reference",
+    "fingerprint",
+    "inference_batches",
+    "live_reference",
+    "reference_logps",
+    "reference_model",
+]
+
+REFERENCE_FILE = "reference_logps.pt"
+
+
+class PairBatching(Protocol):
+    """How pairs are batched (the data config of DPO and KTO has these keys)."""
+
+    share_prompt: bool
+    max_tokens: int
+    max_pairs: int | None
+
+
+def fingerprint(items: Sequence[EncodedPair], reference: str) -> str:
+    """A hash of the tokenized pairs and the reference's name: a cache from other data (or
+    another reference) is never read back."""
+    h = hashlib.sha256(reference.encode())
+    for it in items:
+        h.update(repr((it.chosen_ids, it.rejected_ids, it.prompt_length)).encode())
+    return h.hexdigest()
+
+
+def inference_batches(items: Sequence[EncodedPair], data: PairBatching) -> list[list[int]]:
+    """Length-sorted batches within the token budget and `max_pairs` (64 when unset)."""
+    lengths = [shared_length(it) if data.share_prompt else 2 * it.length for it in items]
+    sampler = TokenBudgetSampler(lengths, data.max_tokens, shuffle=False)
+    cap = data.max_pairs or 64
+    return [b[i : i + cap] for b in sampler.batches() for i in range(0, len(b), cap)]
+
+
+@torch.no_grad()
+def reference_logps(
+    model: torch.nn.Module,
+    items: Sequence[EncodedPair],
+    pad_id: int,
+    data: PairBatching,
+    context: Callable[[], Any] = contextlib.nullcontext,
+    progress: Callable[[list[list[int]]], Iterable[list[int]]] = iter,
+) -> torch.Tensor:
+    """(2, N) float32 summed log-probs of every pair's chosen / rejected reply under `model`
+    (in eval mode, inside `context()`: e.g. LoRA adapters disabled), in item order.
+    `progress` wraps the list of batches (e.g. `engine.progress`, to show how far it is)."""
+    if not items:
+        return torch.zeros(2, 0)
+    was_training = model.training
+    model.eval()
+    out = torch.zeros(2, len(items))
+    with context():
+        for b in progress(inference_batches(items, data)):
+            batch = collate([items[i] for i in b], pad_id, data.share_prompt)
+            out[:, b] = pair_logps(model, batch).float().cpu()
+    model.train(was_training)
+    return out
+
+
+def cached_reference(
+    engine: Engine,
+    path: Path,
+    key: str,
+    compute: Callable[[], dict[str, torch.Tensor]],
+    name: str,
+) -> dict[str, torch.Tensor]:
+    """Read RUN/reference_logps.pt if its fingerprint is `key`, else compute and write it
+    atomically (temporary name, then rename). `name` (the command) starts the messages."""
+    if path.is_file():
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        if saved.get("fingerprint") == key:
+            engine.print(f"{name}: reference log-probs read from {path}")
+            return saved
+        engine.print(f"[yellow]{name}: {path} was computed for other data; recomputing")
+    if engine.cfg.resume and latest_checkpoint(engine.run.checkpoints) is not None:
+        # the policy has moved: recomputing from it would give the wrong reference
+        raise RuntimeError(
+            f"{name}: resuming from {engine.run.checkpoints} needs the reference log-probs of "
+            f"its data in {path}, which are missing or were computed for other data; start a "
+            "new run directory (or engine.resume=false)"
+        )
+    values = compute()
+    if engine.is_main:
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save({**values, "fingerprint": key}, tmp)
+        os.replace(tmp, path)
+    return values
+
+
+def reference_model(
+    model: ModelConfig,
+    ref_model: str | None,
+    cached: bool,
+    policy: torch.nn.Module,
+    tokenizer: Any,
+    device: torch.device,
+) -> tuple[torch.nn.Module, Callable[[], Any]]:
+    """(model, context) computing reference log-probs: a frozen `ref_model`; the policy with
+    adapters disabled (LoRA); the policy itself before training (`cached`); or a frozen copy of
+    the initial policy (live, no LoRA)."""
+    if ref_model:
+        ref_cfg = ModelConfig(name_or_path=ref_model, dtype=model.dtype)
+        ref = load_policy(ref_cfg, tokenizer).to(device).eval().requires_grad_(False)
+        return ref, contextlib.nullcontext
+    if model.lora is not None:
+        return policy, functools.partial(reference_context, policy, None)
+    if cached:  # computed before the first step: the policy is π_ref
+        return policy, contextlib.nullcontext
+    ref = load_policy(model.model_copy(update={"lora": None}), tokenizer)
+    ref.load_state_dict(policy.state_dict())  # tiny:… models are random: copy, do not rebuild
+    return ref.to(device).eval().requires_grad_(False), contextlib.nullcontext
+
+
+def live_reference(
+    model: torch.nn.Module, context: Callable[[], Any], batch: dict[str, Any]
+) -> torch.Tensor:
+    """(2, n) reference log-probs of a collated batch, computed now (eval mode, no gradient)."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), context():
+        out = pair_logps(model, batch)
+    model.train(was_training)
+    return out
