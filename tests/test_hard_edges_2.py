@@ -522,6 +522,8 @@ def _missing_file_args(missing: Path, out: Path) -> dict[str, list[str]]:
         "rloo": ["rloo", *trainer],
         "reinforce": ["reinforce", *trainer],
         "dpo": ["dpo", *trainer],
+        "kto": ["kto", *trainer],
+        "online-dpo": ["online-dpo", *trainer],
         "bon": [
             "bon",
             f"prompts={missing}",

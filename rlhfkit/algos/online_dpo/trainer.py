@@ -125,7 +125,7 @@ def setup(
 ) -> OnlineDPORun:
     """Read the data (bad rows reported before anything is written), start the engine, load
     the policy, the frozen reference and the reward, resume if possible."""
-    check_model_sources(cfg)
+    check_model_sources(cfg, reward_fn)
     tokenizer = load_tokenizer(
         cfg.tokenizer or cfg.policy.name_or_path,
         "tokenizer" if cfg.tokenizer else "policy.name_or_path",
