@@ -35,8 +35,10 @@ from rlhfkit.rollout.evaluate import Judge, evaluate_online
 from rlhfkit.rollout.experience import (
     Experience,
     cat_experiences,
+    episode_returns,
     make_experience,
     reference_context,
+    with_turn_rewards,
 )
 from rlhfkit.rollout.forward import (
     causal_lm_parts,
@@ -98,6 +100,8 @@ __all__ = [
     "as_scalar_model",
     "build_reward",
     "cat_experiences",
+    "episode_returns",
+    "with_turn_rewards",
     "causal_lm_parts",
     "collect",
     "collect_sharded",
