@@ -27,7 +27,7 @@ from rlhfkit.env import (
 from rlhfkit.models.tiny import build_tiny_model
 from rlhfkit.rollout import LocalEngine, RolloutConfig, response_logprobs
 from rlhfkit.sim import train_tokenizer
-from rlhfkit.types import PromptRecord, user
+from rlhfkit.types import Message, PromptRecord, user
 
 CHATML = (
     "{% for m in messages %}<|user|>{{ m['role'] }}\n{{ m['content'] }}<|eos|>\n{% endfor %}"
@@ -293,3 +293,86 @@ def test_an_episode_samples_the_same_whatever_shares_its_batch(tok, policy):
     assert [e.ids for e in again] == [e.ids for e in together]
     other = run_episodes(engine, tok, TwoTurn, recs, seeds + 1, rollout_cfg, cfg)
     assert [e.ids for e in other] != [e.ids for e in together]
+
+
+# -- shipped environments -----------------------------------------------------------------------
+
+
+def test_calculator_tool_and_environment():
+    from rlhfkit.env.shipped import calc, calculator, exact_answer
+
+    assert calc("347 + 589") == "936" and calc("9 minus 4 times 2") == "1"
+    assert calc("(2 + 3) * 4") == "20" and calc("-7 + 2") == "-5"
+    with pytest.raises(ValueError, match="cannot evaluate"):
+        calc("__import__('os')")
+    with pytest.raises(ValueError, match="cannot evaluate"):
+        calc("2 ** 99999")
+    record = PromptRecord(user("What is 347 plus 589?"), meta={"answer": 936})
+    env = calculator(call_cost=0.05)
+    env.reset(record)
+    r = env.step({"role": "assistant", "content": "calc(347 + 589)"})
+    assert r.messages == [{"role": "user", "content": "936"}] and r.reward == -0.05
+    r = env.step({"role": "assistant", "content": "347 plus 589 is 936."})
+    assert (r.reward, r.done, r.info["success"]) == (1.0, True, 1.0)
+    assert exact_answer(record, "It is 935.") == 0.0
+    hermes = calculator(parser="hermes", tool_role="tool")
+    assert hermes.tools[0]["function"]["parameters"]["required"] == ["expression"]
+
+
+def test_guessing_game_per_turn_feedback(tok):
+    from rlhfkit.env.shipped import GuessingGame
+
+    game = GuessingGame(turn_cost=0.1)
+    game.reset(PromptRecord(user("Guess my number from 1 to 16."), meta={"secret": 11}))
+    steps = [game.step({"role": "assistant", "content": t}) for t in ("8", "hmm", "13", "11")]
+    assert [s.messages[0]["content"] if s.messages else None for s in steps] == [
+        "Higher.", "Say a number.", "Lower.", None
+    ]  # fmt: skip
+    assert [s.reward for s in steps] == [-0.1, -0.1, -0.1, 1.0] and steps[-1].done
+    assert steps[1].info["invalid_calls"] == 1
+
+
+def test_simulated_user_asks_its_follow_up_and_the_gold_scorer_judges_the_dialogue():
+    from rlhfkit.sim.envs import SimulatedUser
+
+    opener, canned, question = "My name is Ann.", "Nice to meet you, Ann.", "What is my name?"
+    turns = (("user", opener), ("assistant", canned), ("user", question))
+    record = PromptRecord(tuple(Message(r, c) for r, c in turns))
+    env = SimulatedUser()
+    assert env.reset(record) == [{"role": "user", "content": opener}]
+    r = env.step({"role": "assistant", "content": "Hello Ann!"})
+    assert (r.messages, r.reward, r.done) == ([{"role": "user", "content": question}], 0.0, False)
+    good = env.step({"role": "assistant", "content": "Your name is Ann."})
+    assert good.done and good.info["success"] == 1.0 and good.reward > 0
+    env.reset(record)
+    env.step({"role": "assistant", "content": "Hello!"})
+    bad = env.step({"role": "assistant", "content": "Your name is Bob."})
+    assert bad.info["success"] == 0.0 and bad.reward < good.reward
+    one_turn = SimulatedUser()
+    assert one_turn.reset(PromptRecord(user("What is 2 plus 3?"))) == [
+        {"role": "user", "content": "What is 2 plus 3?"}
+    ]
+    assert one_turn.step({"role": "assistant", "content": "2 plus 3 is 5."}).done
+
+
+def test_env_data_is_deterministic_and_holds_out_eval_problems(tmp_path):
+    from rlhfkit.sim.envs import write_env_data
+
+    counts = write_env_data(tmp_path / "a", seed=1, n_train=64, n_eval=16, n_sft=40)
+    write_env_data(tmp_path / "b", seed=1, n_train=64, n_eval=16, n_sft=40)
+    for name in counts:
+        a = (tmp_path / "a" / "env" / f"{name}.jsonl").read_text()
+        assert a == (tmp_path / "b" / "env" / f"{name}.jsonl").read_text()
+    import json
+
+    rows = lambda n: [json.loads(x) for x in (tmp_path / "a/env" / f"{n}.jsonl").open()]  # noqa: E731
+    assert not {r["prompt"] for r in rows("calc_train")} & {r["prompt"] for r in rows("calc_eval")}
+    tool_demos = [r for r in rows("calc_sft") if r["meta"]["tool"]]
+    assert 0 < len(tool_demos) < counts["calc_sft"]
+    for r in rows("calc_eval"):
+        op, a, b = (
+            r["prompt"].split()[3],
+            int(r["prompt"].split()[2]),
+            int(r["prompt"][:-1].split()[4]),
+        )
+        assert r["meta"]["answer"] == (a + b if op == "plus" else a - b)

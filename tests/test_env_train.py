@@ -222,3 +222,23 @@ def test_a_factory_path_that_does_not_import_is_one_line_before_the_run_dir(asse
     with pytest.raises(EnvError, match="unexpected keyword argument 'colour'"):
         pg_trainer.setup(cfg)
     assert not (tmp_path / "bad").exists()
+
+
+def test_grpo_on_the_guessing_game_logs_env_metrics_and_writes_transcripts(assets, tmp_path):
+    game = tmp_path / "game.jsonl"
+    rows = [{"prompt": "is it a cat?", "meta": {"secret": s}} for s in (1, 2, 3, 4, 5, 6)]
+    game.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = config(
+        PGConfig, assets, tmp_path / "game", env="rlhfkit.env.shipped:GuessingGame",
+        env_args={"turn_cost": 0.1}, episode={"max_turns": 3, "max_tokens": 64},
+        data={"train": str(game)}, eval_prompts=str(game), eval_size=4, advantage="grpo",
+        group_size=2, rollout_batch_size=2, mini_batch_size=4, iterations=2,
+    )  # fmt: skip
+    result = pg_trainer.train(cfg)
+    m = result.metrics
+    assert 1.0 <= m["eval/env/turns"] <= 3.0 and m["eval/env/turns_ci"] >= 0.0
+    assert 0.0 <= m["eval/env/success"] <= 1.0 and "eval/env/truncated" in m
+    transcripts = (result.run_dir / "samples" / "eval_000002.jsonl").read_text().splitlines()
+    first = json.loads(transcripts[0])
+    assert len(transcripts) == 4 and first["messages"][0]["content"] == "is it a cat?"
+    assert first["turns"] == sum(msg["role"] == "assistant" for msg in first["messages"])
