@@ -4,6 +4,8 @@ positions, limits, faults, seeds). Scripted environments; the local engine on a 
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -376,3 +378,45 @@ def test_env_data_is_deterministic_and_holds_out_eval_problems(tmp_path):
             int(r["prompt"][:-1].split()[4]),
         )
         assert r["meta"]["answer"] == (a + b if op == "plus" else a - b)
+
+
+SMOLLM2 = Path(os.environ.get("RLHFKIT_CACHE", Path.home() / ".cache" / "rlhfkit")) / "models"
+SMOLLM2 = SMOLLM2 / "SmolLM2-135M-Instruct"
+
+
+@pytest.mark.skipif(
+    not (SMOLLM2 / "tokenizer_config.json").exists(),
+    reason="SmolLM2-135M-Instruct not fetched (python benchmarks/real/fetch_smollm2.py)",
+)
+def test_incremental_ids_equal_a_full_rerender_with_smollm2s_template():
+    from transformers import AutoTokenizer
+
+    from rlhfkit.env.shipped import calculator
+
+    tok = AutoTokenizer.from_pretrained(str(SMOLLM2))
+    engine = ScriptedEngine(tok, ["calc(347 + 589)", "347 plus 589 is 936."])
+    record = PromptRecord(user("What is 347 plus 589?"), meta={"answer": 936})
+
+    def make_env():
+        return calculator(tool_role="tool")
+
+    (ep,) = run_episodes(engine, tok, make_env, [record], torch.tensor([0]),
+                         RolloutConfig(max_new_tokens=16), EpisodeConfig())  # fmt: skip
+    assert ep.end == "done" and ep.reward == 1.0 and ep.tool_calls == 1
+    full = render_ids(tok, ep.messages, None, False)
+    n = len(ep.prompt_ids) + len(ep.ids)
+    assert ep.prompt_ids + ep.ids == full[:n] and tok.decode(full[n:]) == "\n"
+    env_span = [t for t, a in zip(ep.ids, ep.action, strict=True) if not a]
+    assert tok.decode(env_span) == "\n<|im_start|>tool\n936<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_the_docs_example_runs(capsys):
+    text = (Path(__file__).resolve().parents[1] / "docs" / "env.md").read_text()
+    section = text.split("## How to write an environment", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert len(code.splitlines()) <= 30
+    exec(compile(code, "docs/env.md", "exec"), {"__name__": "docs_example"})
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and all(
+        line.split()[0] in ("done", "length", "turn_cap") for line in lines
+    )
