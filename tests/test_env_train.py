@@ -242,3 +242,28 @@ def test_grpo_on_the_guessing_game_logs_env_metrics_and_writes_transcripts(asset
     first = json.loads(transcripts[0])
     assert len(transcripts) == 4 and first["messages"][0]["content"] == "is it a cat?"
     assert first["turns"] == sum(msg["role"] == "assistant" for msg in first["messages"])
+
+
+def test_eval_env_writes_a_summary_and_transcripts(assets, tmp_path):
+    from typer.testing import CliRunner
+
+    from rlhfkit.cli import app
+
+    game = tmp_path / "game.jsonl"
+    game.write_text("".join(json.dumps({"prompt": "is it a cat?", "meta": {"secret": s}}) + "\n"
+                            for s in (3, 4, 5)))  # fmt: skip
+    args = ["eval", "env", "--policy", assets["policy"], "--prompts", str(game),
+            "--env", "rlhfkit.env.shipped:GuessingGame", "--env-arg", "turn_cost=0.2",
+            "--max-turns", "3", "--max-new-tokens", "6", "--out", str(tmp_path / "ev")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "ev" / "env_summary.json").read_text())
+    rows = [json.loads(x) for x in (tmp_path / "ev" / "transcripts.jsonl").open()]
+    assert summary["episodes"] == 3 == len(rows)
+    assert summary["turns"] == pytest.approx(sum(r["turns"] for r in rows) / 3)
+    # every wrong guess cost 0.2, a found number pays 1
+    for r in rows:
+        assert r["reward"] == pytest.approx(-0.2 * r["turns"] + (1.2 if r["end"] == "done" else 0))
+    bad = CliRunner().invoke(app, [*args[:7], "nope:X", *args[8:-1], str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "cannot import 'nope'" in bad.output
+    assert not (tmp_path / "bad").exists()
