@@ -221,6 +221,10 @@ def test_a_factory_path_that_does_not_import_is_one_line_before_the_run_dir(asse
                  group_size=2, rollout_batch_size=2, mini_batch_size=4)  # fmt: skip
     with pytest.raises(EnvError, match="unexpected keyword argument 'colour'"):
         pg_trainer.setup(cfg)
+    cfg = config(PGConfig, assets, tmp_path / "bad", episode={"max_tokens": 4096},
+                 advantage="grpo", group_size=2, rollout_batch_size=2, mini_batch_size=4)  # fmt: skip
+    with pytest.raises(ValueError, match="episode.max_tokens=4096 does not fit"):
+        pg_trainer.setup(cfg)
     assert not (tmp_path / "bad").exists()
 
 

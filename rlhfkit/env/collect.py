@@ -38,6 +38,7 @@ import torch
 from rlhfkit.engine import gathered
 from rlhfkit.env.base import EnvError, Environment, EpisodeConfig
 from rlhfkit.env.driver import Episode, check_episode, episodes_rollout, run_episodes
+from rlhfkit.models import check_fits
 from rlhfkit.rollout import (
     Collected,
     OnlineModels,
@@ -236,10 +237,13 @@ def evaluate_env(
 def build_env(cfg: Any) -> EnvRollout | None:
     """The run's environment from `cfg.env` ('package.module:Factory', called with
     `cfg.env_args` once per episode) and `cfg.episode`; None without `env`. A path that does
-    not import, or a factory that rejects `env_args`, is one `EnvError` line (before the run
-    directory exists: the factory is called once here)."""
+    not import, a factory that rejects `env_args`, or `episode.max_tokens` beyond the policy's
+    positions is one line (before the run directory exists: the factory is called once here)."""
     if not cfg.env:
         return None
+    policy = getattr(cfg, "policy", None)
+    if policy is not None:  # a whole episode must fit the policy's position table
+        check_fits(policy, cfg.episode.max_tokens, "episode.max_tokens")
     try:
         factory = import_callable(cfg.env)
     except ValueError as e:

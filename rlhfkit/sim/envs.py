@@ -5,10 +5,11 @@
   question, and the gold scorer judges the policy's last reply in the dialogue as it went
   (the policy's own first reply in it). One-turn prompts are judged at once.
 - `write_env_data(out_dir, seed)`: the data sets of the shipped environments under
-  OUT/env/: multi-digit arithmetic prompts (train / eval, `meta.answer`), SFT demonstrations of
-  which a fraction `tool_fraction` call the calculator (`calc(a + b)`, the result back as a user
-  turn, then the answer) and the rest answer directly, and guessing-game prompts
-  (`meta.secret`).
+  OUT/env/: two-digit addition and subtraction prompts (operands 10…99, beyond the world's own
+  arithmetic family; train / eval, `meta.answer`), SFT demonstrations of which a fraction
+  `tool_fraction` call the calculator (`calc(a + b)`, the result back as a user turn, then
+  "The answer is c.") and the rest answer directly ("a plus b is c."), and guessing-game
+  prompts (`meta.secret`).
 
     python -m rlhfkit.sim.envs --out sim          # writes sim/env/*.jsonl
 """
@@ -66,7 +67,7 @@ class SimulatedUser:
 
 def _calc_task(rng: random.Random) -> tuple[str, int, int, int]:
     op = rng.choice(sorted(CALC_OPS))
-    a, b = rng.randrange(100, 1000), rng.randrange(100, 1000)
+    a, b = rng.randrange(10, 100), rng.randrange(10, 100)
     if op == "minus" and b > a:
         a, b = b, a
     return op, a, b, CALC_OPS[op](a, b)
@@ -106,15 +107,16 @@ def write_env_data(
     sft = []
     for _ in range(n_sft):
         op, a, b, c = _calc_task(rng)
-        q, answer = f"What is {a} {op} {b}?", f"{a} {op} {b} is {c}."
+        q = f"What is {a} {op} {b}?"
         if rng.random() < tool_fraction:
             call = f"calc({a} {'+' if op == 'plus' else '-'} {b})"
             sft.append({"prompt": q, "response": call, "meta": {"tool": True}})
             sft.append({"prompt": [{"role": "user", "content": q},
                                    {"role": "assistant", "content": call},
                                    {"role": "user", "content": str(c)}],
-                        "response": answer, "meta": {"tool": True}})  # fmt: skip
+                        "response": f"The answer is {c}.", "meta": {"tool": True}})  # fmt: skip
         else:
+            answer = f"{a} {op} {b} is {c}."
             sft.append({"prompt": q, "response": answer, "meta": {"tool": False}})
 
     def game_row() -> dict[str, Any]:
