@@ -71,3 +71,25 @@ class ScriptedEngine:
 
     def close(self):
         pass
+
+
+CALLS = []
+
+
+def fixed_rollout(engine, tokenizer, make_env, records, seeds, rollout_cfg, cfg, **kwargs):
+    """The escape hatch: any code that returns `Episode` records. Here: one sampled-looking
+    token and a reward of 1 per episode, written by hand (no engine, no environment)."""
+    from rlhfkit.env import Episode, render_ids
+
+    CALLS.append(len(records))
+    out = []
+    for record, seed in zip(records, seeds.tolist(), strict=True):
+        messages = [{"role": m.role, "content": m.content} for m in record.prompt]
+        ep = Episode(
+            record, seed, None, messages, None, render_ids(tokenizer, messages, None, True)
+        )
+        ep.ids, ep.action, ep.logprobs = [tokenizer.eos_token_id], [True], [-1.0]
+        ep.rewards, ep.turns, ep.end = [(0, float(seed % 2))], 1, "done"
+        ep.messages.append({"role": "assistant", "content": ""})  # an empty reply, then EOS
+        out.append(ep)
+    return out

@@ -271,3 +271,19 @@ def test_eval_env_writes_a_summary_and_transcripts(assets, tmp_path):
     bad = CliRunner().invoke(app, [*args[:7], "nope:X", *args[8:-1], str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "cannot import 'nope'" in bad.output
     assert not (tmp_path / "bad").exists()
+
+
+def test_the_rollout_function_escape_hatch_feeds_the_trainer(assets, tmp_path):
+    import env_helpers
+
+    cfg = config(PGConfig, assets, tmp_path / "hatch", advantage="grpo", group_size=2,
+                 rollout_batch_size=2, mini_batch_size=4,
+                 episode={"max_tokens": 48, "rollout_fn": "env_helpers:fixed_rollout"})  # fmt: skip
+    run = pg_trainer.setup(cfg)
+    env_helpers.CALLS.clear()
+    batch, _, _ = pg_trainer.sample_groups(run)
+    assert env_helpers.CALLS == [4]
+    exp = batch.experience
+    assert exp.response_mask.sum(1).tolist() == [1, 1, 1, 1]
+    assert exp.old_logprobs[:, 0].tolist() == [-1.0] * 4  # the record's log-probs, as given
+    assert [e["reward"] for e in batch.episodes] == exp.scores.tolist()
