@@ -313,12 +313,13 @@ def test_calculator_tool_and_environment():
     env = calculator(call_cost=0.05)
     env.reset(record)
     r = env.step({"role": "assistant", "content": "calc(347 + 589)"})
-    assert r.messages == [{"role": "user", "content": "936"}] and r.reward == -0.05
+    assert r.messages == [{"role": "user", "content": "= 936"}] and r.reward == -0.05
     r = env.step({"role": "assistant", "content": "347 plus 589 is 936."})
     assert (r.reward, r.done, r.info["success"]) == (1.0, True, 1.0)
     assert exact_answer(record, "It is 935.") == 0.0
     hermes = calculator(parser="hermes", tool_role="tool")
     assert hermes.tools[0]["function"]["parameters"]["required"] == ["expression"]
+    assert hermes.tools[0]["function"]["name"] == "calc"
 
 
 def test_guessing_game_per_turn_feedback(tok):
@@ -407,7 +408,7 @@ def test_incremental_ids_equal_a_full_rerender_with_smollm2s_template():
     n = len(ep.prompt_ids) + len(ep.ids)
     assert ep.prompt_ids + ep.ids == full[:n] and tok.decode(full[n:]) == "\n"
     env_span = [t for t, a in zip(ep.ids, ep.action, strict=True) if not a]
-    assert tok.decode(env_span) == "\n<|im_start|>tool\n936<|im_end|>\n<|im_start|>assistant\n"
+    assert tok.decode(env_span) == "\n<|im_start|>tool\n= 936<|im_end|>\n<|im_start|>assistant\n"
 
 
 def test_the_docs_example_runs(capsys):

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import operator
 import re
 from typing import Literal
@@ -80,14 +81,22 @@ def calculator(
     parser: Literal["simple", "hermes"] = "simple",
     tool_role: str = "user",
     system_prompt: str | None = None,
+    result_prefix: str = "= ",
 ) -> ToolEnvironment:
     """An arithmetic episode with the `calc` tool. `parser`: "simple" (`calc(347 + 589)`, the
     simulated world's format; its replies come back as `tool_role` "user" because the world's
     chat template and readers have no tool role) or "hermes" (`<tool_call>{json}</tool_call>`
-    for real chat models, replies as "tool" messages)."""
+    for real chat models, replies as "tool" messages). The result comes back as
+    `result_prefix` + the number: "= 159" (a byte-level BPE writes " 159" after a space as in
+    "The answer is 159.", so the answer copies the same tokens)."""
     chosen = SimpleParser() if parser == "simple" else HermesParser()
+
+    @functools.wraps(calc)
+    def tool(expression: str) -> str:
+        return result_prefix + calc(expression)
+
     return ToolEnvironment(
-        [calc], chosen, exact_answer, call_cost=call_cost, tool_role=tool_role,
+        [tool], chosen, exact_answer, call_cost=call_cost, tool_role=tool_role,
         system_prompt=system_prompt, schema_in_template=parser == "hermes",
     )  # fmt: skip
 

@@ -7,8 +7,8 @@
 - `write_env_data(out_dir, seed)`: the data sets of the shipped environments under
   OUT/env/: two-digit addition and subtraction prompts (operands 10…99, beyond the world's own
   arithmetic family; train / eval, `meta.answer`), SFT demonstrations of which a fraction
-  `tool_fraction` call the calculator (`calc(a + b)`, the result back as a user turn, then
-  "The answer is c.") and the rest answer directly ("a plus b is c."), and guessing-game
+  `tool_fraction` call the calculator (`calc(a + b)`, the result back as a user turn "= c",
+  then "The answer is c.") and the rest answer directly ("a plus b is c."), and guessing-game
   prompts (`meta.secret`).
 
     python -m rlhfkit.sim.envs --out sim          # writes sim/env/*.jsonl
@@ -113,7 +113,7 @@ def write_env_data(
             sft.append({"prompt": q, "response": call, "meta": {"tool": True}})
             sft.append({"prompt": [{"role": "user", "content": q},
                                    {"role": "assistant", "content": call},
-                                   {"role": "user", "content": str(c)}],
+                                   {"role": "user", "content": f"= {c}"}],
                         "response": f"The answer is {c}.", "meta": {"tool": True}})  # fmt: skip
         else:
             answer = f"{a} {op} {b} is {c}."
