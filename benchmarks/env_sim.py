@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -63,6 +64,7 @@ def main() -> None:
         module, preset, extra = runs[name]
         cls = module.PGConfig if module is pg else module.PPOConfig
         out = f"runs/bench_{name}_s{args.seed}"
+        shutil.rmtree(out, ignore_errors=True)  # a fresh run (an old one would be resumed)
         cfg = load_config(cls, overrides=[*common, *extra, f"out_dir={out}"], preset=preset)
         t0 = time.perf_counter()
         module.train(cfg)

@@ -252,6 +252,9 @@ def test_turn_cap_token_budget_and_masking_truncated_episodes(tok):
     (ep,) = run(tok, ScriptedEngine(tok), Endless, records(1), EpisodeConfig(max_turns=3))
     assert ep.end == "turn_cap" and ep.turns == 3 and ep.truncated
     assert ep.ids[-1] == tok.eos_token_id  # ends with the policy's last turn
+    cfg = EpisodeConfig(max_turns=3, truncation_penalty=1.0)
+    (pen,) = run(tok, ScriptedEngine(tok), Endless, records(1), cfg)
+    assert [r for _, r in pen.rewards] == [0.1, 0.1, 0.1 - 1.0] and pen.ids == ep.ids
     cfg = EpisodeConfig(max_turns=4, max_tokens=20)
     (ep,) = run(tok, ScriptedEngine(tok), Endless, records(1), cfg)
     assert ep.end == "token_budget" and len(ep.prompt_ids) + len(ep.ids) <= 20

@@ -67,6 +67,9 @@ class EpisodeConfig(ConfigBase):
     max_tokens: int = Field(256, ge=2)
     """Token budget of a whole episode (opening turns + every reply + every environment
     message); what would overflow is cut and the episode ends (counted)."""
+    truncation_penalty: float = Field(0.0, ge=0.0)
+    """Subtracted from a truncated episode's last reward (turn cap, token budget, a reply that
+    never ended): with a cost per turn, ending an episode early by rambling must not pay."""
     mask_truncated: bool = False
     """Drop a truncated episode's tokens from the loss (action mask all 0: DAPO's overlong
     filtering, Yu et al. 2025 §3.4); false: learn from it with the rewards it earned."""

@@ -31,8 +31,9 @@ Implementation details and their sources:
    token budget for the whole episode (a reply is sampled with at most the room left; an
    environment message that would overflow is cut and the episode ends), a reply that reached
    `max_new_tokens` without ending ends the episode after the environment has read it. Each is
-   an episode end with a reason (`end`), counted as truncated; `mask_truncated` drops such
-   episodes from the loss (DAPO overlong filtering).
+   an episode end with a reason (`end`), counted as truncated; `truncation_penalty` is
+   subtracted from its last reward, `mask_truncated` drops it from the loss (DAPO overlong
+   filtering).
 6. Faults: an environment whose `reset` or `step` raises ends that episode (reward so far,
    `end = "error"`, the message recorded); the caller counts them and stops past a configured
    error rate. Tool failures and malformed calls are the environment's business (they come back
@@ -297,6 +298,13 @@ def run_episodes(
             ep.ids += delta
             ep.action += [False] * len(delta)
             ep.logprobs += [0.0] * len(delta)
+    for ep in episodes:  # 6. a truncated episode pays the penalty on its last policy token
+        if ep.truncated and cfg.truncation_penalty and any(ep.action):
+            last = max(i for i, a in enumerate(ep.action) if a)
+            if ep.rewards and ep.rewards[-1][0] == last:
+                ep.rewards[-1] = (last, ep.rewards[-1][1] - cfg.truncation_penalty)
+            else:
+                ep.rewards.append((last, -cfg.truncation_penalty))
     return episodes
 
 
