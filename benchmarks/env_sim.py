@@ -85,7 +85,9 @@ def main() -> None:
         result["curve"] = [(r["step"], r[key], r.get("eval/env/turns")) for r in rows]
         print(json.dumps(result), flush=True)
         table.append(result)
-    print("| run | held-out success before → after (95 % Wilson) | turns | tool calls/episode | wall |")
+    print(
+        "| run | held-out success before → after (95 % Wilson) | turns | tool calls/episode | wall |"
+    )
     print("|---|---|---|---|---|")
     for r in table:
         print(
