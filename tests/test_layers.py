@@ -22,14 +22,15 @@ LAYER = {
     "engine": 1,  # accelerate, run directory, checkpoints, optimiser, the one step path
     "models": 2,  # loading and heads (uses data.ensure_pad_token)
     "rollout": 3,  # prompts, generation, scoring, in-loop evaluation (uses models)
-    "update": 4,  # policy and critic steps, online run state (rollout, engine)
+    "env": 4,  # multi-turn environments, tools, the episode driver (uses rollout)
+    "update": 5,  # policy and critic steps, online run state (rollout, engine)
     "label": 4,  # the feedback-collection app (generates chat replies through rollout)
     "sim": 5,  # the simulated world (samples through rollout; labels through the label app)
-    "algos": 5,  # the training loops (update, rollout, models, data, engine; never sim)
-    "eval": 6,  # judges use the world's gold scorer; evaluation samples through rollout
-    "demo": 7,
-    "cli": 8,
-    "selfcheck": 8,
+    "algos": 6,  # the training loops (update, rollout, models, data, engine; never sim)
+    "eval": 7,  # judges use the world's gold scorer; evaluation samples through rollout
+    "demo": 8,
+    "cli": 9,
+    "selfcheck": 9,
 }
 COMMANDS = {"cli", "selfcheck"}  # entry points sit on top whatever they import
 

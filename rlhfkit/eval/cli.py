@@ -52,6 +52,41 @@ def report(
     typer.echo(f"report: {path}")
 
 
+@app.command("env")
+def env(
+    policy: Annotated[Path, typer.Option(help="a saved policy folder")],
+    prompts: Annotated[Path, typer.Option(help="prompts file (any reader format)")],
+    env: Annotated[str, typer.Option(help="environment factory, package.module:Factory")],
+    out: Annotated[Path, typer.Option(help="output directory")],
+    env_arg: Annotated[
+        list[str] | None, typer.Option(help="key=value for the factory; repeat")
+    ] = None,
+    max_turns: Annotated[int, typer.Option(help="policy turns per episode")] = 4,
+    max_tokens: Annotated[int, typer.Option(help="token budget of an episode")] = 256,
+    max_new_tokens: Annotated[int, typer.Option(help="longest reply in tokens")] = 32,
+    temperature: Annotated[float, typer.Option(help="sampling temperature")] = 1.0,
+    limit: Annotated[int, typer.Option(help="evaluate at most N prompts (0: all)")] = 0,
+    seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+) -> None:
+    """Play POLICY in an environment, one episode per prompt: success, return, turns, tool
+    calls, truncations (95 % intervals) in OUT/env_summary.json, transcripts in
+    OUT/transcripts.jsonl (docs/env.md)."""
+    from rlhfkit.errors import reported
+    from rlhfkit.eval.env import evaluate_policy_in_env, parse_env_args
+
+    with reported():
+        summary = evaluate_policy_in_env(
+            policy, prompts, env, out, env_args=parse_env_args(env_arg or []),
+            max_turns=max_turns, max_tokens=max_tokens, max_new_tokens=max_new_tokens,
+            temperature=temperature, limit=limit or None, seed=seed,
+        )  # fmt: skip
+    for key, value in summary.items():
+        if not key.endswith("_ci"):
+            ci = summary.get(f"{key}_ci")
+            typer.echo(f"{key:>16}: {value:.4g}" + (f" ± {ci:.3g}" if ci is not None else ""))
+    typer.echo(f"transcripts: {out / 'transcripts.jsonl'}")
+
+
 def _parse_policies(specs: list[str]) -> list[tuple[str, Path]]:
     out = []
     for spec in specs:

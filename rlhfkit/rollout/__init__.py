@@ -36,8 +36,10 @@ from rlhfkit.rollout.evaluate import Judge, evaluate_online
 from rlhfkit.rollout.experience import (
     Experience,
     cat_experiences,
+    episode_returns,
     make_experience,
     reference_context,
+    with_turn_rewards,
 )
 from rlhfkit.rollout.forward import (
     causal_lm_parts,
@@ -102,6 +104,8 @@ __all__ = [
     "build_reward",
     "check_rewards",
     "cat_experiences",
+    "episode_returns",
+    "with_turn_rewards",
     "causal_lm_parts",
     "collect",
     "collect_sharded",

@@ -81,6 +81,7 @@ class Collected:
     records: list[PromptRecord]  # (B·G) the prompts' records
     seconds_generation: float
     seconds_scoring: float
+    episodes: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # multi-turn only
 
 
 def collect(
@@ -139,16 +140,18 @@ def collect_sharded(
     group_size: int = 1,
     autocast: Callable[[], Any] = contextlib.nullcontext,
     reuse_sampling_logprobs: bool = True,
+    collect_fn: Callable[..., Collected] = collect,
 ) -> Collected:
     """`collect` of the prompts `index`, split over the processes of `acc`; row j (prompt
     j // G, sample j % G) is seeded from `row_seeds(key, [j])`, and every process returns the
-    whole batch. Timings are the slowest process's."""
+    whole batch. Timings are the slowest process's. `collect_fn`: `collect` or one with its
+    signature (the multi-turn `env.EnvRollout.collect`)."""
     world, rank = acc.num_processes, acc.process_index
     if len(index) < world:
         raise ValueError(f"{len(index)} prompts cannot be shared by {world} processes")
     mine = torch.arange(len(index)).tensor_split(world)[rank].tolist()
     rows = [i * group_size + j for i in mine for j in range(group_size)]
-    batch = collect(
+    batch = collect_fn(
         models, source, [index[i] for i in mine], row_seeds(key, rows), cfg,
         group_size=group_size, autocast=autocast, reuse_sampling_logprobs=reuse_sampling_logprobs,
     )  # fmt: skip
@@ -167,6 +170,7 @@ def collect_sharded(
         [x for c in parts for x in c.records],
         max(c.seconds_generation for c in parts),
         max(c.seconds_scoring for c in parts),
+        [e for c in parts for e in c.episodes],
     )
 
 

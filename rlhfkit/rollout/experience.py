@@ -34,7 +34,14 @@ from rlhfkit.rollout.generate import Rollout
 from rlhfkit.rollout.scorers import Reward
 from rlhfkit.types import PromptRecord
 
-__all__ = ["Experience", "cat_experiences", "make_experience", "reference_context"]
+__all__ = [
+    "Experience",
+    "cat_experiences",
+    "episode_returns",
+    "make_experience",
+    "reference_context",
+    "with_turn_rewards",
+]
 
 
 @dataclass
@@ -61,8 +68,12 @@ class Experience:
     # float32, 0 at padding — equal to old_logprobs when the trainer reused them; None when the
     # engine kept none
     sampling_logprobs: torch.Tensor | None = None
+    # per response token: rewards of a multi-turn episode's turns before the last, each on its
+    # turn's last sampled token (B, R) float32 (the last turn's is `scores`); None: one turn
+    turn_rewards: torch.Tensor | None = None
 
-    PER_TOKEN = ("response_mask", "old_logprobs", "ref_logprobs", "old_values", "sampling_logprobs")
+    PER_TOKEN = ("response_mask", "old_logprobs", "ref_logprobs", "old_values", "sampling_logprobs",
+                 "turn_rewards")  # fmt: skip
 
     @property
     def response_ids(self) -> torch.Tensor:
@@ -147,15 +158,20 @@ def make_experience(
     use_ref: bool = True,
     critic: Any | None = None,
     reuse_sampling_logprobs: bool = True,
+    action_mask: torch.Tensor | None = None,
 ) -> Experience:
     """Score a rollout: old log-probs, reference log-probs (when `use_ref`; `ref_policy=None`
     means the policy with adapters disabled, LoRA), old values (when a `critic` with
-    `values(input_ids, attention_mask, columns) -> (B, T)` is given) and the reward."""
+    `values(input_ids, attention_mask, columns) -> (B, T)` is given) and the reward.
+    `action_mask` (B, R) bool: the response tokens the policy sampled (a multi-turn episode's
+    environment tokens are attended to but False there); None: every valid response token."""
     input_ids, mask, prompt_len = trim_padding(
         rollout.input_ids, rollout.attention_mask, rollout.prompt_len
     )
     r = input_ids.shape[1] - prompt_len
     response_mask = mask[:, prompt_len:].bool()
+    if action_mask is not None:
+        response_mask = response_mask & action_mask[:, :r].to(response_mask.device)
     zero = torch.zeros((), device=input_ids.device)
 
     def masked(x: torch.Tensor | None) -> torch.Tensor | None:
@@ -200,3 +216,16 @@ def make_experience(
         scores=scores.float().clone().to(input_ids.device),
         score_parts={k: v.float().clone().to(input_ids.device) for k, v in parts.items()},
     )
+
+
+def with_turn_rewards(rewards: torch.Tensor, exp: Experience) -> torch.Tensor:
+    """Per-token rewards (B, R) plus a multi-turn episode's earlier turns' rewards, each on its
+    turn's last sampled token (unchanged for one-turn rollouts). PPO's GAE credits them."""
+    return rewards if exp.turn_rewards is None else rewards + exp.turn_rewards
+
+
+def episode_returns(exp: Experience) -> torch.Tensor:
+    """(B,) the episode's return: the score plus the earlier turns' rewards (the score alone for
+    one-turn rollouts): the outcome the critic-free estimators use (verl
+    `compute_grpo_outcome_advantage` sums the token-level rewards the same way)."""
+    return exp.scores if exp.turn_rewards is None else exp.scores + exp.turn_rewards.sum(1)

@@ -3,13 +3,14 @@ their own). Flat keys, so a preset reads as one list of switches with their sour
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from rlhfkit.config import ConfigBase
 from rlhfkit.core import KLEstimator
 from rlhfkit.engine import EngineConfig, OptimConfig
+from rlhfkit.env.base import EpisodeConfig
 from rlhfkit.models import ModelConfig
 from rlhfkit.rollout import PromptDataConfig, RewardSpec, RolloutConfig
 
@@ -57,6 +58,14 @@ class OnlineConfig(ConfigBase):
     """Demonstrations per policy optimiser step for the ptx loss."""
 
     rollout: RolloutConfig = RolloutConfig()
+    env: str | None = None
+    """A multi-turn environment, 'package.module:Factory' (called with `env_args` once per
+    episode; docs/env.md): the policy talks with it over several turns, it rewards the
+    episodes, and only the policy's own tokens carry a loss. null: one reply per prompt."""
+    env_args: dict[str, Any] = {}
+    """Keyword arguments of the environment factory."""
+    episode: EpisodeConfig = EpisodeConfig()
+    """The multi-turn driver's limits (turn cap, token budget, error rate; with `env`)."""
     optim: OptimConfig = OptimConfig(lr=1e-5)
     """Policy optimiser (AdamW); `max_grad_norm` is the global gradient clipping (PPO-Max)."""
     engine: EngineConfig = EngineConfig()

@@ -343,18 +343,27 @@ def evaluate_held_out(
     models: Any,
     judges: dict[str, Any],
     iteration: int,
+    env: Any = None,
 ) -> dict[str, float]:
     """`eval/*` on the held-out prompts (the same draws at every evaluation: the generator is
     seeded from the run seed), with the replies written to RUN/samples/eval_NNNNNN.jsonl. Under
     `accelerate launch` every process evaluates all the held-out prompts (the same numbers
-    everywhere; not sharded) and the main process writes them."""
+    everywhere; not sharded) and the main process writes them. With an environment (`env`, an
+    `env.EnvRollout`): one episode per prompt, `eval/env/*`, transcripts written."""
+    from rlhfkit.env import evaluate_env
     from rlhfkit.rollout import evaluate_online
 
     if data.eval_prompts is None:
         return {}
-    metrics, rows = evaluate_online(
-        models, data.eval_prompts, cfg.rollout, cfg.engine.seed + 10_000, judges, engine.autocast
-    )
+    seed = cfg.engine.seed + 10_000
+    if env is not None:
+        metrics, rows = evaluate_env(
+            env, models, data.eval_prompts, cfg.rollout, seed, engine.autocast
+        )
+    else:
+        metrics, rows = evaluate_online(
+            models, data.eval_prompts, cfg.rollout, seed, judges, engine.autocast
+        )
     for failure in dict.fromkeys(models.reward.take_failures()):
         engine.print(f"[yellow]evaluation at iteration {iteration}: {failure} (eval score NaN)")
     if engine.is_main:

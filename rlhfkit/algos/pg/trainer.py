@@ -38,6 +38,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -55,6 +56,7 @@ from rlhfkit.core import (
 )
 from rlhfkit.data import stop_token_ids
 from rlhfkit.engine import Engine, NonFiniteError, build_optimizer, build_scheduler
+from rlhfkit.env import EnvRollout, build_env, episode_metrics
 from rlhfkit.models import check_fits, load_tokenizer, save_policy
 from rlhfkit.rollout import (
     Collected,
@@ -65,6 +67,7 @@ from rlhfkit.rollout import (
     cat_experiences,
     collect_sharded,
     ended_at,
+    episode_returns,
     rollout_metrics,
 )
 from rlhfkit.update import (
@@ -108,6 +111,8 @@ class PGRun:
     state: OnlineState
     judges: dict[str, Judge]
     correction: Correction  # importance weights for another engine's samples (or none)
+    env: EnvRollout | None = None  # a multi-turn environment (None: one reply per prompt)
+    collect: Callable[..., Collected] = collect_sharded  # the rollout step (env: episodes)
 
 
 # -- 3. advantage estimators: (cfg, experience, scores (N,), β) → advantages (N, R) ------------
@@ -177,16 +182,19 @@ def setup(
     check_fits(cfg.policy, longest, "the longest prompt + rollout.max_new_tokens")
     check_shardable(cfg.rollout_batch_size * cfg.group_size, cfg.mini_batch_size)
     sampler = build_sampler(cfg, tokenizer)  # vLLM / server: before the run directory exists
+    env = build_env(cfg)  # `env:` (None: one reply per prompt); a bad path is one line, here
     engine = Engine(cfg.engine, cfg.out_dir, cfg)
     policy, ref_policy = load_policies(cfg, engine, use_ref=cfg.use_ref)
-    reward = build_reward(
-        cfg.rewards,
-        reward_model=cfg.reward_model,
-        reward_tokenizer=cfg.reward_tokenizer,
-        reward_fn=cfg.reward_fn,
-        fn=reward_fn,
-        device=engine.device,
-    )
+    reward = None  # an environment rewards its own episodes
+    if env is None:
+        reward = build_reward(
+            cfg.rewards,
+            reward_model=cfg.reward_model,
+            reward_tokenizer=cfg.reward_tokenizer,
+            reward_fn=cfg.reward_fn,
+            fn=reward_fn,
+            device=engine.device,
+        )
     rows = cfg.rollout_batch_size * cfg.group_size
     steps = cfg.iterations * cfg.ppo_epochs * -(-rows // cfg.mini_batch_size)
     optimizer = build_optimizer(policy.parameters(), cfg.optim)
@@ -201,9 +209,11 @@ def setup(
         policy, tokenizer, reward, ref_policy, use_ref=cfg.use_ref, engine=sampler
     )
     correction = build_correction(cfg)
+    collect = collect_sharded if env is None else partial(collect_sharded, collect_fn=env.collect)
     return PGRun(
-        cfg, engine, data, models, optimizer, scheduler, state, dict(judges or {}), correction
-    )
+        cfg, engine, data, models, optimizer, scheduler, state, dict(judges or {}), correction,
+        env, collect,
+    )  # fmt: skip
 
 
 # -- 1. rollout with optional dynamic sampling ---------------------------------------------------
@@ -219,14 +229,14 @@ def sample_groups(run: PGRun) -> tuple[Collected, float, int]:
     while rounds < cfg.max_sampling_rounds and n_kept < cfg.rollout_batch_size:
         rounds += 1
         index = state.prompts.next_batch(cfg.rollout_batch_size)
-        batch = collect_sharded(
+        batch = run.collect(
             run.models, state.prompts, index, (cfg.engine.seed, state.iteration + 1, rounds),
             cfg.rollout, run.engine.accelerator, group_size=g, autocast=run.engine.autocast,
             reuse_sampling_logprobs=run.engine.accelerator.mixed_precision == "no",
         )  # fmt: skip
         if not cfg.dynamic_sampling:
             return batch, 0.0, 1
-        grouped = batch.experience.scores.view(-1, g)
+        grouped = episode_returns(batch.experience).view(-1, g)
         # a group with a NaN score is kept, so the finite check after the rollout reports it
         keep = (grouped.amax(1) > grouped.amin(1)) | ~grouped.isfinite().all(1)
         informative = keep.nonzero().flatten()[: cfg.rollout_batch_size - n_kept]
@@ -246,6 +256,7 @@ def sample_groups(run: PGRun) -> tuple[Collected, float, int]:
         [x for c in kept for x in c.records],
         sum(c.seconds_generation for c in kept),
         sum(c.seconds_scoring for c in kept),
+        [e for c in kept for e in c.episodes],
     )
     return merged, dropped / max(seen, 1), rounds
 
@@ -259,6 +270,7 @@ def _select(batch: Collected, rows: torch.Tensor) -> Collected:
         [batch.records[i] for i in index],
         batch.seconds_generation,
         batch.seconds_scoring,
+        [batch.episodes[i] for i in index] if batch.episodes else [],
     )
 
 
@@ -288,7 +300,9 @@ def update(
 
 def evaluate(run: PGRun, iteration: int) -> dict[str, float]:
     """`eval/*` on the held-out prompts (`update.evaluate_held_out`)."""
-    return evaluate_held_out(run.engine, run.cfg, run.data, run.models, run.judges, iteration)
+    return evaluate_held_out(
+        run.engine, run.cfg, run.data, run.models, run.judges, iteration, env=run.env
+    )
 
 
 # -- the loop -----------------------------------------------------------------------------------
@@ -325,15 +339,18 @@ def train(
         # 1. rollout: G replies per prompt (dynamic sampling: until the batch is informative)
         batch, dropped, rounds = sample_groups(run)
         exp = batch.experience
+        # episodes' statistics ({} without env); stops the run past episode.max_error_rate
+        env_stats = episode_metrics(batch.episodes, cfg.episode.max_error_rate)
         if not finite(exp.scores, exp.old_logprobs, exp.ref_logprobs):
             if rollout_is_bad(engine, state, cfg, iteration, exp, run.models.reward) == "stop":
                 status = "stopped_on_nan"
                 break
             continue
 
-        # 2. rewards: overlong shaping and missing-EOS penalty on the score
+        # 2. rewards: overlong shaping and missing-EOS penalty on the score (an episode's
+        # return: the sum of its turns' rewards)
         lengths = exp.response_mask.sum(1)
-        scores = exp.scores.clone()
+        scores = episode_returns(exp).clone()
         if cfg.overlong_cache is not None:
             scores = scores + overlong_penalty(
                 lengths, cfg.rollout.max_new_tokens, cfg.overlong_cache
@@ -377,7 +394,7 @@ def train(
             "reward/kl_penalty": -kl_coef * metrics.get("policy/kl_to_ref", 0.0),
         }
         metrics |= timing_metrics(batch, t0, t_update, t_train, skipped) | stats
-        metrics |= correction_stats | sync
+        metrics |= correction_stats | sync | env_stats
         end_iteration(
             engine, state, cfg, iteration, total, metrics, batch, lambda i: evaluate(run, i)
         )

@@ -51,6 +51,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -64,6 +65,7 @@ from rlhfkit.engine import (
     build_optimizer,
     build_scheduler,
 )
+from rlhfkit.env import EnvRollout, build_env, episode_metrics
 from rlhfkit.models import (
     ModelConfig,
     check_fits,
@@ -73,6 +75,7 @@ from rlhfkit.models import (
     save_policy,
 )
 from rlhfkit.rollout import (
+    Collected,
     Experience,
     Judge,
     OnlineModels,
@@ -81,6 +84,7 @@ from rlhfkit.rollout import (
     ended_at,
     explained_variance,
     rollout_metrics,
+    with_turn_rewards,
 )
 from rlhfkit.update import (
     Correction,
@@ -128,6 +132,8 @@ class PPORun:
     state: OnlineState
     judges: dict[str, Judge]
     correction: Correction  # importance weights for another engine's samples (or none)
+    env: EnvRollout | None = None  # a multi-turn environment (None: one reply per prompt)
+    collect: Callable[..., Collected] = collect_sharded  # the rollout step (env: episodes)
 
     @property
     def total_iters(self) -> int:
@@ -154,6 +160,7 @@ def setup(
     check_fits(cfg.policy, longest, "the longest prompt + rollout.max_new_tokens")
     check_shardable(cfg.rollout_batch_size, cfg.mini_batch_size)
     sampler = build_sampler(cfg, tokenizer)  # vLLM / server: before the run directory exists
+    env = build_env(cfg)  # `env:` (None: one reply per prompt); a bad path is one line, here
     engine = Engine(cfg.engine, cfg.out_dir, cfg)
     acc = engine.accelerator
 
@@ -165,14 +172,16 @@ def setup(
         gradient_checkpointing=cfg.policy.gradient_checkpointing,
     )
     critic = load_critic(critic_cfg).to(engine.device).eval()
-    reward = build_reward(
-        cfg.rewards,
-        reward_model=cfg.reward_model,
-        reward_tokenizer=cfg.reward_tokenizer,
-        reward_fn=cfg.reward_fn,
-        fn=reward_fn,
-        device=engine.device,
-    )
+    reward = None  # an environment rewards its own episodes
+    if env is None:
+        reward = build_reward(
+            cfg.rewards,
+            reward_model=cfg.reward_model,
+            reward_tokenizer=cfg.reward_tokenizer,
+            reward_fn=cfg.reward_fn,
+            fn=reward_fn,
+            device=engine.device,
+        )
 
     steps_per_iter = cfg.ppo_epochs * math.ceil(cfg.rollout_batch_size / cfg.mini_batch_size)
     optimizer = build_optimizer(policy.parameters(), cfg.optim)
@@ -194,9 +203,10 @@ def setup(
     models = OnlineModels(
         policy, tokenizer, reward, ref_policy, use_ref=True, critic=critic, engine=sampler
     )
+    collect = collect_sharded if env is None else partial(collect_sharded, collect_fn=env.collect)
     return PPORun(
         cfg, engine, data, models, optimizer, scheduler, critic_optimizer, critic_scheduler,
-        state, dict(judges or {}), build_correction(cfg),
+        state, dict(judges or {}), build_correction(cfg), env, collect,
     )  # fmt: skip
 
 
@@ -276,7 +286,9 @@ def evaluate(run: PPORun, iteration: int) -> dict[str, float]:
     """`eval/*` on the held-out prompts (`update.evaluate_held_out`; no critic forward)."""
     m = run.models
     models = OnlineModels(m.policy, m.tokenizer, m.reward, m.ref_policy, engine=m.engine)
-    return evaluate_held_out(run.engine, run.cfg, run.data, models, run.judges, iteration)
+    return evaluate_held_out(
+        run.engine, run.cfg, run.data, models, run.judges, iteration, env=run.env
+    )
 
 
 def train(
@@ -311,24 +323,28 @@ def train(
         # 1. rollout: one reply per prompt; old/ref log-probs, old values, scores (each process
         # samples its share, seeded per row; every process then holds the whole batch)
         index = state.prompts.next_batch(cfg.rollout_batch_size)
-        batch = collect_sharded(
+        batch = run.collect(
             run.models, state.prompts, index, (cfg.engine.seed, iteration), cfg.rollout, acc,
             autocast=engine.autocast, reuse_sampling_logprobs=acc.mixed_precision == "no",
         )  # fmt: skip
         exp = batch.experience
+        # episodes' statistics ({} without env); stops the run past episode.max_error_rate
+        env_stats = episode_metrics(batch.episodes, cfg.episode.max_error_rate)
         if not finite(exp.scores, exp.old_logprobs, exp.ref_logprobs, exp.old_values):
             if rollout_is_bad(engine, state, cfg, iteration, exp, run.models.reward) == "stop":
                 status = "stopped_on_nan"
                 break
             continue
 
-        # 2. shape rewards: adjusted score on the last valid token, −β·KL on every token
+        # 2. shape rewards: adjusted score on the last valid token, −β·KL on every token, an
+        # episode's earlier turns' rewards on their turns' last tokens
         scores = adjusted_scores(run, exp)
         kl_coef = state.kl_ctl.value
         rewards = shape_rewards(
             scores, exp.old_logprobs, exp.ref_logprobs, exp.response_mask, kl_coef,
             cfg.kl_estimator,
         )  # fmt: skip
+        rewards = with_turn_rewards(rewards, exp)
 
         # 3. advantages: GAE, whitening as its own step, optional clipping
         advantages, returns = advantages_and_returns(cfg, rewards, exp)
@@ -364,7 +380,7 @@ def train(
             "critic/warmup": float(not train_policy),
         }
         metrics |= timing_metrics(batch, t0, t_update, t_train, skipped) | stats
-        metrics |= correction_stats | sync
+        metrics |= correction_stats | sync | env_stats
         end_iteration(
             engine, state, cfg, iteration, total_iters, metrics, batch,
             lambda i: evaluate(run, i),

@@ -1,0 +1,127 @@
+"""Environments that ship with rlhfkit (presets in rlhfkit/configs/, docs/env.md):
+
+- `calculator(...)`: arithmetic with a `calc(expression)` tool; reward 1 for an exact final
+  answer (`record.meta["answer"]`), minus `call_cost` per call.
+- `GuessingGame`: guess a secret number (`record.meta["secret"]`, range `low`…`high`) with
+  "Higher." / "Lower." after each guess: per-turn rewards (−`turn_cost` per wrong or invalid
+  guess, +1 for the right one), so credit assignment over turns matters.
+- The simulated user of the sim world's dialogues is `rlhfkit.sim.envs.SimulatedUser` (it needs
+  the world's gold scorer, which lives above this layer).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import operator
+import re
+from typing import Literal
+
+from rlhfkit.env.base import StepResult, record_messages
+from rlhfkit.env.tools import HermesParser, SimpleParser, ToolEnvironment
+from rlhfkit.types import PromptRecord
+
+__all__ = [
+    "GuessingGame",
+    "calc",
+    "calculator",
+    "exact_answer",
+    "exact_answer_reward",
+    "last_integer",
+]
+
+_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+        ast.FloorDiv: operator.floordiv, ast.USub: operator.neg}  # fmt: skip
+_WORD_OPS = {"plus": "+", "minus": "-", "times": "*"}
+
+
+def calc(expression: str) -> str:
+    """Evaluate an integer arithmetic expression.
+
+    Args:
+        expression: integers with + - * // and parentheses (or the words plus, minus, times),
+            e.g. "347 + 589".
+    """
+    text = " ".join(_WORD_OPS.get(w, w) for w in expression.replace("×", "*").split())
+
+    def value(node: ast.AST) -> int:
+        if isinstance(node, ast.Constant) and type(node.value) is int:
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            return _OPS[type(node.op)](value(node.left), value(node.right))
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _OPS:
+            return _OPS[type(node.op)](value(node.operand))
+        raise ValueError(f"cannot evaluate {expression!r}")
+
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError:
+        raise ValueError(f"cannot evaluate {expression!r}") from None
+    return str(value(tree.body))
+
+
+def last_integer(text: str) -> int | None:
+    """The last integer written in digits in `text` (None if there is none)."""
+    found = re.findall(r"-?\d+", text.replace(",", ""))
+    return int(found[-1]) if found else None
+
+
+def exact_answer(record: PromptRecord, text: str) -> float:
+    """1.0 when the reply's last integer is `record.meta["answer"]`, else 0.0."""
+    return float(last_integer(text) == int(record.meta["answer"]))
+
+
+def exact_answer_reward(prompts, responses, records) -> list[float]:  # noqa: ANN001
+    """`exact_answer` as a one-turn `reward_fn` (the no-tool baseline of the calculator)."""
+    return [exact_answer(rec, text) for rec, text in zip(records, responses, strict=True)]
+
+
+def calculator(
+    call_cost: float = 0.0,
+    parser: Literal["simple", "hermes"] = "simple",
+    tool_role: str = "user",
+    system_prompt: str | None = None,
+    result_prefix: str = "= ",
+) -> ToolEnvironment:
+    """An arithmetic episode with the `calc` tool. `parser`: "simple" (`calc(347 + 589)`, the
+    simulated world's format; its replies come back as `tool_role` "user" because the world's
+    chat template and readers have no tool role) or "hermes" (`<tool_call>{json}</tool_call>`
+    for real chat models, replies as "tool" messages). The result comes back as
+    `result_prefix` + the number: "= 159" (a byte-level BPE writes " 159" after a space as in
+    "The answer is 159.", so the answer copies the same tokens)."""
+    chosen = SimpleParser() if parser == "simple" else HermesParser()
+
+    @functools.wraps(calc)
+    def tool(expression: str) -> str:
+        return result_prefix + calc(expression)
+
+    return ToolEnvironment(
+        [tool], chosen, exact_answer, call_cost=call_cost, tool_role=tool_role,
+        system_prompt=system_prompt, schema_in_template=parser == "hermes",
+    )  # fmt: skip
+
+
+class GuessingGame:
+    """Guess the number `record.meta["secret"]`; the game answers "Higher." or "Lower." (or
+    asks for a number). Reward per turn: −`turn_cost` for a wrong or missing guess, +1 and done
+    for the right one; `success` 1 when found."""
+
+    tools = None
+
+    def __init__(self, turn_cost: float = 0.1) -> None:
+        self.turn_cost = turn_cost
+        self.secret = 0
+
+    def reset(self, record: PromptRecord) -> list[dict[str, str]]:
+        self.secret = int(record.meta["secret"])
+        return record_messages(record)
+
+    def step(self, message: dict[str, str]) -> StepResult:
+        guess = last_integer(message["content"])
+        if guess == self.secret:
+            return StepResult([], 1.0, True, {"success": 1.0})
+        if guess is None:
+            reply, info = "Say a number.", {"invalid_calls": 1, "success": 0.0}
+        else:
+            reply, info = ("Higher." if guess < self.secret else "Lower."), {"success": 0.0}
+        return StepResult([{"role": "user", "content": reply}], -self.turn_cost, False, info)
