@@ -245,9 +245,9 @@ def build_env(cfg: Any) -> EnvRollout | None:
     if policy is not None:  # a whole episode must fit the policy's position table
         check_fits(policy, cfg.episode.max_tokens, "episode.max_tokens")
     try:
-        factory = import_callable(cfg.env)
+        factory = import_callable(cfg.env, "env", arities=None)
     except ValueError as e:
-        raise EnvError(f"env: {str(e).replace('reward function ', '')}") from None
+        raise EnvError(str(e)) from None
     args = dict(cfg.env_args)
 
     def make_env() -> Environment:
@@ -260,7 +260,7 @@ def build_env(cfg: Any) -> EnvRollout | None:
     rollout_fn = run_episodes
     if cfg.episode.rollout_fn:
         try:
-            rollout_fn = import_callable(cfg.episode.rollout_fn)
+            rollout_fn = import_callable(cfg.episode.rollout_fn, "episode.rollout_fn", arities=None)
         except ValueError as e:
-            raise EnvError(f"episode.rollout_fn: {e}") from None
+            raise EnvError(str(e)) from None
     return EnvRollout(make_env, cfg.episode, rollout_fn)

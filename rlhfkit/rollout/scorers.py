@@ -309,13 +309,16 @@ def _module_hint(module_name: str) -> str:
     return ""
 
 
-def import_callable(spec: str, key: str = "reward_fn") -> Callable[..., Any]:
+def import_callable(
+    spec: str, key: str = "reward_fn", arities: tuple[int, ...] | None = (2, 3)
+) -> Callable[..., Any]:
     """`"package.module:function"` → the function (for `reward_fn` named in a config file).
 
     Every way the path can be wrong is one `ConfigError` naming `key` (the config key that
     holds it): empty, no ':function', a module that does not import (not found, or its own
-    error), a missing attribute, something not callable, or a function that cannot be called
-    as f(prompts, responses[, records])."""
+    error), a missing attribute, something not callable, or — for a reward function — one that
+    cannot be called as f(prompts, responses[, records]) (`arities`; None: any signature, e.g.
+    an environment factory)."""
     where = f"{key}={spec!r}"
     spec = spec.strip()
     module_name, sep, attr = spec.partition(":")
@@ -343,11 +346,13 @@ def import_callable(spec: str, key: str = "reward_fn") -> Callable[..., Any]:
             raise ConfigError(f"{where}: module {module_name!r} has no attribute {attr!r}")
     if not callable(fn):
         raise ConfigError(f"{where}: {attr!r} is a {type(fn).__name__}, not a function")
+    if arities is None:
+        return fn
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):  # some builtins have none: called as they are
         return fn
-    for n_args in (2, 3):
+    for n_args in arities:
         try:
             signature.bind(*range(n_args))
             return fn

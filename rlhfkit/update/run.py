@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from rlhfkit.config import ConfigError
 from rlhfkit.core import AdaptiveKLController, FixedKLController, RunningMoments
 from rlhfkit.engine import Engine, latest_checkpoint, launched_processes
 from rlhfkit.models import ModelConfig, check_source, load_policy
@@ -125,6 +126,13 @@ def check_model_sources(cfg: OnlineConfig, reward_fn: Any = None) -> None:
     for name, key, kind in sources:
         if name and not name.startswith("tiny:"):
             check_source(name, key, kind)
+    if cfg.env:  # the environment rewards its episodes; a reward model may still seed a critic
+        given = [k for k in ("rewards", "reward_fn") if getattr(cfg, k)]
+        if given or reward_fn is not None:
+            raise ConfigError(
+                f"env={cfg.env} rewards its own episodes: remove {' and '.join(given) or 'reward_fn'}"
+            )
+        return
     check_rewards(
         cfg.rewards,
         reward_model=cfg.reward_model,
@@ -364,8 +372,8 @@ def evaluate_held_out(
         metrics, rows = evaluate_online(
             models, data.eval_prompts, cfg.rollout, seed, judges, engine.autocast
         )
-    for failure in dict.fromkeys(models.reward.take_failures()):
-        engine.print(f"[yellow]evaluation at iteration {iteration}: {failure} (eval score NaN)")
+        for failure in dict.fromkeys(models.reward.take_failures()):
+            engine.print(f"[yellow]evaluation at iteration {iteration}: {failure} (eval score NaN)")
     if engine.is_main:
         engine.run.write_samples(f"eval_{iteration:06d}", rows)
     return metrics
