@@ -93,3 +93,26 @@ def fixed_rollout(engine, tokenizer, make_env, records, seeds, rollout_cfg, cfg,
         ep.messages.append({"role": "assistant", "content": ""})  # an empty reply, then EOS
         out.append(ep)
     return out
+
+
+def make_env_world(root):
+    """A nano GPT-2 (head_dim 32: vLLM's CPU kernel runs it) on a tokenizer trained on short
+    questions, whose EOS logit is raised so replies end within a few tokens, and 28 prompts."""
+    import json
+
+    import torch
+
+    from rlhfkit.models.tiny import build_tiny_model, save_tiny_model
+    from rlhfkit.sim import train_tokenizer
+
+    texts = [f"is it a {w}? it is a {w}, yes. no. and then?" for w in WORDS]
+    tok = train_tokenizer(texts * 5, vocab_size=300, min_frequency=1)
+    model = build_tiny_model("gpt2", "nano", tokenizer=tok, seed=0).eval()
+    ids = torch.tensor([tok("is it a cat? it is a dog, yes. no.")["input_ids"]])
+    with torch.no_grad():  # raise the EOS logit: replies end within a few tokens (two turns)
+        h = model.transformer(ids).last_hidden_state.mean(dim=(0, 1))
+        model.lm_head.weight[tok.eos_token_id] += 4.5 * h / h.square().sum()
+    policy = save_tiny_model(model, root / "policy", tok)
+    rows = [{"prompt": f"is it a {w}?"} for w in WORDS] * 2
+    (root / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return {"policy": str(policy), "prompts": str(root / "prompts.jsonl")}

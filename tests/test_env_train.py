@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from env_helpers import WORDS
+from env_helpers import make_env_world
 from safetensors.torch import load_file
 from test_ppo import naive_clip_and_adam, naive_gae
 
@@ -20,25 +20,12 @@ from rlhfkit.algos.pg import PGConfig
 from rlhfkit.algos.ppo import PPOConfig
 from rlhfkit.core import shape_rewards
 from rlhfkit.env import EnvError
-from rlhfkit.models.tiny import build_tiny_model, save_tiny_model
 from rlhfkit.rollout import with_turn_rewards
-from rlhfkit.sim import train_tokenizer
 
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("env_train")
-    texts = [f"is it a {w}? it is a {w}, yes. no. and then?" for w in WORDS]
-    tok = train_tokenizer(texts * 5, vocab_size=300, min_frequency=1)
-    model = build_tiny_model("gpt2", "nano", tokenizer=tok, seed=0).eval()
-    ids = torch.tensor([tok("is it a cat? it is a dog, yes. no.")["input_ids"]])
-    with torch.no_grad():  # raise the EOS logit: replies end within a few tokens (two turns)
-        h = model.transformer(ids).last_hidden_state.mean(dim=(0, 1))
-        model.lm_head.weight[tok.eos_token_id] += 4.5 * h / h.square().sum()
-    policy = save_tiny_model(model, root / "policy", tok)
-    rows = [{"prompt": f"is it a {w}?"} for w in WORDS] * 2
-    (root / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return {"policy": str(policy), "prompts": str(root / "prompts.jsonl")}
+    return make_env_world(tmp_path_factory.mktemp("env_train"))
 
 
 def config(cls, assets, out_dir, **overrides):
