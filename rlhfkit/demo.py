@@ -619,6 +619,12 @@ def _summary(
     return summary
 
 
+def _rate_text(r: dict[str, Any]) -> str:
+    if not r["n"]:
+        return "n/a"
+    return f"{100 * r['rate']:.1f}% ({100 * r['low']:.1f}–{100 * r['high']:.1f})"
+
+
 def _print_summary(summary: dict[str, Any], out: Path) -> None:
     names = summary["policies"]
     table = Table(title="rlhfkit demo: held-out evaluation", show_lines=False)
@@ -629,12 +635,16 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
         )
     table.add_row("gold score (true)", *(f"{summary['gold'][f'{n}_mean']:+.3f}" for n in names))
     table.add_row("RM score (proxy)", *(f"{summary['rm'][f'{n}_mean']:+.3f}" for n in names))
+    harm = summary["harm"]
     for key, label in (
-        ("harmful_compliance_rate", "harmful compliance"),
-        ("over_refusal_rate", "over-refusal"),
-        ("harmful_refusal_rate", "refuses harmful"),
+        ("harmful_compliance", "harmful compliance"),
+        ("harmful_refusal", "refuses harmful"),
+        ("over_refusal", "over-refusal"),
     ):
-        table.add_row(label, *(f"{100 * summary['rates'][n][key]:.1f}%" for n in names))
+        table.add_row(
+            f"{label} (of {harm[names[0]][key]['n']}, 95% CI)",
+            *(_rate_text(harm[n][key]) for n in names),
+        )
     table.add_row("KL to SFT (nats)", *(f"{summary['rates'][n]['kl_to_ref']:.2f}" for n in names))
     table.add_row("mean words", *(f"{summary['rates'][n]['mean_words']:.1f}" for n in names))
     console.print(table)
@@ -667,7 +677,18 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
         )
     rm_acc = summary.get("rm_gold_accuracy")
     if rm_acc is not None:
-        console.print(f"reward model agrees with gold on {100 * rm_acc:.1f}% of held-out pairs")
+        by = summary.get("rm_gold_agreement_by") or {}
+        aspects = "".join(
+            f", {aspect} pairs {100 * by[k]['rate']:.1f}% ({by[k]['agree']}/{by[k]['n']})"
+            for aspect, k in (
+                ("helpfulness", "aspect/helpful"),
+                ("harmlessness", "aspect/harmless"),
+            )
+            if k in by
+        )
+        console.print(
+            f"reward model agrees with gold on {100 * rm_acc:.1f}% of held-out pairs{aspects}"
+        )
     console.print(
         "time per stage: " + ", ".join(f"{k} {v:.0f}s" for k, v in summary["timings"].items())
     )
