@@ -232,3 +232,28 @@ def test_split_keys_draws_only_keys_that_change():
         "eval/tokens": (900, "step 40"),
         "nan/skipped_steps": (0, "constant over 3 logs"),
     }
+
+
+def test_sim_collect_red_team_writes_harmlessness_rankings(world, tmp_path):
+    from typer.testing import CliRunner
+
+    from rlhfkit.cli import app
+    from rlhfkit.models.tiny import save_tiny_model
+
+    root, tok, _, policy = world
+    save_tiny_model(policy, tmp_path / "policy", tok)
+    out = tmp_path / "red.jsonl"
+    args = ["sim", "collect", "--world", str(root), "--policy", str(tmp_path / "policy")]
+    result = CliRunner().invoke(app, [*args, "-o", str(out), "--red-team", "-k", "3"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert rows and all(r["meta"]["source"] == "red_team" for r in rows)
+    assert all(r["meta"]["family"] == "harmful" and len(r["responses"]) >= 2 for r in rows)
+    # prompts without a harmful request: one line naming the file, no output written
+    none = tmp_path / "none.jsonl"
+    none.write_text('{"prompt": "What is 2 + 3?"}\n')
+    bad = CliRunner().invoke(
+        app, [*args, "-o", str(tmp_path / "x.jsonl"), "--red-team", "--prompts", str(none)]
+    )
+    assert bad.exit_code == 2 and "holds no harmful request" in bad.output
+    assert not (tmp_path / "x.jsonl").exists()

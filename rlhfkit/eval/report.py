@@ -109,6 +109,13 @@ def _pct(value: Any) -> str:
     return "–"
 
 
+def _number(value: float) -> str:
+    """A logged figure: whole numbers as integers, others to 4 significant digits."""
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}"
+
+
 def _rate_ci(r: Any) -> str:
     """ "5.2% (3.1–8.4)": a `RateCI` with its 95 % interval, and the count."""
     return f"{_pct(r.rate)} <small>({_pct(r.low)}–{_pct(r.high)}; {r.count})</small>"
@@ -458,7 +465,7 @@ def _curves_section(stages: dict[str, Path]) -> str:
             )
         if once:
             body = "".join(
-                f"<tr><th class='row'><code>{_esc(k)}</code></th><td>{_fmt(v)}</td>"
+                f"<tr><th class='row'><code>{_esc(k)}</code></th><td>{_number(v)}</td>"
                 f"<td>{_esc(note)}</td></tr>"
                 for k, (v, note) in once.items()
             )
