@@ -54,7 +54,7 @@ from pydantic import Field, field_validator, model_validator
 from rich.console import Console
 from rich.table import Table
 
-from rlhfkit.config import ConfigBase, load_config, merge
+from rlhfkit.config import ConfigBase, ConfigError, load_config, merge
 
 __all__ = ["DemoConfig", "run_demo"]
 
@@ -163,6 +163,21 @@ class DemoConfig(ConfigBase):
     @model_validator(mode="after")
     def _ablation_fits_ppo(self) -> DemoConfig:
         _check_section("ppo", merge(self.ppo, self.ablation), "ablation")
+        return self
+
+    @model_validator(mode="after")
+    def _harmful_prompts_exist(self) -> DemoConfig:
+        from rlhfkit.sim.make import DEFAULT_SIZES
+
+        have = int(self.world.get("n_eval_harmful", DEFAULT_SIZES["n_eval_harmful"]))
+        for key, n in (
+            ("eval.n_harmful", self.eval.n_harmful),
+            ("redteam.n_test_prompts", self.redteam.n_test_prompts if self.redteam else 0),
+        ):
+            if n > have:
+                raise ValueError(
+                    f"{key}: {n} held-out harmful requests asked, world.n_eval_harmful is {have}"
+                )
         return self
 
     @property
@@ -733,10 +748,12 @@ def run_demo(
     names = [n for n in STAGES if (n != "feedback" or fb is not None) and (n != "redteam" or rt)]
     for option, stage in (("reuse", reuse), ("stop_after", stop_after)):
         if stage is not None and stage not in names:
-            raise ValueError(f"{option}: unknown stage {stage!r}; stages: {', '.join(names)}")
+            raise ConfigError(
+                f"--{option.replace('_', '-')}: unknown stage {stage!r}; stages: {', '.join(names)}"
+            )
     reused = set(names[: names.index(reuse) + 1]) if reuse else set()
     if reused and not (out / "world" / "manifest.json").is_file():
-        raise ValueError(f"reuse: {out} holds no earlier demo run (no world/manifest.json)")
+        raise ConfigError(f"--reuse: {out} holds no earlier demo run (no world/manifest.json)")
     out.mkdir(parents=True, exist_ok=True)
     engine = {"seed": seed, "device": "cpu", "threads": s.threads, "resume": False}
     stages = _Stages(names, reused)

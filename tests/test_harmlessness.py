@@ -257,3 +257,22 @@ def test_sim_collect_red_team_writes_harmlessness_rankings(world, tmp_path):
     )
     assert bad.exit_code == 2 and "holds no harmful request" in bad.output
     assert not (tmp_path / "x.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--stop-after", "bogus"], "--stop-after: unknown stage 'bogus'"),
+        (["--reuse", "sft"], "holds no earlier demo run"),
+        (["eval.n_harmful=999"], "eval.n_harmful: 999 held-out harmful requests asked"),
+        (["redteam.k=1"], "redteam.k"),
+    ],
+)
+def test_demo_bad_options_are_one_line_before_any_run_directory(tmp_path, args, message):
+    from typer.testing import CliRunner
+
+    from rlhfkit.cli import app
+
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "run"), *args])
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()
