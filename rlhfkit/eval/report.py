@@ -375,8 +375,13 @@ def _summary_section(s: RunSummary | None, policies: list[str]) -> str:
             )
         )
     if s.timings:
+        reused = s.settings.reused
         facts.append(
-            ("Time per stage (s)", ", ".join(f"{_esc(k)} {v:.0f}" for k, v in s.timings.items()))
+            (
+                "Time per stage (s)",
+                ", ".join(f"{_esc(k)} {v:.0f}" for k, v in s.timings.items())
+                + (f" (taken from an earlier run: {_esc(', '.join(reused))})" if reused else ""),
+            )
         )
     fact_rows = "".join(f"<tr><th class='row'>{_esc(k)}</th><td>{v}</td></tr>" for k, v in facts)
     return (
@@ -397,7 +402,7 @@ def _redteam_text(info: dict[str, Any]) -> str:
         None,
     )
     return (
-        f"{train.get('rows', 0)} rankings of {info.get('k')} replies (temperature "
+        f"{train.get('rows', 0)} rankings of up to {info.get('k')} replies (temperature "
         f"{info.get('temperature')}) to harmful training requests, "
         f"{train.get('prompts_with_compliance', 0)} holding a compliant reply; "
         + (f"{_pct(share)} of the RM's training comparisons; " if share is not None else "")
