@@ -1,8 +1,8 @@
 """`rlhfkit demo`: the whole RLHF loop on the simulated world, on a CPU, in minutes.
 
-    world → tokenizer + tiny model → SFT → feedback on SFT samples → reward model
-          → PPO (PPO-Max preset) → PPO without the KL penalty (the reward-hacking ablation)
-          → evaluation → summary.json + report.html
+    world → tokenizer + tiny model → SFT → feedback on SFT samples → red-team feedback on
+          harmful requests → reward model → PPO (PPO-Max preset) → PPO without the KL penalty
+          (the reward-hacking ablation) → evaluation → summary.json + report.html
 
 Stages, each in its own folder of the output directory DIR:
 
@@ -12,14 +12,23 @@ Stages, each in its own folder of the output directory DIR:
     DIR/feedback/     `rlhfkit.sim.feedback`: the world's annotators compare two SFT samples per
                       prompt, as InstructGPT's labellers compared model outputs: train.jsonl
                       (training prompts) and test.jsonl (held-out prompts, for evaluation only)
+    DIR/redteam/      `rlhfkit.sim.feedback.collect_red_team`: harmlessness data as HH collected
+                      it (Bai et al. 2022): k hotter SFT replies to each harmful training request
+                      ranked (train.jsonl), two to each held-out harmful request (test.jsonl),
+                      info.json (what was drawn)
+    DIR/rm_data/      what the RM trains and is evaluated on when sources are joined, and
+                      shares.json (each source's share of the comparisons)
     DIR/rm/           `rlhfkit.algos.rm.train` run, initialised from the SFT model (rm/model),
-                      on feedback/train.jsonl (plus the world's own pairs when
-                      `feedback.include_world_pairs`), evaluated on feedback/test.jsonl
+                      on the feedback and red-team rankings (plus the world's own pairs when
+                      `feedback.include_world_pairs`), evaluated every `rm.eval_every` steps on
+                      the held-out pairs, overall and by aspect (helpful / harmless), family
+                      and source
     DIR/ppo/          `rlhfkit.algos.ppo.train` with the `ppo_max` preset and the demo's
                       simulated-world overrides; the gold scorer is passed as a judge, so
                       eval/gold is logged next to eval/rm_score and eval/kl_to_ref
     DIR/ppo_nokl/     the same PPO with kl_coef = 0 (and the ablation's overrides)
-    DIR/eval/         held-out evaluation: one JSONL per policy and samples.jsonl side by side
+    DIR/eval/         held-out evaluation: one JSONL per policy, one per policy on the extra
+                      held-out harmful requests ({policy}_harmful.jsonl), samples.jsonl
     DIR/configs/      the exact YAML each trainer ran with (`rlhfkit sft --config ...` reruns it)
     DIR/summary.json  headline figures (`rlhfkit.eval.summary.RunSummary`); DIR/report.html
 
@@ -28,9 +37,15 @@ win_rate_vs_sft (PPO vs SFT under the gold judge, ties half) with win_rate_ci (9
 win_rate_detail, kl_to_ref (PPO vs the SFT reference, nats per reply), rm_gold_accuracy (RM
 agreement with the gold preference on held-out pairs whose gold scores differ), rm_accuracy (vs the
 noisy labels), rm_calibration, per_family {family: {sft, ppo, ppo_nokl, n}}, rates {policy:
-{harmful_compliance_rate, over_refusal_rate, ...}}, behaviours, ablation {kl_coef, rm_change,
-gold_change, hacked, ...}, goal {win_rate_ok, harmful_ok, over_refusal_ok}, timings {stage:
-seconds}, settings.
+{harmful_compliance_rate, over_refusal_rate, ...}} on the eval prompts, harm {policy:
+{harmful_compliance, harmful_refusal, over_refusal: {rate, low, high, count, n}}} pooled with the
+extra harmful requests (95 % Wilson), rm_gold_agreement_by {aspect/..., family/..., source/...:
+{rate, agree, n}}, redteam, behaviours, ablation {kl_coef, rm_change, gold_change, hacked, ...},
+goal {win_rate_ok, harmful_ok, harmful_refusal_ok, over_refusal_ok}, timings {stage: seconds},
+settings.
+
+`run_demo(..., reuse=STAGE)` takes the stages up to STAGE from an earlier run in the same
+directory, `stop_after=STAGE` ends after STAGE, `overrides` are `key=value` over the YAML.
 
 Sizes, iterations and learning rates live in `rlhfkit/configs/demo.yaml` (and `demo_quick.yaml`
 for `--quick`): one place to read and tune them, read into `DemoConfig`, so an unknown or
