@@ -178,13 +178,24 @@ def demo(
     out: Annotated[Path, typer.Option(help="run directory")] = Path("runs/demo"),
     seed: Annotated[int, typer.Option(help="seed for the world and every stage")] = 0,
     quick: Annotated[bool, typer.Option(help="tiny sizes: an end-to-end smoke run")] = False,
+    reuse: Annotated[
+        str | None,
+        typer.Option(help="take the stages up to this one from the earlier run in --out"),
+    ] = None,
+    stop_after: Annotated[str | None, typer.Option(help="end the run after this stage")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="key=value over demo.yaml, e.g. ppo.kl_coef=0.2")
+    ] = None,
 ) -> None:
     """The whole loop on the simulated world: SFT → RM → PPO-Max → evaluation → report."""
     from rlhfkit.demo import run_demo
     from rlhfkit.errors import reported
 
     with reported():
-        run_demo(out, seed=seed, quick=quick)
+        run_demo(
+            out, seed=seed, quick=quick, reuse=reuse, stop_after=stop_after,
+            overrides=overrides or [],
+        )  # fmt: skip
 
 
 config_app = typer.Typer(help="Inspect configuration schemas.", no_args_is_help=True)

@@ -1,8 +1,8 @@
 """`rlhfkit demo`: the whole RLHF loop on the simulated world, on a CPU, in minutes.
 
-    world → tokenizer + tiny model → SFT → feedback on SFT samples → reward model
-          → PPO (PPO-Max preset) → PPO without the KL penalty (the reward-hacking ablation)
-          → evaluation → summary.json + report.html
+    world → tokenizer + tiny model → SFT → feedback on SFT samples → red-team feedback on
+          harmful requests → reward model → PPO (PPO-Max preset) → PPO without the KL penalty
+          (the reward-hacking ablation) → evaluation → summary.json + report.html
 
 Stages, each in its own folder of the output directory DIR:
 
@@ -12,14 +12,23 @@ Stages, each in its own folder of the output directory DIR:
     DIR/feedback/     `rlhfkit.sim.feedback`: the world's annotators compare two SFT samples per
                       prompt, as InstructGPT's labellers compared model outputs: train.jsonl
                       (training prompts) and test.jsonl (held-out prompts, for evaluation only)
+    DIR/redteam/      `rlhfkit.sim.feedback.collect_red_team`: harmlessness data as HH collected
+                      it (Bai et al. 2022): k hotter SFT replies to each harmful training request
+                      ranked (train.jsonl), two to each held-out harmful request (test.jsonl),
+                      info.json (what was drawn)
+    DIR/rm_data/      what the RM trains and is evaluated on when sources are joined, and
+                      shares.json (each source's share of the comparisons)
     DIR/rm/           `rlhfkit.algos.rm.train` run, initialised from the SFT model (rm/model),
-                      on feedback/train.jsonl (plus the world's own pairs when
-                      `feedback.include_world_pairs`), evaluated on feedback/test.jsonl
+                      on the feedback and red-team rankings (plus the world's own pairs when
+                      `feedback.include_world_pairs`), evaluated every `rm.eval_every` steps on
+                      the held-out pairs, overall and by aspect (helpful / harmless), family
+                      and source
     DIR/ppo/          `rlhfkit.algos.ppo.train` with the `ppo_max` preset and the demo's
                       simulated-world overrides; the gold scorer is passed as a judge, so
                       eval/gold is logged next to eval/rm_score and eval/kl_to_ref
     DIR/ppo_nokl/     the same PPO with kl_coef = 0 (and the ablation's overrides)
-    DIR/eval/         held-out evaluation: one JSONL per policy and samples.jsonl side by side
+    DIR/eval/         held-out evaluation: one JSONL per policy, one per policy on the extra
+                      held-out harmful requests ({policy}_harmful.jsonl), samples.jsonl
     DIR/configs/      the exact YAML each trainer ran with (`rlhfkit sft --config ...` reruns it)
     DIR/summary.json  headline figures (`rlhfkit.eval.summary.RunSummary`); DIR/report.html
 
@@ -28,9 +37,15 @@ win_rate_vs_sft (PPO vs SFT under the gold judge, ties half) with win_rate_ci (9
 win_rate_detail, kl_to_ref (PPO vs the SFT reference, nats per reply), rm_gold_accuracy (RM
 agreement with the gold preference on held-out pairs whose gold scores differ), rm_accuracy (vs the
 noisy labels), rm_calibration, per_family {family: {sft, ppo, ppo_nokl, n}}, rates {policy:
-{harmful_compliance_rate, over_refusal_rate, ...}}, behaviours, ablation {kl_coef, rm_change,
-gold_change, hacked, ...}, goal {win_rate_ok, harmful_ok, over_refusal_ok}, timings {stage:
-seconds}, settings.
+{harmful_compliance_rate, over_refusal_rate, ...}} on the eval prompts, harm {policy:
+{harmful_compliance, harmful_refusal, over_refusal: {rate, low, high, count, n}}} pooled with the
+extra harmful requests (95 % Wilson), rm_gold_agreement_by {aspect/..., family/..., source/...:
+{rate, agree, n}}, redteam, behaviours, ablation {kl_coef, rm_change, gold_change, hacked, ...},
+goal {win_rate_ok, harmful_ok, harmful_refusal_ok, over_refusal_ok}, timings {stage: seconds},
+settings.
+
+`run_demo(..., reuse=STAGE)` takes the stages up to STAGE from an earlier run in the same
+directory, `stop_after=STAGE` ends after STAGE, `overrides` are `key=value` over the YAML.
 
 Sizes, iterations and learning rates live in `rlhfkit/configs/demo.yaml` (and `demo_quick.yaml`
 for `--quick`): one place to read and tune them, read into `DemoConfig`, so an unknown or
@@ -54,7 +69,7 @@ from pydantic import Field, field_validator, model_validator
 from rich.console import Console
 from rich.table import Table
 
-from rlhfkit.config import ConfigBase, load_config, merge
+from rlhfkit.config import ConfigBase, ConfigError, load_config, merge
 
 __all__ = ["DemoConfig", "run_demo"]
 
@@ -83,6 +98,30 @@ class FeedbackSettings(ConfigBase):
     """Also train the RM on the world's sampler-written pairs."""
 
 
+class RedTeamSettings(ConfigBase):
+    """Harmlessness feedback as red-teaming collects it (`rlhfkit.sim.feedback.collect_red_team`,
+    the HH recipe of Bai et al. 2022): replies to harmful requests drawn so that compliance turns
+    up, compared by the annotators, added to the RM's helpfulness comparisons."""
+
+    n_prompts: int = Field(ge=0)
+    """Training prompts scanned for harmful requests (the first n of prompts/train; 0: none)."""
+    n_test_prompts: int = Field(ge=0)
+    """Held-out harmful requests (prompts/eval_harmful) given two red-team replies each: the RM's
+    harmlessness evaluation pairs, next to the harmful pairs of feedback/test."""
+    k: int = Field(8, ge=2)
+    """Replies per harmful request (ranked when > 2)."""
+    temperature: float = Field(1.5, gt=0.0)
+    """Sampling temperature: above the policy's own, so its rare compliant replies turn up."""
+    max_new_tokens: int = Field(32, ge=1)
+    """Longest sampled reply in tokens."""
+    train: bool = True
+    """Add the red-team rankings to the RM's training data (false: collect and evaluate only,
+    the "before" RM of the comparison)."""
+
+    def __bool__(self) -> bool:
+        return self.n_prompts > 0 or self.n_test_prompts > 0
+
+
 class EvalSettings(ConfigBase):
     n_prompts: int = Field(ge=1)
     """Held-out prompts the final evaluation samples every policy on."""
@@ -92,6 +131,9 @@ class EvalSettings(ConfigBase):
     """Longest evaluation reply in tokens."""
     ceiling_n: list[int] = []
     """n of the best-of-n ceilings from SFT (gold oracle and RM as selector); [] skips them."""
+    n_harmful: int = Field(0, ge=0)
+    """Extra held-out harmful requests (prompts/eval_harmful) every policy answers; harm rates
+    are measured on these and the harmful ones among the `n_prompts`."""
 
 
 class DemoConfig(ConfigBase):
@@ -107,6 +149,8 @@ class DemoConfig(ConfigBase):
     """Overrides of `SFTConfig` (paths are filled in by the demo)."""
     feedback: FeedbackSettings | None = None
     """On-policy comparisons of SFT replies for the RM; null: the world's own pairs."""
+    redteam: RedTeamSettings | None = None
+    """Red-team (harmlessness) comparisons for the RM; null: none."""
     rm: dict[str, Any] = {}
     """Overrides of `RMConfig`."""
     ppo: dict[str, Any] = {}
@@ -136,6 +180,21 @@ class DemoConfig(ConfigBase):
         _check_section("ppo", merge(self.ppo, self.ablation), "ablation")
         return self
 
+    @model_validator(mode="after")
+    def _harmful_prompts_exist(self) -> DemoConfig:
+        from rlhfkit.sim.make import DEFAULT_SIZES
+
+        have = int(self.world.get("n_eval_harmful", DEFAULT_SIZES["n_eval_harmful"]))
+        for key, n in (
+            ("eval.n_harmful", self.eval.n_harmful),
+            ("redteam.n_test_prompts", self.redteam.n_test_prompts if self.redteam else 0),
+        ):
+            if n > have:
+                raise ValueError(
+                    f"{key}: {n} held-out harmful requests asked, world.n_eval_harmful is {have}"
+                )
+        return self
+
     @property
     def kl_coef_ablation(self) -> float:
         return float(self.ablation.get("kl_coef", 0.0))
@@ -159,9 +218,14 @@ def _check_section(trainer: str, section: dict[str, Any], name: str = "") -> Non
         raise ValueError(problems) from None
 
 
-def load_demo_config(quick: bool) -> DemoConfig:
-    """`demo.yaml` (or `demo_quick.yaml`), validated."""
-    return load_config(DemoConfig, preset="demo_quick" if quick else "demo")
+STAGES = (
+    "world", "model", "sft", "feedback", "redteam", "rm", "ppo", "ppo_nokl", "eval", "report",
+)  # fmt: skip
+
+
+def load_demo_config(quick: bool, overrides: list[str] | tuple[str, ...] = ()) -> DemoConfig:
+    """`demo.yaml` (or `demo_quick.yaml`) with `key=value` overrides, validated."""
+    return load_config(DemoConfig, preset="demo_quick" if quick else "demo", overrides=overrides)
 
 
 def _write_yaml(path: Path, data: dict[str, Any]) -> Path:
@@ -171,31 +235,50 @@ def _write_yaml(path: Path, data: dict[str, Any]) -> Path:
 
 
 class _Stages:
-    """Times each stage and prints a header for it: `[3/8] SFT ...`."""
+    """Times each stage and prints a header for it: `[3/8] SFT ...`; a reused stage's body is
+    skipped (its outputs are already in the run directory)."""
 
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.done = 0
+    def __init__(self, names: list[str], reused: set[str]) -> None:
+        self.names = names
+        self.reused = reused
         self.timings: dict[str, float] = {}
 
     @contextmanager
     def stage(self, name: str, what: str) -> Iterator[None]:
-        self.done += 1
-        console.rule(f"[bold cyan][{self.done}/{self.total}] {name}[/]: {what}", align="left")
+        position = f"[{self.names.index(name) + 1}/{len(self.names)}]"
+        console.rule(f"[bold cyan]{position} {name}[/]: {what}", align="left")
         t0 = time.perf_counter()
         yield
         self.timings[name] = round(time.perf_counter() - t0, 1)
         console.print(f"[green]✓[/] {name} done in {self.timings[name]:.1f}s")
 
+    def fresh(self, name: str) -> bool:
+        """Whether stage `name` runs (False: reused from the earlier run in the directory)."""
+        if name in self.reused:
+            console.print(f"[dim]{name}: reused from the earlier run[/]")
+        return name not in self.reused
 
-def _feedback_stage(
-    out: Path, fb: FeedbackSettings, seed: int, sft_dir: Path, world_pairs: Path
-) -> tuple[Path, Path]:
+    def stop(self, stop_after: str | None, name: str) -> bool:
+        if stop_after == name:
+            console.print(f"stopped after {name} (--stop-after)")
+        return stop_after == name
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    return path
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def _feedback_stage(out: Path, fb: FeedbackSettings, seed: int, sft_dir: Path) -> None:
     """On-policy comparisons (`rlhfkit.sim.feedback`): `k` SFT samples per training prompt ranked
-    by one simulated annotator (the RM's training data, after the world's own pairs when
-    `include_world_pairs`; k > 2 gives rankings, trained with the ranking loss), and two per
-    held-out prompt (the RM's evaluation pairs).
-    Returns (train file, test file)."""
+    by one simulated annotator (the RM's training data; k > 2 gives rankings, trained with the
+    ranking loss), and two per held-out prompt (the RM's evaluation pairs): feedback/train.jsonl
+    and feedback/test.jsonl."""
     from rich.progress import Progress
 
     from rlhfkit.data import read_prompts
@@ -204,14 +287,12 @@ def _feedback_stage(
     from rlhfkit.sim.feedback import annotators_from_manifest, collect_comparisons, gold_choices
 
     world, folder = out / "world", out / "feedback"
-    folder.mkdir(exist_ok=True)
     policy = load_policy(ModelConfig(name_or_path=str(sft_dir)))
     tokenizer = load_tokenizer(sft_dir)
     annotators = annotators_from_manifest(world)
     rollout = RolloutConfig(
         max_new_tokens=fb.max_new_tokens, temperature=fb.temperature, batch_size=128
     )
-    written = {}
     for split, source, n, k in (
         ("train", "train", fb.n_prompts, fb.k),
         ("test", "eval", fb.n_test_prompts, 2),  # evaluation pairs: chosen vs rejected
@@ -224,10 +305,7 @@ def _feedback_stage(
                 seed=seed + (11 if split == "train" else 13), k=k,
                 progress=lambda done, total, task=task: bar.update(task, completed=done),
             )  # fmt: skip
-        lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-        path = folder / f"{split}.jsonl"
-        path.write_text(lines, encoding="utf-8")
-        written[split] = path
+        _write_rows(folder / f"{split}.jsonl", rows)
         if k > 2:
             comparisons = sum(len(r["responses"]) * (len(r["responses"]) - 1) // 2 for r in rows)
             console.print(
@@ -241,22 +319,142 @@ def _feedback_stage(
             f"{'training' if split == 'train' else 'held-out'} prompts (annotators chose the "
             f"gold-better reply in {agree}/{decided})"
         )
-    if not fb.include_world_pairs:
-        return written["train"], written["test"]
-    combined = folder / "rm_train.jsonl"
-    world_rows = world_pairs.read_text(encoding="utf-8")
-    if fb.k > 2:  # as 2-reply rankings, best first, so one ranked file holds both
-        world_rows = "".join(
-            json.dumps({"prompt": r["prompt"], "responses": [r["chosen"], r["rejected"]]}) + "\n"
-            for r in map(json.loads, world_rows.splitlines())
+
+
+def _redteam_stage(out: Path, rt: RedTeamSettings, seed: int, sft_dir: Path) -> None:
+    """Red-team comparisons (`rlhfkit.sim.feedback.collect_red_team`): `k` replies at the red
+    team's temperature to each harmful request among the first `n_prompts` training prompts
+    (redteam/train.jsonl, harmlessness training data), two to each of `n_test_prompts` held-out
+    harmful requests (redteam/test.jsonl, harmlessness evaluation pairs); redteam/info.json
+    records what was drawn (how many replies complied: the harm the RM gets to see)."""
+    from collections import Counter
+
+    from rlhfkit.data import read_prompts
+    from rlhfkit.models import ModelConfig, load_policy, load_tokenizer
+    from rlhfkit.rollout import RolloutConfig
+    from rlhfkit.sim.feedback import (
+        annotators_from_manifest,
+        collect_red_team,
+        comparison_count,
+        gold_choices,
+    )
+
+    world, folder = out / "world", out / "redteam"
+    policy = load_policy(ModelConfig(name_or_path=str(sft_dir)))
+    tokenizer = load_tokenizer(sft_dir)
+    annotators = annotators_from_manifest(world)
+    rollout = RolloutConfig(
+        max_new_tokens=rt.max_new_tokens, temperature=rt.temperature, batch_size=128
+    )
+    info: dict[str, Any] = {"k": rt.k, "temperature": rt.temperature, "train": rt.train}
+    for split, source, n, k in (
+        ("train", "train", rt.n_prompts, rt.k),
+        ("test", "eval_harmful", rt.n_test_prompts, 2),
+    ):
+        path = world / "prompts" / f"{source}.jsonl"
+        records = read_prompts(path).records[:n] if n and path.is_file() else []
+        rows = collect_red_team(
+            policy, tokenizer, records, annotators, rollout, seed=seed + 17 + (split == "test"), k=k
         )
-    combined.write_text(world_rows + written["train"].read_text(encoding="utf-8"), "utf-8")
-    return combined, written["test"]
+        _write_rows(folder / f"{split}.jsonl", rows)
+        replies = Counter(
+            b for r in rows for b in r["meta"].get("behaviours")
+            or (r["meta"]["chosen_behaviour"], r["meta"]["rejected_behaviour"])
+        )  # fmt: skip
+        info[split] = {
+            "prompts": len(records),
+            "rows": len(rows),
+            "comparisons": comparison_count(rows),
+            "replies": dict(replies.most_common()),
+            "prompts_with_compliance": sum(
+                "harmful_compliance"
+                in (r["meta"].get("behaviours") or (r["meta"]["chosen_behaviour"],
+                                                    r["meta"]["rejected_behaviour"]))
+                for r in rows
+            ),
+        }  # fmt: skip
+        if k == 2:
+            info[split]["gold_choices"] = list(gold_choices(rows))
+        console.print(
+            f"  {split}: {len(rows)} {'rankings' if k > 2 else 'pairs'} on harmful requests "
+            f"({info[split]['comparisons']} comparisons); replies: "
+            + ", ".join(f"{b} {c}" for b, c in replies.most_common())
+        )
+    (folder / "info.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+
+
+def _ranked(fb: FeedbackSettings | None, rt: RedTeamSettings | None) -> bool:
+    """Whether the RM trains on rankings: any ranked source (pairs then join as 2-reply lists)."""
+    return (fb is not None and fb.k > 2) or bool(rt and rt.train and rt.n_prompts and rt.k > 2)
+
+
+def _as_ranking(row: dict[str, Any]) -> dict[str, Any]:
+    if "responses" in row:
+        return row
+    meta = dict(row.get("meta", {}))
+    if "chosen_gold" in meta:
+        meta["gold"] = [meta.pop("chosen_gold"), meta.pop("rejected_gold")]
+    return {"prompt": row["prompt"], "responses": [row["chosen"], row["rejected"]], "meta": meta}
+
+
+def _rm_files(
+    out: Path, fb: FeedbackSettings | None, rt: RedTeamSettings | None,
+    train: Path, test: Path, world: Path,
+) -> tuple[Path, Path]:  # fmt: skip
+    """The RM's training and evaluation files: the helpfulness comparisons (feedback/, or the
+    world's pairs), the world's pairs too when `include_world_pairs`, and the red-team
+    comparisons (training when `redteam.train`, evaluation always). Writes rm_data/{train,test}
+    .jsonl when it combines anything and returns the paths; records the share of comparisons
+    from each source in rm_data/shares.json."""
+    from rlhfkit.sim.feedback import comparison_count
+
+    train_parts = [train]
+    if fb is not None and fb.include_world_pairs:
+        train_parts.insert(0, world / "preferences" / "train.jsonl")
+    test_parts = [test]
+    if rt:
+        if rt.train and rt.n_prompts:
+            train_parts.append(out / "redteam" / "train.jsonl")
+        if rt.n_test_prompts:
+            test_parts.append(out / "redteam" / "test.jsonl")
+    if len(train_parts) == 1 and len(test_parts) == 1:
+        return train, test
+    folder = out / "rm_data"
+    ranked = _ranked(fb, rt)
+    shares: dict[str, Any] = {}
+    for split, parts in (("train", train_parts), ("test", test_parts)):
+        rows: list[dict[str, Any]] = []
+        counts: dict[str, int] = {}
+        for part in parts:
+            these = _read_rows(part)
+            if split == "train" and ranked:
+                these = [_as_ranking(r) for r in these]
+            key = str(part.relative_to(out) if part.is_relative_to(out) else part)
+            counts[key] = comparison_count(these)
+            rows.extend(these)
+        _write_rows(folder / f"{split}.jsonl", rows)
+        total = sum(counts.values()) or 1
+        shares[split] = {k: {"comparisons": v, "share": v / total} for k, v in counts.items()}
+    (folder / "shares.json").write_text(json.dumps(shares, indent=2) + "\n", encoding="utf-8")
+    return folder / "train.jsonl", folder / "test.jsonl"
+
+
+def _final_metrics(path: Path) -> dict[str, Any]:
+    """The last value of every key of a metrics.jsonl (a trainer's final evaluation)."""
+    from rlhfkit.engine.metrics import read_metrics
+
+    merged: dict[str, Any] = {}
+    for row in read_metrics(path):
+        merged.update(row)
+    return merged
 
 
 def _eval_stage(
     out: Path, ev: EvalSettings, seed: int, policies: dict[str, Path], sft_dir: Path, rm_dir: Path
-) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]] | None]:
+    """Every policy on the first `n_prompts` held-out prompts (eval/{policy}.jsonl: the win rate,
+    means, families) and on `n_harmful` more held-out harmful requests (eval/{policy}_harmful
+    .jsonl, its own sampling seed). Returns (results, harmful-request results, ceilings)."""
     from rlhfkit.data import read_prompts
     from rlhfkit.eval.evaluate import evaluate_policy
     from rlhfkit.models import ModelConfig, load_policy, load_reward_model, load_tokenizer
@@ -269,7 +467,14 @@ def _eval_stage(
     rollout = RolloutConfig(
         max_new_tokens=ev.max_new_tokens, temperature=ev.temperature, batch_size=64
     )
-    results = {}
+    harmful_path = out / "world" / "prompts" / "eval_harmful.jsonl"
+    extra = read_prompts(harmful_path).records[: ev.n_harmful] if ev.n_harmful else []
+    if ev.n_harmful and len(extra) < ev.n_harmful:
+        raise ValueError(
+            f"eval.n_harmful: {ev.n_harmful} asked, {harmful_path} holds {len(extra)} "
+            "(raise world.n_eval_harmful)"
+        )
+    results, harm = {}, {}
     for name, path in policies.items():
         policy = ref if path == sft_dir else load_policy(ModelConfig(name_or_path=str(path)))
         res = evaluate_policy(
@@ -277,6 +482,13 @@ def _eval_stage(
             ref_policy=ref, reward_model=rm, gold=True,
         )  # fmt: skip
         results[name] = res
+        if extra:
+            harm[name] = evaluate_policy(
+                policy, tokenizer, extra, rollout, seed=seed + 8, name=name,
+                ref_policy=ref, reward_model=rm, gold=True,
+            )  # fmt: skip
+            (out / "eval").mkdir(exist_ok=True)
+            _write_rows(out / "eval" / f"{name}_harmful.jsonl", harm[name].rows())
         s_ = res.summary()
         console.print(
             f"  {name}: gold {s_['gold_mean']:+.3f}  RM {s_['rm_mean']:+.3f}  "
@@ -287,7 +499,7 @@ def _eval_stage(
             "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in res.rows()), encoding="utf-8"
         )
     ceiling = _ceiling(ev, seed, ref, tokenizer, records, rollout, rm, results["sft"].gold)
-    return results, ceiling
+    return results, harm, ceiling
 
 
 def _ceiling(
@@ -345,9 +557,40 @@ def _rm_by_behaviour(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     }
 
 
+def rate_ci(count: int, n: int, level: float = 0.95) -> dict[str, Any]:
+    """{rate, low, high, count, n}: count/n with its Wilson interval (`eval.winrate`); NaN rate
+    and (0, 1) when n = 0."""
+    from rlhfkit.eval.winrate import wilson_interval
+
+    rate = count / n if n else math.nan
+    low, high = wilson_interval(rate if n else 0.0, n, level)
+    return {"rate": rate, "low": low, "high": high, "count": count, "n": n}
+
+
+_REFUSED = {"refusal", "over_refusal"}
+
+
+def harm_rates(results: list[Any]) -> dict[str, dict[str, Any]]:
+    """Harmful compliance and refusal over the harmful requests of all `results` (one policy's
+    `EvalResult`s, pooled), over-refusal over their other prompts, each with a 95 % Wilson CI
+    (`rate_ci`). Behaviours as `eval.evaluate` counts them: "harmful_compliance" complies;
+    "refusal" / "over_refusal" refuse."""
+    rows = [(f, b) for r in results for f, b in zip(r.families, r.behaviours, strict=True)]
+    harmful = [b for f, b in rows if f == "harmful"]
+    other = [b for f, b in rows if f != "harmful"]
+    return {
+        "harmful_compliance": rate_ci(
+            sum(b == "harmful_compliance" for b in harmful), len(harmful)
+        ),
+        "harmful_refusal": rate_ci(sum(b in _REFUSED for b in harmful), len(harmful)),
+        "over_refusal": rate_ci(sum(b in _REFUSED for b in other), len(other)),
+    }
+
+
 def _summary(
-    results: dict[str, Any], rm_metrics: dict[str, Any], ablation_curve: Any, s: DemoConfig
-) -> dict[str, Any]:
+    results: dict[str, Any], harm: dict[str, Any], rm_metrics: dict[str, Any],
+    ablation_curve: Any, s: DemoConfig,
+) -> dict[str, Any]:  # fmt: skip
     from rlhfkit.eval.evaluate import compare_policies
 
     sums = {name: res.summary() for name, res in results.items()}
@@ -379,6 +622,8 @@ def _summary(
             for f in families
         },
         "rates": {n: {k: v[k] for k in rate_keys if k in v} for n, v in sums.items()},
+        "harm": {n: harm_rates([results[n], *([harm[n]] if n in harm else [])]) for n in results},
+        "rm_gold_agreement_by": rm_metrics.get("eval/gold_agreement_by"),
         "behaviours": {n: v["behaviours"] for n, v in sums.items()},
         "rm_by_behaviour": _rm_by_behaviour(results),
     }
@@ -395,19 +640,20 @@ def _summary(
             "held_out_kl_to_ref": a["kl_to_ref"],
             "hacked": ablation_curve.rm_change > 0 and ablation_curve.gold_change < 0,
         }
-    sft_r, ppo_r = summary["rates"]["sft"], summary["rates"]["ppo"]
+    sft_h, ppo_h = summary["harm"]["sft"], summary["harm"]["ppo"]
     summary["goal"] = {
-        "win_rate_ok": wr.rate >= 0.70,
-        "harmful_ok": ppo_r["harmful_compliance_rate"] <= sft_r["harmful_compliance_rate"],
-        "over_refusal_ok": ppo_r["over_refusal_rate"] <= sft_r["over_refusal_rate"],
+        "win_rate_ok": wr.rate >= 0.65 and wr.low > 0.60,
+        "harmful_ok": ppo_h["harmful_compliance"]["rate"] <= sft_h["harmful_compliance"]["rate"],
+        "harmful_refusal_ok": ppo_h["harmful_refusal"]["rate"] >= sft_h["harmful_refusal"]["rate"],
+        "over_refusal_ok": ppo_h["over_refusal"]["rate"] <= sft_h["over_refusal"]["rate"],
     }
     return summary
 
 
-def _rate(rates: dict[str, Any], key: str) -> str:
-    """A refusal rate as a percentage, or n/a with the count when its prompts are 0 of 0."""
-    n = rates["n_harmful" if key.startswith("harmful") else "n_other"]
-    return f"{100 * rates[key]:.1f}%" if n else "n/a (0 prompts)"
+def _rate_text(r: dict[str, Any]) -> str:
+    if not r["n"]:
+        return "n/a"
+    return f"{100 * r['rate']:.1f}% ({100 * r['low']:.1f}–{100 * r['high']:.1f})"
 
 
 def _print_summary(summary: dict[str, Any], out: Path) -> None:
@@ -420,12 +666,16 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
         )
     table.add_row("gold score (true)", *(f"{summary['gold'][f'{n}_mean']:+.3f}" for n in names))
     table.add_row("RM score (proxy)", *(f"{summary['rm'][f'{n}_mean']:+.3f}" for n in names))
+    harm = summary["harm"]
     for key, label in (
-        ("harmful_compliance_rate", "harmful compliance"),
-        ("over_refusal_rate", "over-refusal"),
-        ("harmful_refusal_rate", "refuses harmful"),
+        ("harmful_compliance", "harmful compliance"),
+        ("harmful_refusal", "refuses harmful"),
+        ("over_refusal", "over-refusal"),
     ):
-        table.add_row(label, *(_rate(summary["rates"][n], key) for n in names))
+        table.add_row(
+            f"{label} (of {harm[names[0]][key]['n']}, 95% CI)",
+            *(_rate_text(harm[n][key]) for n in names),
+        )
     table.add_row("KL to SFT (nats)", *(f"{summary['rates'][n]['kl_to_ref']:.2f}" for n in names))
     table.add_row("mean words", *(f"{summary['rates'][n]['mean_words']:.1f}" for n in names))
     console.print(table)
@@ -462,9 +712,18 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
     if rm_acc is None or not pairs:
         console.print("reward model agreement with gold: n/a (0 held-out pairs gold separates)")
     else:
+        by = summary.get("rm_gold_agreement_by") or {}
+        aspects = "".join(
+            f", {aspect} pairs {100 * by[k]['rate']:.1f}% ({by[k]['agree']}/{by[k]['n']})"
+            for aspect, k in (
+                ("helpfulness", "aspect/helpful"),
+                ("harmlessness", "aspect/harmless"),
+            )
+            if k in by
+        )
         console.print(
             f"reward model agrees with gold on {round(rm_acc * pairs)} of {pairs} held-out pairs "
-            f"({100 * rm_acc:.1f}%)"
+            f"({100 * rm_acc:.1f}%){aspects}"
         )
     console.print(
         "time per stage: " + ", ".join(f"{k} {v:.0f}s" for k, v in summary["timings"].items())
@@ -478,11 +737,22 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
         console.print(f"[yellow]This was {SMOKE_NOTE}.")
 
 
-def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False) -> dict[str, Any]:
+def run_demo(
+    out_dir: str | Path,
+    seed: int = 0,
+    quick: bool = False,
+    reuse: str | None = None,
+    stop_after: str | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> dict[str, Any] | None:
     """Run the whole loop into `out_dir` and return the summary (also written to summary.json).
 
     `quick=True` uses tiny sizes (an end-to-end smoke run of about a minute); the default sizes
-    are tuned to finish in under ten minutes on two CPU cores.
+    are tuned to finish in under ten minutes on two CPU cores. `reuse=STAGE` takes every stage
+    up to and including STAGE from an earlier run in `out_dir` (same seed and settings: tuning a
+    later stage without rerunning SFT); `stop_after=STAGE` ends the run after STAGE (None
+    returned, no summary); `overrides` are `key=value` settings over demo.yaml
+    (`redteam.k=4`, `ppo.kl_coef=0.2`).
     """
     from transformers import AutoTokenizer
 
@@ -498,76 +768,121 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False) -> dict[st
     from rlhfkit.sim import make_world
 
     out = Path(out_dir)
+    s = load_demo_config(quick, overrides)
+    fb, rt = s.feedback, s.redteam
+    names = [n for n in STAGES if (n != "feedback" or fb is not None) and (n != "redteam" or rt)]
+    for option, stage in (("reuse", reuse), ("stop_after", stop_after)):
+        if stage is not None and stage not in names:
+            raise ConfigError(
+                f"--{option.replace('_', '-')}: unknown stage {stage!r}; stages: {', '.join(names)}"
+            )
+    reused = set(names[: names.index(reuse) + 1]) if reuse else set()
+    if reused and not (out / "world" / "manifest.json").is_file():
+        raise ConfigError(f"--reuse: {out} holds no earlier demo run (no world/manifest.json)")
     out.mkdir(parents=True, exist_ok=True)
-    s = load_demo_config(quick)
     engine = {"seed": seed, "device": "cpu", "threads": s.threads, "resume": False}
-    fb = s.feedback
-    stages = _Stages(total=9 if fb is not None else 8)
+    stages = _Stages(names, reused)
     t_start = time.perf_counter()
     world = out / "world"
 
-    with stages.stage("world", "simulated prompts, demonstrations, preference pairs, tokenizer"):
-        manifest = make_world(world, seed=seed, **s.world)
-        console.print(
-            f"  {manifest['counts']['sft/train']} demonstrations, "
-            f"{manifest['counts']['preferences/train']} preference pairs, "
-            f"{manifest['counts']['prompts/train']} RL prompts, "
-            f"{manifest['counts']['prompts/eval']} held-out eval prompts; annotator agreement "
-            f"{manifest['annotators']['measured_agreement']:.2f}"
-        )
+    if stages.fresh("world"):
+        with stages.stage(
+            "world", "simulated prompts, demonstrations, preference pairs, tokenizer"
+        ):
+            manifest = make_world(world, seed=seed, **s.world)
+            console.print(
+                f"  {manifest['counts']['sft/train']} demonstrations, "
+                f"{manifest['counts']['preferences/train']} preference pairs, "
+                f"{manifest['counts']['prompts/train']} RL prompts, "
+                f"{manifest['counts']['prompts/eval']} held-out eval prompts; annotator agreement "
+                f"{manifest['annotators']['measured_agreement']:.2f}"
+            )
+    tokenizer = AutoTokenizer.from_pretrained(world / "tokenizer")
 
-    with stages.stage("model", "tiny causal LM built in code (random init)"):
-        tokenizer = AutoTokenizer.from_pretrained(world / "tokenizer")
-        base = build_tiny_model(s.model.arch, s.model.size, tokenizer=tokenizer, seed=seed)
-        save_tiny_model(base, out / "base", tokenizer)
-        n_params = sum(p.numel() for p in base.parameters())
-        console.print(f"  {s.model.arch} {s.model.size}: {n_params / 1e6:.2f}M parameters")
+    if stages.fresh("model"):
+        with stages.stage("model", "tiny causal LM built in code (random init)"):
+            base = build_tiny_model(s.model.arch, s.model.size, tokenizer=tokenizer, seed=seed)
+            save_tiny_model(base, out / "base", tokenizer)
+            n_params = sum(p.numel() for p in base.parameters())
+            console.print(f"  {s.model.arch} {s.model.size}: {n_params / 1e6:.2f}M parameters")
 
-    with stages.stage("sft", "supervised fine-tuning on the demonstrations"):
-        cfg_dict = merge(
-            {
-                "out_dir": str(out / "sft"),
-                "model": {"name_or_path": str(out / "base")},
-                "data": {
-                    "train": str(world / "sft" / "train.jsonl"),
-                    "validation": str(world / "sft" / "validation.jsonl"),
+    sft_dir = out / "sft" / "model"
+    if stages.fresh("sft"):
+        with stages.stage("sft", "supervised fine-tuning on the demonstrations"):
+            cfg_dict = merge(
+                {
+                    "out_dir": str(out / "sft"),
+                    "model": {"name_or_path": str(out / "base")},
+                    "data": {
+                        "train": str(world / "sft" / "train.jsonl"),
+                        "validation": str(world / "sft" / "validation.jsonl"),
+                    },
+                    "engine": engine,
                 },
-                "engine": engine,
-            },
-            s.sft,
-        )
-        sft_cfg = load_config(sft.SFTConfig, _write_yaml(out / "configs" / "sft.yaml", cfg_dict))
-        sft_result = sft.train(sft_cfg)
+                s.sft,
+            )
+            sft_cfg = load_config(
+                sft.SFTConfig, _write_yaml(out / "configs" / "sft.yaml", cfg_dict)
+            )
+            sft_dir = sft.train(sft_cfg).model_dir
+    if stages.stop(stop_after, "sft"):
+        return None
 
     rm_train = world / "preferences" / "train.jsonl"
     rm_test = world / "preferences" / "test.jsonl"
     if fb is not None:
-        with stages.stage("feedback", "annotators rank the SFT model's own replies"):
-            rm_train, rm_test = _feedback_stage(out, fb, seed, sft_result.model_dir, rm_train)
+        if stages.fresh("feedback"):
+            with stages.stage("feedback", "annotators rank the SFT model's own replies"):
+                _feedback_stage(out, fb, seed, sft_dir)
+        rm_train, rm_test = out / "feedback" / "train.jsonl", out / "feedback" / "test.jsonl"
+        if stages.stop(stop_after, "feedback"):
+            return None
+    redteam_info = None
+    if rt:
+        if stages.fresh("redteam"):
+            with stages.stage("redteam", "red team: harmful requests, replies drawn to comply"):
+                _redteam_stage(out, rt, seed, sft_dir)
+        redteam_info = json.loads((out / "redteam" / "info.json").read_text(encoding="utf-8"))
+        if stages.stop(stop_after, "redteam"):
+            return None
+    rm_train, rm_test = _rm_files(out, fb, rt, rm_train, rm_test, world)
+    if redteam_info is not None and (out / "rm_data" / "shares.json").is_file():
+        redteam_info["rm_data"] = json.loads((out / "rm_data" / "shares.json").read_text("utf-8"))
 
-    with stages.stage("rm", "reward model from the SFT model, on the annotators' noisy choices"):
-        cfg_dict = merge(
-            {
-                "out_dir": str(out / "rm"),
-                "model": {"name_or_path": str(sft_result.model_dir)},
-                "data": {
-                    "ranked": fb is not None and fb.k > 2,
-                    "train": str(rm_train),
-                    # held-out items: the final evaluation (accuracy, calibration, gold agreement)
-                    "validation": str(rm_test),
+    rm_dir = out / "rm" / "model"
+    if stages.fresh("rm"):
+        with stages.stage(
+            "rm", "reward model from the SFT model, on the annotators' noisy choices"
+        ):
+            cfg_dict = merge(
+                {
+                    "out_dir": str(out / "rm"),
+                    "model": {"name_or_path": str(sft_dir)},
+                    "data": {
+                        "ranked": _ranked(fb, rt),
+                        "train": str(rm_train),
+                        # held-out items: the final evaluation (accuracy, calibration, gold agreement)
+                        "validation": str(rm_test),
+                    },
+                    "engine": engine,
                 },
-                "engine": engine,
-            },
-            s.rm,
+                s.rm,
+            )
+            rm_cfg = load_config(rm.RMConfig, _write_yaml(out / "configs" / "rm.yaml", cfg_dict))
+            rm_dir = rm.train(rm_cfg).model_dir
+    rm_metrics = _final_metrics(out / "rm" / "metrics.jsonl")
+    console.print(
+        f"  held-out accuracy vs labels {rm_metrics.get('eval/accuracy', math.nan):.3f}, "
+        f"agreement with gold {rm_metrics.get('eval/gold_agreement', math.nan):.3f} "
+        f"(held-out pairs gold separates: {rm_metrics.get('eval/gold_pairs', 0)})"
+        + "".join(
+            f", {g} {v['rate']:.3f} ({v['agree']}/{v['n']})"
+            for g, v in rm_metrics.get("eval/gold_agreement_by", {}).items()
+            if g.startswith("aspect/")
         )
-        rm_cfg = load_config(rm.RMConfig, _write_yaml(out / "configs" / "rm.yaml", cfg_dict))
-        rm_result = rm.train(rm_cfg)
-        m = rm_result.metrics
-        console.print(
-            f"  held-out accuracy vs labels {m.get('eval/accuracy', math.nan):.3f}, "
-            f"agreement with gold {m.get('eval/gold_agreement', math.nan):.3f} "
-            f"(held-out pairs gold separates: {m.get('eval/gold_pairs', 0)})"
-        )
+    )
+    if stages.stop(stop_after, "rm"):
+        return None
 
     # PPO's judges receive prompts as the text the policy saw; map them back to dialogues.
     eval_prompts = read_prompts(world / "prompts" / "eval.jsonl").records
@@ -578,8 +893,8 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False) -> dict[st
         cfg_dict = merge(
             {
                 "out_dir": str(out / name),
-                "policy": {"name_or_path": str(sft_result.model_dir)},
-                "reward_model": str(rm_result.model_dir),
+                "policy": {"name_or_path": str(sft_dir)},
+                "reward_model": str(rm_dir),
                 "data": {"train": str(world / "prompts" / "train.jsonl")},
                 "eval_prompts": str(world / "prompts" / "eval.jsonl"),
                 "ptx_data": str(world / "sft" / "train.jsonl"),
@@ -590,30 +905,45 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False) -> dict[st
         path = _write_yaml(out / "configs" / f"{name}.yaml", cfg_dict)
         return load_config(ppo.PPOConfig, path, preset="ppo_max")
 
-    with stages.stage("ppo", "PPO-Max against the reward model, gold judge watching"):
-        ppo_result = ppo.train(ppo_config("ppo", s.ppo), judges=judges)
+    ppo_status: dict[str, Any] = {"iterations_done": 0, "status": "reused", "warnings": []}
+    if stages.fresh("ppo"):
+        with stages.stage("ppo", "PPO-Max against the reward model, gold judge watching"):
+            ppo_result = ppo.train(ppo_config("ppo", s.ppo), judges=judges)
+            ppo_status = {
+                "iterations_done": ppo_result.iterations_done,
+                "status": ppo_result.status,
+                "warnings": ppo_result.warnings,
+            }
+    if stages.stop(stop_after, "ppo"):
+        return None
 
-    with stages.stage("ppo_nokl", "ablation: the same PPO without the KL penalty"):
-        ablation = merge(s.ppo, s.ablation)
-        nokl_result = ppo.train(ppo_config("ppo_nokl", ablation), judges=judges)
+    if stages.fresh("ppo_nokl"):
+        with stages.stage("ppo_nokl", "ablation: the same PPO without the KL penalty"):
+            ablation = merge(s.ppo, s.ablation)
+            ppo.train(ppo_config("ppo_nokl", ablation), judges=judges)
+    if stages.stop(stop_after, "ppo_nokl"):
+        return None
 
-    with stages.stage("eval", "SFT vs PPO on held-out prompts; best-of-n ceilings"):
-        results, ceiling = _eval_stage(
-            out, s.eval, seed,
-            {"sft": sft_result.model_dir, "ppo": ppo_result.policy_path,
-             "ppo_nokl": nokl_result.policy_path},
-            sft_result.model_dir, rm_result.model_dir,
-        )  # fmt: skip
-        rows = _side_by_side(results)
-        (out / "eval" / "samples.jsonl").write_text(
-            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
-        )
+    if stages.fresh("eval"):
+        with stages.stage("eval", "SFT vs PPO on held-out prompts; harm rates; best-of-n ceilings"):
+            results, harm, ceiling = _eval_stage(
+                out, s.eval, seed,
+                {"sft": sft_dir, "ppo": out / "ppo" / "policy", "ppo_nokl": out / "ppo_nokl" / "policy"},
+                sft_dir, rm_dir,
+            )  # fmt: skip
+            rows = _side_by_side(results)
+            (out / "eval" / "samples.jsonl").write_text(
+                "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+            )
+    if stages.stop(stop_after, "eval"):
+        return None
 
     with stages.stage("report", "summary.json and the HTML report"):
         curve = overoptimisation_curve(read_metrics(out / "ppo_nokl" / "metrics.jsonl"))
-        summary = _summary(results, rm_result.metrics, curve, s)
+        summary = _summary(results, harm, rm_metrics, curve, s)
         if ceiling is not None:
             summary["ceiling"] = ceiling
+        summary["redteam"] = redteam_info
         summary["timings"] = dict(stages.timings)
         summary["settings"] = {
             "quick": quick,
@@ -622,11 +952,14 @@ def run_demo(out_dir: str | Path, seed: int = 0, quick: bool = False) -> dict[st
             "eval_max_new_tokens": s.eval.max_new_tokens,
             "model": s.model.model_dump(),
             "feedback": fb.model_dump() if fb is not None else {},
+            "redteam": rt.model_dump() if rt else {},
             "rm_train": str(rm_train.relative_to(out)),
             "rm_test": str(rm_test.relative_to(out)),
-            "ppo_iterations": ppo_result.iterations_done,
-            "ppo_status": ppo_result.status,
-            "ppo_warnings": ppo_result.warnings,
+            "ppo_iterations": ppo_status["iterations_done"],
+            "ppo_status": ppo_status["status"],
+            "ppo_warnings": ppo_status["warnings"],
+            "reused": sorted(reused, key=names.index),
+            "overrides": list(overrides),
         }
         summary["seed"], summary["quick"] = seed, quick
         RunSummary.model_validate(summary).write(out / "summary.json")

@@ -12,6 +12,10 @@ import pytest
 from rlhfkit.demo import run_demo
 
 
+def _rows(path):
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+
+
 def test_demo_quick_end_to_end(tmp_path):
     t0 = time.perf_counter()
     summary = run_demo(tmp_path / "demo", seed=0, quick=True)
@@ -31,7 +35,7 @@ def test_demo_quick_end_to_end(tmp_path):
         {"sft", "ppo"} <= set(v) for v in on_disk["per_family"].values()
     )
     assert set(on_disk["timings"]) >= {
-        "world", "sft", "feedback", "rm", "ppo", "ppo_nokl", "eval", "report"
+        "world", "sft", "feedback", "redteam", "rm", "ppo", "ppo_nokl", "eval", "report"
     }  # fmt: skip
     # the RM trained on the annotators' comparisons of SFT samples (+ the world's pairs here)
     feedback = [json.loads(x) for x in (out / "feedback" / "train.jsonl").read_text().splitlines()]
@@ -39,11 +43,19 @@ def test_demo_quick_end_to_end(tmp_path):
     assert all(len(r["responses"]) >= 2 for r in feedback)  # k = 3: rankings
     assert "ranked: true" in (out / "configs" / "rm.yaml").read_text(encoding="utf-8")
     rm_cfg = (out / "configs" / "rm.yaml").read_text(encoding="utf-8")
-    assert "feedback/rm_train.jsonl" in rm_cfg and "feedback/test.jsonl" in rm_cfg
+    assert "rm_data/train.jsonl" in rm_cfg and "rm_data/test.jsonl" in rm_cfg
     world_pairs = (out / "world" / "preferences" / "train.jsonl").read_text().splitlines()
-    assert len((out / "feedback" / "rm_train.jsonl").read_text().splitlines()) == len(
+    red = [json.loads(x) for x in (out / "redteam" / "train.jsonl").read_text().splitlines()]
+    assert red and all(r["meta"]["source"] == "red_team" for r in red)
+    assert all(r["meta"]["family"] == "harmful" for r in red)
+    assert len((out / "rm_data" / "train.jsonl").read_text().splitlines()) == len(
         world_pairs
-    ) + len(feedback)
+    ) + len(feedback) + len(red)
+    # harm rates pooled over the 24 prompts' harmful ones and the 16 extra, with intervals
+    harm = on_disk["harm"]["sft"]["harmful_compliance"]
+    n_harmful = sum(r["family"] == "harmful" for r in _rows(out / "eval" / "samples.jsonl"))
+    assert harm["n"] == n_harmful + 16 and harm["low"] <= harm["rate"] <= harm["high"]
+    assert on_disk["rm_gold_agreement_by"] and on_disk["redteam"]["train"]["rows"] == len(red)
     assert on_disk["rm_calibration"]
     # best-of-n ceilings (settings: n 2 and 4); the oracle never does worse than RM selection
     assert [r["n"] for r in on_disk["ceiling"]] == [2, 4]
@@ -58,6 +70,7 @@ def test_demo_quick_end_to_end(tmp_path):
     assert len(images) >= 6  # families, over-optimisation, 4 training stages, calibration
     assert all(base64.b64decode(img).startswith(b"\x89PNG") for img in images)
     assert "Not available" not in page
+    assert "one-off figure" in page  # counts and single evaluations are table rows
     print(
         f"demo --quick took {elapsed:.0f}s"
     )  # timing is machine-dependent: reported, not asserted

@@ -123,7 +123,12 @@ def _summary() -> dict:
             "held_out_kl_to_ref": 41.0,
             "hacked": True,
         },  # fmt: skip
-        "goal": {"win_rate_ok": True, "harmful_ok": True, "over_refusal_ok": True},
+        "goal": {
+            "win_rate_ok": True,
+            "harmful_ok": True,
+            "harmful_refusal_ok": True,
+            "over_refusal_ok": True,
+        },
         "timings": {"sft": 10.0, "rm": 5.0},
         "behaviours": {"sft": {"wrong": 3, "correct": 1}, "ppo": {"correct": 4}},
         "rm_by_behaviour": {

@@ -24,7 +24,9 @@ Implementation details:
    summary.json that is there but does not fit `RunSummary` is an error naming its keys.
 4. Training curves: for each stage, numeric metric keys are plotted against `step` in namespace
    order (loss/, reward/, eval/, then the rest; `time` and perf/ are left out), at most
-   `MAX_CURVES` per stage; noisy curves get a moving average drawn over the raw points.
+   `MAX_CURVES` per stage; noisy curves get a moving average drawn over the raw points. A key
+   logged once, or with one value throughout (a count of pairs, `nan/skipped_steps` at 0), is
+   no curve: it is a row of the stage's table of one-off figures instead (`_split_keys`).
 """
 
 from __future__ import annotations
@@ -116,6 +118,18 @@ def _share(rate: float | None, n: int | None) -> str:
     return f"{_pct(rate)} ({round(rate * n)} of {n})"
 
 
+def _number(value: float) -> str:
+    """A logged figure: whole numbers as integers, others to 4 significant digits."""
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def _rate_ci(r: Any) -> str:
+    """ "5.2% (3.1–8.4)": a `RateCI` with its 95 % interval, and the count."""
+    return f"{_pct(r.rate)} <small>({_pct(r.low)}–{_pct(r.high)}; {r.count})</small>"
+
+
 def _img(uri: str, alt: str) -> str:
     return f'<img src="{uri}" alt="{_esc(alt)}">'
 
@@ -127,6 +141,27 @@ def _missing(what: str) -> str:
 # ---------------------------------------------------------------------------------------------
 # Figures
 # ---------------------------------------------------------------------------------------------
+
+
+def _split_keys(rows: Sequence[dict[str, Any]]) -> tuple[list[str], dict[str, tuple[Any, str]]]:
+    """(curve keys, one-off figures) of a stage's metrics: a key with at least two logged points
+    and two distinct values is a curve; any other numeric key maps to (its last value, a note:
+    "step N" for a single point, "constant over N logs" otherwise)."""
+    curves, once = [], {}
+    for key in _numeric_keys(rows):
+        points = [
+            (r["step"], r[key])
+            for r in rows
+            if isinstance(r.get(key), (int, float)) and math.isfinite(r[key]) and "step" in r
+        ]
+        if len(points) >= 2 and len({v for _, v in points}) >= 2:
+            curves.append(key)
+        elif points:
+            note = (
+                f"step {points[0][0]}" if len(points) == 1 else f"constant over {len(points)} logs"
+            )
+            once[key] = (points[-1][1], note)
+    return curves, once
 
 
 def _numeric_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -278,13 +313,25 @@ def _summary_section(s: RunSummary | None, policies: list[str]) -> str:
         ("Gold score, mean (true preference)", *(_fmt(s.gold[f"{p}_mean"]) for p in policies))
     )
     rows.append(("Reward-model score, mean (proxy)", *(_fmt(s.rm[f"{p}_mean"]) for p in policies)))
-    for key, label in (
-        ("harmful_compliance_rate", "Harmful compliance (bad)"),
-        ("harmful_refusal_rate", "Refusal of harmful requests (good)"),
-        ("over_refusal_rate", "Over-refusal of harmless requests (bad)"),
-        ("repetition_rate", "Repetition rate (repeated word 3-grams)"),
-    ):
-        rows.append((label, *(_pct(getattr(s.rates[p], key)) for p in policies)))
+    harm_rows = (
+        ("harmful_compliance", "harmful_compliance_rate", "Harmful compliance (bad)"),
+        ("harmful_refusal", "harmful_refusal_rate", "Refusal of harmful requests (good)"),
+        ("over_refusal", "over_refusal_rate", "Over-refusal of harmless requests (bad)"),
+    )
+    for key, rate_key, label in harm_rows:
+        if s.harm is not None:
+            n = s.harm[policies[0]][key].n
+            rows.append(
+                (f"{label}, of {n}", *(_rate_ci(s.harm[p][key]) for p in policies))
+            )  # fmt: skip
+        else:
+            rows.append((label, *(_pct(getattr(s.rates[p], rate_key)) for p in policies)))
+    rows.append(
+        (
+            "Repetition rate (repeated word 3-grams)",
+            *(_pct(s.rates[p].repetition_rate) for p in policies),
+        )
+    )
     rows.append(("Mean reply length (words)", *(_fmt(s.rates[p].mean_words, 1) for p in policies)))
     rows.append(("KL to SFT (nats / reply)", *(_fmt(s.rates[p].kl_to_ref) for p in policies)))
     rows.append(("Perplexity of own replies", *(_fmt(s.rates[p].perplexity, 2) for p in policies)))
@@ -312,6 +359,19 @@ def _summary_section(s: RunSummary | None, policies: list[str]) -> str:
             _share(s.rm_gold_accuracy, s.rm_gold_pairs),
         ),
     ]
+    by = s.rm_gold_agreement_by or {}
+    if by:
+        facts.append(
+            (
+                "… on helpfulness / harmlessness pairs",
+                " / ".join(
+                    f"{_pct(by[k].rate)} ({by[k].agree} of {by[k].n})" if k in by else "–"
+                    for k in ("aspect/helpful", "aspect/harmless")
+                ),
+            )
+        )
+    if s.redteam is not None:
+        facts.append(("Red-team (harmlessness) data", _redteam_text(s.redteam)))
     abl = s.ablation
     if abl is not None:
         facts.append(
@@ -327,14 +387,62 @@ def _summary_section(s: RunSummary | None, policies: list[str]) -> str:
             )
         )
     if s.timings:
+        reused = s.settings.reused
         facts.append(
-            ("Time per stage (s)", ", ".join(f"{_esc(k)} {v:.0f}" for k, v in s.timings.items()))
+            (
+                "Time per stage (s)",
+                ", ".join(f"{_esc(k)} {v:.0f}" for k, v in s.timings.items())
+                + (f" (taken from an earlier run: {_esc(', '.join(reused))})" if reused else ""),
+            )
         )
     fact_rows = "".join(f"<tr><th class='row'>{_esc(k)}</th><td>{v}</td></tr>" for k, v in facts)
     return (
         head + "<p>Scores on held-out evaluation prompts. The gold score is the simulated world's "
         "true preference (never seen in training); the reward-model score is what PPO optimised."
         f"</p>{table}<table class='facts'>{fact_rows}</table>"
+    )
+
+
+def _redteam_text(info: dict[str, Any]) -> str:
+    train, test = info.get("train", {}), info.get("test", {})
+    share = next(
+        (
+            v["share"]
+            for k, v in info.get("rm_data", {}).get("train", {}).items()
+            if k.startswith("redteam")
+        ),
+        None,
+    )
+    return (
+        f"{train.get('rows', 0)} rankings of up to {info.get('k')} replies (temperature "
+        f"{info.get('temperature')}) to harmful training requests, "
+        f"{train.get('prompts_with_compliance', 0)} holding a compliant reply; "
+        + (f"{_pct(share)} of the RM's training comparisons; " if share is not None else "")
+        + ("" if info.get("train", True) else "not trained on (evaluation only); ")
+        + f"{test.get('rows', 0)} held-out harmlessness pairs"
+    )
+
+
+def _rm_aspect_section(summary: RunSummary | None) -> str:
+    """The RM's held-out agreement with gold per aspect, source and family."""
+    if summary is None or not summary.rm_gold_agreement_by:
+        return ""
+    by = summary.rm_gold_agreement_by
+    order = ("aspect/", "source/", "family/")
+    keys = sorted(by, key=lambda k: (next(i for i, p in enumerate(order) if k.startswith(p)), k))
+    body = "".join(
+        f"<tr><th class='row'>{_esc(k.split('/', 1)[0])}</th><td>{_esc(k.split('/', 1)[1])}</td>"
+        f"<td>{_pct(by[k].rate)}</td><td>{by[k].agree}</td><td>{by[k].n}</td></tr>"
+        for k in keys
+    )
+    return (
+        "<h2>Reward model: agreement with gold by aspect</h2><p>Held-out pairs whose gold "
+        "scores differ, split as Anthropic split its preference data (Bai et al. 2022): "
+        "<b>harmlessness</b> pairs answer harmful requests (from red-teaming and from the "
+        "on-policy comparisons), <b>helpfulness</b> pairs everything else. A pooled figure hides an "
+        "RM that ranks helpful replies well and harmful ones badly; PPO exploits the latter.</p>"
+        "<table class='summary'><tr><th>split by</th><th>group</th><th>agreement</th>"
+        f"<th>agree</th><th>pairs</th></tr>{body}</table>"
     )
 
 
@@ -357,15 +465,31 @@ def _curves_section(stages: dict[str, Path]) -> str:
         return parts[0] + _missing("no stage metrics.jsonl under the run directory")
     for name, path in stages.items():
         rows = read_metrics(path / "metrics.jsonl")
-        keys = _numeric_keys(rows)[:MAX_CURVES]
+        curves, once = _split_keys(rows)
+        keys, left = curves[:MAX_CURVES], curves[MAX_CURVES:]
         title = _STAGE_TITLES.get(name, name)
-        if not keys:
-            parts.append(
-                f"<h3>{_esc(title)}</h3>"
-                + _missing(f"numeric metrics in {path.name}/metrics.jsonl")
-            )
+        parts.append(f"<h3>{_esc(title)}</h3>")
+        if not keys and not once:
+            parts.append(_missing(f"numeric metrics in {path.name}/metrics.jsonl"))
             continue
-        parts.append(f"<h3>{_esc(title)}</h3>" + _img(_curves_figure(rows, keys), title))
+        if keys:
+            parts.append(_img(_curves_figure(rows, keys), title))
+        if left:
+            parts.append(
+                "<p class='meta'>Also logged, not drawn: "
+                + ", ".join(f"<code>{_esc(k)}</code>" for k in left)
+                + "</p>"
+            )
+        if once:
+            body = "".join(
+                f"<tr><th class='row'><code>{_esc(k)}</code></th><td>{_number(v)}</td>"
+                f"<td>{_esc(note)}</td></tr>"
+                for k, (v, note) in once.items()
+            )
+            parts.append(
+                "<table class='facts'><tr><th>one-off figure</th><th>value</th><th>logged</th>"
+                f"</tr>{body}</table>"
+            )
     return "".join(parts)
 
 
@@ -579,6 +703,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
         _family_section(summary, policies),
         _behaviour_section(summary, policies),
         _ceiling_section(summary),
+        _rm_aspect_section(summary),
         _overopt_section(stages),
         _curves_section(stages),
         _calibration_section(summary),

@@ -73,8 +73,28 @@ class Ablation(_Part):
 
 class Goal(_Part):
     win_rate_ok: bool
+    """Win rate vs SFT ≥ 65 % with the CI's lower end above 60 %."""
     harmful_ok: bool
+    harmful_refusal_ok: bool
     over_refusal_ok: bool
+
+
+class RateCI(_Part):
+    """A proportion count / n with its 95 % Wilson interval (`rlhfkit.demo.rate_ci`)."""
+
+    rate: float
+    low: float
+    high: float
+    count: int
+    n: int
+
+
+class GroupAgreement(_Part):
+    """RM agreement with gold on one group of held-out pairs (`algos.rm.evaluate`)."""
+
+    rate: float
+    agree: int
+    n: int
 
 
 class DemoSettings(_Part):
@@ -84,11 +104,15 @@ class DemoSettings(_Part):
     eval_max_new_tokens: int
     model: dict[str, str]
     feedback: dict[str, Any]
+    redteam: dict[str, Any] = {}
     rm_train: str
     rm_test: str
     ppo_iterations: int
     ppo_status: str
     ppo_warnings: list[Any]
+    reused: list[str] = []
+    """Stages taken from an earlier run (`rlhfkit demo --reuse`)."""
+    overrides: list[str] = []
 
 
 SMOKE_NOTE = (
@@ -123,6 +147,13 @@ class RunSummary(_Part):
     per_family: dict[str, dict[str, float]]
     """family → {policy: mean gold, "n": prompts}."""
     rates: dict[str, PolicyRates]
+    harm: dict[str, dict[str, RateCI]] | None = None
+    """policy → harmful_compliance / harmful_refusal / over_refusal, pooled over the held-out
+    prompts and the extra held-out harmful requests, with 95 % Wilson intervals."""
+    rm_gold_agreement_by: dict[str, GroupAgreement] | None = None
+    """"aspect/helpful", "aspect/harmless", "family/<f>", "source/<s>" → agreement with gold."""
+    redteam: dict[str, Any] | None = None
+    """What the red-team stage drew (redteam/info.json) and the RM data shares."""
     behaviours: dict[str, dict[str, int]]
     """policy → behaviour label → replies."""
     rm_by_behaviour: dict[str, BehaviourScore]

@@ -3,9 +3,12 @@
     rlhfkit sim make --out DIR [--seed N] [--n-sft 2000 ...]
     rlhfkit sim score --input replies.jsonl [--output scored.jsonl]
     rlhfkit sim collect --world DIR --policy MODEL -o pairs.jsonl [--prompts FILE] [-n N] [-k 2]
+                        [--red-team]
 
 `collect` samples two replies per prompt from a policy and writes them as preference pairs
-labelled by the world's simulated annotators (`rlhfkit.sim.feedback`).
+labelled by the world's simulated annotators (`rlhfkit.sim.feedback`). `--red-team` collects
+harmlessness data as red-teaming does (HH, Bai et al. 2022): only the harmful requests among the
+prompts, 8 replies each at temperature 1.5 unless -k / --temperature say otherwise.
 
 `score` reads JSON Lines with a `prompt` (string, or messages list) and a `reply` (or `response`)
 per row, checks every row first (a bad row stops it with file, line and field, before anything is
@@ -187,10 +190,14 @@ def collect(
     ] = None,
     n: Annotated[int, typer.Option("-n", help="Prompts to use (0: all).")] = 0,
     k: Annotated[
-        int,
-        typer.Option("-k", help="Samples per prompt: 2 writes pairs, more writes rankings."),
-    ] = 2,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+        int | None,
+        typer.Option(
+            "-k", help="Samples per prompt: 2 writes pairs, more writes rankings [2; red team 8]."
+        ),
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="Sampling temperature [1.0; red team 1.5].")
+    ] = None,
     max_new_tokens: Annotated[int, typer.Option(help="Longest reply in tokens.")] = 32,
     seed: Annotated[int, typer.Option(help="Sampling and labelling seed.")] = 0,
     server: Annotated[
@@ -222,6 +229,14 @@ def collect(
             help="--kind rating, Likert: score >= THRESHOLD is desirable (default: above the middle; the middle dropped)."
         ),
     ] = None,
+    red_team: Annotated[
+        bool,
+        typer.Option(
+            "--red-team",
+            help="Harmlessness data: only the harmful requests, replies drawn to comply "
+            "(rlhfkit.sim.feedback.collect_red_team).",
+        ),
+    ] = False,
 ) -> None:
     """Sample k replies per prompt from a policy and have the simulated annotators compare them
     (on-policy pairs, or rankings for `rlhfkit rm data.ranked=true`; see rlhfkit.sim.feedback),
@@ -238,19 +253,30 @@ def collect(
 
     if kind not in ("comparison", "rating"):
         fail(f"--kind must be comparison or rating, got {kind!r}")
-    if k < (1 if kind == "rating" else 2) or n < 0:
-        fail(f"-k must be at least 2 (rating: 1) and -n at least 0, got k={k}, n={n}")
+    if red_team and kind == "rating":
+        fail("--red-team collects comparisons; it cannot be combined with --kind rating")
+    k = k if k is not None else (8 if red_team else 2)
+    temperature = temperature if temperature is not None else (1.5 if red_team else 1.0)
+    if k < (1 if kind == "rating" else 2) or n < 0 or temperature <= 0:
+        fail(
+            f"-k must be at least 2 (rating: 1), -n at least 0, --temperature above 0; "
+            f"got k={k}, n={n}, temperature={temperature}"
+        )
     if kind == "rating":
         from rlhfkit.sim.ratings import check_rating_options
 
-        rating_aspects = check_rating_options(
-            scale, aspects, threshold
-        )  # one line, before any work
+        rating_aspects = check_rating_options(scale, aspects, threshold)  # one line, before work
     with reported():  # a missing world, an empty prompt file, a missing policy: one line
         annotators = annotators_from_manifest(world)
         source = prompts or world / "prompts" / "train.jsonl"
         records = require_records(read_prompts(source), source, "prompts").records
         records = records[:n] if n else records
+        if red_team:
+            from rlhfkit.sim.feedback import harmful_prompts
+
+            records = harmful_prompts(records)
+            if not records:
+                fail(f"--red-team: {source} holds no harmful request to red-team")
         model = load_policy(ModelConfig(name_or_path=str(policy)))
         tokenizer = load_tokenizer(policy, "--policy")
     cfg = RolloutConfig(temperature=temperature, max_new_tokens=max_new_tokens)
@@ -285,6 +311,7 @@ def collect(
             rows = collect_comparisons(
                 model, tokenizer, records, annotators, cfg, seed=seed, k=k,
                 progress=lambda done, total: bar.update(task, completed=done),
+                source="red_team" if red_team else "policy",
             )  # fmt: skip
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")

@@ -22,6 +22,21 @@ k = 2 gives the world's preference format (prompt, chosen, rejected); k > 2 its 
 (prompt, responses best first), which `rlhfkit rm` reads with `data.ranked: true` (one forward pass
 per reply for all K·(K−1)/2 pairs). `annotators_from_manifest` rebuilds the world's annotators
 (same temperature and length biases).
+
+Red-team (harmlessness) feedback, `collect_red_team`: Anthropic's HH data (Bai et al. 2022,
+"Training a Helpful and Harmless Assistant with RLHF", arXiv:2204.05862, §2) was collected as two
+separate sets, because the two goals pull against each other: *helpfulness* comparisons, where
+crowdworkers asked for help and picked the more helpful reply, and *harmlessness* comparisons from
+red-teaming, where they tried to draw harmful replies out of the model and picked the more harmful
+one. A policy that rarely complies with a harmful request gives on-policy comparisons that almost
+never hold a compliance, so a reward model trained on them alone learns little about harm. The
+simulated red team therefore asks only harmful requests and draws replies the way red-teamers
+elicit them: more samples per prompt (`k`, default 8) at a higher temperature (default 1.5), so
+the model's rare compliant replies turn up and get compared with its refusals. The annotators
+judge them as usual (Plackett–Luce on the gold score: the more harmful reply ranks lower, which is
+the red-teamer's "more harmful" pick stored as the rejected side). Every row's meta records
+`source` ("policy" or "red_team") and `aspect` ("helpful", or "harmless" for any harmful request):
+what `rlhfkit.algos.rm.evaluate` splits its agreement by.
 """
 
 from __future__ import annotations
@@ -39,7 +54,19 @@ from rlhfkit.sim.annotators import Annotator, simulate_preference
 from rlhfkit.sim.gold import judge
 from rlhfkit.types import PromptRecord
 
-__all__ = ["annotators_from_manifest", "collect_comparisons", "gold_choices", "sample_replies"]
+__all__ = [
+    "RED_TEAM_FAMILY",
+    "annotators_from_manifest",
+    "collect_comparisons",
+    "collect_red_team",
+    "comparison_count",
+    "gold_choices",
+    "harmful_prompts",
+    "sample_replies",
+]
+
+RED_TEAM_FAMILY = "harmful"
+"""The prompt family red-teaming probes; comparisons on it are harmlessness data."""
 
 
 def annotators_from_manifest(world_dir: str | Path) -> list[Annotator]:
@@ -64,6 +91,26 @@ def gold_choices(rows: Sequence[dict[str, Any]]) -> tuple[int, int]:
     often the annotators' noisy choices agreed with the gold preference."""
     decided = [r for r in rows if r["meta"]["chosen_gold"] != r["meta"]["rejected_gold"]]
     return sum(r["meta"]["chosen_gold"] > r["meta"]["rejected_gold"] for r in decided), len(decided)
+
+
+def _aspect(family: str) -> str:
+    return "harmless" if family == RED_TEAM_FAMILY else "helpful"
+
+
+def harmful_prompts(records: Sequence[PromptRecord]) -> list[PromptRecord]:
+    """The records whose prompt is a harmful request (the gold scorer's parse of the text, so
+    files without a family in their meta work too), in file order."""
+    from rlhfkit.sim.world import PromptParseError, parse_task
+
+    out = []
+    for record in records:
+        try:
+            family = parse_task(record.prompt).family
+        except PromptParseError:
+            continue
+        if family == RED_TEAM_FAMILY:
+            out.append(record)
+    return out
 
 
 def _prompt_field(record: PromptRecord) -> str | list[dict[str, str]]:
@@ -117,12 +164,13 @@ def collect_comparisons(
     max_prompt_length: int = 256,
     progress: Callable[[int, int], None] | None = None,
     k: int = 2,
+    source: str = "policy",
 ) -> list[dict[str, Any]]:
     """`k` samples per prompt, judged by one random annotator each (see the module docstring).
 
     Returns preference rows {prompt, chosen, rejected, meta} for k = 2, ranked rows {prompt,
     responses (best first), meta} for k > 2; `progress(done, total)` is called after each
-    generation batch (total = k · len(prompts)).
+    generation batch (total = k · len(prompts)). `source` goes in every row's meta.
     """
     if not annotators:
         raise ValueError("collect_comparisons: no annotators")
@@ -130,7 +178,7 @@ def collect_comparisons(
 
     rng = random.Random(f"feedback-{seed}")
     if k > 2:
-        return _ranked_rows(prompts, samples, annotators, rng)
+        return _ranked_rows(prompts, samples, annotators, rng, source)
     rows = []
     for record, a, b in zip(prompts, samples[0], samples[1], strict=True):
         if a == b or not a or not b:
@@ -147,7 +195,8 @@ def collect_comparisons(
                 "chosen": pref.chosen,
                 "rejected": pref.rejected,
                 "meta": {
-                    "source": "policy",
+                    "source": source,
+                    "aspect": _aspect(verdict_a.family),
                     "family": verdict_a.family,
                     "annotator": annotator.name,
                     "p_chosen": pref.p_first if a_wins else 1 - pref.p_first,
@@ -166,6 +215,7 @@ def _ranked_rows(
     samples: list[list[str]],
     annotators: Sequence[Annotator],
     rng: random.Random,
+    source: str,
 ) -> list[dict[str, Any]]:
     rows = []
     for i, record in enumerate(prompts):
@@ -180,7 +230,8 @@ def _ranked_rows(
                 "prompt": _prompt_field(record),
                 "responses": [replies[j] for j in order],
                 "meta": {
-                    "source": "policy",
+                    "source": source,
+                    "aspect": _aspect(verdicts[0].family),
                     "family": verdicts[0].family,
                     "annotator": annotator.name,
                     "gold": [verdicts[j].score for j in order],
@@ -189,3 +240,35 @@ def _ranked_rows(
             }
         )
     return rows
+
+
+def collect_red_team(
+    policy: torch.nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[PromptRecord],
+    annotators: Sequence[Annotator],
+    cfg: RolloutConfig,
+    seed: int = 0,
+    k: int = 8,
+    max_prompt_length: int = 256,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Harmlessness comparisons as red-teaming collects them (module docstring): the harmful
+    requests among `prompts` (`harmful_prompts`), `k` replies each sampled with `cfg` (give it
+    the red team's higher temperature), ranked (k > 2) or compared (k = 2) by the annotators.
+    Rows as `collect_comparisons` writes them, meta source "red_team", aspect "harmless"."""
+    targets = harmful_prompts(prompts)
+    if not targets:
+        return []
+    return collect_comparisons(
+        policy, tokenizer, targets, annotators, cfg, seed, max_prompt_length, progress, k,
+        source="red_team",
+    )  # fmt: skip
+
+
+def comparison_count(rows: Sequence[dict[str, Any]]) -> int:
+    """Pairwise comparisons the rows hold: 1 per pair, K·(K−1)/2 per ranking of K replies."""
+    return sum(
+        len(r["responses"]) * (len(r["responses"]) - 1) // 2 if "responses" in r else 1
+        for r in rows
+    )

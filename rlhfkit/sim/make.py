@@ -16,6 +16,10 @@ seed and sizes give byte-identical files. Files (JSON Lines, UTF-8, one object p
          "behaviours": [...], "annotator"}}
     prompts/{train,validation,eval}.jsonl
         {"prompt": P, "meta": {"family", "kind", "held_out", "ideal"}}
+    prompts/eval_harmful.jsonl            (only when n_eval_harmful > 0; same rows)
+        held-out harmful requests only, so harm rates are measured on enough of them; its text
+        is left out of the tokenizer's training text, so every other file is the same with or
+        without it
     tokenizer/                            (Hugging Face tokenizer folder, `train_tokenizer`)
     manifest.json                         (seed, sizes, counts, annotators, measured agreement)
 
@@ -66,8 +70,8 @@ from rlhfkit.sim.gold import judge_task
 from rlhfkit.sim.tokenizer import train_tokenizer
 from rlhfkit.sim.world import FAMILY_WEIGHTS, Split, Task, sample_task
 
-# Draws one task from the world: (rng, held_out) -> Task.
-Draw = Callable[[random.Random, bool], Task]
+# Draws one task from the world: (rng, held_out, family=None) -> Task.
+Draw = Callable[..., Task]
 
 DEFAULT_SIZES: dict[str, Any] = {
     "n_sft": 2000,  # SFT demonstrations (train)
@@ -81,6 +85,7 @@ DEFAULT_SIZES: dict[str, Any] = {
     "n_prompts": 500,  # RL prompts (train)
     "n_val_prompts": 200,  # evaluation prompts from the training items (new draws)
     "n_eval_prompts": 200,  # evaluation prompts from held-out items
+    "n_eval_harmful": 0,  # extra held-out harmful prompts (harm rates with statistical power)
     "vocab_size": 1024,  # tokenizer vocabulary; 0 skips the tokenizer
     "agreement": 0.68,  # target inter-annotator agreement (0.5, 1)
     "n_annotators": 3,
@@ -205,10 +210,12 @@ def _ranked_rows(
     return rows
 
 
-def _prompt_rows(rng: random.Random, draw: Draw, n: int, held_out: bool) -> list[dict[str, Any]]:
+def _prompt_rows(
+    rng: random.Random, draw: Draw, n: int, held_out: bool, family: str | None = None
+) -> list[dict[str, Any]]:
     rows = []
     for _ in range(n):
-        task = draw(rng, held_out)
+        task = draw(rng, held_out, family)
         meta = {"family": task.family, "kind": task.kind, "held_out": held_out, "ideal": task.ideal}
         rows.append({"prompt": _prompt_field(task), "meta": meta})
     return rows
@@ -254,8 +261,8 @@ def make_world(out_dir: str | Path, seed: int = 0, **sizes: Any) -> dict[str, An
             f"not all zero; got {cfg['family_weights']}"
         )
 
-    def draw(rng: random.Random, held_out: bool) -> Task:
-        return sample_task(rng, split, held_out, weights=weights)
+    def draw(rng: random.Random, held_out: bool, family: str | None = None) -> Task:
+        return sample_task(rng, split, held_out, family, weights=weights)
 
     sft_mix = BehaviourMix(ideal=cfg["sft_ideal"])
     pref_mix = BehaviourMix(ideal=cfg["pref_ideal"])
@@ -300,8 +307,14 @@ def make_world(out_dir: str | Path, seed: int = 0, **sizes: Any) -> dict[str, An
         stream("prompts-validation"), draw, cfg["n_val_prompts"], False
     )
     files["prompts/eval"] = _prompt_rows(stream("prompts-eval"), draw, cfg["n_eval_prompts"], True)
+    # Left out of the tokenizer's text below, so adding this set leaves every other file as is.
+    extra = {}
+    if cfg["n_eval_harmful"]:
+        extra["prompts/eval_harmful"] = _prompt_rows(
+            stream("prompts-eval-harmful"), draw, cfg["n_eval_harmful"], True, "harmful"
+        )
 
-    for name, rows in files.items():
+    for name, rows in {**files, **extra}.items():
         _write_jsonl(out / f"{name}.jsonl", rows)
 
     if cfg["vocab_size"]:
@@ -316,7 +329,7 @@ def make_world(out_dir: str | Path, seed: int = 0, **sizes: Any) -> dict[str, An
         "rlhfkit_version": rlhfkit.__version__,
         "seed": seed,
         "sizes": cfg,
-        "counts": {name: len(rows) for name, rows in files.items()},
+        "counts": {name: len(rows) for name, rows in {**files, **extra}.items()},
         "families": {
             "sft/train": dict(Counter(r["meta"]["family"] for r in files["sft/train"])),
             "prompts/eval": dict(Counter(r["meta"]["family"] for r in files["prompts/eval"])),

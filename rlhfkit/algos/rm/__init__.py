@@ -2,9 +2,11 @@
 
 from rlhfkit.algos.rm.config import RMConfig, RMDataConfig
 from rlhfkit.algos.rm.evaluate import (
+    agreement_by_group,
     calibration_table,
     expected_calibration_error,
     gold_gaps_of,
+    groups_of,
     pair_metrics,
     score_pairs,
 )
@@ -18,7 +20,9 @@ __all__ = [
     "evaluate",
     "expected_calibration_error",
     "fit_normalization",
+    "agreement_by_group",
     "gold_gaps_of",
+    "groups_of",
     "pair_metrics",
     "score_pairs",
     "train",

@@ -10,10 +10,18 @@
   `meta["rejected_gold"]`): on pairs whose gold scores differ, the fraction where the RM ranks
   the gold-better reply higher; next to it the gold scorer's own agreement with the noisy labels
   (`eval/label_ceiling`), the best label accuracy a perfect model of the gold preference gets.
+- gold agreement by group (`eval/gold_agreement_by`, when pairs carry groups, `groups_of`): the
+  same agreement on each group of pairs separately, {"aspect/helpful", "aspect/harmless",
+  "family/<family>", "source/<source>"} → {"rate", "agree", "n"}, and the two aspects as scalars
+  `eval/gold_agreement_helpful` and `eval/gold_agreement_harmless` (curves during training).
+  Anthropic evaluated its preference models on helpfulness and harmlessness test sets separately
+  (Bai et al. 2022, arXiv:2204.05862, §3): one pooled accuracy hides an RM that ranks helpful
+  replies well and harmful ones badly.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,10 +73,13 @@ def pair_metrics(
     rejected: torch.Tensor,
     gold_gaps: torch.Tensor | None = None,
     bins: int = 10,
+    groups: Sequence[Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Metrics of scored pairs: chosen/rejected (P,) scores; gold_gaps (P,) gold_c − gold_r with
-    NaN where unknown. Keys: eval/accuracy, eval/margin, eval/ece, eval/pairs, eval/calibration
-    (the table), and with gold: eval/gold_agreement, eval/label_ceiling, eval/gold_pairs."""
+    NaN where unknown; groups: per pair the names of the groups it belongs to (`groups_of`).
+    Keys: eval/accuracy, eval/margin, eval/ece, eval/pairs, eval/calibration (the table), and
+    with gold: eval/gold_agreement, eval/label_ceiling, eval/gold_pairs, and with groups
+    eval/gold_agreement_by and eval/gold_agreement_{helpful,harmless} (module docstring)."""
     gaps = (chosen.double() - rejected.double()).flatten()
     table = calibration_table(gaps, bins)
     out: dict[str, Any] = {
@@ -87,6 +98,56 @@ def pair_metrics(
             out["eval/gold_agreement"] = float((rm_says_chosen == gold_says_chosen).double().mean())
             out["eval/label_ceiling"] = float(gold_says_chosen.double().mean())
             out["eval/gold_pairs"] = int(decided.sum())
+        if groups is not None:
+            by = agreement_by_group(gaps, gold, groups)
+            out["eval/gold_agreement_by"] = by
+            for aspect in ("helpful", "harmless"):
+                if f"aspect/{aspect}" in by:
+                    out[f"eval/gold_agreement_{aspect}"] = by[f"aspect/{aspect}"]["rate"]
+    return out
+
+
+def agreement_by_group(
+    gaps: torch.Tensor, gold_gaps: torch.Tensor, groups: Sequence[Sequence[str]]
+) -> dict[str, dict[str, float | int]]:
+    """Per group g: over pairs i in g whose gold gap is finite and non-zero, agree = #{sign of the
+    RM gap (P,) = sign of the gold gap (P,)}, n = #pairs, rate = agree / n (an RM gap of 0 reads as
+    "rejected", as in eval/gold_agreement). Groups with no decided
+    pair are left out; keys sorted."""
+    if not len(groups) == gaps.numel() == gold_gaps.numel():
+        raise ValueError(
+            f"agreement_by_group: {gaps.numel()} RM gaps, {gold_gaps.numel()} gold gaps, "
+            f"{len(groups)} group lists; they must be the same length"
+        )
+    counts: dict[str, list[int]] = {}
+    for i, names in enumerate(groups):
+        g = float(gold_gaps[i])
+        if not math.isfinite(g) or g == 0:
+            continue
+        agree = int((float(gaps[i]) > 0) == (g > 0))
+        for name in names:
+            tally = counts.setdefault(name, [0, 0])
+            tally[0] += agree
+            tally[1] += 1
+    return {k: {"rate": a / n, "agree": a, "n": n} for k, (a, n) in sorted(counts.items())}
+
+
+def groups_of(pairs: Sequence[PreferencePair]) -> list[list[str]] | None:
+    """Per pair its groups from meta: aspect/<meta aspect> ("harmless" for a harmful-family pair
+    without one, else "helpful"), family/<meta family>, source/<meta source>; None when no pair
+    has a family or aspect."""
+    if not any("family" in p.meta or "aspect" in p.meta for p in pairs):
+        return None
+    out = []
+    for p in pairs:
+        family = p.meta.get("family")
+        aspect = p.meta.get("aspect") or ("harmless" if family == "harmful" else "helpful")
+        names = [f"aspect/{aspect}"]
+        if family is not None:
+            names.append(f"family/{family}")
+        if p.meta.get("source") is not None:
+            names.append(f"source/{p.meta['source']}")
+        out.append(names)
     return out
 
 

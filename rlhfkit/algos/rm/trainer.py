@@ -43,7 +43,7 @@ from typing import Any
 import torch
 
 from rlhfkit.algos.rm.config import RMConfig
-from rlhfkit.algos.rm.evaluate import gold_gaps_of, pair_metrics, score_pairs
+from rlhfkit.algos.rm.evaluate import gold_gaps_of, groups_of, pair_metrics, score_pairs
 from rlhfkit.core import aggregate_loss, gather_logprobs, pairwise_loss, ranking_loss
 from rlhfkit.data import (
     DataError,
@@ -268,7 +268,7 @@ def evaluate(
     chosen, rejected = chosen[order], rejected[order]
     rm.train(was_training)
     gold = gold_gaps_of(pairs)
-    return pair_metrics(chosen, rejected, gold, cfg.calibration_bins)
+    return pair_metrics(chosen, rejected, gold, cfg.calibration_bins, groups_of(pairs))
 
 
 @torch.no_grad()
