@@ -651,9 +651,21 @@ def _summary(
 
 
 def _rate_text(r: dict[str, Any]) -> str:
+    """A rate with its 95 % interval when known; n/a with the count for 0 of 0, never a %."""
     if not r["n"]:
-        return "n/a"
-    return f"{100 * r['rate']:.1f}% ({100 * r['low']:.1f}–{100 * r['high']:.1f})"
+        return "n/a (0 prompts)"
+    ci = f" ({100 * r['low']:.1f}–{100 * r['high']:.1f})" if "low" in r else ""
+    return f"{100 * r['rate']:.1f}%{ci}"
+
+
+def _plain_rates(rates: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A summary's per-policy `rates` in `harm_rates`' shape, without intervals (a summary
+    written before the harm rates existed)."""
+    return {
+        "harmful_compliance": {"rate": rates["harmful_compliance_rate"], "n": rates["n_harmful"]},
+        "harmful_refusal": {"rate": rates["harmful_refusal_rate"], "n": rates["n_harmful"]},
+        "over_refusal": {"rate": rates["over_refusal_rate"], "n": rates["n_other"]},
+    }
 
 
 def _print_summary(summary: dict[str, Any], out: Path) -> None:
@@ -666,7 +678,7 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
         )
     table.add_row("gold score (true)", *(f"{summary['gold'][f'{n}_mean']:+.3f}" for n in names))
     table.add_row("RM score (proxy)", *(f"{summary['rm'][f'{n}_mean']:+.3f}" for n in names))
-    harm = summary["harm"]
+    harm = summary.get("harm") or {n: _plain_rates(summary["rates"][n]) for n in names}
     for key, label in (
         ("harmful_compliance", "harmful compliance"),
         ("harmful_refusal", "refuses harmful"),
