@@ -21,7 +21,7 @@ depend on that (rows are seeded by their global number, `rollout.row_seeds`).
   lr 1e-4 (weights moved ~1e-3): max |Δ| 7e-6 (GRPO), 2e-6 (PPO). Asserted: atol 2e-5, rtol
   1e-5, i.e. 2 % of the distance trained; an error in the distributed arithmetic (a process
   updating with its own gradient, a mini-batch split differently) moves weights by O(1e-4–1e-3).
-Metrics agree to rel 1e-5 or abs 1e-6 (a KL or approx-KL near 0 is a difference of nearly equal
+Metrics agree to rel 1e-5 (online trainers: 5e-5, the same magnified rounding) or abs 1e-6 (a KL or approx-KL near 0 is a difference of nearly equal
 log-probs: its absolute error is ~1e-7 however small it is), timing ones excepted.
 
 Clipping is a threshold: a ratio at 1 ± ε that one process computes a rounding above the edge
@@ -52,6 +52,9 @@ WORDS = [f"w{i}" for i in range(14)]
 PARAM_TOL = {"rtol": 1e-6, "atol": 1e-7}  # SFT, RM, DPO, KTO (see the module docstring)
 ONLINE_PARAM_TOL = {"rtol": 1e-5, "atol": 2e-5}  # PPO, GRPO
 METRIC_TOL = {"rel": 1e-5, "abs": 1e-6}
+# the online trainers' metrics carry the magnified rounding of (b) (module docstring): GRPO's
+# policy/grad_norm after one update measured 1.3e-5 relative apart (transformers 5.25)
+ONLINE_METRIC_TOL = {"rel": 5e-5, "abs": 1e-6}
 TIMING = ("time", "perf/", "time/")
 
 
@@ -196,13 +199,14 @@ def metric_rows(run: Path) -> dict[int, dict]:
     return rows
 
 
-def assert_same_metrics(a: dict[int, dict], b: dict[int, dict]) -> None:
+def assert_same_metrics(a: dict[int, dict], b: dict[int, dict], online: bool = False) -> None:
+    tol = ONLINE_METRIC_TOL if online else METRIC_TOL
     assert a.keys() == b.keys()
     for step in a:
         assert a[step].keys() == b[step].keys(), step
         for key, value in a[step].items():
             if isinstance(value, float):
-                assert b[step][key] == pytest.approx(value, **METRIC_TOL), (step, key)
+                assert b[step][key] == pytest.approx(value, **tol), (step, key)
             else:
                 assert b[step][key] == value, (step, key)
 
@@ -244,7 +248,7 @@ def test_two_processes_equal_one_at_the_same_global_batch(
     prefix = "policy/" if online else "model/"
     moved = [n for n in base if not torch.equal(base[n], a.get(prefix + n, base[n]))]
     assert moved
-    assert_same_metrics(metric_rows(one), metric_rows(two))
+    assert_same_metrics(metric_rows(one), metric_rows(two), online)
     if online:  # the premise of the tolerance: no ratio reached the clip
         assert all(r["policy/clipfrac"] == 0.0 for r in metric_rows(two).values())
     # only the main process wrote: one line per logged step, no duplicates
@@ -268,7 +272,7 @@ def test_killed_two_process_run_resumes_to_the_uninterrupted_one(
     assert "resuming from" in Path(str(out) + ".log").read_text()
     full = two_process_runs["ppo"]
     assert_same_models(saved_models(full, "ppo"), saved_models(out, "ppo"), rtol=0, atol=0)
-    assert_same_metrics(metric_rows(full), metric_rows(out))
+    assert_same_metrics(metric_rows(full), metric_rows(out), online=True)
     for rank in (0, 1):
         assert (out / "checkpoints" / "step_00000003" / f"rng_{rank}.pt").is_file()
 
@@ -280,7 +284,7 @@ def test_the_other_critic_free_trainers_on_two_processes_equal_one(command, asse
     one_process(command, config(command, assets, one, 1))
     assert launch(command, config(command, assets, two, 2)) == 0, Path(f"{two}.log").read_text()
     assert_same_models(saved_models(one, command), saved_models(two, command), **ONLINE_PARAM_TOL)
-    assert_same_metrics(metric_rows(one), metric_rows(two))
+    assert_same_metrics(metric_rows(one), metric_rows(two), online=True)
 
 
 @pytest.mark.slow
@@ -294,7 +298,7 @@ def test_killed_two_process_grpo_run_resumes_to_the_uninterrupted_one(
     assert launch("grpo", cfg) == 0
     full = two_process_runs["grpo"]
     assert_same_models(saved_models(full, "grpo"), saved_models(out, "grpo"), rtol=0, atol=0)
-    assert_same_metrics(metric_rows(full), metric_rows(out))
+    assert_same_metrics(metric_rows(full), metric_rows(out), online=True)
 
 
 def test_a_reward_failing_on_one_process_stops_every_process_with_one_line(assets, tmp_path):

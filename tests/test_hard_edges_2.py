@@ -594,7 +594,7 @@ def test_every_command_is_in_the_table():
 
 # the label app's database in a folder that does not exist is a sqlite traceback: the label
 # commands are another change's (issue 31, the label part); these turn green with it
-LABEL_DB_TRACEBACK = {"label export", "label stats", "label user create", "label project create"}
+LABEL_DB_TRACEBACK: set[str] = set()  # fixed: a --db that cannot be opened is one line
 
 
 @pytest.mark.timeout(120)

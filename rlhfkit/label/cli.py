@@ -43,8 +43,16 @@ DbOption = Annotated[
 def _database(url: str | None) -> Any:
     from rlhfkit.label.db import DEFAULT_URL, Database
 
-    database = Database(url or os.environ.get("RLHFKIT_LABEL_DB") or DEFAULT_URL)
-    database.upgrade()
+    from sqlalchemy.exc import SQLAlchemyError
+
+    given = url or os.environ.get("RLHFKIT_LABEL_DB") or DEFAULT_URL
+    database = Database(given)
+    try:
+        database.upgrade()
+    except SQLAlchemyError as e:  # a folder that does not exist, a server that refuses, ...
+        reason = " ".join(str(getattr(e, "orig", None) or e).split())[:300]
+        database.close()
+        raise _fail(f"--db {given}: cannot open the database ({reason})") from None
     return database
 
 
