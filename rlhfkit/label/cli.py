@@ -41,9 +41,9 @@ DbOption = Annotated[
 
 
 def _database(url: str | None) -> Any:
-    from rlhfkit.label.db import DEFAULT_URL, Database
-
     from sqlalchemy.exc import SQLAlchemyError
+
+    from rlhfkit.label.db import DEFAULT_URL, Database
 
     given = url or os.environ.get("RLHFKIT_LABEL_DB") or DEFAULT_URL
     database = Database(given)
