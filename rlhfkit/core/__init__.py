@@ -2,8 +2,8 @@
 
 Masks are (B, T) bool (or 0/1) tensors with True = valid token. Log-prob math runs in float32.
 Modules: `stats` (masked statistics, whitening, running moments), `logprobs` (token log-probs,
-entropy), `kl` (KL estimators, reward shaping, KL controllers), `advantages` (GAE, returns,
-GRPO/RLOO baselines), `losses` (loss reduction, PPO, value, reward-model, DPO and SFT losses).
+entropy; `head_logprobs` from hidden states, chunked), `kl` (KL estimators, reward shaping, KL
+controllers), `advantages` (GAE, returns, GRPO/RLOO baselines), `losses` (loss reduction, PPO, value, reward-model, DPO and SFT losses).
 """
 
 from rlhfkit.core.advantages import (
@@ -25,7 +25,14 @@ from rlhfkit.core.kl import (
     sequence_kl,
     shape_rewards,
 )
-from rlhfkit.core.logprobs import entropy_from_logits, gather_logprobs, perplexity
+from rlhfkit.core.logprobs import (
+    LOGITS_CHUNK_ELEMENTS,
+    HeadLogprobs,
+    entropy_from_logits,
+    gather_logprobs,
+    head_logprobs,
+    perplexity,
+)
 from rlhfkit.core.losses import (
     DPOLossOutput,
     LossMode,
@@ -50,9 +57,11 @@ from rlhfkit.core.losses import (
 from rlhfkit.core.stats import RunningMoments, masked_mean, masked_sum, masked_var, whiten
 
 __all__ = [
+    "LOGITS_CHUNK_ELEMENTS",
     "AdaptiveKLController",
     "DPOLossOutput",
     "FixedKLController",
+    "HeadLogprobs",
     "KLEstimator",
     "LossMode",
     "PairwiseLossOutput",
@@ -70,6 +79,7 @@ __all__ = [
     "gae",
     "gather_logprobs",
     "group_advantages",
+    "head_logprobs",
     "group_baseline",
     "ipo_losses",
     "kl_loss",

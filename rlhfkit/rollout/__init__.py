@@ -31,6 +31,8 @@ from rlhfkit.rollout.experience import (
 )
 from rlhfkit.rollout.forward import (
     causal_lm_parts,
+    lm_head_logprobs,
+    next_token_logprobs,
     response_logprobs,
     trim_padding,
 )
@@ -82,6 +84,8 @@ __all__ = [
     "build_reward",
     "cat_experiences",
     "causal_lm_parts",
+    "lm_head_logprobs",
+    "next_token_logprobs",
     "collect",
     "collect_sharded",
     "decode_responses",
