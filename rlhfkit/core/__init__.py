@@ -3,7 +3,8 @@
 Masks are (B, T) bool (or 0/1) tensors with True = valid token. Log-prob math runs in float32.
 Modules: `stats` (masked statistics, whitening, running moments), `logprobs` (token log-probs,
 entropy; `head_logprobs` from hidden states, chunked), `kl` (KL estimators, reward shaping, KL
-controllers), `advantages` (GAE, returns, GRPO/RLOO baselines), `losses` (loss reduction, PPO, value, reward-model, DPO and SFT losses).
+controllers), `advantages` (GAE, returns, GRPO/RLOO baselines), `losses` (loss reduction, PPO,
+value, reward-model, DPO and SFT losses).
 """
 
 from rlhfkit.core.advantages import (

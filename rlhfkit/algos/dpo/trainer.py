@@ -329,6 +329,7 @@ def train(cfg: DPOConfig) -> DPOResult:
 
     # 2. policy, optimiser, schedule (dropout off unless asked for: see detail 7)
     policy = load_policy(cfg.model, tokenizer)
+    engine.compile(policy)
     optimizer = build_optimizer(policy.parameters(), cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, len(plan))
     policy, optimizer = acc.prepare(policy, optimizer)
@@ -341,6 +342,7 @@ def train(cfg: DPOConfig) -> DPOResult:
     val_ref = None
     if variant.needs_reference:
         ref_model, context = _reference_model(cfg, unwrapped, tokenizer, engine.device)
+        engine.compile(ref_model)  # the policy itself again is a no-op
         if cfg.reference == "cached":
             key = fingerprint([*items, *val_items], cfg.ref_model or cfg.model.name_or_path)
             cache = _cached_reference(

@@ -159,6 +159,7 @@ def setup(
         gradient_checkpointing=cfg.policy.gradient_checkpointing,
     )
     critic = load_critic(critic_cfg).to(engine.device).eval()
+    engine.compile(critic)
     reward = build_reward(
         cfg.rewards,
         reward_model=cfg.reward_model,

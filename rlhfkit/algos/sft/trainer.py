@@ -222,6 +222,7 @@ def train(cfg: SFTConfig) -> SFTResult:
     if len(tokenizer) > policy.get_input_embeddings().num_embeddings:
         policy.resize_token_embeddings(len(tokenizer))
     dtype = next(policy.parameters()).dtype
+    engine.compile(policy)
     optimizer = build_optimizer(policy.parameters(), cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, len(plan))
     policy, optimizer = acc.prepare(policy, optimizer)
