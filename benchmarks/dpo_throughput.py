@@ -42,6 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from offline_steps import engine_settings, run_child, timed_steps  # noqa: E402
+from speed_switches import add_flags, export, switches  # noqa: E402
 
 DEFAULT_ASSETS = Path.home() / ".cache" / "rlhfkit-anchors" / "assets"
 PAIRS = 8
@@ -122,7 +123,9 @@ def main() -> None:
         "--reference", nargs="+", default=["cached", "live"], choices=["cached", "live"]
     )
     ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
+    add_flags(ap)
     args = ap.parse_args()
+    export(args)
     if not (args.assets / "preferences.jsonl").is_file():
         sys.exit(
             f"no assets at {args.assets}: run /work/shared/bench/make_assets.py --out {args.assets}"
@@ -130,7 +133,7 @@ def main() -> None:
     if args.one:  # child process: one run, one JSON line on stdout
         precision, reference = args.one
         result = run_one(args.assets, args.steps, args.warmup, precision, reference, args.threads)
-        print(json.dumps(result), flush=True)
+        print(json.dumps({**result, **switches()}), flush=True)
         return
     for precision in args.precision:
         for reference in args.reference:

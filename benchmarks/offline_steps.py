@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from speed_switches import engine_switches
+
 
 def matmul_gflops(reps: int = 15, n: int = 1024) -> float:
     """The same machine-speed probe as bench_trl.py (median fp32 GEMM throughput)."""
@@ -36,6 +38,7 @@ def engine_settings(threads: int, precision: str) -> dict[str, Any]:
         "threads": threads,
         "mixed_precision": "bf16" if precision == "bf16" else "no",
         "resume": False,
+        **engine_switches(),
     }
 
 

@@ -43,6 +43,7 @@ from ppo_throughput import (  # noqa: E402 -- the shared measuring code
     result_line,
     run_children,
 )
+from speed_switches import add_flags, engine_switches, export, switches  # noqa: E402
 
 ALGOS = {
     "grpo": {"advantage": "grpo", "kl_coef": 0.0, "kl_loss_coef": 0.0},
@@ -109,6 +110,7 @@ def child(args: argparse.Namespace) -> None:
                 "device": "cpu",
                 "mixed_precision": "bf16" if args.precision == "bf16" else "no",
                 "resume": False,
+                **engine_switches(),
             },
         }
     )
@@ -126,7 +128,9 @@ def child(args: argparse.Namespace) -> None:
     line = result_line(
         f"{args.algo}_throughput", "rlhfkit.algos.pg", args, t, flops, (gemm_before, gemm_after)
     )
-    print(json.dumps({**line, "process_wall_s": round(wall, 1)}), flush=True)
+    compile_s = read_metrics(out / "metrics.jsonl")[-1].get("perf/compile_s")
+    line = {**line, **switches(), "compile_s": compile_s, "process_wall_s": round(wall, 1)}
+    print(json.dumps(line), flush=True)
 
 
 def main(algo: str | None = None) -> None:
@@ -140,7 +144,9 @@ def main(algo: str | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    add_flags(ap)
     args = ap.parse_args()
+    export(args)
     if not (Path(args.assets) / "policy").is_dir():
         sys.exit(
             f"{args.assets}: no assets; build them with ../shared/bench/make_assets.py --out DIR"

@@ -49,6 +49,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from speed_switches import add_flags, engine_switches, export, switches
+
 DEFAULT_ASSETS = Path.home() / ".cache" / "rlhfkit-anchors" / "assets"
 
 
@@ -195,6 +197,7 @@ def anchor_config(assets: Path, out: Path, total: int, threads: int, precision: 
             "device": "cpu",
             "mixed_precision": "bf16" if precision == "bf16" else "no",
             "resume": False,
+            **engine_switches(),
         },
     }
 
@@ -245,7 +248,9 @@ def child(args: argparse.Namespace) -> None:
     line = result_line(
         "ppo_throughput", "rlhfkit.algos.ppo", args, t, flops, (gemm_before, gemm_after)
     )
-    print(json.dumps({**line, "process_wall_s": round(wall, 1), **profiled}), flush=True)
+    compile_s = read_metrics(out / "metrics.jsonl")[-1].get("perf/compile_s")
+    line = {**line, **switches(), "compile_s": compile_s, "process_wall_s": round(wall, 1)}
+    print(json.dumps({**line, **profiled}), flush=True)
 
 
 def main() -> None:
@@ -263,7 +268,9 @@ def main() -> None:
         help="run under torch.profiler and report the matmul seconds per iteration",
     )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    add_flags(ap)
     args = ap.parse_args()
+    export(args)
     if not (Path(args.assets) / "policy").is_dir():
         sys.exit(
             f"{args.assets}: no assets; build them with ../shared/bench/make_assets.py --out DIR"

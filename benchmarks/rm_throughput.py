@@ -34,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from offline_steps import engine_settings, run_child, timed_steps  # noqa: E402
+from speed_switches import add_flags, export, switches  # noqa: E402
 
 DEFAULT_ASSETS = Path.home() / ".cache" / "rlhfkit-anchors" / "assets"
 
@@ -105,7 +106,9 @@ def main() -> None:
         "--hh", action="store_true", help="HH-format the prompts (longer rows than TRL's)"
     )
     ap.add_argument("--one", choices=["fp32", "bf16"], help=argparse.SUPPRESS)
+    add_flags(ap)
     args = ap.parse_args()
+    export(args)
     if not (args.assets / "preferences.jsonl").is_file():
         sys.exit(
             f"no assets at {args.assets}: run /work/shared/bench/make_assets.py --out {args.assets}"
@@ -114,7 +117,7 @@ def main() -> None:
         result = run_one(
             args.assets, args.steps, args.warmup, args.one, args.threads, args.dropout, args.hh
         )
-        print(json.dumps(result), flush=True)
+        print(json.dumps({**result, **switches()}), flush=True)
         return
     for precision in args.precision:
         argv = ["--assets", str(args.assets), "--steps", str(args.steps)]

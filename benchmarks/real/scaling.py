@@ -34,6 +34,9 @@ from pathlib import Path
 
 from realdata import HH, SHARED, hh_split, model_dir, peak_rss_mib
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from speed_switches import add_flags, engine_switches, export, switches  # noqa: E402
+
 STORIES = SHARED / "models" / "stories260K"
 WORK = Path("runs/real/scaling")
 OUT = Path("runs/real/scaling.jsonl")
@@ -114,6 +117,7 @@ def run_one(
         f"engine.threads={threads}",
         "engine.resume=false",
         "engine.mixed_precision=" + ("bf16" if precision == "bf16" else "'no'"),  # YAML: no = false
+        *(["engine.compile=true"] if engine_switches() else []),  # --compile / --no-chunk
     ]
     train_file, _, _ = hh_split(Path("runs/real_split"))
     offline_data = [
@@ -229,6 +233,7 @@ def run_one(
         "matmul_gflops": round(rate, 1),
         "wall_s": round(wall, 1),
         "load_avg_1m": round(os.getloadavg()[0], 2),
+        **switches(),
     }
     last = rows[-1] if rows else {}
     if stage in ("sft", "rm", "dpo") and "perf/tokens_per_s" in last:
@@ -257,7 +262,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--table", action="store_true", help=f"only print the table of {OUT}")
     ap.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
+    add_flags(ap)
     args = ap.parse_args()
+    export(args)
     if args.table:
         print_table([json.loads(x) for x in OUT.read_text().splitlines()])
         return
