@@ -170,3 +170,18 @@ def test_rejects_bad_shapes_and_chunk():
         head_logprobs(hidden, weight, bias, ids[:, :-1])
     with pytest.raises(ValueError, match="chunk_size"):
         head_logprobs(hidden, weight, bias, ids, chunk_size=0)
+
+
+@pytest.mark.parametrize("used", ["logprobs", "entropy"])
+def test_one_output_unused(used):
+    """Entropy computed as a metric only (no gradient through it), or entropy alone."""
+    hidden, weight, bias, ids, g_lp, g_ent = _inputs(torch.float64, seed=7)
+    g_lp, g_ent = (g_lp, g_ent * 0) if used == "logprobs" else (g_lp * 0, g_ent)
+    out = head_logprobs(hidden, weight, bias, ids, with_entropy=True, chunk_size=4)
+    target = out.logprobs if used == "logprobs" else out.entropy
+    grads = torch.autograd.grad((target * (g_lp + g_ent).double()).sum(), (hidden, weight, bias))
+    want = _values_and_grads(
+        lambda: _naive(hidden, weight, bias, ids, 1.0), hidden, weight, bias, g_lp, g_ent
+    )[2]
+    for a, b in zip(grads, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

@@ -197,6 +197,7 @@ class _ChunkedHeadLogprobs(torch.autograd.Function):
                     entropy[rows] = lse[rows] - probs.mul_(logits).sum(dim=-1)
         ctx.save_for_backward(hidden, weight, bias, ids, lse)
         ctx.dtype, ctx.temperature, ctx.chunk = dtype, temperature, chunk
+        ctx.set_materialize_grads(False)  # an unused output (entropy as a metric): None
         return logprobs, entropy
 
     @staticmethod
