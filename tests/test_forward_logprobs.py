@@ -118,3 +118,16 @@ def test_lm_head_logprobs_plain_linear_uses_the_chunked_path(monkeypatch):
     want = torch.log_softmax(head(hidden), -1).gather(-1, ids[..., None])[..., 0]
     assert calls == [1]
     torch.testing.assert_close(out.logprobs, want, rtol=0, atol=2e-6)
+
+
+def test_next_token_logprobs_of_a_soft_capping_model_use_its_own_logits():
+    """A config with final-logit soft-capping (Gemma 2): `causal_lm_parts` refuses to slice the
+    model, so its whole forward runs and its own logits are used (Llama ignores the setting, so
+    this checks the route, not the capping)."""
+    model = _llama()
+    model.config.final_logit_softcapping = 2.0
+    ids, mask = _batch()
+    got = next_token_logprobs(model, ids, mask)
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    want = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids[:, 1:, None])[..., 0]
+    torch.testing.assert_close(got, want, rtol=0, atol=2e-6)

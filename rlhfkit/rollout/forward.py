@@ -144,7 +144,8 @@ def next_token_logprobs(
 
     Shapes: `input_ids` (B, T); `attention_mask` (B, T) True = valid, or the (B, 1, T, T) additive
     mask the body takes (packing); `position_ids` (B, T) or None (the model's default) →
-    (B, T − 1) float32. Through `model`'s distributed wrapper like `response_logprobs`.
+    (B, T − 1) float32. Through `model`'s distributed wrapper like `response_logprobs`. A model
+    whose logits are not `lm_head(hidden)` (`causal_lm_parts` rejects it) is run whole.
     """
     return wrapped_forward(model, _next_token_logprobs, input_ids, attention_mask, position_ids)
 
@@ -155,7 +156,16 @@ def _next_token_logprobs(
     attention_mask: torch.Tensor,
     position_ids: torch.Tensor | None,
 ) -> torch.Tensor:
-    backbone, head = causal_lm_parts(model)
+    try:
+        backbone, head = causal_lm_parts(model)
+    except TypeError:  # logits that are not head(hidden) (soft-capping): the model's own
+        logits = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+        ).logits
+        return gather_logprobs(logits[:, :-1], input_ids[:, 1:])
     hidden = final_hidden_at(backbone, input_ids, attention_mask, position_ids)
     return lm_head_logprobs(head, hidden[:, :-1], input_ids[:, 1:]).logprobs
 
