@@ -245,7 +245,7 @@ def run_one(
     for key in ("time/generation", "time/scoring", "time/training"):
         if key in last:
             row[key.split("/")[1] + "_s"] = round(
-                statistics.median(r[key] for r in rows[1:] if key in r), 2
+                statistics.median(r[key] for r in (rows[1:] or rows) if key in r), 2
             )
     shutil.rmtree(out, ignore_errors=True)  # checkpoints and weights: up to 2 GiB a SmolLM2 case
     return row
@@ -258,7 +258,9 @@ def main() -> None:
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
     ap.add_argument("--lora", action="store_true", help="LoRA r = 16 instead of full fine-tuning")
     ap.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing on")
-    ap.add_argument("--steps", type=int, default=3, help="measured steps (after one warm-up)")
+    ap.add_argument(
+        "--steps", type=int, default=3, help="measured steps after one warm-up (0: peak RSS only)"
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--table", action="store_true", help=f"only print the table of {OUT}")
     ap.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
