@@ -134,12 +134,17 @@ def run_child(module: str, argv: Sequence[str], label: str) -> bool:
 
 
 def engine_settings(threads: int, precision: str) -> dict[str, Any]:
+    """The benchmarks' engine settings, with this process's `--compile` / `--no-chunk`
+    (`benchmarks.speed_switches`)."""
+    from benchmarks.speed_switches import engine_switches
+
     return {
         "seed": 42,
         "device": "cpu",
         "threads": threads,
         "mixed_precision": "bf16" if precision == "bf16" else "no",
         "resume": False,
+        **engine_switches(),
     }
 
 

@@ -41,6 +41,7 @@ from pathlib import Path
 
 from benchmarks.assets import DEFAULT_DIR, anchor_assets
 from benchmarks.common import engine_settings, run_child, timed_steps
+from benchmarks.speed_switches import add_flags, export, switches
 
 PAIRS = 8
 
@@ -122,12 +123,14 @@ def main() -> None:
         "--reference", nargs="+", default=["cached", "live"], choices=["cached", "live"]
     )
     ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
+    add_flags(ap)
     args = ap.parse_args()
+    export(args)
     anchor_assets(args.assets)
     if args.one:  # child process: one run, one JSON line on stdout
         precision, reference = args.one
         result = run_one(args.assets, args.steps, args.warmup, precision, reference, args.threads)
-        print(json.dumps(result), flush=True)
+        print(json.dumps({**result, **switches()}), flush=True)
         return
     for precision in args.precision:
         for reference in args.reference:

@@ -40,6 +40,7 @@ from benchmarks.common import (
     run_children,
     timed_online_run,
 )
+from benchmarks.speed_switches import add_flags, export, switches
 
 ALGOS = {
     "grpo": {"advantage": "grpo", "kl_coef": 0.0, "kl_loss_coef": 0.0},
@@ -102,7 +103,7 @@ def child(args: argparse.Namespace) -> None:
         args.algo == "rloo",
     )  # fmt: skip
     line = result_line(f"{args.algo}_throughput", "rlhfkit.algos.pg", args, t, flops, gemm)
-    print(json.dumps({**line, "process_wall_s": round(wall, 1)}), flush=True)
+    print(json.dumps({**line, **switches(), "process_wall_s": round(wall, 1)}), flush=True)
 
 
 def main(algo: str | None = None) -> None:
@@ -118,7 +119,9 @@ def main(algo: str | None = None) -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    add_flags(ap)
     args = ap.parse_args()
+    export(args)
     anchor_assets(args.assets)
     if args.child:
         args.precision = args.precision[0]

@@ -52,6 +52,7 @@ from benchmarks.common import (
     run_children,
     timed_online_run,
 )
+from benchmarks.speed_switches import add_flags, export, switches
 
 
 def iteration_flops(
@@ -134,7 +135,9 @@ def child(args: argparse.Namespace) -> None:
         64, m["p"], t["tokens"] / 64, m["n_body"], m["head"], m["layers"], m["d"], 4
     )
     line = result_line("ppo_throughput", "rlhfkit.algos.ppo", args, t, flops, gemm)
-    print(json.dumps({**line, "process_wall_s": round(wall, 1), **profiled}), flush=True)
+    print(
+        json.dumps({**line, **switches(), "process_wall_s": round(wall, 1), **profiled}), flush=True
+    )
 
 
 def main() -> None:
@@ -154,7 +157,9 @@ def main() -> None:
         help="run under torch.profiler and report the matmul seconds per iteration",
     )
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    add_flags(ap)
     args = ap.parse_args()
+    export(args)
     anchor_assets(args.assets)
     if args.child:
         args.precision = args.precision[0]

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from benchmarks.assets import DEFAULT_DIR, anchor_assets
 from benchmarks.common import engine_settings, run_child, timed_steps
+from benchmarks.speed_switches import add_flags, export, switches
 
 
 def run_one(
@@ -105,13 +106,15 @@ def main() -> None:
         "--hh", action="store_true", help="HH-format the prompts (longer rows than TRL's)"
     )
     ap.add_argument("--one", choices=["fp32", "bf16"], help=argparse.SUPPRESS)
+    add_flags(ap)
     args = ap.parse_args()
+    export(args)
     anchor_assets(args.assets)
     if args.one:  # child process: one precision, one JSON line on stdout
         result = run_one(
             args.assets, args.steps, args.warmup, args.one, args.threads, args.dropout, args.hh
         )
-        print(json.dumps(result), flush=True)
+        print(json.dumps({**result, **switches()}), flush=True)
         return
     for precision in args.precision:
         argv = ["--assets", str(args.assets), "--steps", str(args.steps)]

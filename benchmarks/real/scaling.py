@@ -34,6 +34,7 @@ from pathlib import Path
 
 from benchmarks.common import STORIES_DIR, gemm_gflops, load_avg, peak_rss_mib
 from benchmarks.real.realdata import HH, hh_split, model_dir
+from benchmarks.speed_switches import add_flags, engine_switches, export
 
 STORIES = STORIES_DIR
 WORK = Path("runs/real/scaling")
@@ -102,6 +103,7 @@ def run_one(
         f"engine.threads={threads}",
         "engine.resume=false",
         "engine.mixed_precision=" + ("bf16" if precision == "bf16" else "'no'"),  # YAML: no = false
+        *(["engine.compile=true"] if engine_switches() else []),  # --compile / --no-chunk
     ]
     train_file, _, _ = hh_split(Path("runs/real_split"))
     offline_data = [
@@ -220,6 +222,7 @@ def run_one(
         "matmul_gflops": round(rate, 1),
         "wall_s": round(wall, 1),
         "load_avg_1m": load_avg(),
+        **switches(),
     }
     last = rows[-1] if rows else {}
     if stage in ("sft", "rm", "dpo") and "perf/tokens_per_s" in last:
@@ -231,7 +234,7 @@ def run_one(
     for key in ("time/generation", "time/scoring", "time/training"):
         if key in last:
             row[key.split("/")[1] + "_s"] = round(
-                statistics.median(r[key] for r in rows[1:] if key in r), 2
+                statistics.median(r[key] for r in (rows[1:] or rows) if key in r), 2
             )
     shutil.rmtree(out, ignore_errors=True)  # checkpoints and weights: up to 2 GiB a SmolLM2 case
     return row
@@ -244,11 +247,15 @@ def main() -> None:
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"])
     ap.add_argument("--lora", action="store_true", help="LoRA r = 16 instead of full fine-tuning")
     ap.add_argument("--grad-ckpt", action="store_true", help="gradient checkpointing on")
-    ap.add_argument("--steps", type=int, default=3, help="measured steps (after one warm-up)")
+    ap.add_argument(
+        "--steps", type=int, default=3, help="measured steps after one warm-up (0: peak RSS only)"
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--table", action="store_true", help=f"only print the table of {OUT}")
     ap.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
+    add_flags(ap)
     args = ap.parse_args()
+    export(args)
     if args.table:
         print_table([json.loads(x) for x in OUT.read_text().splitlines()])
         return

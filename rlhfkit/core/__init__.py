@@ -2,9 +2,10 @@
 
 Masks are (B, T) bool (or 0/1) tensors with True = valid token. Log-prob math runs in float32.
 Modules: `stats` (masked statistics, whitening, running moments), `logprobs` (token log-probs,
-entropy), `kl` (KL estimators, reward shaping, KL controllers), `advantages` (GAE, returns,
-GRPO/RLOO baselines), `importance` (engine-vs-trainer importance weights), `losses` (loss
-reduction, PPO, value, reward-model, DPO, ORPO, KTO and SFT losses).
+entropy; `head_logprobs` from hidden states, chunked), `kl` (KL estimators, reward shaping, KL
+controllers), `advantages` (GAE, returns, GRPO/RLOO baselines), `importance` (engine-vs-trainer
+importance weights), `losses` (loss reduction, PPO, value, reward-model, DPO, ORPO, KTO and SFT
+losses).
 """
 
 from rlhfkit.core.advantages import (
@@ -27,7 +28,14 @@ from rlhfkit.core.kl import (
     sequence_kl,
     shape_rewards,
 )
-from rlhfkit.core.logprobs import entropy_from_logits, gather_logprobs, perplexity
+from rlhfkit.core.logprobs import (
+    LOGITS_CHUNK_ELEMENTS,
+    HeadLogprobs,
+    entropy_from_logits,
+    gather_logprobs,
+    head_logprobs,
+    perplexity,
+)
 from rlhfkit.core.losses import (
     DPOLossOutput,
     KTOLosses,
@@ -61,9 +69,11 @@ __all__ = [
     "ISMode",
     "ISWeights",
     "importance_weights",
+    "LOGITS_CHUNK_ELEMENTS",
     "AdaptiveKLController",
     "DPOLossOutput",
     "FixedKLController",
+    "HeadLogprobs",
     "KLEstimator",
     "LossMode",
     "PairwiseLossOutput",
@@ -81,6 +91,7 @@ __all__ = [
     "gae",
     "gather_logprobs",
     "group_advantages",
+    "head_logprobs",
     "group_baseline",
     "ipo_losses",
     "kto_losses",

@@ -18,12 +18,21 @@ Implementation details and their sources:
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 from rlhfkit.core.stats import masked_sum
 
-__all__ = ["entropy_from_logits", "gather_logprobs"]
+__all__ = [
+    "LOGITS_CHUNK_ELEMENTS",
+    "HeadLogprobs",
+    "entropy_from_logits",
+    "gather_logprobs",
+    "head_logprobs",
+    "perplexity",
+]
 
 _FULL_PRECISION = (torch.float32, torch.float64)
 
@@ -73,3 +82,167 @@ def perplexity(logprobs: torch.Tensor, response_mask: torch.Tensor) -> float:
     if n == 0:
         raise ValueError("perplexity: the mask has no valid token")
     return math.exp(-float(masked_sum(logprobs.double(), response_mask)) / n)
+
+
+# -- log-probs straight from hidden states, chunked over tokens ------------------------------------
+
+LOGITS_CHUNK_ELEMENTS = 2**23
+"""Default chunk of `head_logprobs`: at most this many logits (tokens × vocabulary) exist at once,
+≈ 32 MiB in float32 (SmolLM2's 49,152-token vocabulary: 170 tokens a chunk). A forward of fewer
+tokens runs in one piece, with exactly the operations of the unchunked code."""
+
+
+class HeadLogprobs(NamedTuple):
+    logprobs: torch.Tensor  # (...) float32: log p(ids)
+    entropy: torch.Tensor | None  # (...) float32, nats; None unless asked for
+
+
+def head_logprobs(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    ids: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    chunk_size: int | None = None,
+) -> HeadLogprobs:
+    """Log-probs (and entropies) of `ids` under the LM head `l = (hidden · weightᵀ + bias) / τ`,
+    without holding the (tokens × vocabulary) logits.
+
+    logprobs = l[ids] − logsumexp(l); entropy = logsumexp(l) − Σ_v softmax(l)_v · l_v.
+    Shapes: `hidden` (..., H) (the final-normed states that predict `ids`, already aligned),
+    `weight` (V, H), `bias` (V,) or None, `ids` (...) int64 → (...) float32 each. The matmul runs in
+    the autocast dtype when autocast is on (as `nn.Linear` would), everything after it in float32.
+    No mask: padding positions get finite meaningless values.
+
+    Tokens are taken `chunk_size` at a time (None: `LOGITS_CHUNK_ELEMENTS` // V); the backward
+    recomputes each chunk's logits and forms the gradient in closed form,
+    ∂/∂l_v = g_lp · (1[v = id] − p_v) − g_H · p_v · (l_v − Σ_u p_u l_u), so it too holds one
+    chunk at a time plus a float32 (V, H) gradient of `weight`. When all tokens fit in one chunk
+    this is plain autograd over `gather_logprobs` / `entropy_from_logits`.
+    Sources: Liger-Kernel fused linear cross-entropy, verl / OpenRLHF chunked entropy (same
+    idea; the closed-form entropy gradient is derived here and checked against autograd).
+    """
+    if hidden.shape[:-1] != ids.shape:
+        raise ValueError(
+            f"head_logprobs: hidden {tuple(hidden.shape)} and ids {tuple(ids.shape)} disagree"
+        )
+    vocab = weight.shape[0]
+    chunk = chunk_size if chunk_size is not None else max(1, LOGITS_CHUNK_ELEMENTS // vocab)
+    if chunk < 1:
+        raise ValueError(f"head_logprobs: chunk_size must be ≥ 1, got {chunk}")
+    if ids.numel() <= chunk:
+        logits = F.linear(hidden, weight, bias)
+        if temperature != 1.0:
+            logits = logits.to(_math_dtype(logits.dtype)) / temperature
+        rows = ids.reshape(-1, ids.shape[-1] if ids.dim() else 1)  # gather_logprobs: (B, T)
+        logprobs = gather_logprobs(logits.reshape(*rows.shape, vocab), rows).view(ids.shape)
+        entropy = entropy_from_logits(logits) if with_entropy else None
+        return HeadLogprobs(logprobs, entropy)
+    logprobs, entropy = _ChunkedHeadLogprobs.apply(
+        hidden.reshape(-1, hidden.shape[-1]),
+        weight,
+        bias,
+        ids.reshape(-1),
+        float(temperature),
+        with_entropy,
+        chunk,
+    )
+    return HeadLogprobs(logprobs.view(ids.shape), entropy.view(ids.shape) if with_entropy else None)
+
+
+def _compute_dtype(hidden: torch.Tensor) -> torch.dtype:
+    """The dtype `F.linear(hidden, …)` would run in: the autocast dtype when autocast is on."""
+    device = hidden.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return hidden.dtype
+
+
+def _math_dtype(dtype: torch.dtype) -> torch.dtype:
+    return dtype if dtype in _FULL_PRECISION else torch.float32
+
+
+def _chunk_logits(
+    h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype, t: float
+) -> torch.Tensor:
+    """(c, H) → (c, V) logits / τ in float32 (float64 stays float64); `weight` and `bias`
+    already in the matmul's `dtype`."""
+    logits = F.linear(h.to(dtype), weight, bias).to(_math_dtype(dtype))
+    return logits.div_(t) if t != 1.0 else logits
+
+
+class _ChunkedHeadLogprobs(torch.autograd.Function):
+    """(N, H) hidden → (N,) log-probs and entropies, one chunk of tokens at a time (see
+    `head_logprobs`); the backward recomputes each chunk's logits. In-place operations keep a
+    chunk to about three (chunk, V) buffers."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, ids, temperature, with_entropy, chunk):
+        dtype = _compute_dtype(hidden)
+        n, math_dtype = ids.shape[0], _math_dtype(dtype)
+        logprobs = torch.empty(n, dtype=math_dtype, device=hidden.device)
+        entropy = torch.empty(n if with_entropy else 0, dtype=math_dtype, device=hidden.device)
+        lse = torch.empty(n, dtype=math_dtype, device=hidden.device)
+        w, b = weight.to(dtype), None if bias is None else bias.to(dtype)
+        with torch.autocast(hidden.device.type, enabled=False):
+            for start in range(0, n, chunk):  # 1. one chunk of tokens at a time
+                rows = slice(start, start + chunk)
+                logits = _chunk_logits(hidden[rows], w, b, dtype, temperature)
+                lse[rows] = torch.logsumexp(logits, dim=-1)
+                logprobs[rows] = logits.gather(-1, ids[rows, None]).squeeze(-1) - lse[rows]
+                if with_entropy:  # 2. H = lse − Σ p·l
+                    probs = torch.sub(logits, lse[rows, None]).exp_()
+                    entropy[rows] = lse[rows] - probs.mul_(logits).sum(dim=-1)
+        ctx.save_for_backward(hidden, weight, bias, ids, lse)
+        ctx.dtype, ctx.temperature, ctx.chunk = dtype, temperature, chunk
+        ctx.set_materialize_grads(False)  # an unused output (entropy as a metric): None
+        return logprobs, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logprobs, grad_entropy):
+        hidden, weight, bias, ids, lse = ctx.saved_tensors
+        dtype, t, chunk = ctx.dtype, ctx.temperature, ctx.chunk
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        acc = lse.dtype  # float32 (float64 for float64 inputs): the weight gradient's sum
+        grad_h = torch.zeros_like(hidden) if need_h else None
+        grad_w = torch.zeros(weight.shape, dtype=acc, device=weight.device) if need_w else None
+        grad_b = None
+        if need_b and bias is not None:
+            grad_b = torch.zeros(weight.shape[0], dtype=acc, device=weight.device)
+        if grad_entropy is not None and not grad_entropy.numel():
+            grad_entropy = None
+        w, b = weight.to(dtype), None if bias is None else bias.to(dtype)
+        with torch.autocast(hidden.device.type, enabled=False):
+            for start in range(0, ids.shape[0], chunk):  # 1. recompute the chunk's logits
+                rows = slice(start, start + chunk)
+                h = hidden[rows].to(dtype)
+                logits = _chunk_logits(h, w, b, dtype, t)
+                probs = torch.sub(logits, lse[rows, None]).exp_()
+                # 2. ∂loss/∂l = g_lp·(1[v = id] − p) − g_H·p·(l − Σ p·l), built in place
+                if grad_entropy is not None:
+                    mean = (probs * logits).sum(dim=-1, keepdim=True)
+                    coef = logits.sub_(mean).mul_(grad_entropy[rows, None])
+                    if grad_logprobs is not None:
+                        coef.add_(grad_logprobs[rows, None])
+                    grad = probs.mul_(coef).neg_()
+                elif grad_logprobs is not None:
+                    grad = probs.mul_(grad_logprobs[rows, None]).neg_()
+                else:
+                    grad = probs.zero_()
+                if grad_logprobs is not None:
+                    grad.scatter_add_(-1, ids[rows, None], grad_logprobs[rows, None])
+                if t != 1.0:  # ∂l/∂z = 1/τ
+                    grad.div_(t)
+                # 3. through the matmul: the hidden gradient in its dtype (as autograd would), the
+                # weight gradient summed over chunks in float32
+                if grad_h is not None:
+                    grad_h[rows] = (grad.to(dtype) @ w).to(hidden.dtype)
+                if grad_w is not None:
+                    grad_w.addmm_(grad.t(), h.to(acc))
+                if grad_b is not None:
+                    grad_b += grad.sum(dim=0)
+        grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
+        grad_b = grad_b.to(bias.dtype) if grad_b is not None else None
+        return grad_h, grad_w, grad_b, None, None, None, None

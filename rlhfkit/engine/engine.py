@@ -35,6 +35,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from rlhfkit.config import ConfigBase
 from rlhfkit.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from rlhfkit.engine.compile import (
+    compile_blocks,
+    compile_problem,
+    compile_seconds,
+    compiled_graphs,
+)
 from rlhfkit.engine.memory import keep_freed_memory
 from rlhfkit.engine.metrics import MetricsLogger
 from rlhfkit.engine.rundir import RunDir
@@ -59,6 +65,12 @@ class EngineConfig(ConfigBase):
     """How many recent checkpoints to keep (older ones are deleted)."""
     resume: bool = True
     """Resume from RUN/checkpoints/latest when the run directory already has one."""
+    compile: bool = False
+    """`torch.compile` the models' transformer blocks for training and scoring forwards
+    (generation stays eager; `engine.compile` module docstring). Compilation takes seconds to
+    minutes at the first steps and again at the first change of sequence length, reported as
+    `perf/compile_s`; where the platform cannot compile (no C++ compiler on a CPU) one line is
+    printed and the run stays eager."""
     keep_freed_memory: bool = True
     """Linux/glibc: keep freed CPU memory in the process for reuse instead of returning it to
     the OS, so steps do not page-fault their tensors anew (`engine.memory`; reward-model steps
@@ -107,6 +119,8 @@ class Engine:
                 "rlhfkit", config=_flat(full_config.model_dump(mode="json"))
             )
         self.metrics = MetricsLogger(self.run.metrics_file, self.accelerator, enabled=self.is_main)
+        self._compile_problem: str | None = None  # "" once checked and fine
+        self._compiled_blocks = 0
         self.console = Console(stderr=True, quiet=not self.is_main)
 
     def _warn_if_not_sharded(self) -> None:
@@ -137,8 +151,37 @@ class Engine:
     def num_processes(self) -> int:
         return self.accelerator.num_processes
 
+    # -- compilation ---------------------------------------------------------------------------
+    def compile(self, *models: torch.nn.Module | None) -> None:
+        """With `compile: true`, compile the transformer blocks of `models` in place (None
+        entries skipped); the first call checks that this platform can compile at all."""
+        if not self.cfg.compile:
+            return
+        if self._compile_problem is None:
+            self._compile_problem = compile_problem(self.device) or ""
+            if self._compile_problem:
+                self._say(
+                    f"engine.compile: torch.compile cannot run here ({self._compile_problem}); "
+                    "running eager"
+                )
+        if self._compile_problem:
+            return
+        for model in models:
+            if model is not None:
+                self._compiled_blocks += compile_blocks(model, self._say)
+
+    def _say(self, line: str) -> None:
+        """One unwrapped line on the main process's console."""
+        self.console.print(line, soft_wrap=True, markup=False, highlight=False)
+
     # -- output --------------------------------------------------------------------------------
     def log(self, metrics: dict[str, Any], step: int) -> None:
+        if self._compiled_blocks:  # compile time apart from step time (engine.compile, 5.)
+            metrics = {
+                **metrics,
+                "perf/compile_s": compile_seconds(),
+                "perf/compiled_graphs": compiled_graphs(),
+            }
         self.metrics.log(metrics, step)
 
     def print(self, *args: Any) -> None:

@@ -43,6 +43,8 @@ from rlhfkit.rollout.experience import (
 )
 from rlhfkit.rollout.forward import (
     causal_lm_parts,
+    lm_head_logprobs,
+    next_token_logprobs,
     response_logprobs,
     trim_padding,
 )
@@ -107,6 +109,8 @@ __all__ = [
     "episode_returns",
     "with_turn_rewards",
     "causal_lm_parts",
+    "lm_head_logprobs",
+    "next_token_logprobs",
     "collect",
     "collect_sharded",
     "decode_responses",

@@ -17,9 +17,11 @@ Implementation details and their sources:
    same for the last positions only. The last transformer block, too, runs at those columns
    only (`models.final_hidden_at`; the critic's `values(..., columns=...)` likewise).
 3. Log-probs and entropy come from one forward (`response_logprobs(..., with_entropy=True)`),
-   in float32 (`rlhfkit.core.gather_logprobs`, `entropy_from_logits`); logits are divided by the
-   sampling temperature first, the same scaling the sampler used (TRL `PPOTrainer` and OpenRLHF
-   divide by the temperature in both places).
+   in float32, straight from the hidden states (`lm_head_logprobs` → `rlhfkit.core.head_logprobs`:
+   chunked over tokens, so the (tokens × vocabulary) logits never exist at once, forward or
+   backward); logits are divided by the sampling temperature first, the same scaling the sampler
+   used (TRL `PPOTrainer` and OpenRLHF divide by the temperature in both places). DPO's sequence
+   log-probs, the SFT loss and PPO-ptx go through `lm_head_logprobs` too.
 4. GPT-2's tanh GELU runs as one fused kernel: `models.loading` loads `gelu_new` configs as
    `gelu_pytorch_tanh` (the same function).
 5. Reward models and critics are `rlhfkit.models.ScalarModel`s (score at the last valid token
@@ -31,12 +33,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rlhfkit.core import entropy_from_logits, gather_logprobs
+from rlhfkit.core import HeadLogprobs, entropy_from_logits, gather_logprobs, head_logprobs
 from rlhfkit.engine import wrapped_forward
 from rlhfkit.models import final_hidden_at, position_ids_from_mask
 
 __all__ = [
     "causal_lm_parts",
+    "lm_head_logprobs",
+    "next_token_logprobs",
     "response_logprobs",
     "trim_padding",
 ]
@@ -126,9 +130,70 @@ def _response_logprobs(
         position_ids_from_mask(attention_mask),
         columns.expand(input_ids.shape[0], -1),
     )
+    return lm_head_logprobs(head, hidden, input_ids[:, prompt_len:], temperature, with_entropy)
+
+
+def next_token_logprobs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """log p(input_ids[:, t + 1] | input_ids[:, ≤ t]) for t < T − 1: the teacher-forced log-probs
+    of a whole sequence (SFT and PPO-ptx losses), without the (B, T, V) logits.
+
+    Shapes: `input_ids` (B, T); `attention_mask` (B, T) True = valid, or the (B, 1, T, T) additive
+    mask the body takes (packing); `position_ids` (B, T) or None (the model's default) →
+    (B, T − 1) float32. Through `model`'s distributed wrapper like `response_logprobs`. A model
+    whose logits are not `lm_head(hidden)` (`causal_lm_parts` rejects it) is run whole.
+    """
+    return wrapped_forward(model, _next_token_logprobs, input_ids, attention_mask, position_ids)
+
+
+def _next_token_logprobs(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    position_ids: torch.Tensor | None,
+) -> torch.Tensor:
+    try:
+        backbone, head = causal_lm_parts(model)
+    except TypeError:  # logits that are not head(hidden) (soft-capping): the model's own
+        logits = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=False,
+        ).logits
+        return gather_logprobs(logits[:, :-1], input_ids[:, 1:])
+    hidden = final_hidden_at(backbone, input_ids, attention_mask, position_ids)
+    return lm_head_logprobs(head, hidden[:, :-1], input_ids[:, 1:]).logprobs
+
+
+def lm_head_logprobs(
+    head: nn.Module,
+    hidden: torch.Tensor,
+    ids: torch.Tensor,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+) -> HeadLogprobs:
+    """log softmax(head(hidden) / τ)[ids] (and the entropy) in float32, without the full logits.
+
+    Shapes: `hidden` (..., H), aligned with `ids` (...) → (...) each. A plain `nn.Linear` head
+    (GPT-2, Llama, tied or not) goes through `core.head_logprobs`, chunked over tokens; any other
+    head (e.g. LoRA adapters on the head itself) is applied whole, then `core.gather_logprobs`.
+    """
+    if type(head) is nn.Linear:
+        return head_logprobs(
+            hidden,
+            head.weight,
+            head.bias,
+            ids,
+            temperature=temperature,
+            with_entropy=with_entropy,
+        )
     logits = head(hidden)
     if temperature != 1.0:
         logits = logits.float() / temperature
-    logprobs = gather_logprobs(logits, input_ids[:, prompt_len:])
     entropy = entropy_from_logits(logits) if with_entropy else None
-    return logprobs, entropy
+    return HeadLogprobs(gather_logprobs(logits, ids), entropy)

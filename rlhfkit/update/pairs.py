@@ -9,9 +9,10 @@ token of *both* replies is predicted from the last prompt column (the rejected r
 see the chosen one); every other token from the column before it.
 
 `pair_logps` runs the body, reads the final hidden states at the predicting columns only (the
-last GPT-2 block computed there only, `models.final_hidden_at`), applies the LM head there only
-(response positions: no vocabulary projection for prompt tokens), takes log-softmax in float32
-and sums each reply's token log-probs: (2, n) = chosen row, rejected row.
+last GPT-2 block computed there only, `models.final_hidden_at`), takes each target's log-prob
+from the LM head there only (response positions: no vocabulary projection for prompt tokens;
+`rollout.lm_head_logprobs`: float32, chunked over tokens, no (tokens × vocabulary) tensor) and
+sums each reply's token log-probs: (2, n) = chosen row, rejected row.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from torch import nn
 from rlhfkit.data import EncodedPair, collate_pairs, collate_shared_prompt
 from rlhfkit.engine import wrapped_forward
 from rlhfkit.models import block_mask, final_hidden_at, position_ids_from_mask
-from rlhfkit.rollout import causal_lm_parts
+from rlhfkit.rollout import causal_lm_parts, lm_head_logprobs
 
 __all__ = ["PAIR_STAT_KEYS", "collate", "pair_logps", "pair_loss", "pair_metrics"]
 
@@ -111,11 +112,10 @@ def _pair_logps(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         positions = position_ids_from_mask(mask)
     query = batch["query"].to(device)
     hidden = final_hidden_at(backbone, ids, mask, positions, query)  # (R, Q, H)
-    logprobs = torch.log_softmax(head(hidden).float(), dim=-1)  # (R, Q, V)
-    rows = torch.arange(ids.shape[0], device=device)[:, None]
-    target_col = batch["target_col"].to(device)
-    tokens = ids.gather(1, target_col)
-    picked = logprobs[rows, batch["slot"].to(device), tokens]  # (R, N)
+    slot = batch["slot"].to(device)
+    hidden = hidden.gather(1, slot[..., None].expand(-1, -1, hidden.shape[-1]))  # (R, N, H)
+    tokens = ids.gather(1, batch["target_col"].to(device))
+    picked = lm_head_logprobs(head, hidden, tokens).logprobs  # (R, N)
     tmask = batch["target_mask"].to(device)
     picked = torch.where(tmask, picked, torch.zeros_like(picked))
     n = batch["num_pairs"]

@@ -13,7 +13,8 @@ Implementation details and their sources:
 3. Terms added to the surrogate, each reduced with the same `aggregate_loss` mode and global
    normaliser: − `entropy_coef` · entropy; + `kl_loss_coef` · KL(π ‖ π_ref) (`core.kl_loss`, k3 by
    default, GRPO: Shao et al. 2024 eq. 3); + `ptx_coef` · NLL of a demonstration batch once per
-   optimiser step (InstructGPT PPO-ptx).
+   optimiser step (InstructGPT PPO-ptx). Every log-prob here comes from the hidden states,
+   chunked over tokens (`core.head_logprobs`): no (tokens × vocabulary) tensor is held.
 4. The normaliser is global (all micro-batches of the step, summed over processes and divided by
    the world size, `core.aggregate_loss` docstring), so 1 × 8 ≡ 8 × 1 accumulation (tested).
    `seq_mean_token_sum_norm` (Dr. GRPO, Liu et al. 2025): Σ token losses / (S · L_max).
@@ -38,11 +39,10 @@ from rlhfkit.core import (
     policy_gradient_loss,
     ppo_penalty_loss,
     ppo_policy_loss,
-    sft_loss,
 )
 from rlhfkit.engine import accumulate, optimizer_step
 from rlhfkit.models import position_ids_from_mask
-from rlhfkit.rollout import Experience, response_logprobs
+from rlhfkit.rollout import Experience, next_token_logprobs, response_logprobs
 from rlhfkit.update.config import OnlineConfig, UpdateLossMode
 
 __all__ = [
@@ -117,12 +117,11 @@ def step_totals(
 
 
 def ptx_loss(policy: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Token-mean NLL of the demonstration responses (InstructGPT PPO-ptx)."""
+    """Token-mean NLL of the demonstration responses (InstructGPT PPO-ptx), from the hidden
+    states without the (B, T, V) logits (`rollout.next_token_logprobs`)."""
     ids, mask = batch["input_ids"], batch["attention_mask"]
-    logits = policy(
-        input_ids=ids, attention_mask=mask, position_ids=position_ids_from_mask(mask)
-    ).logits
-    return sft_loss(logits[:, :-1], ids[:, 1:], batch["response_mask"][:, 1:]).loss
+    logprobs = next_token_logprobs(policy, ids, mask, position_ids_from_mask(mask))
+    return aggregate_loss(-logprobs, batch["response_mask"][:, 1:], "token_mean")
 
 
 def _micro_loss(

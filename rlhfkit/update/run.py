@@ -194,6 +194,7 @@ def load_policies(
         ref_cfg = ModelConfig(name_or_path=cfg.ref_policy or cfg.policy.name_or_path)
         ref_policy = freeze(load_policy(ref_cfg.model_copy(update={"dtype": cfg.policy.dtype})))
         ref_policy.to(engine.device)
+    engine.compile(policy, ref_policy)
     return policy, ref_policy
 
 

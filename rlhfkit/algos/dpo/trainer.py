@@ -249,6 +249,7 @@ def train(cfg: DPOConfig) -> DPOResult:
 
     # 2. policy, optimiser, schedule (dropout off unless asked for: see detail 7)
     policy = load_policy(cfg.model, tokenizer)
+    engine.compile(policy)
     optimizer = build_optimizer(policy.parameters(), cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, len(plan))
     policy, optimizer = acc.prepare(policy, optimizer)
@@ -264,6 +265,7 @@ def train(cfg: DPOConfig) -> DPOResult:
             cfg.model, cfg.ref_model, cfg.reference == "cached", unwrapped, tokenizer,
             engine.device,
         )  # fmt: skip
+        engine.compile(ref_model)  # the policy itself again is a no-op
         if cfg.reference == "cached":
             key = fingerprint([*items, *val_items], cfg.ref_model or cfg.model.name_or_path)
             cache = cached_reference(

@@ -172,6 +172,7 @@ def setup(
         gradient_checkpointing=cfg.policy.gradient_checkpointing,
     )
     critic = load_critic(critic_cfg).to(engine.device).eval()
+    engine.compile(critic)
     reward = None  # an environment rewards its own episodes
     if env is None:
         reward = build_reward(

@@ -369,6 +369,7 @@ def train(cfg: RMConfig) -> RMResult:
     rm = build_scalar_model(cfg.model)
     if cfg.beta_rm > 0:
         rm.attach_lm_head(cfg.model.name_or_path)
+    engine.compile(rm)
     optimizer = build_optimizer(rm.parameters(), cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, len(plan))
     model, optimizer = acc.prepare(rm, optimizer)

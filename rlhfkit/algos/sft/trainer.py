@@ -4,7 +4,9 @@ Implementation details and their sources:
 
 1. Loss on response tokens only: `logits[:, :-1]` predict `input_ids[:, 1:]`, masked by
    `response_mask[:, 1:]` (prompt tokens are context, not targets; InstructGPT SFT, TRL
-   `SFTTrainer(completion_only_loss=True)`). `core.sft_loss` does the float32 log-softmax.
+   `SFTTrainer(completion_only_loss=True)`). The log-probs come from the hidden states in
+   float32, chunked over tokens (`rollout.next_token_logprobs` → `core.head_logprobs`), so the
+   (B, T, V) logits are never held, forward or backward.
 2. Gradient accumulation equals one big batch: before each optimiser step the number of target
    tokens N of *all* its micro-batches (on all processes) is known from the data plan, and each
    micro-batch's loss is `aggregate_loss(…, num_tokens=N / W)` (W processes, whose gradients DDP
@@ -34,7 +36,7 @@ from pathlib import Path
 import torch
 
 from rlhfkit.algos.sft.config import SFTConfig
-from rlhfkit.core import sft_loss
+from rlhfkit.core import aggregate_loss, masked_sum
 from rlhfkit.data import (
     DataError,
     EncodedSFT,
@@ -57,6 +59,7 @@ from rlhfkit.engine import (
     unwrap,
 )
 from rlhfkit.models import check_fits, load_policy, load_tokenizer, save_policy
+from rlhfkit.rollout import next_token_logprobs
 
 
 @dataclass
@@ -106,14 +109,13 @@ def _batch(items: Sequence[EncodedSFT], cfg: SFTConfig, pad_id: int, dtype: torc
     return batch
 
 
-def _forward(model: torch.nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
+def _logprobs(model: torch.nn.Module, batch: dict, device: torch.device) -> torch.Tensor:
+    """(B, T − 1) float32 log-probs of `input_ids[:, 1:]`, without the (B, T, V) logits."""
     ids = batch["input_ids"].to(device)
     if "packed_mask" in batch:
         mask = batch["packed_mask"].to(device)
-        pos = batch["position_ids"].to(device)
-        return model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits
-    mask = batch["attention_mask"].to(device)
-    return model(input_ids=ids, attention_mask=mask.long(), use_cache=False).logits
+        return next_token_logprobs(model, ids, mask, batch["position_ids"].to(device))
+    return next_token_logprobs(model, ids, batch["attention_mask"].to(device).long())
 
 
 def micro_batch_loss(
@@ -130,18 +132,12 @@ def micro_batch_loss(
     processes, so the summed gradient is that of one big batch whatever the split.
     """
     device = next(model.parameters()).device
-    logits = _forward(model, batch, device)
-    ids = batch["input_ids"].to(device)
+    nll = -_logprobs(model, batch, device)
     mask = batch["response_mask"].to(device)[:, 1:]
-    out = sft_loss(
-        logits[:, :-1],
-        ids[:, 1:],
-        mask,
-        cfg.loss_mode,
-        num_tokens=n_tokens / world,
-        num_seqs=n_seqs / world,
+    loss = aggregate_loss(
+        nll, mask, cfg.loss_mode, num_tokens=n_tokens / world, num_seqs=n_seqs / world
     )
-    return out.loss, {"loss": out.loss.detach()}
+    return loss, {"loss": loss.detach()}
 
 
 @torch.no_grad()
@@ -168,12 +164,10 @@ def evaluate(
         if k % engine.num_processes != acc.process_index:
             continue
         batch = _batch([items[order[i]] for i in b], cfg, pad_id, dtype)
-        logits = _forward(model, batch, engine.device)
-        ids = batch["input_ids"].to(engine.device)
-        mask = batch["response_mask"].to(engine.device)[:, 1:]
-        out = sft_loss(logits[:, :-1], ids[:, 1:], mask, "token_mean")
-        nll_sum += out.nll.double() * out.num_tokens
-        count += out.num_tokens
+        nll = -_logprobs(model, batch, engine.device)
+        mask = batch["response_mask"].to(engine.device)[:, 1:].bool()
+        nll_sum += masked_sum(nll.double(), mask)
+        count += mask.sum()
     nll_sum, count = acc.reduce(nll_sum, "sum"), acc.reduce(count, "sum")
     model.train(was_training)
     nll = float(nll_sum / count.clamp(min=1))
@@ -228,6 +222,7 @@ def train(cfg: SFTConfig) -> SFTResult:
     if len(tokenizer) > policy.get_input_embeddings().num_embeddings:
         policy.resize_token_embeddings(len(tokenizer))
     dtype = next(policy.parameters()).dtype
+    engine.compile(policy)
     optimizer = build_optimizer(policy.parameters(), cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, len(plan))
     policy, optimizer = acc.prepare(policy, optimizer)

@@ -1,0 +1,45 @@
+"""`--compile` and `--no-chunk` for the throughput benchmarks, so each runs with and without the
+two speed/memory features of issue #30.
+
+- `--compile`: `engine.compile: true` (the decoder blocks compiled; `perf/compile_s` in the
+  metrics says how much of the run was compiling);
+- `--no-chunk`: log-probs from the whole (tokens × vocabulary) logits in one piece, as before
+  `core.head_logprobs` chunked them (`LOGITS_CHUNK_ELEMENTS` set beyond any batch).
+
+The parent process parses the flags and `export`s them as environment variables, which the
+benchmarks' child processes inherit; a child merges `engine_switches()` into its engine settings
+(which also applies `--no-chunk` in that process). Each result line gets `switches()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+COMPILE, NO_CHUNK = "RLHFKIT_BENCH_COMPILE", "RLHFKIT_BENCH_NO_CHUNK"
+
+
+def add_flags(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--compile", action="store_true", help="engine.compile: true")
+    ap.add_argument(
+        "--no-chunk", action="store_true", help="log-probs from the whole logits, unchunked"
+    )
+
+
+def export(args: argparse.Namespace) -> None:
+    os.environ[COMPILE] = "1" if args.compile else ""
+    os.environ[NO_CHUNK] = "1" if args.no_chunk else ""
+
+
+def switches() -> dict[str, bool]:
+    return {"compile": bool(os.environ.get(COMPILE)), "chunked": not os.environ.get(NO_CHUNK)}
+
+
+def engine_switches() -> dict[str, Any]:
+    """Engine settings for this process's switches (and `--no-chunk` applied here)."""
+    if os.environ.get(NO_CHUNK):
+        import rlhfkit.core.logprobs
+
+        rlhfkit.core.logprobs.LOGITS_CHUNK_ELEMENTS = 2**62
+    return {"compile": True} if os.environ.get(COMPILE) else {}
