@@ -34,7 +34,7 @@ from pathlib import Path
 
 from benchmarks.common import STORIES_DIR, gemm_gflops, load_avg, peak_rss_mib
 from benchmarks.real.realdata import HH, hh_split, model_dir
-from benchmarks.speed_switches import add_flags, engine_switches, export
+from benchmarks.speed_switches import add_flags, engine_switches, export, switches
 
 STORIES = STORIES_DIR
 WORK = Path("runs/real/scaling")
