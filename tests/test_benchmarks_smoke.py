@@ -20,7 +20,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
-LIBRARIES = {"benchmarks.common", "benchmarks.real.realdata"}  # imported, not run
+LIBRARIES = {
+    "benchmarks.common",
+    "benchmarks.speed_switches",
+    "benchmarks.real.realdata",
+}  # imported, not run
 NEEDS = {  # the optional extra a script needs, checked by name (a missing one skips that script)
     "benchmarks.label_load": "fastapi",
     "benchmarks.label_sim_rm": "fastapi",
