@@ -71,6 +71,7 @@ def main() -> None:
             "sampling_logprob_max_abs_diff": lp_diff, "param_type": sharded_type,
             "pushed_names_equal": same_names, "pushed_max_abs_diff": push_diff,
         }), flush=True)  # fmt: skip
+    dist.barrier()  # both ranks done with every collective before either tears gloo down
     dist.destroy_process_group()
 
 
