@@ -545,8 +545,16 @@ def _missing_file_args(missing: Path, out: Path) -> dict[str, list[str]]:
         "data inspect": ["data", "inspect", str(missing)],
         "eval report": ["eval", "report", str(missing)],
         "eval env": [
-            "eval", "env", "--policy", str(missing), "--prompts", str(missing),
-            "--env", "rlhfkit.env.shipped:calculator", "--out", str(out),
+            "eval",
+            "env",
+            "--policy",
+            str(missing),
+            "--prompts",
+            str(missing),
+            "--env",
+            "rlhfkit.env.shipped:calculator",
+            "--out",
+            str(out),
         ],  # fmt: skip
         "eval run": [
             "eval",
