@@ -32,8 +32,18 @@ def export(args: argparse.Namespace) -> None:
     os.environ[NO_CHUNK] = "1" if args.no_chunk else ""
 
 
-def switches() -> dict[str, bool]:
-    return {"compile": bool(os.environ.get(COMPILE)), "chunked": not os.environ.get(NO_CHUNK)}
+def switches() -> dict[str, Any]:
+    """The switches of this process, and with `--compile` the seconds it spent compiling
+    (`perf/compile_s`: the warm-up steps absorb them; the timed steps are the compiled ones)."""
+    out: dict[str, Any] = {
+        "compile": bool(os.environ.get(COMPILE)),
+        "chunked": not os.environ.get(NO_CHUNK),
+    }
+    if out["compile"]:
+        from rlhfkit.engine.compile import compile_seconds
+
+        out["compile_s"] = round(compile_seconds(), 1)
+    return out
 
 
 def engine_switches() -> dict[str, Any]:

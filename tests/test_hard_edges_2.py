@@ -453,6 +453,23 @@ def test_eval_run_bad_prompt_files_are_one_line(tmp_path, base):  # noqa: F811
         assert not out.exists()
 
 
+@pytest.mark.timeout(60)
+def test_eval_run_bad_engine_options_are_one_line(tmp_path, base):  # noqa: F811
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p["prompt"]}) + "\n" for p in PAIRS))
+    out = tmp_path / "run"
+    common = ["eval", "run", "--policy", f"a={base}", "--prompts", str(prompts), "--out", str(out)]
+    cases = [
+        (["--engine", "sglang"], ("--engine", "sglang")),
+        (["--top-k", "-1"], ("--top-k", "-1")),
+        (["--engine", "vllm_server", "--engine-url", "http://127.0.0.1:9"],
+         ("http://127.0.0.1:9", "unreachable")),
+    ]  # fmt: skip
+    for extra, needles in cases:
+        _one_line(_invoke([*common, *extra]), *needles)
+        assert not out.exists(), extra
+
+
 # -- bon and eval: folders named by their own key ----------------------------------------------
 
 

@@ -283,3 +283,42 @@ def test_the_calculator_environment_runs_through_the_vllm_engine(tmp_path):
     assert [r["rollout/weights_version"] for r in rows] == [1, 2]
     assert all(r["env/turns"] >= 1.0 and r["env/errors"] == 0.0 for r in rows)
     assert all(r["rollout_correction/max_abs_logprob_diff"] < 1e-3 for r in rows)
+
+
+# -- evaluation through the engine ----------------------------------------------------------------
+
+
+def test_eval_run_samples_every_policy_through_one_engine_as_the_local_sampler_does(
+    vassets, tmp_path
+):
+    """`rlhfkit eval run --engine vllm`: one engine loads the first policy, the second policy's
+    weights are pushed to it; greedy replies equal the local sampler's for both policies, and the
+    two policies' replies differ (so the push is what made the second match)."""
+    from transformers import AutoModelForCausalLM
+
+    other = tmp_path / "other"
+    model = AutoModelForCausalLM.from_pretrained(vassets["gpt2"])
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    model.save_pretrained(other)
+    load_tokenizer(vassets["gpt2"]).save_pretrained(other)
+
+    def replies(engine: str) -> dict[str, list[str]]:
+        out = tmp_path / engine
+        cmd = [
+            sys.executable, "-m", "rlhfkit.cli", "eval", "run", "--policy", f"a={vassets['gpt2']}",
+            "--policy", f"b={other}", "--prompts", vassets["prompts"], "--out", str(out),
+            "--top-k", "1", "--max-new-tokens", "8", "--limit", "16", "--engine", engine,
+        ]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return {
+            name: [json.loads(line)["reply"] for line in (out / f"{name}.jsonl").open()]
+            for name in ("a", "b")
+        }
+
+    local, engine = replies("local"), replies("vllm")
+    assert engine == local
+    assert local["a"] != local["b"]

@@ -4,7 +4,8 @@
                      [--reward-model DIR] [--ref DIR] [--gold]
                      [--judge-model DIR | --judge-url URL --judge-api-model NAME
                       [--judge-api-key-env VAR]] [--judge-template FILE]
-                     [--temperature T] [--max-new-tokens N] --out DIR
+                     [--temperature T] [--top-k K] [--max-new-tokens N]
+                     [--engine local|vllm|vllm_server [--engine-url URL]] --out DIR
     rlhfkit eval report RUN [--out FILE]
 
 `eval run` writes OUT/<name>.jsonl (one row per prompt: reply, RM score, KL, gold …) and
@@ -15,6 +16,12 @@ LLM judge (`--judge-model` a local causal LM, or `--judge-url` an OpenAI-compati
 with its key in the environment variable `--judge-api-key-env`) asked in both orders, whose
 order-dependent verdicts count as ties; its position-inconsistency rate is reported and every
 judgment saved to OUT/judgments_<name>_vs_<first>.jsonl (`eval.judges`, `eval.llm_judge`).
+
+`--engine` picks the rollout engine that samples the replies (docs/rollout.md): the local sampler
+(default), vLLM in this process, or a `rlhfkit rollout serve` server at `--engine-url`. One engine
+serves every policy in turn: it loads the first policy's model folder (a LoRA policy: its base
+model) and each policy's weights are pushed to it before it is sampled, so the policies compared
+must share one architecture. Log-probs for the KL are computed with each policy itself.
 """
 
 from __future__ import annotations
@@ -101,6 +108,23 @@ def _parse_policies(specs: list[str]) -> list[tuple[str, Path]]:
     return out
 
 
+def _eval_engine(cfg, tok, first: Path, tokenizer: Path | None, seed: int, out: Path):
+    """The rollout engine `--engine` names (None: the local sampler, made per policy). A vLLM
+    engine loads the first policy's folder, or the base model a LoRA adapter folder names."""
+    from rlhfkit.rollout import build_engine
+
+    if cfg.engine == "local":
+        return None
+    model_path = str(first)
+    adapter = first / "adapter_config.json"
+    if adapter.is_file():
+        model_path = json.loads(adapter.read_text(encoding="utf-8"))["base_model_name_or_path"]
+    return build_engine(
+        cfg, tok, model_path=model_path, weights_dir=out / "rollout_weights", seed=seed,
+        tokenizer_path=str(tokenizer) if tokenizer else str(first),
+    )  # fmt: skip
+
+
 def _make_judge(
     model: Path | None, url: str | None, api_model: str | None, key_env: str, template: Path | None
 ):
@@ -144,9 +168,16 @@ def run(
         Path | None, typer.Option(help="tokenizer (default: the first policy's)")
     ] = None,
     temperature: Annotated[float, typer.Option(help="sampling temperature")] = 0.7,
+    top_k: Annotated[int, typer.Option(help="sample from the K likeliest tokens (0: all)")] = 0,
     max_new_tokens: Annotated[int, typer.Option(help="longest reply in tokens")] = 48,
     limit: Annotated[int, typer.Option(help="evaluate at most N prompts (0: all)")] = 0,
     seed: Annotated[int, typer.Option(help="sampling seed")] = 0,
+    engine: Annotated[
+        str, typer.Option(help="rollout engine: local, vllm or vllm_server (docs/rollout.md)")
+    ] = "local",
+    engine_url: Annotated[
+        str | None, typer.Option(help="the rollout server's URL (--engine vllm_server)")
+    ] = None,
     judge_model: Annotated[
         Path | None, typer.Option(help="a local causal LM folder as the pairwise judge")
     ] = None,
@@ -178,7 +209,7 @@ def run(
         load_reward_model,
         load_tokenizer,
     )
-    from rlhfkit.rollout import RolloutConfig
+    from rlhfkit.rollout import RolloutConfig, sync_weights
 
     specs = _parse_policies(policy)
     if limit < 0:
@@ -197,16 +228,29 @@ def run(
         tok = load_tokenizer(tokenizer or specs[0][1], "--tokenizer")
         rm = load_reward_model(reward_model) if reward_model else None
         ref_model = load_policy(ModelConfig(name_or_path=str(ref))) if ref else None
-    cfg = RolloutConfig(temperature=temperature, max_new_tokens=max_new_tokens, batch_size=32)
+    if engine not in ("local", "vllm", "vllm_server"):
+        _fail(f"--engine must be local, vllm or vllm_server, got {engine!r}")
+    if top_k < 0:
+        _fail(f"--top-k must be 0 (all tokens) or positive, got {top_k}")
+    with reported():  # vLLM missing or a model it cannot run: one line before --out is made
+        vllm = {"url": engine_url} if engine_url else {}
+        cfg = RolloutConfig(
+            temperature=temperature, top_k=top_k, max_new_tokens=max_new_tokens, batch_size=32,
+            engine=engine, vllm=vllm,
+        )  # fmt: skip
+        sampler = _eval_engine(cfg, tok, specs[0][1], tokenizer, seed, out)
     out.mkdir(parents=True, exist_ok=True)
     console = Console(stderr=True)
     results = []
-    for name, path in specs:
+    for version, (name, path) in enumerate(specs, start=1):
         model = load_policy(ModelConfig(name_or_path=str(path)))
+        if sampler is not None:
+            with reported():
+                sync_weights(sampler, model, version)
         console.print(f"[bold]eval[/] {name}: {len(records)} prompts")
         res = evaluate_policy(
             model, tok, records, cfg, seed=seed, name=name,
-            ref_policy=ref_model, reward_model=rm, gold=gold,
+            ref_policy=ref_model, reward_model=rm, gold=gold, engine=sampler,
         )  # fmt: skip
         (out / f"{name}.jsonl").write_text(
             "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in res.rows()), encoding="utf-8"
@@ -237,6 +281,8 @@ def run(
                 f"win rate {r.name} vs {first.name} (LLM judge, both orders): {rep.win_rate}; "
                 f"position-inconsistent {100 * rep.inconsistency:.1f}% ({path.name})"
             )
+    if sampler is not None:
+        sampler.close()
     (out / "eval_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
 
     table = Table("metric", *(r.name for r in results))

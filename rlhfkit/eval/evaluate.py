@@ -45,7 +45,13 @@ from rlhfkit.eval.metrics import (
     word_repetition,
 )
 from rlhfkit.eval.winrate import WinRate, win_rate
-from rlhfkit.rollout import RewardModelScorer, RolloutConfig, response_logprobs, sample_batches
+from rlhfkit.rollout import (
+    RewardModelScorer,
+    RolloutConfig,
+    RolloutEngine,
+    response_logprobs,
+    sample_batches,
+)
 from rlhfkit.types import PromptRecord
 
 __all__ = ["EvalResult", "compare_policies", "evaluate_policy"]
@@ -148,12 +154,15 @@ def evaluate_policy(
     reward_model: Any = None,
     gold: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    engine: RolloutEngine | None = None,
 ) -> EvalResult:
     """Sample one reply per prompt and measure it (see the module docstring).
 
     `reward_model`: anything with `score(input_ids, attention_mask)` sharing `tokenizer`;
     `ref_policy`: a causal LM for KL; `gold=True`: judge with the simulated world's gold scorer
     (the prompts must be the world's). `progress(done, total)` is called after each batch.
+    `engine`: sample through this rollout engine (holding `policy`'s weights) instead of the
+    local sampler; the KL and perplexity are still computed with `policy` itself.
     """
     import time
 
@@ -172,7 +181,8 @@ def evaluate_policy(
     rm_scores: list[float] = []
     kls: list[float] = []
     nll_sum, nll_count = 0.0, 0
-    batches = sample_batches(policy, tokenizer, prompts, rollout, generator, max_prompt_length)
+    sampler = engine if engine is not None else policy
+    batches = sample_batches(sampler, tokenizer, prompts, rollout, generator, max_prompt_length)
     for start, out, texts in batches:
         resp_mask = out.response_mask
         replies.extend(texts)
