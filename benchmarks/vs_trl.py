@@ -1,17 +1,27 @@
 """rlhfkit against TRL on the anchor workload, in turn: for each round and each trainer, TRL's
 run, then rlhfkit's eager run, then (with `--compile`) rlhfkit's run with `engine.compile: true`,
-each in a fresh process, one after the other, so the three see the same machine. Prints one
-JSON line per run as it ends and, at the end, a table: median seconds per step of each side over
-the rounds, the ratio TRL / rlhfkit, rlhfkit's compile time apart (`perf/compile_s`: the compiled
-run's warm-up steps absorb it; its steady steps are what `s_per_step` reports) and peak RSS.
+each in a fresh process, one after the other, so the three see the same machine.
+
+Each side runs twice, a short and a long run (S1 and S2 steps in all, warm-up included), and the
+CPU time of one step is (CPU(S2) − CPU(S1)) / (S2 − S1): the user + system seconds the process
+was charged (`os.wait4`), so start-up, model loading, the benchmarks' GEMM probes and compiling
+(the same in both runs) cancel out, and a process that waits for a core on a shared host is not
+charged for the wait. That is the measure to read when the machine is loaded; the median wall
+seconds per step of the long run (what each script prints) is reported beside it.
+
+Prints one JSON line per process as it ends and, at the end, a line per trainer: the CPU seconds
+per step of each side, the ratios TRL / rlhfkit, the compile seconds of the compiled runs and peak
+RSS.
 
 TRL is not a dependency of rlhfkit: `--trl-python` is the interpreter of an environment with TRL
 1.16 (reward, dpo, kto, grpo, rloo) and `--trl-ppo-python` one with TRL 1.12 (its last release
 with a PPO trainer); `--trl-bench` is the script that runs TRL's trainers on the anchor assets and
-prints one JSON line with `s_per_step` (the anchor benchmark's `bench_trl.py`).
+prints one JSON line with `s_per_step` (the anchor benchmark's `bench_trl.py`); `--assets` its
+assets folder (both sides read it).
 
     python -m benchmarks.vs_trl --trl-python ENV/bin/python --trl-ppo-python ENV_PPO/bin/python \
-        --trl-bench PATH/bench_trl.py --trainers grpo rloo ppo dpo rm --rounds 2 --compile
+        --trl-bench PATH/bench_trl.py --assets DIR --trainers grpo rloo ppo dpo rm --threads 1 \
+        --rounds 1 --compile
 """
 
 from __future__ import annotations
@@ -21,19 +31,22 @@ import json
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from benchmarks.common import ROOT, emit, load_avg
 
-# trainer -> (TRL subcommand, TRL steps, rlhfkit module, rlhfkit args)
+# trainer -> (TRL subcommand, rlhfkit module, rlhfkit args, (S1, S2) steps in all, rlhfkit's
+# option for its step count and whether that count excludes the 2 warm-up steps)
 PLAN = {
-    "rm": ("reward", 24, "benchmarks.rm_throughput", ["--steps", "24"]),
-    "dpo": ("dpo", 24, "benchmarks.dpo_throughput", ["--steps", "24", "--reference", "live"]),
-    "kto": ("kto", 24, "benchmarks.kto_throughput", ["--steps", "24"]),
-    "grpo": ("grpo", 10, "benchmarks.pg_throughput", ["--algo", "grpo", "--iterations", "8"]),
-    "rloo": ("rloo", 10, "benchmarks.pg_throughput", ["--algo", "rloo", "--iterations", "8"]),
-    "ppo": ("ppo", 6, "benchmarks.ppo_throughput", ["--iterations", "4"]),
+    "rm": ("reward", "benchmarks.rm_throughput", [], (8, 24), "--steps", False),
+    "dpo": ("dpo", "benchmarks.dpo_throughput", ["--reference", "live"], (8, 24), "--steps", False),
+    "kto": ("kto", "benchmarks.kto_throughput", [], (8, 24), "--steps", False),
+    "grpo": ("grpo", "benchmarks.pg_throughput", ["--algo", "grpo"], (4, 12), "--iterations", True),
+    "rloo": ("rloo", "benchmarks.pg_throughput", ["--algo", "rloo"], (4, 12), "--iterations", True),
+    "ppo": ("ppo", "benchmarks.ppo_throughput", [], (3, 7), "--iterations", True),
 }
+WARMUP = 2
 
 
 def last_json(text: str) -> dict | None:
@@ -42,18 +55,79 @@ def last_json(text: str) -> dict | None:
 
 
 def run(cmd: list[str], timeout: int) -> dict:
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-    except subprocess.TimeoutExpired:
-        return {"status": "timeout", "cmd": " ".join(cmd)}
-    line = last_json(done.stdout)
+    """Run `cmd`; its last JSON line with `cpu_s` (user + system seconds of the process and the
+    children it waited for) and `wall_s` added."""
+    import os
+    import threading
+
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    out_chunks: list[str] = []
+    err_chunks: list[str] = []
+    readers = [
+        threading.Thread(target=lambda: out_chunks.append(proc.stdout.read())),
+        threading.Thread(target=lambda: err_chunks.append(proc.stderr.read())),
+    ]
+    for t in readers:
+        t.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    for t in readers:
+        t.join()
+    timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    line = last_json("".join(out_chunks))
     if line is None:
-        return {"status": "error", "cmd": " ".join(cmd), "stderr": done.stderr[-600:]}
+        line = {"status": "error", "cmd": " ".join(cmd), "stderr": "".join(err_chunks)[-600:]}
+    line["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)
+    line["wall_s"] = round(time.perf_counter() - start, 1)
     return line
 
 
 def seconds(line: dict) -> float | None:
+    """The median wall seconds per step (offline scripts) or per iteration (online ones)."""
     return line.get("s_per_step", line.get("s_per_iter"))
+
+
+def commands(args: argparse.Namespace, trainer: str, steps: int) -> dict[str, list[str]]:
+    """The command of each side for a run of `steps` steps in all (warm-up included)."""
+    trl_cmd, module, extra, _, count_flag, minus_warmup = PLAN[trainer]
+    python = args.trl_ppo_python if trainer == "ppo" else args.trl_python
+    common = ["--threads", str(args.threads), "--assets", args.assets]
+    ours_n = steps - WARMUP if minus_warmup else steps
+    ours = [sys.executable, "-m", module, *extra, "--precision", "fp32",
+            count_flag, str(ours_n), "--warmup", str(WARMUP), *common]  # fmt: skip
+    out = {
+        "trl": [python, args.trl_bench, trl_cmd, "--steps", str(steps), "--warmup", str(WARMUP),
+                *common],
+        "rlhfkit": ours,
+    }  # fmt: skip
+    if args.compile:
+        out["rlhfkit_compile"] = [*ours, "--compile"]
+    return out
+
+
+def summary(trainer: str, args: argparse.Namespace, lines: dict[str, list[dict]]) -> dict:
+    """One trainer's medians over the rounds and the ratios TRL / rlhfkit."""
+    med = {}
+    for side in ("trl", "rlhfkit", "rlhfkit_compile"):
+        cpu = [x["cpu_s_per_step"] for x in lines.get(side, [])]
+        med[side] = round(statistics.median(cpu), 3) if cpu else None
+    ratio = {
+        side: round(med["trl"] / med[side], 2) if med["trl"] and med[side] else None
+        for side in ("rlhfkit", "rlhfkit_compile")
+    }
+    return {
+        "trainer": trainer, "threads": args.threads, "rounds": args.rounds,
+        "trl_cpu_s": med["trl"], "rlhfkit_cpu_s": med["rlhfkit"], "ratio": ratio["rlhfkit"],
+        "rlhfkit_compile_cpu_s": med["rlhfkit_compile"], "ratio_compile": ratio["rlhfkit_compile"],
+        "compile_s": [x["compile_s"] for x in lines.get("rlhfkit_compile", [])],
+        "wall_s_per_step": {s: [x["wall_s_per_step"] for x in v] for s, v in lines.items()},
+        "peak_rss_mib": {s: [x["peak_rss_mib"] for x in v] for s, v in lines.items()},
+    }  # fmt: skip
 
 
 def main() -> None:
@@ -66,90 +140,30 @@ def main() -> None:
     )
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--compile", action="store_true", help="also rlhfkit with engine.compile")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--assets", default=str(ROOT / "runs" / "bench_assets"))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--assets", required=True, help="the anchor assets (TRL's side reads them)")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per run")
     ap.add_argument("--results", type=Path, help="append every JSON line here too")
     args = ap.parse_args()
-    if not (Path(args.assets) / "manifest.json").exists():
-        subprocess.run(
-            [sys.executable, "-m", "benchmarks.assets", "--out", args.assets], check=True
-        )
 
-    runs: dict[tuple[str, str], list[dict]] = {}
+    runs: dict[str, dict[str, list[dict]]] = {t: {} for t in args.trainers}
     for r in range(1, args.rounds + 1):
         for trainer in args.trainers:
-            trl_cmd, trl_steps, module, extra = PLAN[trainer]
-            python = args.trl_ppo_python if trainer == "ppo" else args.trl_python
-            sides = {
-                "trl": [
-                    python,
-                    args.trl_bench,
-                    trl_cmd,
-                    "--steps",
-                    str(trl_steps),
-                    "--warmup",
-                    "2",
-                    "--threads",
-                    str(args.threads),
-                    "--assets",
-                    args.assets,
-                ]
-            }
-            ours = [
-                sys.executable,
-                "-m",
-                module,
-                *extra,
-                "--precision",
-                "fp32",
-                "--threads",
-                str(args.threads),
-                "--assets",
-                args.assets,
-            ]
-            sides["rlhfkit"] = ours
-            if args.compile:
-                sides["rlhfkit_compile"] = [*ours, "--compile"]
-            for side, cmd in sides.items():
-                line = run(cmd, args.timeout)
-                line.update(
-                    {
-                        "vs_trl_round": r,
-                        "vs_trl_side": side,
-                        "vs_trl_trainer": trainer,
-                        "load_avg_after": load_avg(),
-                    }
-                )
-                runs.setdefault((trainer, side), []).append(line)
+            s1, s2 = PLAN[trainer][3]
+            short, long = commands(args, trainer, s1), commands(args, trainer, s2)
+            for side in short:
+                a, b = run(short[side], args.timeout), run(long[side], args.timeout)
+                line = {
+                    "vs_trl_round": r, "vs_trl_side": side, "vs_trl_trainer": trainer,
+                    "cpu_s_per_step": round((b["cpu_s"] - a["cpu_s"]) / (s2 - s1), 3),
+                    "steps": [s1, s2], "wall_s_per_step": seconds(b),
+                    "peak_rss_mib": b.get("peak_rss_mib"), "compile_s": b.get("compile_s"),
+                    "status": b.get("status", "ok"), "load_avg_after": load_avg(), "long_run": b,
+                }  # fmt: skip
+                runs[trainer].setdefault(side, []).append(line)
                 emit(line, args.results)
-
-    table = []
     for trainer in args.trainers:
-        med = {}
-        for side in ("trl", "rlhfkit", "rlhfkit_compile"):
-            times = [seconds(x) for x in runs.get((trainer, side), []) if seconds(x)]
-            med[side] = round(statistics.median(times), 3) if times else None
-        compiled = runs.get((trainer, "rlhfkit_compile"), [])
-        row = {
-            "trainer": trainer,
-            "trl_s": med["trl"],
-            "rlhfkit_s": med["rlhfkit"],
-            "ratio": round(med["trl"] / med["rlhfkit"], 2)
-            if med["trl"] and med["rlhfkit"]
-            else None,
-            "rlhfkit_compile_s": med["rlhfkit_compile"],
-            "ratio_compile": round(med["trl"] / med["rlhfkit_compile"], 2)
-            if med["trl"] and med["rlhfkit_compile"]
-            else None,
-            "compile_s": [x.get("compile_s") for x in compiled],
-            "rss_mib": {
-                s: [x.get("peak_rss_mib") for x in runs.get((trainer, s), [])]
-                for s in ("trl", "rlhfkit")
-            },
-        }
-        table.append(row)
-        print(json.dumps(row))
+        print(json.dumps(summary(trainer, args, runs[trainer])), flush=True)
 
 
 if __name__ == "__main__":
