@@ -140,9 +140,15 @@ def _scores_alone(rm, rows: list[list[int]]) -> torch.Tensor:
     )
 
 
-@pytest.mark.parametrize("beta_rm", [0.0, 0.5])
-def test_pair_accumulation_equals_one_batch_and_the_definition(assets, beta_rm):
+@pytest.mark.parametrize("beta_rm,chunked", [(0.0, False), (0.5, False), (0.5, True)])
+def test_pair_accumulation_equals_one_batch_and_the_definition(
+    assets, beta_rm, chunked, monkeypatch
+):
     root, base, tok = assets
+    if chunked:  # the LM term's log-probs a few tokens at a time (core.head_logprobs' backward)
+        import rlhfkit.core.logprobs as core_logprobs
+
+        monkeypatch.setattr(core_logprobs, "LOGITS_CHUNK_ELEMENTS", 3 * tok.vocab_size)
     cfg = _cfg(root, base, "unused", use_margin=True, margin_scale=0.5, beta_rm=beta_rm)
     items = encode_pairs(tok, read_preferences(root / "pairs.jsonl").records[:7], 32)
     n_lm = sum(len(it.chosen_ids) - max(it.prompt_length, 1) for it in items)

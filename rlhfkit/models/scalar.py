@@ -57,7 +57,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedModel
 
-from rlhfkit.core import last_valid_index
+from rlhfkit.core import gather_logprobs, head_logprobs, last_valid_index
 from rlhfkit.models.attention import block_mask, use_fp32_cpu_attention
 from rlhfkit.models.config import ModelConfig
 from rlhfkit.models.loading import (
@@ -247,6 +247,21 @@ class ScalarModel(nn.Module):
         if self.lm_head is None:
             raise RuntimeError("no LM head: call attach_lm_head(causal_lm_path) first")
         return self.lm_head(hidden)
+
+    def lm_logprobs(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """(B, T, H) hidden states and the (B, T) ids they predict → (B, T) float32 log-probs
+        under the attached LM head, without the (tokens × vocabulary) logits: a plain linear or
+        tied head goes through `core.head_logprobs` (chunked over tokens), any other head is
+        applied whole."""
+        if self._tied_lm_head:
+            weight, bias = self.body.get_input_embeddings().weight, None
+        elif self.lm_head is None:
+            raise RuntimeError("no LM head: call attach_lm_head(causal_lm_path) first")
+        elif type(self.lm_head) is nn.Linear:
+            weight, bias = self.lm_head.weight, self.lm_head.bias
+        else:
+            return gather_logprobs(self.lm_head(hidden), ids)
+        return head_logprobs(hidden, weight, bias, ids).logprobs
 
     # -- normalisation and saving --------------------------------------------------------------
     def set_normalization(self, offset: float, scale: float = 1.0) -> None:

@@ -44,7 +44,7 @@ import torch
 
 from rlhfkit.algos.rm.config import RMConfig
 from rlhfkit.algos.rm.evaluate import gold_gaps_of, groups_of, pair_metrics, score_pairs
-from rlhfkit.core import aggregate_loss, gather_logprobs, pairwise_loss, ranking_loss
+from rlhfkit.core import aggregate_loss, pairwise_loss, ranking_loss
 from rlhfkit.data import (
     DataError,
     TokenBudgetSampler,
@@ -140,9 +140,9 @@ def _read(cfg: RMConfig, variant: Variant) -> tuple[list, list[PreferencePair]]:
 def _lm_loss(
     rm: ScalarModel, hidden: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, n_tokens: float
 ) -> torch.Tensor:
-    """Σ NLL of the masked next tokens / n_tokens, from the LM head on the RM's body."""
-    logits = rm.lm_logits(hidden[:, :-1])
-    nll = -gather_logprobs(logits, ids[:, 1:])
+    """Σ NLL of the masked next tokens / n_tokens, from the LM head on the RM's body (its
+    log-probs chunked over tokens: no (tokens × vocabulary) logits, `ScalarModel.lm_logprobs`)."""
+    nll = -rm.lm_logprobs(hidden[:, :-1], ids[:, 1:])
     return aggregate_loss(nll, mask[:, 1:], "token_mean", num_tokens=n_tokens)
 
 
