@@ -28,8 +28,13 @@ def add_flags(ap: argparse.ArgumentParser) -> None:
 
 
 def export(args: argparse.Namespace) -> None:
-    os.environ[COMPILE] = "1" if args.compile else ""
-    os.environ[NO_CHUNK] = "1" if args.no_chunk else ""
+    """Set the given switches for this process and its children. A flag not given leaves the
+    variable as it is: a child process is started without the flags and keeps what its parent
+    exported."""
+    if args.compile:
+        os.environ[COMPILE] = "1"
+    if args.no_chunk:
+        os.environ[NO_CHUNK] = "1"
 
 
 def switches() -> dict[str, Any]:
