@@ -1,5 +1,5 @@
 """KTO training throughput on the anchor workload (`benchmarks/README.md`; TRL's side is
-`bench_trl.py kto`, TRL 1.16's `KTOTrainer`).
+TRL 1.16's `KTOTrainer` on the same rows, in its own environment).
 
 The workload, as TRL's side builds it: the anchor assets' GPT-2 policy (4 layers, d = 256,
 random init) and its tokenizer; `preferences.jsonl` turned into unpaired rows, each pair giving
@@ -47,8 +47,8 @@ EXAMPLES = 8
 
 
 def unpaired_rows(assets: Path, out: Path) -> Path:
-    """`bench_trl.py kto`'s rows: per pair (prompt, chosen, true) then (prompt, rejected, false),
-    written as TRL's unpaired JSONL to out/kto.jsonl."""
+    """The anchor KTO rows (TRL's side reads the same): per pair (prompt, chosen, true) then
+    (prompt, rejected, false), written as TRL's unpaired JSONL to out/kto.jsonl."""
     lines = []
     for line in open(assets / "preferences.jsonl", encoding="utf-8"):
         r = json.loads(line)

@@ -10,7 +10,9 @@ at EOS, the better-scored reply chosen, one DPO step (sigmoid, β = 0.1, lr 5e-7
 threads. One iteration = sample, score, one optimiser step (TRL: one `training_step`).
 
     python -m benchmarks.online_dpo_throughput [--iterations 8] [--warmup 2]    # rlhfkit
-    ~/.cache/rlhfkit-anchors/venv/bin/python -m benchmarks.online_dpo_throughput --trl   # TRL
+    $TRL_PYTHON -m benchmarks.online_dpo_throughput --trl [--iterations 8]       # TRL
+
+(`$TRL_PYTHON`: the Python of a virtual environment with TRL 1.16, transformers and datasets.)
 
 Both print one JSON line: `s_per_iter` (median seconds between consecutive iterations after
 `--warmup`: rlhfkit's metric lines, TRL's `on_step_end` stamps), min / max, `iter_per_s`,
