@@ -313,6 +313,7 @@ def test_the_judge_is_asked_in_both_orders_and_an_order_dependent_pair_is_droppe
     "overrides, message",
     [
         (["label=judge"], "label=judge needs judge.model"),
+        (["judge.model=POLICY"], "but label=reward: add label=judge"),
         (["label=judge", "judge.model=/no/such/judge"], "judge.model"),
         (["label=judge", "judge.url=http://127.0.0.1:9/v1"], "judge `url` needs `api_model`"),
         (["label=judge", "judge.model=POLICY", "judge.template=/no/such.txt"], "judge.template"),

@@ -55,6 +55,8 @@ class OnlineDPOConfig(OnlineConfig):
                 f"mini_batch_size ({self.mini_batch_size}) exceeds the at most "
                 f"{self.rollout_batch_size} pairs of a rollout (rollout_batch_size)"
             )
+        if self.label == "reward" and self.judge.given:
+            raise ValueError("judge.model / judge.url are set but label=reward: add label=judge")
         if self.label == "judge" and not self.judge.given:
             raise ValueError(
                 "label=judge needs judge.model (a local causal LM folder) or judge.url + "
