@@ -246,6 +246,8 @@ def test_one_iteration_labelled_by_a_local_lm_judge(assets, tmp_path, monkeypatc
     result = train(cfg)
     assert result.status == "completed"
     m = [r for r in read_metrics(result.run_dir / "metrics.jsonl") if "pairs/kept" in r][0]
+    print(f"tiny LM judge: {m['pairs/kept']} of 8 pairs kept, "
+          f"{m['label/order_disagreement']} order-dependent, {m['label/judge_ties']} ties")  # fmt: skip
     assert m["label/judgments"] == 8
     assert m["pairs/kept"] + m["pairs/ties_dropped"] == 8
     assert m["pairs/ties_dropped"] == m["label/judge_ties"] + m["label/order_disagreement"]
