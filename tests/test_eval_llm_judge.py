@@ -14,7 +14,7 @@ import torch
 from typer.testing import CliRunner
 
 from rlhfkit.eval.judges import judge_both_orders
-from rlhfkit.eval.llm_judge import (
+from rlhfkit.rollout.llm_judge import (
     DEFAULT_TEMPLATE,
     LocalLMJudge,
     OpenAIJudge,

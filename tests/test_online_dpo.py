@@ -19,6 +19,8 @@ from rlhfkit.algos.dpo.trainer import micro_batch_loss as offline_micro_batch_lo
 from rlhfkit.algos.online_dpo import OnlineDPOConfig, label_pairs, train
 from rlhfkit.config import load_config
 from rlhfkit.engine.metrics import read_metrics
+from rlhfkit.rollout.llm_judge import render_dialogue
+from rlhfkit.types import user
 from rlhfkit.update.pairs import collate
 from rlhfkit.update.reference import reference_logps
 
@@ -172,3 +174,171 @@ def test_lora_reference_is_the_policy_with_adapters_off(assets, tmp_path):  # no
 def test_presets_validate(preset):
     cfg = load_config(OnlineDPOConfig, preset=preset)
     assert cfg.policy.name_or_path and cfg.data.train and cfg.reward_model
+
+
+# --- labelled by a pairwise (LLM) judge, asked in both orders -------------------------------
+
+
+def _by_length(prompt, a, b):
+    """A consistent judge: the longer reply is better, equal lengths a tie."""
+    return 0.5 if len(a) == len(b) else float(len(a) > len(b))
+
+
+def test_judge_pairs_k3_is_the_round_robin_best_vs_worst():
+    """K = 3, naive from the rule: w_i = Σ_j o_ij (an order-dependent judgment counts ½), the
+    highest vs the lowest w. Prompt "p" by length: w = (0, 2, 1) → rows 1 vs 0. Prompt "q": a
+    judge that always names the first reply, all three judgments inconsistent → no pair."""
+    from rlhfkit.algos.online_dpo.label import judge_pairs
+
+    def judge(prompt, a, b):
+        return 1.0 if prompt == "q" else _by_length(prompt, a, b)
+
+    replies = ["x", "xxx", "xx", "y", "yy", "yyy"]
+    judged = judge_pairs(judge, ["p"] * 3 + ["q"] * 3, replies, 3)
+    assert judged.scores.tolist() == [0.0, 2.0, 1.0, 1.0, 1.0, 1.0]
+    assert judged.chosen.tolist() == [1] and judged.rejected.tolist() == [0]
+    assert (judged.ties, judged.order_disagreements, judged.judge_ties) == (1, 3, 0)
+    assert judged.judgments == 6
+    # soft verdicts: o = ½·(0.8 + 1 − 0.4) = 0.7 for the first-listed reply of each judgment
+    soft = judge_pairs(lambda p, a, b: 0.8 if a < b else 0.4, ["p"] * 3, ["a", "b", "c"], 3)
+    assert soft.scores.tolist() == pytest.approx([1.4, 1.0, 0.6])
+    assert (soft.chosen.tolist(), soft.rejected.tolist()) == ([0], [2])
+
+
+def _judge_world(assets, tmp_path):
+    """A tiny causal LM judge with its own byte-level tokenizer, saved as a folder, and a
+    short template (the default one is longer than the tiny model's context). Its weight
+    matrices are scaled ×20 so that its verdicts depend on the replies: at the usual random
+    init every verdict is ≈ one constant, the same position wins in both orders, and every
+    pair would be dropped as order-dependent (measured: 16 of 16 probe pairs at seeds 0–2)."""
+    from rlhfkit.models.tiny import build_tiny_model, save_tiny_model
+    from rlhfkit.sim.tokenizer import train_tokenizer
+
+    tok = train_tokenizer([" ".join(f"w{i}" for i in range(14)) + " A B |"] * 20,
+                          vocab_size=300, min_frequency=1)  # fmt: skip
+    model = build_tiny_model("gpt2", "nano", tokenizer=tok, seed=0)
+    with torch.no_grad():
+        for weight in model.parameters():
+            if weight.dim() > 1:
+                weight.mul_(20.0)
+    folder = save_tiny_model(model, tmp_path / "judge", tok)
+    template = tmp_path / "judge.txt"
+    template.write_text("# a short judge prompt\n{prompt}|{reply_a}|{reply_b}|\n")
+    return str(folder), str(template)
+
+
+def test_one_iteration_labelled_by_a_local_lm_judge(assets, tmp_path, monkeypatch):  # noqa: F811
+    """`label: judge` with a tiny local LM judge and no reward: one iteration trains on the
+    pairs the judge ordered. Every kept pair is checked against the judge asked directly
+    (`LocalLMJudge`, both orders, the order-averaged outcome > ½ for the chosen reply), the
+    counts add up, and the scores are 0 (there is no reward)."""
+    from rlhfkit.models import ModelConfig, load_policy, load_tokenizer
+    from rlhfkit.rollout.llm_judge import LocalLMJudge, load_template
+
+    folder, template = _judge_world(assets, tmp_path)
+    captured = []
+    real = trainer_module.pair_items
+    monkeypatch.setattr(
+        trainer_module, "pair_items", lambda *a: captured.append(real(*a)) or captured[-1]
+    )
+    cfg = make_cfg(assets, tmp_path / "judged", iterations=1, label="judge",
+                   judge={"model": folder, "template": template})  # fmt: skip
+    result = train(cfg)
+    assert result.status == "completed"
+    m = [r for r in read_metrics(result.run_dir / "metrics.jsonl") if "pairs/kept" in r][0]
+    print(f"tiny LM judge: {m['pairs/kept']} of 8 pairs kept, "
+          f"{m['label/order_disagreement']} order-dependent, {m['label/judge_ties']} ties")  # fmt: skip
+    assert m["label/judgments"] == 8
+    assert m["pairs/kept"] + m["pairs/ties_dropped"] == 8
+    assert m["pairs/ties_dropped"] == m["label/judge_ties"] + m["label/order_disagreement"]
+    assert m["reward/score_mean"] == 0.0 and m["reward/score_std"] == 0.0
+    (items,) = captured
+    assert len(items) == m["pairs/kept"] >= 1 and "loss/dpo" in m
+    judge = LocalLMJudge(load_policy(ModelConfig(name_or_path=folder)), load_tokenizer(folder),
+                         load_template(template))  # fmt: skip
+    tok = AutoTokenizer.from_pretrained(assets["policy"])
+    for it in items:
+        prompt = tok.decode(it.chosen_ids[: it.prompt_length], skip_special_tokens=True)
+        good = tok.decode(it.chosen_ids[it.prompt_length :], skip_special_tokens=True)
+        bad = tok.decode(it.rejected_ids[it.prompt_length :], skip_special_tokens=True)
+        p_ab, p_ba = judge(user(prompt), good, bad), judge(user(prompt), bad, good)
+        assert 0.5 * (p_ab + 1 - p_ba) > 0.5, (prompt, good, bad, p_ab, p_ba)
+        assert (p_ab > 0.5) == (p_ba < 0.5)  # consistent across orders
+
+
+def test_the_judge_is_asked_in_both_orders_and_an_order_dependent_pair_is_dropped(
+    assets,  # noqa: F811
+    tmp_path,
+):
+    """A scripted judge: for prompts whose first word is w2..w6 it names whatever reply is
+    shown first (its verdict flips with the order), for the others it prefers the longer reply.
+    Every pair is asked as (a, b) and as (b, a); the flipping prompts' pairs are dropped and
+    counted as `label/order_disagreement`; the kept pairs are ordered by length. A reward
+    model is still configured (`reward_fn`): its scores are logged, but it does not label."""
+    calls = []
+    flips = {f"w{i}" for i in range(2, 7)}
+
+    def judge(prompt, a, b):
+        text = render_dialogue(prompt)
+        calls.append((text, a, b))
+        return 1.0 if text.split()[0] in flips else _by_length(prompt, a, b)
+
+    captured = []
+    real = trainer_module.pair_items
+    cfg = make_cfg(assets, tmp_path / "scripted", iterations=1, label="judge",
+                   judge={"model": "unused"}, rollout_batch_size=16, mini_batch_size=16)  # fmt: skip
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(
+            trainer_module, "pair_items", lambda *a: captured.append(real(*a)) or captured[-1]
+        )
+        result = train(cfg, reward_fn=target_fraction, pair_judge=judge)
+    asked = {(p, a, b) for p, a, b in calls}
+    assert len(calls) == 32 and all((p, b, a) in asked for p, a, b in calls)
+    flipping = {p for p, _, _ in calls if p.split()[0] in flips}
+    same_length = {p for p, a, b in calls if len(a) == len(b) and p not in flipping}
+    m = [r for r in read_metrics(result.run_dir / "metrics.jsonl") if "pairs/kept" in r][0]
+    assert 0 < len(flipping) < 16
+    assert m["label/order_disagreement"] == len(flipping)
+    assert m["label/judge_ties"] == len(same_length)
+    assert m["pairs/kept"] == 16 - len(flipping) - len(same_length)
+    assert "reward/score_chosen" in m  # the reward still scores and is logged
+    tok = AutoTokenizer.from_pretrained(assets["policy"])
+    (items,) = captured
+    for it in items:
+        prompt = tok.decode(it.chosen_ids[: it.prompt_length], skip_special_tokens=True)
+        good = tok.decode(it.chosen_ids[it.prompt_length :], skip_special_tokens=True)
+        bad = tok.decode(it.rejected_ids[it.prompt_length :], skip_special_tokens=True)
+        assert prompt.split()[0] not in flips and len(good) > len(bad)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["label=judge"], "label=judge needs judge.model"),
+        (["judge.model=POLICY"], "but label=reward: add label=judge"),
+        (["label=judge", "judge.model=/no/such/judge"], "judge.model"),
+        (["label=judge", "judge.url=http://127.0.0.1:9/v1"], "judge `url` needs `api_model`"),
+        (["label=judge", "judge.model=POLICY", "judge.template=/no/such.txt"], "judge.template"),
+    ],
+)
+def test_a_bad_judge_config_is_one_line_before_the_run_directory(
+    assets,  # noqa: F811
+    tmp_path,
+    overrides,
+    message,
+):
+    from typer.testing import CliRunner
+
+    from rlhfkit.cli import app
+
+    out = tmp_path / "run"
+    args = [
+        "online-dpo", f"policy.name_or_path={assets['policy']}", f"data.train={assets['prompts']}",
+        "reward_fn=helpers:target_fraction", f"out_dir={out}", "engine.threads=1",
+        *(o.replace("POLICY", assets["policy"]) for o in overrides),
+    ]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and message in lines[0], result.output
+    assert not out.exists()

@@ -15,7 +15,7 @@ world), the reward model (`--reward-model`: the higher score wins, ties half), a
 LLM judge (`--judge-model` a local causal LM, or `--judge-url` an OpenAI-compatible endpoint
 with its key in the environment variable `--judge-api-key-env`) asked in both orders, whose
 order-dependent verdicts count as ties; its position-inconsistency rate is reported and every
-judgment saved to OUT/judgments_<name>_vs_<first>.jsonl (`eval.judges`, `eval.llm_judge`).
+judgment saved to OUT/judgments_<name>_vs_<first>.jsonl (`eval.judges`, `rollout.llm_judge`).
 
 `--engine` picks the rollout engine that samples the replies (docs/rollout.md): the local sampler
 (default), vLLM in this process, or a `rlhfkit rollout serve` server at `--engine-url`. One engine
@@ -128,28 +128,25 @@ def _eval_engine(cfg, tok, first: Path, tokenizer: Path | None, seed: int, out: 
 def _make_judge(
     model: Path | None, url: str | None, api_model: str | None, key_env: str, template: Path | None
 ):
-    """The pairwise LLM judge the options name, or None."""
+    """The pairwise LLM judge the options name (`rollout.llm_judge.JudgeConfig`), or None."""
     if model is None and url is None:
         return None
     if model is not None and url is not None:
         _fail("give --judge-model or --judge-url, not both")
-    from rlhfkit.eval.llm_judge import LocalLMJudge, OpenAIJudge, load_template
-
-    try:
-        text = load_template(template)
-    except (FileNotFoundError, ValueError) as e:
-        _fail(f"--judge-template: {e}")
-    if url is not None:
-        if not api_model:
-            _fail("--judge-url needs --judge-api-model (the model name the endpoint serves)")
-        return OpenAIJudge(url, api_model, key_env, text)
-    from rlhfkit.models import ModelConfig, load_policy, load_tokenizer
-
-    if not model.is_dir():
+    if url is not None and not api_model:
+        _fail("--judge-url needs --judge-api-model (the model name the endpoint serves)")
+    if model is not None and not model.is_dir():
         _fail(f"--judge-model: {model} is not a model directory")
-    return LocalLMJudge(
-        load_policy(ModelConfig(name_or_path=str(model))), load_tokenizer(model), text
-    )
+    from rlhfkit.rollout.llm_judge import JudgeConfig, build_judge
+
+    cfg = JudgeConfig(
+        model=str(model) if model else None, url=url, api_model=api_model,
+        api_key_env=key_env, template=str(template) if template else None,
+    )  # fmt: skip
+    try:
+        return build_judge(cfg, key="--judge")
+    except ValueError as e:  # the template: "--judge.template: …"
+        _fail(str(e).replace("--judge.template", "--judge-template"))
 
 
 @app.command("run")

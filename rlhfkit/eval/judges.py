@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from rlhfkit.eval.winrate import WinRate, win_rate
+from rlhfkit.rollout.llm_judge import Judgment, ask_both_orders
 
 __all__ = [
     "Judgment",
@@ -89,43 +90,6 @@ def pairwise_outcomes(
 
 
 @dataclass(frozen=True)
-class Judgment:
-    """One item judged in both orders: J(x, a, b) and J(x, b, a) with the judge's raw output."""
-
-    prompt: Any
-    reply_a: str
-    reply_b: str
-    p_ab: float  # P(a better) with a shown first
-    p_ba: float  # P(b better) with b shown first
-    raw_ab: str
-    raw_ba: str
-
-    @property
-    def outcome(self) -> float:
-        """½·(J(x, a, b) + 1 − J(x, b, a)): a's share of a win, position bias averaged out."""
-        return 0.5 * (self.p_ab + 1.0 - self.p_ba)
-
-    @property
-    def inconsistent(self) -> bool:
-        """Both orders decisive (≠ ½) but naming different replies: the verdict followed the
-        position, not the reply."""
-        if self.p_ab == 0.5 or self.p_ba == 0.5:
-            return False
-        return (self.p_ab > 0.5) != (self.p_ba < 0.5)
-
-    def to_dict(self) -> dict[str, Any]:
-        prompt = self.prompt
-        if not isinstance(prompt, str):
-            prompt = [{"role": m.role, "content": m.content} for m in prompt]
-        return {
-            "prompt": prompt, "reply_a": self.reply_a, "reply_b": self.reply_b,
-            "p_a_first": self.p_ab, "p_b_first": self.p_ba,
-            "raw_a_first": self.raw_ab, "raw_b_first": self.raw_ba,
-            "outcome": self.outcome, "inconsistent": self.inconsistent,
-        }  # fmt: skip
-
-
-@dataclass(frozen=True)
 class PairwiseReport:
     win_rate: WinRate  # of the a replies, from the order-averaged outcomes
     inconsistency: float  # share of items whose verdict changed with the order
@@ -144,37 +108,14 @@ def judge_both_orders(
 ) -> PairwiseReport:
     """Ask `judge` about every (prompt, a, b) in both orders; win rate of a, inconsistency rate,
     every judgment. `judge` is a `PairwiseJudge`, or has `judge_many(items) -> [Verdict]` /
-    `judge(prompt, a, b) -> Verdict` (the LLM judges), whose raw outputs are then kept."""
+    `judge(prompt, a, b) -> Verdict` (the LLM judges), whose raw outputs are then kept
+    (`rollout.llm_judge.ask_both_orders`)."""
     if not len(prompts) == len(replies_a) == len(replies_b):
         raise ValueError(
             f"judge_both_orders: {len(prompts)} prompts, {len(replies_a)} replies a, "
             f"{len(replies_b)} replies b; they must be the same length"
         )
-    items = list(zip(prompts, replies_a, replies_b, strict=True))
-    swapped = [(p, b, a) for p, a, b in items]
-    if hasattr(judge, "judge_many"):
-        first, second = judge.judge_many(items), judge.judge_many(swapped)
-        pairs = [((f.p_a, f.raw), (s.p_a, s.raw)) for f, s in zip(first, second, strict=True)]
-    elif hasattr(judge, "judge"):
-        pairs = [
-            ((v.p_a, v.raw), (w.p_a, w.raw))
-            for v, w in (
-                (judge.judge(*x), judge.judge(*y)) for x, y in zip(items, swapped, strict=True)
-            )
-        ]
-    else:
-        pairs = [
-            ((float(judge(*x)), ""), (float(judge(*y)), ""))
-            for x, y in zip(items, swapped, strict=True)
-        ]
-    judgments = []
-    for (p, a, b), ((p_ab, raw_ab), (p_ba, raw_ba)) in zip(items, pairs, strict=True):
-        for value, order in ((p_ab, "(a, b)"), (p_ba, "(b, a)")):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(
-                    f"pairwise judge returned {value} for order {order}; expected [0, 1]"
-                )
-        judgments.append(Judgment(p, a, b, p_ab, p_ba, str(raw_ab), str(raw_ba)))
+    judgments = ask_both_orders(judge, list(zip(prompts, replies_a, replies_b, strict=True)))
     n = len(judgments)
     return PairwiseReport(
         win_rate([j.outcome for j in judgments], level),

@@ -15,6 +15,9 @@ scoring, the `Experience` record, in-loop evaluation and monitors.
   `RetokenizingRewardModelScorer` (own tokenizer and template), `CallableScorer` (any Python
   function; its failures are `RewardError`s), `RewardSpec` + `build_reward` (from a config;
   `check_rewards` before a run starts).
+- Pairwise LLM judges (`llm_judge`): `LocalLMJudge`, `OpenAIJudge`, `JudgeConfig` +
+  `check_judge` / `build_judge`, `ask_both_orders` → `Judgment`s (used by `rlhfkit eval` and
+  by online DPO's labelling).
 - `evaluate_online`: in-loop evaluation on held-out prompts (reward, KL, length, judges).
 - Monitors: `rollout_metrics`, `CollapseMonitor`, `ConsoleThrottle`, `explained_variance`,
   `repetition_fraction`.
@@ -49,6 +52,15 @@ from rlhfkit.rollout.forward import (
     trim_padding,
 )
 from rlhfkit.rollout.generate import Rollout, RolloutConfig, as_seeds, generate, row_seeds
+from rlhfkit.rollout.llm_judge import (
+    JudgeConfig,
+    Judgment,
+    LocalLMJudge,
+    OpenAIJudge,
+    ask_both_orders,
+    build_judge,
+    check_judge,
+)
 from rlhfkit.rollout.monitor import (
     CollapseMonitor,
     ConsoleThrottle,
@@ -77,6 +89,13 @@ from rlhfkit.rollout.scorers import (
 from rlhfkit.rollout.texts import decode_responses, sample_batches
 
 __all__ = [
+    "JudgeConfig",
+    "Judgment",
+    "LocalLMJudge",
+    "OpenAIJudge",
+    "ask_both_orders",
+    "build_judge",
+    "check_judge",
     "EngineError",
     "LocalEngine",
     "RolloutEngine",

@@ -1,6 +1,8 @@
 """`OnlineDPOConfig`: online and iterative DPO (`rlhfkit online-dpo`). The shared online
 settings (policy, reward, prompts, rollout, evaluation, checkpoints) are
-`rlhfkit.update.OnlineConfig`; the PPO-only keys there (clip, value, KL-in-reward) are unused."""
+`rlhfkit.update.OnlineConfig`; the PPO-only keys there (clip, value, KL-in-reward) are unused.
+The LLM judge that can label the pairs is `rollout.JudgeConfig`, the one `rlhfkit eval run`
+fills from its `--judge-*` options."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from rlhfkit.rollout import JudgeConfig
 from rlhfkit.update import OnlineConfig
 
 __all__ = ["OnlineDPOConfig"]
@@ -33,6 +36,15 @@ class OnlineDPOConfig(OnlineConfig):
     ppo_epochs × rollout_batch_size / mini_batch_size steps (OpenRLHF's iterative DPO)."""
     ppo_epochs: int = Field(1, ge=1)
     """Passes over each labelled set before the next is sampled (1: strictly on-policy)."""
+    label: Literal["reward", "judge"] = "reward"
+    """Who picks the chosen reply: the reward (`reward_model` / `reward_fn` / `rewards`), or the
+    pairwise LLM judge `judge`, asked in both orders; a pair it calls a tie or whose verdict
+    changes with the order is dropped (`pairs/ties_dropped`, `label/order_disagreement`). With
+    the judge a reward is optional: when one is given its scores are still logged."""
+    judge: JudgeConfig = JudgeConfig()
+    """The LLM judge for `label: judge`: `judge.model` (a local causal LM folder) or `judge.url`
+    + `judge.api_model` (an OpenAI-compatible endpoint), `judge.template` (as `rlhfkit eval
+    run --judge-*`)."""
     share_prompt: bool = True
     """Both replies of a pair in one row after a single copy of the prompt (as `rlhfkit dpo`)."""
 
@@ -42,5 +54,12 @@ class OnlineDPOConfig(OnlineConfig):
             raise ValueError(
                 f"mini_batch_size ({self.mini_batch_size}) exceeds the at most "
                 f"{self.rollout_batch_size} pairs of a rollout (rollout_batch_size)"
+            )
+        if self.label == "reward" and self.judge.given:
+            raise ValueError("judge.model / judge.url are set but label=reward: add label=judge")
+        if self.label == "judge" and not self.judge.given:
+            raise ValueError(
+                "label=judge needs judge.model (a local causal LM folder) or judge.url + "
+                "judge.api_model (an OpenAI-compatible endpoint)"
             )
         return self

@@ -1,10 +1,11 @@
 """Online DPO (`rlhfkit online-dpo`): each iteration samples K replies per prompt from the
 current policy, labels the best and the worst by the reward (a reward model or a Python
-function), and takes DPO / IPO steps on those pairs against the frozen reference.
+function) or by a pairwise LLM judge asked in both orders (`label: judge`), and takes DPO / IPO
+steps on those pairs against the frozen reference.
 
 One iteration reads top to bottom in `train`: 1. rollout (K samples per prompt, the shared
-rollout path), 2. label (best vs worst by score; ties dropped and counted), 3. pairs (token ids
-as the policy sampled them), 4. update (epochs × mini-batches of DPO steps), 5. log / evaluate /
+rollout path), 2. label (best vs worst by score or by the judge; ties dropped and counted:
+`label_batch`), 3. pairs (token ids as the policy sampled them), 4. update (epochs × mini-batches of DPO steps), 5. log / evaluate /
 checkpoint.
 
 Implementation details and their sources:
@@ -15,7 +16,10 @@ Implementation details and their sources:
    (`rollout.build_reward`), and the better-scored reply is y⁺. With K > 2 the highest- and
    lowest-scored replies form the pair (Xiong et al. 2024; OpenRLHF iterative DPO's
    best-of-n vs worst-of-n). Equal scores give no preference: the pair is dropped and counted
-   (`pairs/ties_dropped`).
+   (`pairs/ties_dropped`). With `label: judge` a pairwise LLM judge (`rollout.JudgeConfig`:
+   a local causal LM or an OpenAI-compatible endpoint) picks instead, asked in both orders;
+   ties and position-inconsistent verdicts are dropped and counted (`label/judge_ties`,
+   `label/order_disagreement`); the rule for K > 2 is in the `label` module's docstring.
 2. The iterative variant (OpenRLHF `train_iterative_dpo`, Xiong et al. 2024): a labelled set of
    `rollout_batch_size` prompts trained for `ppo_epochs` passes of `mini_batch_size` pairs
    before the next set is sampled from the updated policy. `mini_batch_size =
@@ -51,6 +55,7 @@ from typing import Any
 import torch
 
 from rlhfkit.algos.online_dpo.config import OnlineDPOConfig
+from rlhfkit.algos.online_dpo.label import judge_pairs, label_pairs
 from rlhfkit.core import dpo_sigmoid_losses, ipo_losses
 from rlhfkit.data import EncodedPair, stop_token_ids
 from rlhfkit.engine import (
@@ -63,10 +68,13 @@ from rlhfkit.engine import (
 )
 from rlhfkit.models import check_fits, load_tokenizer, save_policy
 from rlhfkit.rollout import (
+    Collected,
     Experience,
     Judge,
     OnlineModels,
+    build_judge,
     build_reward,
+    check_judge,
     collect_sharded,
     reference_context,
     rollout_metrics,
@@ -92,7 +100,9 @@ from rlhfkit.update import (
 from rlhfkit.update.pairs import collate, pair_loss, pair_metrics
 from rlhfkit.update.reference import live_reference
 
-__all__ = ["LOSSES", "OnlineDPORun", "label_pairs", "pair_items", "setup", "train", "update"]
+__all__ = [
+    "LOSSES", "OnlineDPORun", "label_batch", "label_pairs", "pair_items", "setup", "train", "update",
+]  # fmt: skip
 
 OnlineDPOResult = OnlineResult
 
@@ -115,6 +125,13 @@ class OnlineDPORun:
     scheduler: Any
     state: OnlineState
     judges: dict[str, Judge]
+    pair_judge: Any = None  # label: judge — the pairwise judge that labels; None: the reward
+
+
+def _no_reward(prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+    """The rollout's scores when the judge labels and no reward is configured: 0 (so the
+    `reward/*` metrics are 0; the shared rollout and monitors expect a score)."""
+    return [0.0] * len(responses)
 
 
 def setup(
@@ -122,10 +139,16 @@ def setup(
     *,
     judges: dict[str, Judge] | None = None,
     reward_fn: Callable[..., Sequence[float]] | None = None,
+    pair_judge: Any = None,
 ) -> OnlineDPORun:
     """Read the data (bad rows reported before anything is written), start the engine, load
-    the policy, the frozen reference and the reward, resume if possible."""
+    the policy, the frozen reference, the reward and the judge, resume if possible."""
+    scored = bool(reward_fn or cfg.reward_model or cfg.reward_fn or cfg.rewards)
+    if cfg.label == "judge" and not scored:  # a reward is optional: the judge labels
+        reward_fn = _no_reward
     check_model_sources(cfg, reward_fn)
+    if cfg.label == "judge" and pair_judge is None:
+        check_judge(cfg.judge)  # template and model folder, before the run directory
     tokenizer = load_tokenizer(
         cfg.tokenizer or cfg.policy.name_or_path,
         "tokenizer" if cfg.tokenizer else "policy.name_or_path",
@@ -156,25 +179,34 @@ def setup(
         ref_policy if ref_policy is not None else inner,  # LoRA: adapters disabled
         functools.partial(reference_context, inner, ref_policy),
     )
+    if cfg.label == "judge" and pair_judge is None:
+        pair_judge = build_judge(cfg.judge, engine.device)
     state = OnlineState.new(cfg, data.prompts)
     saved = engine.resume()
     if saved:
         state.load_state_dict(saved)
     models = OnlineModels(policy, tokenizer, reward, ref_policy, use_ref=False, engine=sampler)
     return OnlineDPORun(
-        cfg, engine, data, models, reference, optimizer, scheduler, state, dict(judges or {})
-    )
+        cfg, engine, data, models, reference, optimizer, scheduler, state, dict(judges or {}),
+        pair_judge if cfg.label == "judge" else None,
+    )  # fmt: skip
 
 
-def label_pairs(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(chosen rows, rejected rows, ties dropped) of a batch of prompts × K samples (groups
-    contiguous): per prompt the highest- and the lowest-scored sample (the first of equals);
-    prompts whose K scores are all equal give no pair."""
-    grouped = scores.view(-1, k)
-    base = torch.arange(grouped.shape[0]) * k
-    best, worst = base + grouped.argmax(1), base + grouped.argmin(1)
-    keep = grouped.amax(1) > grouped.amin(1)
-    return best[keep], worst[keep], int((~keep).sum())
+def label_batch(run: OnlineDPORun, batch: Collected) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(chosen rows, rejected rows, labelling metrics): by the reward's scores (`label_pairs`),
+    or by the pairwise judge asked in both orders (`label.judge_pairs`)."""
+    k = run.cfg.num_samples
+    if run.pair_judge is None:
+        chosen, rejected, ties = label_pairs(batch.experience.scores.cpu(), k)
+        return chosen, rejected, {"pairs/ties_dropped": ties}
+    prompts = [record.prompt for record in batch.records]
+    judged = judge_pairs(run.pair_judge, prompts, batch.responses, k)
+    return judged.chosen, judged.rejected, {
+        "pairs/ties_dropped": judged.ties,
+        "label/judgments": judged.judgments,
+        "label/judge_ties": judged.judge_ties,
+        "label/order_disagreement": judged.order_disagreements,
+    }  # fmt: skip
 
 
 def _reply(exp: Experience, row: int) -> tuple[list[int], list[int]]:
@@ -246,13 +278,16 @@ def train(
     *,
     judges: dict[str, Judge] | None = None,
     reward_fn: Callable[..., Sequence[float]] | None = None,
+    pair_judge: Any = None,
 ) -> OnlineDPOResult:
     """Run online (or iterative) DPO; returns the saved policy and the final metrics.
 
     `judges` score held-out replies at each evaluation (`eval/<name>`);
-    `reward_fn(prompts, responses[, records]) -> floats` replaces the configured reward.
+    `reward_fn(prompts, responses[, records]) -> floats` replaces the configured reward;
+    with `label: judge`, `pair_judge` (a callable `(prompt, a, b) -> P(a better)` or an object
+    with `judge_many`, as `rollout.ask_both_orders` takes) replaces the configured judge.
     """
-    run = setup(cfg, judges=judges, reward_fn=reward_fn)
+    run = setup(cfg, judges=judges, reward_fn=reward_fn, pair_judge=pair_judge)
     engine, state, acc = run.engine, run.state, run.engine.accelerator
     eos_id = stop_token_ids(run.models.tokenizer)
     start, total = state.iteration, cfg.iterations
@@ -282,8 +317,8 @@ def train(
                 break
             continue
 
-        # 2. label: the best and the worst reply of each prompt by the reward; ties dropped
-        chosen, rejected, ties = label_pairs(exp.scores.cpu(), cfg.num_samples)
+        # 2. label: the best and the worst reply of each prompt (reward or judge); ties dropped
+        chosen, rejected, labelled = label_batch(run, batch)
         cut = len(chosen) % acc.num_processes  # every process needs pairs in every step
         chosen, rejected = chosen[: len(chosen) - cut], rejected[: len(rejected) - cut]
 
@@ -308,9 +343,9 @@ def train(
 
         # 5. log, samples, evaluation, checkpoint
         scores = exp.scores.cpu()
-        metrics = rollout_metrics(exp, eos_id) | {
+        metrics = rollout_metrics(exp, eos_id) | labelled
+        metrics |= {
             "pairs/kept": len(items),
-            "pairs/ties_dropped": ties,
             "pairs/dropped_for_sharding": cut,
             "reward/score_chosen": float(scores[chosen].mean()) if len(items) else 0.0,
             "reward/score_rejected": float(scores[rejected].mean()) if len(items) else 0.0,

@@ -2,8 +2,14 @@
 
 Both fill an editable prompt template (`templates/pairwise_judge.txt`, or the user's file) with
 the conversation and two replies and return a `Verdict`: P(reply A is better) and the raw
-output, which the evaluation saves for audit. Ask them through `judges.judge_both_orders`,
-never in one order only: LLM judges favour a position (Zheng et al. 2023 §3.3; Wang et al. 2023).
+output, which the evaluation saves for audit. Ask them in both orders (`ask_both_orders`, which
+`eval.judges.judge_both_orders` and online DPO's labelling use), never in one order only: LLM
+judges favour a position (Zheng et al. 2023 §3.3; Wang et al. 2023). `JudgeConfig` is how a
+judge is configured (`rlhfkit eval run --judge-*`, `rlhfkit online-dpo judge.*`);
+`check_judge` / `build_judge` check it before a run starts and build it.
+
+They live in `rollout` (beside the rewards) rather than in `eval`, so that a trainer can label
+with them: `eval` sits above the algorithms (docs/architecture.md, "Layers").
 
 Implementation details:
 
@@ -33,14 +39,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import Field, model_validator
 
+from rlhfkit.config import ConfigBase, ConfigError
 from rlhfkit.types import Dialogue, Message
 
 __all__ = [
     "DEFAULT_TEMPLATE",
+    "JudgeConfig",
+    "Judgment",
     "LocalLMJudge",
     "OpenAIJudge",
     "Verdict",
+    "ask_both_orders",
+    "build_judge",
+    "check_judge",
     "load_template",
     "render_dialogue",
 ]
@@ -199,3 +212,136 @@ class OpenAIJudge:
 
     def __call__(self, prompt: Any, reply_a: str, reply_b: str) -> float:
         return self.judge(prompt, reply_a, reply_b).p_a
+
+
+class JudgeConfig(ConfigBase):
+    """A pairwise LLM judge: a local causal LM (`model`) or an OpenAI-compatible endpoint
+    (`url` + `api_model`), with its prompt template. The options of `rlhfkit eval run`
+    (`--judge-model`, `--judge-url`, `--judge-api-model`, `--judge-api-key-env`,
+    `--judge-template`) fill the same keys."""
+
+    model: str | None = None
+    """A local causal LM folder as the judge (verdict: P("A") / (P("A") + P("B")) of its next
+    token)."""
+    url: str | None = None
+    """An OpenAI-compatible base URL instead, e.g. http://host:8000/v1 (temperature 0)."""
+    api_model: str | None = None
+    """The model name the endpoint at `url` serves."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the endpoint's API key (never a file or the command line)."""
+    template: str | None = None
+    """Judge prompt template file (null: rlhfkit's, `rollout/templates/pairwise_judge.txt`)."""
+    batch_size: int = Field(16, ge=1)
+    """Judgments per forward pass of a local judge."""
+
+    @model_validator(mode="after")
+    def _one_judge(self) -> JudgeConfig:
+        if self.model and self.url:
+            raise ValueError("give judge `model` (a local causal LM) or `url`, not both")
+        if self.url and not self.api_model:
+            raise ValueError("judge `url` needs `api_model` (the model name the endpoint serves)")
+        return self
+
+    @property
+    def given(self) -> bool:
+        return bool(self.model or self.url)
+
+
+def check_judge(cfg: JudgeConfig, key: str = "judge") -> str:
+    """The template text, after checking what `build_judge` will read: the template file and
+    its placeholders, the local model folder. Raises `ConfigError` / `FileNotFoundError` naming
+    `key` (the config key or option holding the judge), before a run directory is made."""
+    if not cfg.given:
+        raise ConfigError(f"{key}: set {key}.model (a local causal LM) or {key}.url")
+    try:
+        text = load_template(cfg.template)
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"{key}.template: {e}") from None
+    if cfg.model and not cfg.model.startswith("tiny:"):
+        from rlhfkit.models import check_source
+
+        check_source(cfg.model, f"{key}.model", "model")
+    return text
+
+
+def build_judge(
+    cfg: JudgeConfig, device: torch.device | str = "cpu", key: str = "judge"
+) -> LocalLMJudge | OpenAIJudge:
+    """The judge `cfg` names (checked by `check_judge` first)."""
+    text = check_judge(cfg, key)
+    if cfg.url:
+        return OpenAIJudge(cfg.url, str(cfg.api_model), cfg.api_key_env, text)
+    from rlhfkit.models import ModelConfig, load_policy, load_tokenizer
+
+    model = load_policy(ModelConfig(name_or_path=str(cfg.model))).to(device)
+    return LocalLMJudge(model, load_tokenizer(cfg.model), text, cfg.batch_size)
+
+
+@dataclass(frozen=True)
+class Judgment:
+    """One item judged in both orders: J(x, a, b) and J(x, b, a) with the judge's raw output."""
+
+    prompt: Any
+    reply_a: str
+    reply_b: str
+    p_ab: float  # P(a better) with a shown first
+    p_ba: float  # P(b better) with b shown first
+    raw_ab: str
+    raw_ba: str
+
+    @property
+    def outcome(self) -> float:
+        """½·(J(x, a, b) + 1 − J(x, b, a)): a's share of a win, position bias averaged out."""
+        return 0.5 * (self.p_ab + 1.0 - self.p_ba)
+
+    @property
+    def inconsistent(self) -> bool:
+        """Both orders decisive (≠ ½) but naming different replies: the verdict followed the
+        position, not the reply."""
+        if self.p_ab == 0.5 or self.p_ba == 0.5:
+            return False
+        return (self.p_ab > 0.5) != (self.p_ba < 0.5)
+
+    def to_dict(self) -> dict[str, Any]:
+        prompt = self.prompt
+        if not isinstance(prompt, str):
+            prompt = [{"role": m.role, "content": m.content} for m in prompt]
+        return {
+            "prompt": prompt, "reply_a": self.reply_a, "reply_b": self.reply_b,
+            "p_a_first": self.p_ab, "p_b_first": self.p_ba,
+            "raw_a_first": self.raw_ab, "raw_b_first": self.raw_ba,
+            "outcome": self.outcome, "inconsistent": self.inconsistent,
+        }  # fmt: skip
+
+
+def ask_both_orders(judge: Any, items: Sequence[tuple[Any, str, str]]) -> list[Judgment]:
+    """Every (prompt, a, b) asked as (a, b) and as (b, a). `judge` is a pairwise callable
+    `(prompt, a, b) -> P(a better)`, or has `judge_many(items) -> [Verdict]` (one batched call
+    per order) / `judge(prompt, a, b) -> Verdict` (the LLM judges), whose raw outputs are kept.
+    Raises ValueError for an answer outside [0, 1]."""
+    items = list(items)
+    swapped = [(p, b, a) for p, a, b in items]
+    if hasattr(judge, "judge_many"):
+        first, second = judge.judge_many(items), judge.judge_many(swapped)
+        pairs = [((f.p_a, f.raw), (s.p_a, s.raw)) for f, s in zip(first, second, strict=True)]
+    elif hasattr(judge, "judge"):
+        pairs = [
+            ((v.p_a, v.raw), (w.p_a, w.raw))
+            for v, w in (
+                (judge.judge(*x), judge.judge(*y)) for x, y in zip(items, swapped, strict=True)
+            )
+        ]
+    else:
+        pairs = [
+            ((float(judge(*x)), ""), (float(judge(*y)), ""))
+            for x, y in zip(items, swapped, strict=True)
+        ]
+    judgments = []
+    for (p, a, b), ((p_ab, raw_ab), (p_ba, raw_ba)) in zip(items, pairs, strict=True):
+        for value, order in ((p_ab, "(a, b)"), (p_ba, "(b, a)")):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(
+                    f"pairwise judge returned {value} for order {order}; expected [0, 1]"
+                )
+        judgments.append(Judgment(p, a, b, p_ab, p_ba, str(raw_ab), str(raw_ba)))
+    return judgments
