@@ -17,7 +17,8 @@ TRL is not a dependency of rlhfkit: `--trl-python` is the interpreter of an envi
 1.16 (reward, dpo, kto, grpo, rloo) and `--trl-ppo-python` one with TRL 1.12 (its last release
 with a PPO trainer); `--trl-bench` is the script that runs TRL's trainers on the anchor assets and
 prints one JSON line with `s_per_step` (the anchor benchmark's `bench_trl.py`); `--assets` its
-assets folder (both sides read it).
+assets folder (both sides read it). Online DPO's TRL side is `online_dpo_throughput.py --trl`
+run by `--trl-python`.
 
     python -m benchmarks.vs_trl --trl-python ENV/bin/python --trl-ppo-python ENV_PPO/bin/python \
         --trl-bench PATH/bench_trl.py --assets DIR --trainers grpo rloo ppo dpo rm --threads 1 \
@@ -41,7 +42,9 @@ from benchmarks.common import ROOT, emit, load_avg
 PLAN = {
     "rm": ("reward", "benchmarks.rm_throughput", [], (8, 24), "--steps", False),
     "dpo": ("dpo", "benchmarks.dpo_throughput", ["--reference", "live"], (8, 24), "--steps", False),
-    "kto": ("kto", "benchmarks.kto_throughput", [], (8, 24), "--steps", False),
+    "kto": ("kto", "benchmarks.kto_throughput", ["--reference", "live"], (8, 24), "--steps", False),
+    # TRL's side of online DPO is the same script with --trl, in TRL's environment
+    "online_dpo": (None, "benchmarks.online_dpo_throughput", [], (4, 10), "--iterations", True),
     "grpo": ("grpo", "benchmarks.pg_throughput", ["--algo", "grpo"], (4, 12), "--iterations", True),
     "rloo": ("rloo", "benchmarks.pg_throughput", ["--algo", "rloo"], (4, 12), "--iterations", True),
     "ppo": ("ppo", "benchmarks.ppo_throughput", [], (3, 7), "--iterations", True),
@@ -100,11 +103,10 @@ def commands(args: argparse.Namespace, trainer: str, steps: int) -> dict[str, li
     ours_n = steps - WARMUP if minus_warmup else steps
     ours = [sys.executable, "-m", module, *extra, "--precision", "fp32",
             count_flag, str(ours_n), "--warmup", str(WARMUP), *common]  # fmt: skip
-    out = {
-        "trl": [python, args.trl_bench, trl_cmd, "--steps", str(steps), "--warmup", str(WARMUP),
-                *common],
-        "rlhfkit": ours,
-    }  # fmt: skip
+    trl = [python, args.trl_bench, trl_cmd, "--steps", str(steps)]
+    if trl_cmd is None:
+        trl = [python, "-m", module, "--trl", count_flag, str(ours_n)]
+    out = {"trl": [*trl, "--warmup", str(WARMUP), *common], "rlhfkit": ours}
     if args.compile:
         out["rlhfkit_compile"] = [*ours, "--compile"]
     return out
