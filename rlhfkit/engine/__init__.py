@@ -16,6 +16,7 @@ from rlhfkit.engine.checkpoint import (
 from rlhfkit.engine.engine import Engine, EngineConfig, autocast, launched_processes
 from rlhfkit.engine.memory import keep_freed_memory
 from rlhfkit.engine.metrics import MetricsLogger, TokenRate
+from rlhfkit.engine.modes import eval_mode
 from rlhfkit.engine.optim import OptimConfig, build_optimizer, build_scheduler
 from rlhfkit.engine.rundir import RunDir
 from rlhfkit.engine.steps import (
@@ -45,6 +46,7 @@ __all__ = [
     "build_scheduler",
     "gathered",
     "capture_rng_state",
+    "eval_mode",
     "grad_norm",
     "keep_freed_memory",
     "latest_checkpoint",

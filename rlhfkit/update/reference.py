@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import torch
 
 from rlhfkit.data import EncodedPair, TokenBudgetSampler, shared_length
-from rlhfkit.engine import Engine, latest_checkpoint
+from rlhfkit.engine import Engine, eval_mode, latest_checkpoint
 from rlhfkit.models import ModelConfig, load_policy
 from rlhfkit.rollout import reference_context
 from rlhfkit.update.pairs import collate, pair_logps
@@ -82,14 +82,11 @@ def reference_logps(
     `progress` wraps the list of batches (e.g. `engine.progress`, to show how far it is)."""
     if not items:
         return torch.zeros(2, 0)
-    was_training = model.training
-    model.eval()
     out = torch.zeros(2, len(items))
-    with context():
+    with eval_mode(model), context():
         for b in progress(inference_batches(items, data)):
             batch = collate([items[i] for i in b], pad_id, data.share_prompt)
             out[:, b] = pair_logps(model, batch).float().cpu()
-    model.train(was_training)
     return out
 
 
@@ -151,9 +148,5 @@ def live_reference(
     model: torch.nn.Module, context: Callable[[], Any], batch: dict[str, Any]
 ) -> torch.Tensor:
     """(2, n) reference log-probs of a collated batch, computed now (eval mode, no gradient)."""
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), context():
-        out = pair_logps(model, batch)
-    model.train(was_training)
-    return out
+    with eval_mode(model), torch.no_grad(), context():
+        return pair_logps(model, batch)

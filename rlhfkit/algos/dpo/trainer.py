@@ -80,6 +80,7 @@ from rlhfkit.engine import (
     accumulate,
     build_optimizer,
     build_scheduler,
+    eval_mode,
     optimizer_step,
     unwrap,
 )
@@ -185,16 +186,14 @@ def evaluate(
     accuracy of the implicit reward) over `items` (every process all of them, with the model
     inside the DDP wrapper)."""
     model = unwrap(model)
-    was_training = model.training
-    model.eval()
     sums = dict.fromkeys(STAT_KEYS, 0.0)
-    for b in inference_batches(items, cfg.data):
-        batch = collate([items[i] for i in b], pad_id, cfg.data.share_prompt)
-        batch["index"] = torch.tensor(b)
-        _, stats = micro_batch_loss(model, batch, ref, len(items), 1, variant, cfg)
-        for k, v in stats.items():
-            sums[k] += float(v)
-    model.train(was_training)
+    with eval_mode(model):
+        for b in inference_batches(items, cfg.data):
+            batch = collate([items[i] for i in b], pad_id, cfg.data.share_prompt)
+            batch["index"] = torch.tensor(b)
+            _, stats = micro_batch_loss(model, batch, ref, len(items), 1, variant, cfg)
+            for k, v in stats.items():
+                sums[k] += float(v)
     return {
         "eval/loss": sums["loss"],
         **pair_metrics(sums, len(items), "eval/"),

@@ -69,6 +69,7 @@ from rlhfkit.engine import (
     accumulate,
     build_optimizer,
     build_scheduler,
+    eval_mode,
     optimizer_step,
     unwrap,
 )
@@ -268,19 +269,17 @@ def evaluate(
     """Held-out loss and TRL's metrics over `items` (every process all of them), z₀ from the
     validation set's own mismatched pairs."""
     model = unwrap(model)
-    was_training = model.training
-    model.eval()
     batches = [
         _batch(items, labels, b, pad_id, cfg.data.share_prompt)
         for b in inference_batches(items, cfg.data)
     ]
-    z0 = kto_reference_point(sum(float(_kl_sum(model, b, ref)) for b in batches), len(items))
     sums = dict.fromkeys(STAT_KEYS, 0.0)
-    for batch in batches:
-        _, stats = micro_batch_loss(model, batch, ref, z0, len(items), 1, cfg, weights)
-        for k, v in stats.items():
-            sums[k] += float(v)
-    model.train(was_training)
+    with eval_mode(model):
+        z0 = kto_reference_point(sum(float(_kl_sum(model, b, ref)) for b in batches), len(items))
+        for batch in batches:
+            _, stats = micro_batch_loss(model, batch, ref, z0, len(items), 1, cfg, weights)
+            for k, v in stats.items():
+                sums[k] += float(v)
     return {"eval/loss": sums["loss"], **_named(sums, float(z0), "eval/")}
 
 

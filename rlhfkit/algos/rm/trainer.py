@@ -68,6 +68,7 @@ from rlhfkit.engine import (
     accumulate,
     build_optimizer,
     build_scheduler,
+    eval_mode,
     optimizer_step,
     unwrap,
 )
@@ -246,18 +247,17 @@ def evaluate(
     """Held-out metrics (see `evaluate.pair_metrics`), gathered over processes (each scores its
     share with the model inside the DDP wrapper: no gradients, no collective per forward)."""
     rm = unwrap(rm)
-    was_training = rm.training
-    rm.eval()
     acc = engine.accelerator
-    idx, chosen, rejected = score_pairs(
-        rm,
-        items,
-        pad_id,
-        cfg.data.max_tokens,
-        engine.device,
-        acc.process_index,
-        engine.num_processes,
-    )
+    with eval_mode(rm):
+        idx, chosen, rejected = score_pairs(
+            rm,
+            items,
+            pad_id,
+            cfg.data.max_tokens,
+            engine.device,
+            acc.process_index,
+            engine.num_processes,
+        )
     if engine.num_processes > 1:
         from accelerate.utils import gather_object
 
@@ -266,7 +266,6 @@ def evaluate(
         )
     order = torch.argsort(idx)
     chosen, rejected = chosen[order], rejected[order]
-    rm.train(was_training)
     gold = gold_gaps_of(pairs)
     return pair_metrics(chosen, rejected, gold, cfg.calibration_bins, groups_of(pairs))
 
@@ -284,8 +283,6 @@ def fit_normalization(
     unit variance under "standardize"); (0, 1) for "none"."""
     if cfg.normalize == "none":
         return 0.0, 1.0
-    was_training = rm.training
-    rm.eval()
     rm.set_normalization(0.0, 1.0)
     raw: list[torch.Tensor] = []
     n_rows = 0
@@ -296,14 +293,14 @@ def fit_normalization(
         False,
         group_keys=[variant.rows(it) for it in items] if cfg.data.ranked else None,
     )
-    for b in sampler:
-        if n_rows >= cfg.normalize_samples:
-            break
-        batch = variant.collate([items[i] for i in b], pad_id)
-        scores = rm(batch["input_ids"].to(device), batch["attention_mask"].to(device)).scores
-        raw.append(scores.double().cpu())
-        n_rows += scores.numel()
-    rm.train(was_training)
+    with eval_mode(rm):
+        for b in sampler:
+            if n_rows >= cfg.normalize_samples:
+                break
+            batch = variant.collate([items[i] for i in b], pad_id)
+            scores = rm(batch["input_ids"].to(device), batch["attention_mask"].to(device)).scores
+            raw.append(scores.double().cpu())
+            n_rows += scores.numel()
     values = torch.cat(raw)[: cfg.normalize_samples]
     offset = float(values.mean())
     scale = 1.0

@@ -55,6 +55,7 @@ from rlhfkit.engine import (
     accumulate,
     build_optimizer,
     build_scheduler,
+    eval_mode,
     optimizer_step,
     unwrap,
 )
@@ -153,23 +154,21 @@ def evaluate(
     W-th batch: no gradients, so the model inside the DDP wrapper, which needs no equal number of
     forwards per process)."""
     model = unwrap(model)
-    was_training = model.training
-    model.eval()
     acc = engine.accelerator
     order = sorted(range(len(items)), key=lambda i: items[i].length)
     sampler = TokenBudgetSampler([items[i].length for i in order], cfg.data.max_tokens, False)
     nll_sum = torch.zeros((), dtype=torch.float64, device=engine.device)
     count = torch.zeros((), dtype=torch.float64, device=engine.device)
-    for k, b in enumerate(sampler):
-        if k % engine.num_processes != acc.process_index:
-            continue
-        batch = _batch([items[order[i]] for i in b], cfg, pad_id, dtype)
-        nll = -_logprobs(model, batch, engine.device)
-        mask = batch["response_mask"].to(engine.device)[:, 1:].bool()
-        nll_sum += masked_sum(nll.double(), mask)
-        count += mask.sum()
+    with eval_mode(model):
+        for k, b in enumerate(sampler):
+            if k % engine.num_processes != acc.process_index:
+                continue
+            batch = _batch([items[order[i]] for i in b], cfg, pad_id, dtype)
+            nll = -_logprobs(model, batch, engine.device)
+            mask = batch["response_mask"].to(engine.device)[:, 1:].bool()
+            nll_sum += masked_sum(nll.double(), mask)
+            count += mask.sum()
     nll_sum, count = acc.reduce(nll_sum, "sum"), acc.reduce(count, "sum")
-    model.train(was_training)
     nll = float(nll_sum / count.clamp(min=1))
     return {
         "eval/loss": nll,
