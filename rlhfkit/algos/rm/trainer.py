@@ -63,17 +63,22 @@ from rlhfkit.data import (
 from rlhfkit.data.readers import Task
 from rlhfkit.engine import (
     Engine,
-    NonFiniteError,
     TokenRate,
     accumulate,
     build_optimizer,
     build_scheduler,
     eval_mode,
-    optimizer_step,
+    evaluate_and_save,
+    finish,
+    resumed_step,
+    step_or_skip,
     unwrap,
 )
 from rlhfkit.models import ScalarModel, build_scalar_model, check_fits, load_tokenizer
 from rlhfkit.types import PreferencePair, RankedList
+
+# the summed stats of a step: preference loss, LM loss, correct comparisons, Σ score gaps
+STAT_KEYS = ("pref", "lm", "correct", "gap")
 
 
 @dataclass
@@ -227,12 +232,27 @@ def accumulate_gradients(
     """Backward over this process's micro-batches of one optimiser step (`engine.accumulate`);
     returns the summed (preference loss, LM loss, correct comparisons, Σ score gaps), averaged
     over processes."""
-    losses = [
+    sums = accumulate(acc, model, _losses(acc, model, batches, n_cmp, n_lm, world, cfg))
+    return _stat_tensor(sums, next(model.parameters()).device)
+
+
+def _losses(
+    acc: Any,
+    model: torch.nn.Module,
+    batches: Sequence[dict[str, Any]],
+    n_cmp: float,
+    n_lm: float,
+    world: int,
+    cfg: RMConfig,
+) -> list[Callable[[], tuple[torch.Tensor, dict[str, torch.Tensor]]]]:
+    return [
         functools.partial(micro_batch_loss, acc, model, b, n_cmp, n_lm, world, cfg) for b in batches
     ]
-    sums = accumulate(acc, model, losses)
-    device = next(model.parameters()).device
-    return torch.tensor([sums[k] for k in ("pref", "lm", "correct", "gap")], device=device)
+
+
+def _stat_tensor(sums: dict[str, float], device: torch.device) -> torch.Tensor:
+    """The summed stats as one tensor in `STAT_KEYS` order (the logged metrics read it)."""
+    return torch.tensor([sums[k] for k in STAT_KEYS], device=device)
 
 
 @torch.no_grad()
@@ -309,19 +329,36 @@ def fit_normalization(
     return offset, scale
 
 
-def train(cfg: RMConfig) -> RMResult:
-    """Train a reward model on comparisons; returns the saved folder and final metrics."""
-    variant = VARIANTS["ranked" if cfg.data.ranked else "pairs"]
+@dataclass
+class RMRun:
+    """What a reward-model run trains with (`setup`)."""
 
-    # 1. data: read (every bad row, an empty source, a missing model or tokenizer reported
-    # before the run directory is made), split, tokenize, plan
+    cfg: RMConfig
+    engine: Engine
+    variant: Variant  # pairs or ranked lists, picked once
+    tokenizer: Any
+    items: list  # training pairs or ranked lists, tokenized
+    val_items: list  # validation pairs, tokenized (may be empty)
+    val_pairs: list[PreferencePair]  # the validation pairs as read (gold gaps, groups)
+    collate: Callable[..., dict]  # items → a batch (shared-prompt rows or plain rows)
+    plan: list[list[list[int]]]  # per optimiser step, its micro-batches of item indices
+    model: torch.nn.Module  # prepared (inside the DDP wrapper)
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    start: int  # the last step of the checkpoint resumed from (0: a fresh run)
+
+
+def setup(cfg: RMConfig) -> RMRun:
+    """Read the data (every bad row, an empty source, a missing model or tokenizer reported
+    before the run directory is made), split, tokenize, plan; start the engine, build the
+    model (a new scalar head on the SFT model's body), resume if possible."""
+    variant = VARIANTS["ranked" if cfg.data.ranked else "pairs"]
     train_recs, val_pairs = _read(cfg, variant)
     tokenizer = load_tokenizer(
         cfg.tokenizer or cfg.model.name_or_path,
         "tokenizer" if cfg.tokenizer else "model.name_or_path",
     )
     check_fits(cfg.model, cfg.data.max_length)
-    pad_id = tokenizer.pad_token_id
     d = cfg.data
     items = variant.encode(
         tokenizer, train_recs, d.max_length, d.max_prompt_length, d.prompt_template
@@ -362,7 +399,7 @@ def train(cfg: RMConfig) -> RMResult:
         f"validation pairs, {len(plan)} optimiser steps"
     )
 
-    # 2. model (from the SFT model: a new scalar head on its body), optimiser, schedule
+    # the model (from the SFT model: a new scalar head on its body), optimiser, schedule
     rm = build_scalar_model(cfg.model)
     if cfg.beta_rm > 0:
         rm.attach_lm_head(cfg.model.name_or_path)
@@ -372,67 +409,91 @@ def train(cfg: RMConfig) -> RMResult:
     model, optimizer = acc.prepare(rm, optimizer)
     acc.register_for_checkpointing(scheduler)  # prepared schedulers step once per process
     model.train(not cfg.disable_dropout)  # eval mode = no dropout; gradients flow either way
+    return RMRun(
+        cfg=cfg,
+        engine=engine,
+        variant=variant,
+        tokenizer=tokenizer,
+        items=items,
+        val_items=val_items,
+        val_pairs=val_pairs,
+        collate=collate,
+        plan=plan,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        start=resumed_step(engine),
+    )
 
-    # 3. resume
-    state = engine.resume()
-    start = state["step"] if state else 0
 
-    # 4. loop
+def train(cfg: RMConfig) -> RMResult:
+    """Train a reward model on comparisons; returns the saved folder and final metrics."""
+    run = setup(cfg)
+    engine, acc, plan, model = run.engine, run.engine.accelerator, run.plan, run.model
     world, rank = engine.num_processes, acc.process_index
+    pad_id, last, items = run.tokenizer.pad_token_id, len(run.plan), run.items
+    evaluate_now = None
+    if run.val_items:
+        evaluate_now = functools.partial(
+            evaluate, model, engine, run.val_items, run.val_pairs, cfg, pad_id
+        )
     skipped = 0  # optimiser steps skipped for a NaN/inf loss or gradient
     metrics: dict[str, Any] = {}
     rate = TokenRate()  # training tokens/s, evaluation and checkpoints excluded
-    for step in engine.progress(
-        range(start + 1, len(plan) + 1), total=len(plan) - start, desc="rm"
-    ):
+    for step in engine.progress(range(run.start + 1, last + 1), total=last - run.start, desc="rm"):
+        # 1. batches: this process's micro-batches of the planned step, over the step's global
+        # counts of comparisons and of chosen-reply tokens
         groups = plan[step - 1]
-        n_cmp = sum(variant.comparisons(items[i]) for b in groups for i in b)
+        n_cmp = sum(run.variant.comparisons(items[i]) for b in groups for i in b)
         n_lm = sum(chosen_target_tokens(items[i]) for b in groups for i in b)
-        batches = [collate([items[i] for i in b], pad_id) for b in groups[rank::world]]
-        try:
-            sums = accumulate_gradients(acc, model, batches, n_cmp, n_lm, world, cfg)
-            grad_norm = optimizer_step(acc, model, optimizer, scheduler, cfg.optim.max_grad_norm)
-        except NonFiniteError as e:  # the step is skipped: weights and optimiser unchanged
-            skipped += 1
-            engine.print(f"[yellow]rm step {step}: {e}; step skipped")
-            sums, grad_norm = torch.full((4,), float("nan"), device=engine.device), float("nan")
+        batches = [run.collate([items[i] for i in b], pad_id) for b in groups[rank::world]]
+
+        # 2. one optimiser step (a NaN/inf loss or gradient skips it: nothing moves)
+        out = step_or_skip(
+            engine,
+            model,
+            _losses(acc, model, batches, n_cmp, n_lm, world, cfg),
+            optimizer=run.optimizer,
+            scheduler=run.scheduler,
+            max_grad_norm=cfg.optim.max_grad_norm,
+            stat_keys=STAT_KEYS,
+            what=f"rm step {step}",
+        )
+        skipped += out.skipped
+        sums = _stat_tensor(out.sums, next(model.parameters()).device)
         rate.add(sum(int(b["attention_mask"].sum()) for b in batches))
 
-        # 5. log, evaluate, checkpoint
-        if step % cfg.log_every == 0 or step == len(plan):
+        # 3. log, evaluate, checkpoint
+        if step % cfg.log_every == 0 or step == last:
             # `accumulate` averaged the sums over processes: losses are the step's, counts / W
             metrics = {
                 "loss/rm": float(sums[0]),
                 "rm/accuracy": float(sums[2]) * world / n_cmp,
                 "rm/margin": float(sums[3]) * world / n_cmp,
-                "optim/lr": scheduler.get_last_lr()[0],
+                "optim/lr": run.scheduler.get_last_lr()[0],
                 **rate.take(world),  # perf/tokens (non-padding) and tokens/s since the last log
             }
             if cfg.beta_rm > 0:
                 metrics["loss/lm"] = float(sums[1])
-            metrics["optim/grad_norm"] = grad_norm
+            metrics["optim/grad_norm"] = out.grad_norm
             metrics["nan/skipped_steps"] = skipped
             engine.log(metrics, step)
-        if val_items and cfg.eval_every and step % cfg.eval_every == 0 and step != len(plan):
-            with rate.paused():
-                engine.log(evaluate(model, engine, val_items, val_pairs, cfg, pad_id), step)
-        if engine.should_save(step) or step == len(plan):
-            with rate.paused():
-                engine.save(step, {"step": step})
+        evaluate_and_save(
+            engine, step, last=last, rate=rate, eval_every=cfg.eval_every, evaluate=evaluate_now
+        )
 
-    # 6. normalise scores on the reference set, evaluate, save the folder
+    # 4. normalise scores on the reference set, evaluate, save the folder
     reward_model: ScalarModel = acc.unwrap_model(model)
-    offset, scale = fit_normalization(reward_model, items, variant, cfg, pad_id, engine.device)
+    offset, scale = fit_normalization(reward_model, items, run.variant, cfg, pad_id, engine.device)
     reward_model.set_normalization(offset, scale)
-    metrics.update({"rm/score_offset": offset, "rm/score_scale": scale})
-    if val_items:
-        final = evaluate(model, engine, val_items, val_pairs, cfg, pad_id)
-        engine.log({**final, "rm/score_offset": offset, "rm/score_scale": scale}, len(plan))
-        metrics.update(final)
-    model_dir = engine.run.path / "model"
-    acc.wait_for_everyone()
-    if engine.is_main:
-        reward_model.save(model_dir, tokenizer)
-    acc.wait_for_everyone()
-    engine.close()
+    normalization = {"rm/score_offset": offset, "rm/score_scale": scale}
+    metrics.update(normalization)
+    model_dir = finish(
+        engine,
+        last=last,
+        metrics=metrics,
+        # the final evaluation, logged with the normalisation
+        evaluate=(lambda: evaluate_now() | normalization) if evaluate_now else None,
+        save=lambda path: reward_model.save(path, run.tokenizer),
+    )
     return RMResult(model_dir, engine.run.path, metrics)

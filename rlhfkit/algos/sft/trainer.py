@@ -50,13 +50,14 @@ from rlhfkit.data import (
 )
 from rlhfkit.engine import (
     Engine,
-    NonFiniteError,
     TokenRate,
-    accumulate,
     build_optimizer,
     build_scheduler,
     eval_mode,
-    optimizer_step,
+    evaluate_and_save,
+    finish,
+    resumed_step,
+    step_or_skip,
     unwrap,
 )
 from rlhfkit.models import check_fits, load_policy, load_tokenizer, save_policy
@@ -229,17 +230,17 @@ def train(cfg: SFTConfig) -> SFTResult:
     policy.train()
 
     # 3. resume
-    state = engine.resume()
-    start = state["step"] if state else 0
+    start = resumed_step(engine)
 
     # 4. loop: one optimiser step per planned group of micro-batches
-    world, rank = engine.num_processes, acc.process_index
+    world, rank, last = engine.num_processes, acc.process_index, len(plan)
+    evaluate_now = None
+    if val_items:
+        evaluate_now = functools.partial(evaluate, policy, engine, val_items, cfg, pad_id, dtype)
     skipped = 0  # optimiser steps skipped for a NaN/inf loss or gradient
     metrics: dict[str, float] = {}
     rate = TokenRate()  # training tokens/s, evaluation and checkpoints excluded
-    for step in engine.progress(
-        range(start + 1, len(plan) + 1), total=len(plan) - start, desc="sft"
-    ):
+    for step in engine.progress(range(start + 1, last + 1), total=last - start, desc="sft"):
         groups = plan[step - 1]
         n_tokens = sum(target_tokens(train_items[i]) for b in groups for i in b)
         n_seqs = sum(len(b) for b in groups)
@@ -250,41 +251,41 @@ def train(cfg: SFTConfig) -> SFTResult:
             functools.partial(micro_batch_loss, policy, b, n_tokens, n_seqs, world, cfg)
             for b in batches
         ]
-        try:
-            sums = accumulate(acc, policy, losses)
-            grad_norm = optimizer_step(acc, policy, optimizer, scheduler, cfg.optim.max_grad_norm)
-        except NonFiniteError as e:  # the step is skipped: weights and optimiser unchanged
-            skipped += 1
-            engine.print(f"[yellow]sft step {step}: {e}; step skipped")
-            sums, grad_norm = {"loss": float("nan")}, float("nan")
+        # a NaN/inf loss or gradient skips the step: weights and optimiser unchanged
+        out = step_or_skip(
+            engine,
+            policy,
+            losses,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            max_grad_norm=cfg.optim.max_grad_norm,
+            stat_keys=("loss",),
+            what=f"sft step {step}",
+        )
+        skipped += out.skipped
         rate.add(sum(int(b["attention_mask"].sum()) for b in batches))
 
         # 5. log, evaluate, checkpoint
-        if step % cfg.log_every == 0 or step == len(plan):
+        if step % cfg.log_every == 0 or step == last:
             metrics = {
-                "loss/sft": sums["loss"],  # the step's loss (`accumulate` reduced it)
+                "loss/sft": out.sums["loss"],  # the step's loss (`accumulate` reduced it)
                 "optim/lr": scheduler.get_last_lr()[0],
                 **rate.take(world),  # perf/tokens (non-padding) and tokens/s since the last log
-                "optim/grad_norm": grad_norm,
+                "optim/grad_norm": out.grad_norm,
                 "nan/skipped_steps": skipped,
             }
             engine.log(metrics, step)
-        if val_items and cfg.eval_every and step % cfg.eval_every == 0 and step != len(plan):
-            with rate.paused():
-                engine.log(evaluate(policy, engine, val_items, cfg, pad_id, dtype), step)
-        if engine.should_save(step) or step == len(plan):
-            with rate.paused():
-                engine.save(step, {"step": step})
+        evaluate_and_save(
+            engine, step, last=last, rate=rate, eval_every=cfg.eval_every, evaluate=evaluate_now
+        )
 
     # 6. final evaluation and the model folder
-    if val_items:
-        final = evaluate(policy, engine, val_items, cfg, pad_id, dtype)
-        engine.log(final, len(plan))
-        metrics.update(final)
-    model_dir = engine.run.path / "model"
-    acc.wait_for_everyone()
-    if engine.is_main:
-        save_policy(acc.unwrap_model(policy), tokenizer, model_dir)
-    acc.wait_for_everyone()
-    engine.close()
+    unwrapped = acc.unwrap_model(policy)
+    model_dir = finish(
+        engine,
+        last=last,
+        metrics=metrics,
+        evaluate=evaluate_now,
+        save=lambda path: save_policy(unwrapped, tokenizer, path),
+    )
     return SFTResult(model_dir, engine.run.path, metrics)
