@@ -88,11 +88,26 @@ from rlhfkit.models import load_policy, save_policy
 from rlhfkit.types import PreferencePair
 from rlhfkit.update.pairs import PAIR_STAT_KEYS, collate, pair_loss, pair_metrics
 from rlhfkit.update.reference import (
+    REFERENCE_FILE,
     Reference,
     inference_batches,
     load_preference_tokenizer,
     pair_references,
+    reference_logps,
 )
+
+__all__ = [
+    "LOSSES",
+    "REFERENCE_FILE",  # where a run keeps its cached reference log-probs
+    "DPOResult",
+    "DPORun",
+    "Variant",
+    "evaluate",
+    "micro_batch_loss",
+    "reference_logps",
+    "setup",
+    "train",
+]
 
 
 @dataclass
