@@ -5,7 +5,8 @@ the policy saved)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -15,13 +16,12 @@ from rlhfkit.models import save_policy
 from rlhfkit.rollout import OnlineModels, RewardError
 from rlhfkit.update.config import OnlineConfig
 from rlhfkit.update.data import OnlineData
+from rlhfkit.update.sampling import push_policy
 from rlhfkit.update.state import OnlineResult, OnlineState, RunStatus
 
 __all__ = [
+    "OnlineLoop",
     "RolloutVerdict",
-    "check_rollout",
-    "end_iteration",
-    "end_run",
     "evaluate_held_out",
     "finite",
     "minibatch_epochs",
@@ -43,85 +43,6 @@ def timing_metrics(
         "time/training": t_train - t_update,
         "nan/skipped_steps": skipped,
     }
-
-
-def end_iteration(
-    engine: Engine,
-    state: OnlineState,
-    *,
-    cfg: OnlineConfig,
-    iteration: int,
-    total_iters: int,
-    metrics: dict[str, float],
-    batch: Any,
-    evaluate: Callable[[int], dict[str, float]],
-) -> dict[str, float]:
-    """Step 6 of every online loop: collapse warnings, sample file, periodic evaluation, metrics
-    line and checkpoint. `batch` is this rollout's `Collected`; `evaluate(iteration)` returns
-    `eval/*` metrics (or {} without held-out prompts). Returns the logged metrics."""
-    for kind, warning in state.monitor.check_kinds(metrics):
-        if state.throttle.show(kind, iteration):
-            engine.print(f"[yellow]iteration {iteration}: {warning}")
-        state.warnings.append(f"{iteration}: {warning}")
-        metrics["warn/pattern_collapse"] = 1.0
-    if cfg.sample_every and iteration % cfg.sample_every == 0 and engine.is_main:
-        scores = batch.experience.scores.tolist()
-        rows = [
-            {"prompt": p, "response": r, "score": float(s)}
-            for p, r, s in zip(batch.prompts, batch.responses, scores, strict=True)
-        ]
-        engine.run.write_samples(f"iter_{iteration:06d}", rows[: cfg.num_samples])
-    if cfg.eval_every and iteration % cfg.eval_every == 0 and iteration < total_iters:
-        metrics.update(evaluate(iteration))
-    if iteration % cfg.log_every == 0 or iteration == total_iters:
-        engine.log(metrics, iteration)
-    state.iteration = iteration
-    if engine.should_save(iteration):
-        engine.save(iteration, state.state_dict())
-    return metrics
-
-
-def end_run(
-    engine: Engine,
-    state: OnlineState,
-    *,
-    models: OnlineModels,
-    metrics: dict[str, float],
-    start: int,
-    status: RunStatus,
-    evaluate: Callable[[int], dict[str, float]],
-    total_iters: int,
-) -> OnlineResult:
-    """After the loop: the final evaluation (completed runs, merged into `metrics`), the
-    console summary of hidden warnings, a last checkpoint and the trained policy in RUN/policy
-    (with the critic in RUN/critic when there is one) unless the run stopped on NaN (the last
-    good checkpoint stays); then the rollout engine and the engine are closed."""
-    final: dict[str, float] = {}
-    if status == "completed":
-        final = evaluate(total_iters)
-        if final:
-            engine.log(final, total_iters)
-    if state.throttle.hidden:
-        engine.print(
-            f"[yellow]{len(state.warnings)} pattern-collapse warnings in all "
-            f"({state.throttle.hidden} repeats not shown; metric warn/pattern_collapse)"
-        )
-    if state.skipped:
-        reasons = ", ".join(f"{n} for {why}" for why, n in state.skipped.items())
-        engine.print(f"[yellow]rollout batches skipped in this session: {reasons}")
-    last = state.iteration
-    if status != "stopped_on_nan" and last > start and not engine.should_save(last):
-        engine.save(last, state.state_dict())
-    metrics.update(final)
-    acc = engine.accelerator
-    policy_path = engine.run.path / "policy"
-    if engine.is_main and status != "stopped_on_nan":
-        save_policy(acc.unwrap_model(models.policy), models.tokenizer, policy_path)
-        if models.critic is not None:
-            acc.unwrap_model(models.critic).save(engine.run.path / "critic", models.tokenizer)
-    models.engine.close()
-    engine.close()
-    return OnlineResult(policy_path, engine.run.path, metrics, status, last, state.warnings)
 
 
 def minibatch_epochs(
@@ -226,59 +147,180 @@ def _nan_report(exp: Any) -> str:
     return "NaN/inf: " + ", ".join(parts)
 
 
-def check_rollout(
-    engine: Engine,
-    state: OnlineState,
-    *,
-    cfg: OnlineConfig,
-    iteration: int,
-    tensors: tuple[torch.Tensor | None, ...],
-    exp: Any = None,
-    reward: Any = None,
-) -> RolloutVerdict:
-    """ "ok" when every one of `tensors` (the rollout's scores, log-probs, values: those the
-    trainer uses; None: absent) is finite. Otherwise the rollout is bad: NaN/inf in them
-    (`exp`, its `Experience`, names which), or a reward function that failed on it
-    (`reward.failures`, gathered from every process).
+@dataclass
+class OnlineLoop:
+    """The bookkeeping every online trainer's loop shares around its own steps: where the run
+    starts (a resumed run goes on from its checkpoint's iteration), the evaluation before
+    training, `stop_after`, the rollout check after step 1, a NaN/inf stop in the update, step 6
+    (`end_iteration`) and the end of the run (`end`). The trainer keeps its numbered steps:
 
-    A failed reward function follows `on_reward_error`: "stop" closes the engine and raises a
-    `RewardError` naming the function, the iteration and the problem (the last checkpoint on
-    disk is the last good state; `rlhfkit` prints it as one line, exit 2), "skip" drops the
-    batch, counted in `reward/failed_batches`. Other NaN/inf follow `on_nan`: "stop" (returned;
-    the caller ends the run, keeping the last checkpoint) or "skip" (the batch is dropped,
-    counted in `nan/skipped_batches`). One bad score drops the whole batch, not only its group:
-    the batch's statistics (whitening, KL control, running moments) are not computed on a part.
-    Either way the console says what was found, with counts, and the verdict is "stop" or
-    "skip"."""
-    if finite(*tensors):
-        return "ok"
-    failures = list(dict.fromkeys(_gathered(engine, reward.take_failures() if reward else [])))
-    what = _nan_report(exp) if exp is not None else "NaN/inf in the rollout"
-    if failures:
-        why = "; ".join(failures)
-        if cfg.on_reward_error == "stop":
-            last = latest_checkpoint(engine.run.checkpoints)
-            kept = f"its last checkpoint {last} is kept" if last else "no checkpoint was written"
-            engine.close()
-            raise RewardError(
-                f"iteration {iteration}: {why}; the run stopped ({kept}; "
-                "on_reward_error: skip would skip such batches)"
-            )
-        key, metric = "reward function failures", "reward/failed_batches"
-    else:
-        why = what
-        if cfg.on_nan == "stop":
+        loop = OnlineLoop(engine, state, cfg=..., data=..., models=..., total_iters=...,
+                          evaluate=...)
+        metrics, sync = loop.begin()
+        for iteration in loop.iterations(desc="ppo"):
+            ...                                   # 1.-5.
+            loop.end_iteration(iteration, metrics=metrics, batch=batch)
+        return loop.end(metrics)
+    """
+
+    engine: Engine
+    state: OnlineState
+    cfg: OnlineConfig
+    data: OnlineData
+    models: OnlineModels
+    total_iters: int
+    evaluate: Callable[[int], dict[str, float]]  # iteration → eval/* ({}: no held-out prompts)
+    start: int = 0  # the iteration the run starts after (set by `begin`)
+    status: RunStatus = "completed"
+
+    def begin(self) -> tuple[dict[str, float], dict[str, float]]:
+        """(metrics, weight-sync stats): the rollout engine brought to the policy as it is
+        (`push_policy`), then on a fresh run with held-out prompts `eval/*` at iteration 0."""
+        self.start = self.state.iteration
+        sync = push_policy(self.models, self.engine.accelerator, self.start)
+        metrics: dict[str, float] = {}
+        if self.start == 0 and self.data.eval_prompts is not None:
+            metrics.update(self.evaluate(0))
+            self.engine.log(metrics, 0)
+        return metrics, sync
+
+    def iterations(self, desc: str) -> Iterator[int]:
+        """The iterations still to run, with progress; past `stop_after` the run ends with
+        status "stopped"."""
+        todo = range(self.start + 1, self.total_iters + 1)
+        for iteration in self.engine.progress(todo, desc=desc):
+            if self.cfg.stop_after is not None and iteration > self.cfg.stop_after:
+                self.status = "stopped"
+                return
+            yield iteration
+
+    def check_rollout(
+        self,
+        iteration: int,
+        *,
+        tensors: tuple[torch.Tensor | None, ...],
+        exp: Any = None,
+        reward: Any = None,
+    ) -> RolloutVerdict:
+        """ "ok" when every one of `tensors` (the rollout's scores, log-probs, values: those the
+        trainer uses; None: absent) is finite. Otherwise the rollout is bad: NaN/inf in them
+        (`exp`, its `Experience`, names which), or a reward function that failed on it
+        (`reward.failures`, gathered from every process).
+
+        A failed reward function follows `on_reward_error`: "stop" closes the engine and raises a
+        `RewardError` naming the function, the iteration and the problem (the last checkpoint on
+        disk is the last good state; `rlhfkit` prints it as one line, exit 2), "skip" drops the
+        batch, counted in `reward/failed_batches`. Other NaN/inf follow `on_nan`: "stop" (returned;
+        the caller ends the run, keeping the last checkpoint) or "skip" (the batch is dropped,
+        counted in `nan/skipped_batches`). One bad score drops the whole batch, not only its group:
+        the batch's statistics (whitening, KL control, running moments) are not computed on a part.
+        Either way the console says what was found, with counts, and the verdict is "stop" or
+        "skip"."""
+        if finite(*tensors):
+            return "ok"
+        engine, state, cfg = self.engine, self.state, self.cfg
+        failures = list(dict.fromkeys(_gathered(engine, reward.take_failures() if reward else [])))
+        what = _nan_report(exp) if exp is not None else "NaN/inf in the rollout"
+        if failures:
+            why = "; ".join(failures)
+            if cfg.on_reward_error == "stop":
+                last = latest_checkpoint(engine.run.checkpoints)
+                kept = (
+                    f"its last checkpoint {last} is kept" if last else "no checkpoint was written"
+                )
+                engine.close()
+                raise RewardError(
+                    f"iteration {iteration}: {why}; the run stopped ({kept}; "
+                    "on_reward_error: skip would skip such batches)"
+                )
+            key, metric = "reward function failures", "reward/failed_batches"
+        else:
+            why = what
+            if cfg.on_nan == "stop":
+                engine.print(
+                    f"[red]iteration {iteration}: {why}: stopping (on_nan: stop); "
+                    "the last checkpoint is kept"
+                )
+                self.status = "stopped_on_nan"
+                return "stop"
+            key, metric = "NaN/inf", "nan/skipped_batches"
+        state.skipped[key] = state.skipped.get(key, 0) + 1
+        engine.print(
+            f"[yellow]iteration {iteration}: {why}: batch skipped "
+            f"({state.skipped[key]} skipped for {key} so far; metric {metric})"
+        )
+        engine.log({metric: 1}, iteration)
+        state.iteration = iteration
+        return "skip"
+
+    def stop_on_nan(self) -> None:
+        """A NaN/inf loss or gradient in the update with `on_nan: stop` (`NonFiniteError`): the
+        run ends with status "stopped_on_nan", the last checkpoint kept."""
+        self.status = "stopped_on_nan"
+        self.engine.print(
+            "[red]NaN/inf in a loss or gradient: stopping; the last checkpoint is kept"
+        )
+
+    def end_iteration(
+        self, iteration: int, *, metrics: dict[str, float], batch: Any
+    ) -> dict[str, float]:
+        """Step 6 of every online loop: collapse warnings, sample file, periodic evaluation, metrics
+        line and checkpoint. `batch` is this rollout's `Collected`; `self.evaluate(iteration)` returns
+        `eval/*` metrics (or {} without held-out prompts). Returns the logged metrics."""
+        for kind, warning in self.state.monitor.check_kinds(metrics):
+            if self.state.throttle.show(kind, iteration):
+                self.engine.print(f"[yellow]iteration {iteration}: {warning}")
+            self.state.warnings.append(f"{iteration}: {warning}")
+            metrics["warn/pattern_collapse"] = 1.0
+        if self.cfg.sample_every and iteration % self.cfg.sample_every == 0 and self.engine.is_main:
+            scores = batch.experience.scores.tolist()
+            rows = [
+                {"prompt": p, "response": r, "score": float(s)}
+                for p, r, s in zip(batch.prompts, batch.responses, scores, strict=True)
+            ]
+            self.engine.run.write_samples(f"iter_{iteration:06d}", rows[: self.cfg.num_samples])
+        if (
+            self.cfg.eval_every
+            and iteration % self.cfg.eval_every == 0
+            and iteration < self.total_iters
+        ):
+            metrics.update(self.evaluate(iteration))
+        if iteration % self.cfg.log_every == 0 or iteration == self.total_iters:
+            self.engine.log(metrics, iteration)
+        self.state.iteration = iteration
+        if self.engine.should_save(iteration):
+            self.engine.save(iteration, self.state.state_dict())
+        return metrics
+
+    def end(self, metrics: dict[str, float]) -> OnlineResult:
+        """After the loop: the final evaluation (completed runs, merged into `metrics`), the
+        console summary of hidden warnings, a last checkpoint and the trained policy in RUN/policy
+        (with the critic in RUN/critic when there is one) unless the run stopped on NaN (the last
+        good checkpoint stays); then the rollout engine and the engine are closed."""
+        engine, state, models, status = self.engine, self.state, self.models, self.status
+        final: dict[str, float] = {}
+        if status == "completed":
+            final = self.evaluate(self.total_iters)
+            if final:
+                engine.log(final, self.total_iters)
+        if state.throttle.hidden:
             engine.print(
-                f"[red]iteration {iteration}: {why}: stopping (on_nan: stop); "
-                "the last checkpoint is kept"
+                f"[yellow]{len(state.warnings)} pattern-collapse warnings in all "
+                f"({state.throttle.hidden} repeats not shown; metric warn/pattern_collapse)"
             )
-            return "stop"
-        key, metric = "NaN/inf", "nan/skipped_batches"
-    state.skipped[key] = state.skipped.get(key, 0) + 1
-    engine.print(
-        f"[yellow]iteration {iteration}: {why}: batch skipped "
-        f"({state.skipped[key]} skipped for {key} so far; metric {metric})"
-    )
-    engine.log({metric: 1}, iteration)
-    state.iteration = iteration
-    return "skip"
+        if state.skipped:
+            reasons = ", ".join(f"{n} for {why}" for why, n in state.skipped.items())
+            engine.print(f"[yellow]rollout batches skipped in this session: {reasons}")
+        last = state.iteration
+        if status != "stopped_on_nan" and last > self.start and not engine.should_save(last):
+            engine.save(last, state.state_dict())
+        metrics.update(final)
+        acc = engine.accelerator
+        policy_path = engine.run.path / "policy"
+        if engine.is_main and status != "stopped_on_nan":
+            save_policy(acc.unwrap_model(models.policy), models.tokenizer, policy_path)
+            if models.critic is not None:
+                acc.unwrap_model(models.critic).save(engine.run.path / "critic", models.tokenizer)
+        models.engine.close()
+        engine.close()
+        return OnlineResult(policy_path, engine.run.path, metrics, status, last, state.warnings)

@@ -71,17 +71,10 @@ from rlhfkit.rollout import (
 )
 from rlhfkit.update import push_policy
 from rlhfkit.update.data import OnlineData, build_online_reward, load_policies, read_online_inputs
-from rlhfkit.update.loop import (
-    check_rollout,
-    end_iteration,
-    end_run,
-    evaluate_held_out,
-    minibatch_epochs,
-    timing_metrics,
-)
+from rlhfkit.update.loop import OnlineLoop, evaluate_held_out, minibatch_epochs, timing_metrics
 from rlhfkit.update.pairs import collate, pair_loss, pair_metrics
 from rlhfkit.update.reference import live_reference
-from rlhfkit.update.state import OnlineResult, OnlineState, RunStatus
+from rlhfkit.update.state import OnlineResult, OnlineState
 
 __all__ = ["LOSSES", "OnlineDPORun", "label_pairs", "pair_items", "setup", "train", "update"]
 
@@ -250,17 +243,17 @@ def train(
     run = setup(cfg, judges=judges, reward_fn=reward_fn)
     engine, state, acc = run.engine, run.state, run.engine.accelerator
     eos_id = stop_token_ids(run.models.tokenizer)
-    start, total = state.iteration, cfg.iterations
-    metrics: dict[str, float] = {}
-    status: RunStatus = "completed"
-    sync = push_policy(run.models, acc, start)  # the engine samples from the policy as it is
-    if start == 0 and run.data.eval_prompts is not None:
-        metrics.update(evaluate(run, 0))
-        engine.log(metrics, 0)
-    for iteration in engine.progress(range(start + 1, total + 1), desc="online-dpo"):
-        if cfg.stop_after is not None and iteration > cfg.stop_after:
-            status = "stopped"
-            break
+    loop = OnlineLoop(
+        engine,
+        state,
+        cfg=cfg,
+        data=run.data,
+        models=run.models,
+        total_iters=cfg.iterations,
+        evaluate=lambda i: evaluate(run, i),
+    )
+    metrics, sync = loop.begin()  # the engine samples from the policy as it is; eval/* at 0
+    for iteration in loop.iterations(desc="online-dpo"):
         t0 = time.perf_counter()
 
         # 1. rollout: K replies per prompt from the current policy
@@ -277,9 +270,8 @@ def train(
             reuse_sampling_logprobs=acc.mixed_precision == "no",
         )
         exp = batch.experience
-        verdict = check_rollout(engine, state, cfg=cfg, iteration=iteration, tensors=(exp.scores,))
+        verdict = loop.check_rollout(iteration, tensors=(exp.scores,))
         if verdict == "stop":
-            status = "stopped_on_nan"
             break
         if verdict == "skip":
             continue
@@ -300,10 +292,7 @@ def train(
             if items:
                 stats, skipped = update(run, items)
         except NonFiniteError:
-            status = "stopped_on_nan"
-            engine.print(
-                "[red]NaN/inf in a loss or gradient: stopping; the last checkpoint is kept"
-            )
+            loop.stop_on_nan()
             break
         t_train = time.perf_counter()
         sync = push_policy(run.models, acc, iteration)  # the rollout engine gets the new weights
@@ -319,25 +308,7 @@ def train(
         }
         metrics |= timing_metrics(batch, t0=t0, t_update=t_update, t_train=t_train, skipped=skipped)
         metrics |= stats | sync
-        end_iteration(
-            engine,
-            state,
-            cfg=cfg,
-            iteration=iteration,
-            total_iters=total,
-            metrics=metrics,
-            batch=batch,
-            evaluate=lambda i: evaluate(run, i),
-        )
+        loop.end_iteration(iteration, metrics=metrics, batch=batch)
 
     # the final evaluation, the last checkpoint, the policy saved
-    return end_run(
-        engine,
-        state,
-        models=run.models,
-        metrics=metrics,
-        start=start,
-        status=status,
-        evaluate=lambda i: evaluate(run, i),
-        total_iters=total,
-    )
+    return loop.end(metrics)

@@ -76,15 +76,8 @@ from rlhfkit.update.data import (
     next_ptx,
     read_online_inputs,
 )
-from rlhfkit.update.loop import (
-    check_rollout,
-    end_iteration,
-    end_run,
-    evaluate_held_out,
-    minibatch_epochs,
-    timing_metrics,
-)
-from rlhfkit.update.state import OnlineResult, OnlineState, RunStatus
+from rlhfkit.update.loop import OnlineLoop, evaluate_held_out, minibatch_epochs, timing_metrics
+from rlhfkit.update.state import OnlineResult, OnlineState
 
 __all__ = ["ADVANTAGES", "PGResult", "PGRun", "advantages", "setup", "train", "update"]
 
@@ -332,17 +325,17 @@ def train(
     engine, state, acc = run.engine, run.state, run.engine.accelerator
     eos_id = stop_token_ids(run.models.tokenizer)
     objective = build_objective(cfg)
-    start, total = state.iteration, cfg.iterations
-    metrics: dict[str, float] = {}
-    status: RunStatus = "completed"
-    sync = push_policy(run.models, acc, start)  # the engine samples from the policy as it is
-    if start == 0 and run.data.eval_prompts is not None:
-        metrics.update(evaluate(run, 0))
-        engine.log(metrics, 0)
-    for iteration in engine.progress(range(start + 1, total + 1), desc=cfg.advantage):
-        if cfg.stop_after is not None and iteration > cfg.stop_after:
-            status = "stopped"
-            break
+    loop = OnlineLoop(
+        engine,
+        state,
+        cfg=cfg,
+        data=run.data,
+        models=run.models,
+        total_iters=cfg.iterations,
+        evaluate=lambda i: evaluate(run, i),
+    )
+    metrics, sync = loop.begin()  # the engine samples from the policy as it is; eval/* at 0
+    for iteration in loop.iterations(desc=cfg.advantage):
         t0 = time.perf_counter()
 
         # 1. rollout: G replies per prompt (dynamic sampling: until the batch is informative)
@@ -350,17 +343,13 @@ def train(
         exp = batch.experience
         # episodes' statistics ({} without env); stops the run past episode.max_error_rate
         env_stats = episode_metrics(batch.episodes, cfg.episode.max_error_rate)
-        verdict = check_rollout(
-            engine,
-            state,
-            cfg=cfg,
-            iteration=iteration,
+        verdict = loop.check_rollout(
+            iteration,
             tensors=(exp.scores, exp.old_logprobs, exp.ref_logprobs),
             exp=exp,
             reward=run.models.reward,
         )
         if verdict == "stop":
-            status = "stopped_on_nan"
             break
         if verdict == "skip":
             continue
@@ -388,10 +377,7 @@ def train(
         try:
             stats, skipped = update(run, exp, adv, objective)
         except NonFiniteError:
-            status = "stopped_on_nan"
-            engine.print(
-                "[red]NaN/inf in a loss or gradient: stopping; the last checkpoint is kept"
-            )
+            loop.stop_on_nan()
             break
         t_train = time.perf_counter()
         sync = push_policy(run.models, acc, iteration)  # the rollout engine gets the new weights
@@ -413,25 +399,7 @@ def train(
         }
         metrics |= timing_metrics(batch, t0=t0, t_update=t_update, t_train=t_train, skipped=skipped)
         metrics |= stats | correction_stats | sync | env_stats
-        end_iteration(
-            engine,
-            state,
-            cfg=cfg,
-            iteration=iteration,
-            total_iters=total,
-            metrics=metrics,
-            batch=batch,
-            evaluate=lambda i: evaluate(run, i),
-        )
+        loop.end_iteration(iteration, metrics=metrics, batch=batch)
 
     # the final evaluation, the last checkpoint, the policy saved
-    return end_run(
-        engine,
-        state,
-        models=run.models,
-        metrics=metrics,
-        start=start,
-        status=status,
-        evaluate=lambda i: evaluate(run, i),
-        total_iters=total,
-    )
+    return loop.end(metrics)

@@ -93,15 +93,8 @@ from rlhfkit.update.data import (
     next_ptx,
     read_online_inputs,
 )
-from rlhfkit.update.loop import (
-    check_rollout,
-    end_iteration,
-    end_run,
-    evaluate_held_out,
-    minibatch_epochs,
-    timing_metrics,
-)
-from rlhfkit.update.state import OnlineResult, OnlineState, RunStatus
+from rlhfkit.update.loop import OnlineLoop, evaluate_held_out, minibatch_epochs, timing_metrics
+from rlhfkit.update.state import OnlineResult, OnlineState
 
 __all__ = ["PPOResult", "PPORun", "advantages_and_returns", "setup", "train", "update"]
 
@@ -327,17 +320,17 @@ def train(
     run = setup(cfg, judges=judges, reward_fn=reward_fn)
     engine, state, acc = run.engine, run.state, run.engine.accelerator
     eos_id = stop_token_ids(run.models.tokenizer)
-    start, total_iters = state.iteration, run.total_iters
-    metrics: dict[str, float] = {}
-    status: RunStatus = "completed"
-    sync = push_policy(run.models, acc, start)  # the engine samples from the policy as it is
-    if start == 0 and run.data.eval_prompts is not None:
-        metrics.update(evaluate(run, 0))
-        engine.log(metrics, 0)
-    for iteration in engine.progress(range(start + 1, total_iters + 1), desc="ppo"):
-        if cfg.stop_after is not None and iteration > cfg.stop_after:
-            status = "stopped"
-            break
+    loop = OnlineLoop(
+        engine,
+        state,
+        cfg=cfg,
+        data=run.data,
+        models=run.models,
+        total_iters=run.total_iters,
+        evaluate=lambda i: evaluate(run, i),
+    )
+    metrics, sync = loop.begin()  # the engine samples from the policy as it is; eval/* at 0
+    for iteration in loop.iterations(desc="ppo"):
         t0 = time.perf_counter()
         train_policy = iteration > cfg.critic_warmup_iters
 
@@ -357,17 +350,13 @@ def train(
         exp = batch.experience
         # episodes' statistics ({} without env); stops the run past episode.max_error_rate
         env_stats = episode_metrics(batch.episodes, cfg.episode.max_error_rate)
-        verdict = check_rollout(
-            engine,
-            state,
-            cfg=cfg,
-            iteration=iteration,
+        verdict = loop.check_rollout(
+            iteration,
             tensors=(exp.scores, exp.old_logprobs, exp.ref_logprobs, exp.old_values),
             exp=exp,
             reward=run.models.reward,
         )
         if verdict == "stop":
-            status = "stopped_on_nan"
             break
         if verdict == "skip":
             continue
@@ -396,10 +385,7 @@ def train(
         try:
             stats, skipped = update(run, exp, advantages, returns, train_policy)
         except NonFiniteError:
-            status = "stopped_on_nan"
-            engine.print(
-                "[red]NaN/inf in a loss or gradient: stopping; the last checkpoint is kept"
-            )
+            loop.stop_on_nan()
             break
         t_train = time.perf_counter()
         sync = push_policy(run.models, acc, iteration)  # the rollout engine gets the new weights
@@ -421,25 +407,7 @@ def train(
         }
         metrics |= timing_metrics(batch, t0=t0, t_update=t_update, t_train=t_train, skipped=skipped)
         metrics |= stats | correction_stats | sync | env_stats
-        end_iteration(
-            engine,
-            state,
-            cfg=cfg,
-            iteration=iteration,
-            total_iters=total_iters,
-            metrics=metrics,
-            batch=batch,
-            evaluate=lambda i: evaluate(run, i),
-        )
+        loop.end_iteration(iteration, metrics=metrics, batch=batch)
 
     # the final evaluation, the last checkpoint, the policy and the critic saved
-    return end_run(
-        engine,
-        state,
-        models=run.models,
-        metrics=metrics,
-        start=start,
-        status=status,
-        evaluate=lambda i: evaluate(run, i),
-        total_iters=total_iters,
-    )
+    return loop.end(metrics)
