@@ -17,13 +17,7 @@ from rlhfkit.engine.engine import Engine, EngineConfig, autocast, launched_proce
 from rlhfkit.engine.memory import keep_freed_memory
 from rlhfkit.engine.metrics import MetricsLogger, TokenRate
 from rlhfkit.engine.modes import eval_mode
-from rlhfkit.engine.offline import (
-    StepOutcome,
-    evaluate_and_save,
-    finish,
-    resumed_step,
-    step_or_skip,
-)
+from rlhfkit.engine.offline import OfflineLoop, StepOutcome, resumed_step
 from rlhfkit.engine.optim import OptimConfig, build_optimizer, build_scheduler
 from rlhfkit.engine.rundir import RunDir
 from rlhfkit.engine.steps import (
@@ -43,6 +37,7 @@ __all__ = [
     "LossThunk",
     "MetricsLogger",
     "NonFiniteError",
+    "OfflineLoop",
     "OptimConfig",
     "RunDir",
     "StepOutcome",
@@ -55,8 +50,6 @@ __all__ = [
     "gathered",
     "capture_rng_state",
     "eval_mode",
-    "evaluate_and_save",
-    "finish",
     "grad_norm",
     "keep_freed_memory",
     "latest_checkpoint",
@@ -66,7 +59,6 @@ __all__ = [
     "restore_rng_state",
     "resumed_step",
     "save_checkpoint",
-    "step_or_skip",
     "unwrap",
     "wrapped_forward",
 ]

@@ -23,6 +23,7 @@ from rlhfkit.update.data import (
 )
 from rlhfkit.update.loop import (
     OnlineLoop,
+    OnlineRun,
     RolloutVerdict,
     evaluate_held_out,
     finite,
@@ -47,6 +48,7 @@ __all__ = [
     "OnlineData",
     "OnlineInputs",
     "OnlineLoop",
+    "OnlineRun",
     "OnlineResult",
     "OnlineState",
     "PolicyObjective",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -21,6 +21,7 @@ from rlhfkit.update.state import OnlineResult, OnlineState, RunStatus
 
 __all__ = [
     "OnlineLoop",
+    "OnlineRun",
     "RolloutVerdict",
     "evaluate_held_out",
     "finite",
@@ -84,17 +85,25 @@ def finite(*tensors: torch.Tensor | None) -> bool:
     return all(t is None or bool(torch.isfinite(t).all()) for t in tensors)
 
 
+class OnlineRun(Protocol):
+    """What every online trainer's run holds (`PPORun`, `PGRun`, `OnlineDPORun`)."""
+
+    cfg: OnlineConfig
+    engine: Engine
+    data: OnlineData
+    models: OnlineModels
+    state: OnlineState
+    judges: dict[str, Any]
+
+
 def evaluate_held_out(
-    engine: Engine,
-    cfg: OnlineConfig,
-    *,
-    data: OnlineData,
-    models: Any,
-    judges: dict[str, Any],
+    run: OnlineRun,
     iteration: int,
+    *,
+    models: OnlineModels | None = None,
     env: Any = None,
 ) -> dict[str, float]:
-    """`eval/*` on the held-out prompts (the same draws at every evaluation: the generator is
+    """`eval/*` of `models` (default: the run's) on the held-out prompts (the same draws at every evaluation: the generator is
     seeded from the run seed), with the replies written to RUN/samples/eval_NNNNNN.jsonl. Under
     `accelerate launch` every process evaluates all the held-out prompts (the same numbers
     everywhere; not sharded) and the main process writes them. With an environment (`env`, an
@@ -102,6 +111,8 @@ def evaluate_held_out(
     from rlhfkit.env import evaluate_env
     from rlhfkit.rollout import evaluate_online
 
+    engine, cfg, data, judges = run.engine, run.cfg, run.data, run.judges
+    models = models or run.models
     if data.eval_prompts is None:
         return {}
     seed = cfg.engine.seed + 10_000
@@ -154,8 +165,7 @@ class OnlineLoop:
     training, `stop_after`, the rollout check after step 1, a NaN/inf stop in the update, step 6
     (`end_iteration`) and the end of the run (`end`). The trainer keeps its numbered steps:
 
-        loop = OnlineLoop(engine, state, cfg=..., data=..., models=..., total_iters=...,
-                          evaluate=...)
+        loop = OnlineLoop.of(run, total_iters=..., evaluate=lambda i: evaluate(run, i))
         metrics, sync = loop.begin()
         for iteration in loop.iterations(desc="ppo"):
             ...                                   # 1.-5.
@@ -172,6 +182,13 @@ class OnlineLoop:
     evaluate: Callable[[int], dict[str, float]]  # iteration → eval/* ({}: no held-out prompts)
     start: int = 0  # the iteration the run starts after (set by `begin`)
     status: RunStatus = "completed"
+
+    @classmethod
+    def of(
+        cls, run: OnlineRun, *, total_iters: int, evaluate: Callable[[int], dict[str, float]]
+    ) -> OnlineLoop:
+        """The loop of an online trainer's run (`setup`'s result)."""
+        return cls(run.engine, run.state, run.cfg, run.data, run.models, total_iters, evaluate)
 
     def begin(self) -> tuple[dict[str, float], dict[str, float]]:
         """(metrics, weight-sync stats): the rollout engine brought to the policy as it is

@@ -74,14 +74,11 @@ from rlhfkit.data import (
 from rlhfkit.data.readers import require_records
 from rlhfkit.engine import (
     Engine,
-    TokenRate,
+    OfflineLoop,
     build_optimizer,
     build_scheduler,
     eval_mode,
-    evaluate_and_save,
-    finish,
     resumed_step,
-    step_or_skip,
     unwrap,
 )
 from rlhfkit.models import load_policy, save_policy
@@ -310,49 +307,49 @@ def train(cfg: DPOConfig) -> DPOResult:
     """Train a policy on comparisons with DPO / cDPO / IPO / SimPO / ORPO; returns the saved
     folder."""
     run = setup(cfg)
-    engine, acc, plan, policy = run.engine, run.engine.accelerator, run.plan, run.policy
-    world, rank = engine.num_processes, acc.process_index
-    pad_id, last = run.tokenizer.pad_token_id, len(run.plan)
-    evaluate_now = None
-    if run.val_items:
-        evaluate_now = functools.partial(
+    engine, acc, policy = run.engine, run.engine.accelerator, run.policy
+    world, rank, pad_id = engine.num_processes, acc.process_index, run.tokenizer.pad_token_id
+    loop = OfflineLoop(
+        engine,
+        policy,
+        run.optimizer,
+        run.scheduler,
+        cfg=cfg,
+        name="dpo",
+        last=len(run.plan),
+        stat_keys=STAT_KEYS,
+        evaluate=functools.partial(
             evaluate, policy, run.val_items, run.val_ref, run.variant, cfg, pad_id
         )
-    skipped = 0  # optimiser steps skipped for a NaN/inf loss or gradient
+        if run.val_items
+        else None,
+        start=run.start,
+    )
     metrics: dict[str, Any] = {}
-    rate = TokenRate()  # training tokens/s, evaluation and checkpoints excluded
-    for step in engine.progress(range(run.start + 1, last + 1), total=last - run.start, desc="dpo"):
+    for step in loop.steps():
         # 1. batches: this process's micro-batches of the planned step, over its global pairs
-        groups = plan[step - 1]
+        groups = run.plan[step - 1]
         n_pairs = sum(len(b) for b in groups)
         batches = []
         for b in groups[rank::world]:
             batch = collate([run.items[i] for i in b], pad_id, cfg.data.share_prompt)
             batch["index"] = torch.tensor(b)
             batches.append(batch)
-        losses = [
-            functools.partial(
-                micro_batch_loss, policy, b, run.ref, n_pairs, world, run.variant, cfg
-            )
-            for b in batches
-        ]
 
         # 2. one optimiser step (a NaN/inf loss or gradient skips it: nothing moves)
-        out = step_or_skip(
-            engine,
-            policy,
-            losses,
-            optimizer=run.optimizer,
-            scheduler=run.scheduler,
-            max_grad_norm=cfg.optim.max_grad_norm,
-            stat_keys=STAT_KEYS,
-            what=f"dpo step {step}",
+        out = loop.step(
+            step,
+            [
+                functools.partial(
+                    micro_batch_loss, policy, b, run.ref, n_pairs, world, run.variant, cfg
+                )
+                for b in batches
+            ],
         )
-        skipped += out.skipped
-        rate.add(sum(int(b["attention_mask"].sum()) for b in batches))
+        loop.rate.add(sum(int(b["attention_mask"].sum()) for b in batches))
 
         # 3. log, evaluate, checkpoint
-        if step % cfg.log_every == 0 or step == last:
+        if loop.logs(step):
             # `accumulate` averaged the sums over processes: the loss is the step's, the other
             # sums (over this step's pairs) are W times that average
             summed = {k: out.sums[k] * world for k in STAT_KEYS}
@@ -361,21 +358,13 @@ def train(cfg: DPOConfig) -> DPOResult:
                 **pair_metrics(summed, n_pairs),
                 "optim/lr": run.scheduler.get_last_lr()[0],
                 "optim/grad_norm": out.grad_norm,
-                **rate.take(world),  # perf/tokens (non-padding) and tokens/s since the last log
-                "nan/skipped_steps": skipped,
+                **loop.rate.take(world),  # perf/tokens (non-padding), tokens/s since last log
+                "nan/skipped_steps": loop.skipped,
             }
             engine.log(metrics, step)
-        evaluate_and_save(
-            engine, step, last=last, rate=rate, eval_every=cfg.eval_every, evaluate=evaluate_now
-        )
+        loop.end_step(step)
 
     # 4. final evaluation and the model folder
     unwrapped = acc.unwrap_model(policy)
-    model_dir = finish(
-        engine,
-        last=last,
-        metrics=metrics,
-        evaluate=evaluate_now,
-        save=lambda path: save_policy(unwrapped, run.tokenizer, path),
-    )
+    model_dir = loop.finish(metrics, lambda path: save_policy(unwrapped, run.tokenizer, path))
     return DPOResult(model_dir, engine.run.path, metrics)

@@ -63,14 +63,11 @@ from rlhfkit.data import (
 )
 from rlhfkit.engine import (
     Engine,
-    TokenRate,
+    OfflineLoop,
     build_optimizer,
     build_scheduler,
     eval_mode,
-    evaluate_and_save,
-    finish,
     resumed_step,
-    step_or_skip,
     unwrap,
 )
 from rlhfkit.models import load_policy, save_policy
@@ -388,20 +385,28 @@ def setup(cfg: KTOConfig) -> KTORun:
 def train(cfg: KTOConfig) -> KTOResult:
     """Train a policy with KTO on desirable / undesirable replies; returns the saved folder."""
     run = setup(cfg)
-    engine, acc, plan, policy = run.engine, run.engine.accelerator, run.plan, run.policy
-    world, rank = engine.num_processes, acc.process_index
-    pad_id, last = run.tokenizer.pad_token_id, len(run.plan)
-    evaluate_now = None
-    if run.val_items:
-        evaluate_now = functools.partial(
+    engine, acc, policy = run.engine, run.engine.accelerator, run.policy
+    world, rank, pad_id = engine.num_processes, acc.process_index, run.tokenizer.pad_token_id
+    loop = OfflineLoop(
+        engine,
+        policy,
+        run.optimizer,
+        run.scheduler,
+        cfg=cfg,
+        name="kto",
+        last=len(run.plan),
+        stat_keys=STAT_KEYS,
+        evaluate=functools.partial(
             evaluate, policy, run.val_items, run.val_labels, run.val_ref, cfg, pad_id, run.weights
         )
-    skipped = 0  # optimiser steps skipped for a NaN/inf loss or gradient
+        if run.val_items
+        else None,
+        start=run.start,
+    )
     metrics: dict[str, Any] = {}
-    rate = TokenRate()  # training tokens/s, evaluation and checkpoints excluded
-    for step in engine.progress(range(run.start + 1, last + 1), total=last - run.start, desc="kto"):
+    for step in loop.steps():
         # 1. batches: this process's micro-batches of the planned step, over its global examples
-        groups = plan[step - 1]
+        groups = run.plan[step - 1]
         n_examples = sum(len(b) for b in groups)
         batches = [
             _batch(run.items, run.labels, b, pad_id, cfg.data.share_prompt)
@@ -410,29 +415,21 @@ def train(cfg: KTOConfig) -> KTOResult:
 
         # 2. z₀ of the step (mismatched pairs under the current policy, no gradient)
         z0 = reference_point(acc, policy, batches, run.ref, n_examples)
-        losses = [
-            functools.partial(
-                micro_batch_loss, policy, b, run.ref, z0, n_examples, world, cfg, run.weights
-            )
-            for b in batches
-        ]
 
         # 3. one optimiser step (a NaN/inf loss or gradient skips it: nothing moves)
-        out = step_or_skip(
-            engine,
-            policy,
-            losses,
-            optimizer=run.optimizer,
-            scheduler=run.scheduler,
-            max_grad_norm=cfg.optim.max_grad_norm,
-            stat_keys=STAT_KEYS,
-            what=f"kto step {step}",
+        out = loop.step(
+            step,
+            [
+                functools.partial(
+                    micro_batch_loss, policy, b, run.ref, z0, n_examples, world, cfg, run.weights
+                )
+                for b in batches
+            ],
         )
-        skipped += out.skipped
-        rate.add(sum(int(b["attention_mask"].sum()) for b in batches))
+        loop.rate.add(sum(int(b["attention_mask"].sum()) for b in batches))
 
         # 4. log, evaluate, checkpoint
-        if step % cfg.log_every == 0 or step == last:
+        if loop.logs(step):
             # `accumulate` averaged the sums over processes: the loss is the step's, the other
             # sums (over this step's examples) are W times that average
             summed = {k: out.sums[k] * world for k in STAT_KEYS}
@@ -441,21 +438,13 @@ def train(cfg: KTOConfig) -> KTOResult:
                 **_named(summed, float(z0)),
                 "optim/lr": run.scheduler.get_last_lr()[0],
                 "optim/grad_norm": out.grad_norm,
-                **rate.take(world),  # perf/tokens (non-padding) and tokens/s since the last log
-                "nan/skipped_steps": skipped,
+                **loop.rate.take(world),  # perf/tokens (non-padding), tokens/s since last log
+                "nan/skipped_steps": loop.skipped,
             }
             engine.log(metrics, step)
-        evaluate_and_save(
-            engine, step, last=last, rate=rate, eval_every=cfg.eval_every, evaluate=evaluate_now
-        )
+        loop.end_step(step)
 
     # 5. final evaluation and the model folder
     unwrapped = acc.unwrap_model(policy)
-    model_dir = finish(
-        engine,
-        last=last,
-        metrics=metrics,
-        evaluate=evaluate_now,
-        save=lambda path: save_policy(unwrapped, run.tokenizer, path),
-    )
+    model_dir = loop.finish(metrics, lambda path: save_policy(unwrapped, run.tokenizer, path))
     return KTOResult(model_dir, engine.run.path, metrics)

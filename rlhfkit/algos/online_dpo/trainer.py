@@ -219,14 +219,7 @@ def update(run: OnlineDPORun, items: Sequence[EncodedPair]) -> tuple[dict[str, f
 def evaluate(run: OnlineDPORun, iteration: int) -> dict[str, float]:
     """`eval/*` on the held-out prompts, with `eval/kl_to_ref` (`update.evaluate_held_out`)."""
     models = dataclasses.replace(run.models, use_ref=True)
-    return evaluate_held_out(
-        run.engine,
-        run.cfg,
-        data=run.data,
-        models=models,
-        judges=run.judges,
-        iteration=iteration,
-    )
+    return evaluate_held_out(run, iteration, models=models)
 
 
 def train(
@@ -243,15 +236,7 @@ def train(
     run = setup(cfg, judges=judges, reward_fn=reward_fn)
     engine, state, acc = run.engine, run.state, run.engine.accelerator
     eos_id = stop_token_ids(run.models.tokenizer)
-    loop = OnlineLoop(
-        engine,
-        state,
-        cfg=cfg,
-        data=run.data,
-        models=run.models,
-        total_iters=cfg.iterations,
-        evaluate=lambda i: evaluate(run, i),
-    )
+    loop = OnlineLoop.of(run, total_iters=cfg.iterations, evaluate=lambda i: evaluate(run, i))
     metrics, sync = loop.begin()  # the engine samples from the policy as it is; eval/* at 0
     for iteration in loop.iterations(desc="online-dpo"):
         t0 = time.perf_counter()

@@ -296,15 +296,7 @@ def update(
 
 def evaluate(run: PGRun, iteration: int) -> dict[str, float]:
     """`eval/*` on the held-out prompts (`update.evaluate_held_out`)."""
-    return evaluate_held_out(
-        run.engine,
-        run.cfg,
-        data=run.data,
-        models=run.models,
-        judges=run.judges,
-        iteration=iteration,
-        env=run.env,
-    )
+    return evaluate_held_out(run, iteration, env=run.env)
 
 
 # -- the loop -----------------------------------------------------------------------------------
@@ -322,18 +314,10 @@ def train(
     `reward_fn(prompts, responses[, records]) -> floats` replaces the configured reward.
     """
     run = setup(cfg, judges=judges, reward_fn=reward_fn)
-    engine, state, acc = run.engine, run.state, run.engine.accelerator
+    state, acc = run.state, run.engine.accelerator
     eos_id = stop_token_ids(run.models.tokenizer)
     objective = build_objective(cfg)
-    loop = OnlineLoop(
-        engine,
-        state,
-        cfg=cfg,
-        data=run.data,
-        models=run.models,
-        total_iters=cfg.iterations,
-        evaluate=lambda i: evaluate(run, i),
-    )
+    loop = OnlineLoop.of(run, total_iters=cfg.iterations, evaluate=lambda i: evaluate(run, i))
     metrics, sync = loop.begin()  # the engine samples from the policy as it is; eval/* at 0
     for iteration in loop.iterations(desc=cfg.advantage):
         t0 = time.perf_counter()

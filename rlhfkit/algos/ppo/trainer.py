@@ -294,15 +294,7 @@ def evaluate(run: PPORun, iteration: int) -> dict[str, float]:
     """`eval/*` on the held-out prompts (`update.evaluate_held_out`; no critic forward)."""
     m = run.models
     models = OnlineModels(m.policy, m.tokenizer, m.reward, m.ref_policy, engine=m.engine)
-    return evaluate_held_out(
-        run.engine,
-        run.cfg,
-        data=run.data,
-        models=models,
-        judges=run.judges,
-        iteration=iteration,
-        env=run.env,
-    )
+    return evaluate_held_out(run, iteration, models=models, env=run.env)
 
 
 def train(
@@ -320,15 +312,7 @@ def train(
     run = setup(cfg, judges=judges, reward_fn=reward_fn)
     engine, state, acc = run.engine, run.state, run.engine.accelerator
     eos_id = stop_token_ids(run.models.tokenizer)
-    loop = OnlineLoop(
-        engine,
-        state,
-        cfg=cfg,
-        data=run.data,
-        models=run.models,
-        total_iters=run.total_iters,
-        evaluate=lambda i: evaluate(run, i),
-    )
+    loop = OnlineLoop.of(run, total_iters=run.total_iters, evaluate=lambda i: evaluate(run, i))
     metrics, sync = loop.begin()  # the engine samples from the policy as it is; eval/* at 0
     for iteration in loop.iterations(desc="ppo"):
         t0 = time.perf_counter()

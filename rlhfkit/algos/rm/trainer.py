@@ -63,15 +63,12 @@ from rlhfkit.data import (
 from rlhfkit.data.readers import Task
 from rlhfkit.engine import (
     Engine,
-    TokenRate,
+    OfflineLoop,
     accumulate,
     build_optimizer,
     build_scheduler,
     eval_mode,
-    evaluate_and_save,
-    finish,
     resumed_step,
-    step_or_skip,
     unwrap,
 )
 from rlhfkit.models import ScalarModel, build_scalar_model, check_fits, load_tokenizer
@@ -429,71 +426,63 @@ def setup(cfg: RMConfig) -> RMRun:
 def train(cfg: RMConfig) -> RMResult:
     """Train a reward model on comparisons; returns the saved folder and final metrics."""
     run = setup(cfg)
-    engine, acc, plan, model = run.engine, run.engine.accelerator, run.plan, run.model
-    world, rank = engine.num_processes, acc.process_index
-    pad_id, last, items = run.tokenizer.pad_token_id, len(run.plan), run.items
+    engine, acc, model, items = run.engine, run.engine.accelerator, run.model, run.items
+    world, rank, pad_id = engine.num_processes, acc.process_index, run.tokenizer.pad_token_id
     evaluate_now = None
     if run.val_items:
         evaluate_now = functools.partial(
             evaluate, model, engine, run.val_items, run.val_pairs, cfg, pad_id
         )
-    skipped = 0  # optimiser steps skipped for a NaN/inf loss or gradient
+    loop = OfflineLoop(
+        engine,
+        model,
+        run.optimizer,
+        run.scheduler,
+        cfg=cfg,
+        name="rm",
+        last=len(run.plan),
+        stat_keys=STAT_KEYS,
+        evaluate=evaluate_now,
+        start=run.start,
+    )
     metrics: dict[str, Any] = {}
-    rate = TokenRate()  # training tokens/s, evaluation and checkpoints excluded
-    for step in engine.progress(range(run.start + 1, last + 1), total=last - run.start, desc="rm"):
+    for step in loop.steps():
         # 1. batches: this process's micro-batches of the planned step, over the step's global
         # counts of comparisons and of chosen-reply tokens
-        groups = plan[step - 1]
+        groups = run.plan[step - 1]
         n_cmp = sum(run.variant.comparisons(items[i]) for b in groups for i in b)
         n_lm = sum(chosen_target_tokens(items[i]) for b in groups for i in b)
         batches = [run.collate([items[i] for i in b], pad_id) for b in groups[rank::world]]
 
         # 2. one optimiser step (a NaN/inf loss or gradient skips it: nothing moves)
-        out = step_or_skip(
-            engine,
-            model,
-            _losses(acc, model, batches, n_cmp, n_lm, world, cfg),
-            optimizer=run.optimizer,
-            scheduler=run.scheduler,
-            max_grad_norm=cfg.optim.max_grad_norm,
-            stat_keys=STAT_KEYS,
-            what=f"rm step {step}",
-        )
-        skipped += out.skipped
+        out = loop.step(step, _losses(acc, model, batches, n_cmp, n_lm, world, cfg))
         sums = _stat_tensor(out.sums, next(model.parameters()).device)
-        rate.add(sum(int(b["attention_mask"].sum()) for b in batches))
+        loop.rate.add(sum(int(b["attention_mask"].sum()) for b in batches))
 
         # 3. log, evaluate, checkpoint
-        if step % cfg.log_every == 0 or step == last:
+        if loop.logs(step):
             # `accumulate` averaged the sums over processes: losses are the step's, counts / W
             metrics = {
                 "loss/rm": float(sums[0]),
                 "rm/accuracy": float(sums[2]) * world / n_cmp,
                 "rm/margin": float(sums[3]) * world / n_cmp,
                 "optim/lr": run.scheduler.get_last_lr()[0],
-                **rate.take(world),  # perf/tokens (non-padding) and tokens/s since the last log
+                **loop.rate.take(world),  # perf/tokens (non-padding), tokens/s since last log
             }
             if cfg.beta_rm > 0:
                 metrics["loss/lm"] = float(sums[1])
             metrics["optim/grad_norm"] = out.grad_norm
-            metrics["nan/skipped_steps"] = skipped
+            metrics["nan/skipped_steps"] = loop.skipped
             engine.log(metrics, step)
-        evaluate_and_save(
-            engine, step, last=last, rate=rate, eval_every=cfg.eval_every, evaluate=evaluate_now
-        )
+        loop.end_step(step)
 
-    # 4. normalise scores on the reference set, evaluate, save the folder
+    # 4. normalise scores on the reference set, evaluate (logged with the normalisation), save
     reward_model: ScalarModel = acc.unwrap_model(model)
     offset, scale = fit_normalization(reward_model, items, run.variant, cfg, pad_id, engine.device)
     reward_model.set_normalization(offset, scale)
     normalization = {"rm/score_offset": offset, "rm/score_scale": scale}
     metrics.update(normalization)
-    model_dir = finish(
-        engine,
-        last=last,
-        metrics=metrics,
-        # the final evaluation, logged with the normalisation
-        evaluate=(lambda: evaluate_now() | normalization) if evaluate_now else None,
-        save=lambda path: reward_model.save(path, run.tokenizer),
-    )
+    if evaluate_now is not None:
+        loop.evaluate = lambda: evaluate_now() | normalization
+    model_dir = loop.finish(metrics, lambda path: reward_model.save(path, run.tokenizer))
     return RMResult(model_dir, engine.run.path, metrics)

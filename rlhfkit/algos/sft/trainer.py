@@ -50,14 +50,11 @@ from rlhfkit.data import (
 )
 from rlhfkit.engine import (
     Engine,
-    TokenRate,
+    OfflineLoop,
     build_optimizer,
     build_scheduler,
     eval_mode,
-    evaluate_and_save,
-    finish,
     resumed_step,
-    step_or_skip,
     unwrap,
 )
 from rlhfkit.models import check_fits, load_policy, load_tokenizer, save_policy
@@ -233,14 +230,23 @@ def train(cfg: SFTConfig) -> SFTResult:
     start = resumed_step(engine)
 
     # 4. loop: one optimiser step per planned group of micro-batches
-    world, rank, last = engine.num_processes, acc.process_index, len(plan)
-    evaluate_now = None
-    if val_items:
-        evaluate_now = functools.partial(evaluate, policy, engine, val_items, cfg, pad_id, dtype)
-    skipped = 0  # optimiser steps skipped for a NaN/inf loss or gradient
+    world, rank = engine.num_processes, acc.process_index
+    loop = OfflineLoop(
+        engine,
+        policy,
+        optimizer,
+        scheduler,
+        cfg=cfg,
+        name="sft",
+        last=len(plan),
+        stat_keys=("loss",),
+        evaluate=functools.partial(evaluate, policy, engine, val_items, cfg, pad_id, dtype)
+        if val_items
+        else None,
+        start=start,
+    )
     metrics: dict[str, float] = {}
-    rate = TokenRate()  # training tokens/s, evaluation and checkpoints excluded
-    for step in engine.progress(range(start + 1, last + 1), total=last - start, desc="sft"):
+    for step in loop.steps():
         groups = plan[step - 1]
         n_tokens = sum(target_tokens(train_items[i]) for b in groups for i in b)
         n_seqs = sum(len(b) for b in groups)
@@ -252,40 +258,22 @@ def train(cfg: SFTConfig) -> SFTResult:
             for b in batches
         ]
         # a NaN/inf loss or gradient skips the step: weights and optimiser unchanged
-        out = step_or_skip(
-            engine,
-            policy,
-            losses,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            max_grad_norm=cfg.optim.max_grad_norm,
-            stat_keys=("loss",),
-            what=f"sft step {step}",
-        )
-        skipped += out.skipped
-        rate.add(sum(int(b["attention_mask"].sum()) for b in batches))
+        out = loop.step(step, losses)
+        loop.rate.add(sum(int(b["attention_mask"].sum()) for b in batches))
 
         # 5. log, evaluate, checkpoint
-        if step % cfg.log_every == 0 or step == last:
+        if loop.logs(step):
             metrics = {
                 "loss/sft": out.sums["loss"],  # the step's loss (`accumulate` reduced it)
                 "optim/lr": scheduler.get_last_lr()[0],
-                **rate.take(world),  # perf/tokens (non-padding) and tokens/s since the last log
+                **loop.rate.take(world),  # perf/tokens (non-padding), tokens/s since last log
                 "optim/grad_norm": out.grad_norm,
-                "nan/skipped_steps": skipped,
+                "nan/skipped_steps": loop.skipped,
             }
             engine.log(metrics, step)
-        evaluate_and_save(
-            engine, step, last=last, rate=rate, eval_every=cfg.eval_every, evaluate=evaluate_now
-        )
+        loop.end_step(step)
 
     # 6. final evaluation and the model folder
     unwrapped = acc.unwrap_model(policy)
-    model_dir = finish(
-        engine,
-        last=last,
-        metrics=metrics,
-        evaluate=evaluate_now,
-        save=lambda path: save_policy(unwrapped, tokenizer, path),
-    )
+    model_dir = loop.finish(metrics, lambda path: save_policy(unwrapped, tokenizer, path))
     return SFTResult(model_dir, engine.run.path, metrics)
