@@ -85,6 +85,16 @@ class OfflineLoop:
             return StepOutcome(dict.fromkeys(self.stat_keys, float("nan")), float("nan"), True)
         return StepOutcome(sums, grad_norm, False)
 
+    def optim_metrics(self, out: StepOutcome, world: int) -> dict[str, float]:
+        """The step's `optim/lr`, `optim/grad_norm`, `perf/*` (tokens of all `world`
+        processes since the last log, `TokenRate.take`) and `nan/skipped_steps`."""
+        return {
+            "optim/lr": self.scheduler.get_last_lr()[0],
+            "optim/grad_norm": out.grad_norm,
+            **self.rate.take(world),
+            "nan/skipped_steps": self.skipped,
+        }
+
     def logs(self, step: int) -> bool:
         """Whether `step` writes a metrics line (every `log_every` steps and the last)."""
         return step % self.cfg.log_every == 0 or step == self.last

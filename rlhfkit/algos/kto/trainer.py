@@ -436,10 +436,7 @@ def train(cfg: KTOConfig) -> KTOResult:
             metrics = {
                 "loss/kto": out.sums["loss"],
                 **_named(summed, float(z0)),
-                "optim/lr": run.scheduler.get_last_lr()[0],
-                "optim/grad_norm": out.grad_norm,
-                **loop.rate.take(world),  # perf/tokens (non-padding), tokens/s since last log
-                "nan/skipped_steps": loop.skipped,
+                **loop.optim_metrics(out, world),
             }
             engine.log(metrics, step)
         loop.end_step(step)
