@@ -222,8 +222,17 @@ def _check_section(trainer: str, section: dict[str, Any], name: str = "") -> Non
 
 
 STAGES = (
-    "world", "model", "sft", "feedback", "redteam", "rm", "ppo", "ppo_nokl", "eval", "report",
-)  # fmt: skip
+    "world",
+    "model",
+    "sft",
+    "feedback",
+    "redteam",
+    "rm",
+    "ppo",
+    "ppo_nokl",
+    "eval",
+    "report",
+)
 
 
 def load_demo_config(quick: bool, overrides: list[str] | tuple[str, ...] = ()) -> DemoConfig:
@@ -304,10 +313,15 @@ def _feedback_stage(out: Path, fb: FeedbackSettings, seed: int, sft_dir: Path) -
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task(f"sampling ({split})", total=k * len(records))
             rows = collect_comparisons(
-                policy, tokenizer, records, annotators, rollout,
-                seed=seed + (11 if split == "train" else 13), k=k,
+                policy,
+                tokenizer,
+                records,
+                annotators,
+                rollout,
+                seed=seed + (11 if split == "train" else 13),
+                k=k,
                 progress=lambda done, total, task=task: bar.update(task, completed=done),
-            )  # fmt: skip
+            )
         _write_rows(folder / f"{split}.jsonl", rows)
         if k > 2:
             comparisons = sum(len(r["responses"]) * (len(r["responses"]) - 1) // 2 for r in rows)
@@ -361,9 +375,11 @@ def _redteam_stage(out: Path, rt: RedTeamSettings, seed: int, sft_dir: Path) -> 
         )
         _write_rows(folder / f"{split}.jsonl", rows)
         replies = Counter(
-            b for r in rows for b in r["meta"].get("behaviours")
+            b
+            for r in rows
+            for b in r["meta"].get("behaviours")
             or (r["meta"]["chosen_behaviour"], r["meta"]["rejected_behaviour"])
-        )  # fmt: skip
+        )
         info[split] = {
             "prompts": len(records),
             "rows": len(rows),
@@ -371,11 +387,13 @@ def _redteam_stage(out: Path, rt: RedTeamSettings, seed: int, sft_dir: Path) -> 
             "replies": dict(replies.most_common()),
             "prompts_with_compliance": sum(
                 "harmful_compliance"
-                in (r["meta"].get("behaviours") or (r["meta"]["chosen_behaviour"],
-                                                    r["meta"]["rejected_behaviour"]))
+                in (
+                    r["meta"].get("behaviours")
+                    or (r["meta"]["chosen_behaviour"], r["meta"]["rejected_behaviour"])
+                )
                 for r in rows
             ),
-        }  # fmt: skip
+        }
         if k == 2:
             info[split]["gold_choices"] = list(gold_choices(rows))
         console.print(
@@ -401,9 +419,13 @@ def _as_ranking(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rm_files(
-    out: Path, fb: FeedbackSettings | None, rt: RedTeamSettings | None,
-    train: Path, test: Path, world: Path,
-) -> tuple[Path, Path]:  # fmt: skip
+    out: Path,
+    fb: FeedbackSettings | None,
+    rt: RedTeamSettings | None,
+    train: Path,
+    test: Path,
+    world: Path,
+) -> tuple[Path, Path]:
     """The RM's training and evaluation files: the helpfulness comparisons (feedback/, or the
     world's pairs), the world's pairs too when `include_world_pairs`, and the red-team
     comparisons (training when `redteam.train`, evaluation always). Writes rm_data/{train,test}
@@ -481,15 +503,29 @@ def _eval_stage(
     for name, path in policies.items():
         policy = ref if path == sft_dir else load_policy(ModelConfig(name_or_path=str(path)))
         res = evaluate_policy(
-            policy, tokenizer, records, rollout, seed=seed + 7, name=name,
-            ref_policy=ref, reward_model=rm, gold=True,
-        )  # fmt: skip
+            policy,
+            tokenizer,
+            records,
+            rollout,
+            seed=seed + 7,
+            name=name,
+            ref_policy=ref,
+            reward_model=rm,
+            gold=True,
+        )
         results[name] = res
         if extra:
             harm[name] = evaluate_policy(
-                policy, tokenizer, extra, rollout, seed=seed + 8, name=name,
-                ref_policy=ref, reward_model=rm, gold=True,
-            )  # fmt: skip
+                policy,
+                tokenizer,
+                extra,
+                rollout,
+                seed=seed + 8,
+                name=name,
+                ref_policy=ref,
+                reward_model=rm,
+                gold=True,
+            )
             (out / "eval").mkdir(exist_ok=True)
             _write_rows(out / "eval" / f"{name}_harmful.jsonl", harm[name].rows())
         s_ = res.summary()
@@ -506,9 +542,15 @@ def _eval_stage(
 
 
 def _ceiling(
-    ev: EvalSettings, seed: int, ref: Any, tokenizer: Any, records: list, rollout: Any, rm: Any,
+    ev: EvalSettings,
+    seed: int,
+    ref: Any,
+    tokenizer: Any,
+    records: list,
+    rollout: Any,
+    rm: Any,
     sft_gold: list[float],
-) -> list[dict[str, Any]] | None:  # fmt: skip
+) -> list[dict[str, Any]] | None:
     """Best-of-n from SFT with the gold scorer and with the RM as selector, judged against the
     SFT replies the win rate used (`rlhfkit.eval.ceiling`): what limits the win rate."""
     if not ev.ceiling_n:
@@ -971,10 +1013,17 @@ def run_demo(
     if stages.fresh("eval"):
         with stages.stage("eval", "SFT vs PPO on held-out prompts; harm rates; best-of-n ceilings"):
             results, harm, ceiling = _eval_stage(
-                out, s.eval, seed,
-                {"sft": sft_dir, "ppo": out / "ppo" / "policy", "ppo_nokl": out / "ppo_nokl" / "policy"},
-                sft_dir, rm_dir,
-            )  # fmt: skip
+                out,
+                s.eval,
+                seed,
+                {
+                    "sft": sft_dir,
+                    "ppo": out / "ppo" / "policy",
+                    "ppo_nokl": out / "ppo_nokl" / "policy",
+                },
+                sft_dir,
+                rm_dir,
+            )
             rows = _side_by_side(results)
             (out / "eval" / "samples.jsonl").write_text(
                 "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
