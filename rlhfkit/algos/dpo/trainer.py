@@ -75,8 +75,6 @@ from rlhfkit.data.readers import require_records
 from rlhfkit.engine import (
     Engine,
     OfflineLoop,
-    build_optimizer,
-    build_scheduler,
     eval_mode,
     resumed_step,
     unwrap,
@@ -264,10 +262,7 @@ def setup(cfg: DPOConfig) -> DPORun:
     acc = engine.accelerator
     policy = load_policy(cfg.model, tokenizer)
     engine.compile(policy)
-    optimizer = build_optimizer(policy.parameters(), cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, len(plan))
-    policy, optimizer = acc.prepare(policy, optimizer)
-    acc.register_for_checkpointing(scheduler)
+    policy, optimizer, scheduler = engine.prepare_trainable(policy, cfg.optim, len(plan))
     policy.train(not cfg.disable_dropout)
 
     # the reference: cached log-probs (computed before any step, or read back) or live

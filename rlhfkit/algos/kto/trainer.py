@@ -64,8 +64,6 @@ from rlhfkit.data import (
 from rlhfkit.engine import (
     Engine,
     OfflineLoop,
-    build_optimizer,
-    build_scheduler,
     eval_mode,
     resumed_step,
     unwrap,
@@ -343,10 +341,7 @@ def setup(cfg: KTOConfig) -> KTORun:
     # the policy, optimiser, schedule (dropout off unless asked for)
     acc = engine.accelerator
     policy = load_policy(cfg.model, tokenizer)
-    optimizer = build_optimizer(policy.parameters(), cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, len(plan))
-    policy, optimizer = acc.prepare(policy, optimizer)
-    acc.register_for_checkpointing(scheduler)
+    policy, optimizer, scheduler = engine.prepare_trainable(policy, cfg.optim, len(plan))
     policy.train(not cfg.disable_dropout)
 
     # the reference: cached log-probs of both rows (computed before any step, or read back)

@@ -57,8 +57,6 @@ from rlhfkit.engine import (
     Engine,
     NonFiniteError,
     accumulate,
-    build_optimizer,
-    build_scheduler,
     optimizer_step,
 )
 from rlhfkit.rollout import (
@@ -115,10 +113,7 @@ def setup(
     policy, ref_policy = load_policies(cfg, engine, use_ref=True)
     reward = build_online_reward(cfg, engine, reward_fn=reward_fn)
     steps = cfg.iterations * cfg.ppo_epochs * -(-cfg.rollout_batch_size // cfg.mini_batch_size)
-    optimizer = build_optimizer(policy.parameters(), cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, steps)
-    policy, optimizer = engine.accelerator.prepare(policy, optimizer)
-    engine.accelerator.register_for_checkpointing(scheduler)
+    policy, optimizer, scheduler = engine.prepare_trainable(policy, cfg.optim, steps)
     inner = engine.accelerator.unwrap_model(policy)
     reference = functools.partial(
         live_reference,

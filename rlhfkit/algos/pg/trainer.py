@@ -55,7 +55,7 @@ from rlhfkit.core import (
     whiten,
 )
 from rlhfkit.data import stop_token_ids
-from rlhfkit.engine import Engine, NonFiniteError, build_optimizer, build_scheduler
+from rlhfkit.engine import Engine, NonFiniteError
 from rlhfkit.env import EnvRollout, build_env, episode_metrics
 from rlhfkit.rollout import (
     Collected,
@@ -165,10 +165,7 @@ def setup(
     # an environment rewards its own episodes
     reward = build_online_reward(cfg, engine, reward_fn=reward_fn) if env is None else None
     steps = cfg.iterations * cfg.ppo_epochs * -(-rows // cfg.mini_batch_size)
-    optimizer = build_optimizer(policy.parameters(), cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, steps)
-    policy, optimizer = engine.accelerator.prepare(policy, optimizer)
-    engine.accelerator.register_for_checkpointing(scheduler)
+    policy, optimizer, scheduler = engine.prepare_trainable(policy, cfg.optim, steps)
     state = OnlineState.resumed(cfg, inputs.data.prompts, engine)
     models = OnlineModels(
         policy, inputs.tokenizer, reward, ref_policy, use_ref=cfg.use_ref, engine=inputs.sampler

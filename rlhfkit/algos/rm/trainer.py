@@ -65,8 +65,6 @@ from rlhfkit.engine import (
     Engine,
     OfflineLoop,
     accumulate,
-    build_optimizer,
-    build_scheduler,
     eval_mode,
     resumed_step,
     unwrap,
@@ -229,22 +227,10 @@ def accumulate_gradients(
     """Backward over this process's micro-batches of one optimiser step (`engine.accumulate`);
     returns the summed (preference loss, LM loss, correct comparisons, Σ score gaps), averaged
     over processes."""
-    sums = accumulate(acc, model, _losses(acc, model, batches, n_cmp, n_lm, world, cfg))
-    return _stat_tensor(sums, next(model.parameters()).device)
-
-
-def _losses(
-    acc: Any,
-    model: torch.nn.Module,
-    batches: Sequence[dict[str, Any]],
-    n_cmp: float,
-    n_lm: float,
-    world: int,
-    cfg: RMConfig,
-) -> list[Callable[[], tuple[torch.Tensor, dict[str, torch.Tensor]]]]:
-    return [
+    losses = [
         functools.partial(micro_batch_loss, acc, model, b, n_cmp, n_lm, world, cfg) for b in batches
     ]
+    return _stat_tensor(accumulate(acc, model, losses), next(model.parameters()).device)
 
 
 def _stat_tensor(sums: dict[str, float], device: torch.device) -> torch.Tensor:
@@ -386,7 +372,6 @@ def setup(cfg: RMConfig) -> RMRun:
 
     plan = plan_steps(batches_of_epoch, cfg.grad_accum_steps, 1, cfg.epochs, cfg.max_steps)
     engine = Engine(cfg.engine, cfg.out_dir, cfg)
-    acc = engine.accelerator
     if engine.num_processes > 1:
         plan = plan_steps(
             batches_of_epoch, cfg.grad_accum_steps, engine.num_processes, cfg.epochs, cfg.max_steps
@@ -401,10 +386,7 @@ def setup(cfg: RMConfig) -> RMRun:
     if cfg.beta_rm > 0:
         rm.attach_lm_head(cfg.model.name_or_path)
     engine.compile(rm)
-    optimizer = build_optimizer(rm.parameters(), cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, len(plan))
-    model, optimizer = acc.prepare(rm, optimizer)
-    acc.register_for_checkpointing(scheduler)  # prepared schedulers step once per process
+    model, optimizer, scheduler = engine.prepare_trainable(rm, cfg.optim, len(plan))
     model.train(not cfg.disable_dropout)  # eval mode = no dropout; gradients flow either way
     return RMRun(
         cfg=cfg,
@@ -455,7 +437,13 @@ def train(cfg: RMConfig) -> RMResult:
         batches = [run.collate([items[i] for i in b], pad_id) for b in groups[rank::world]]
 
         # 2. one optimiser step (a NaN/inf loss or gradient skips it: nothing moves)
-        out = loop.step(step, _losses(acc, model, batches, n_cmp, n_lm, world, cfg))
+        out = loop.step(
+            step,
+            [
+                functools.partial(micro_batch_loss, acc, model, b, n_cmp, n_lm, world, cfg)
+                for b in batches
+            ],
+        )
         sums = _stat_tensor(out.sums, next(model.parameters()).device)
         loop.rate.add(sum(int(b["attention_mask"].sum()) for b in batches))
 

@@ -51,8 +51,6 @@ from rlhfkit.data import (
 from rlhfkit.engine import (
     Engine,
     OfflineLoop,
-    build_optimizer,
-    build_scheduler,
     eval_mode,
     resumed_step,
     unwrap,
@@ -220,10 +218,7 @@ def train(cfg: SFTConfig) -> SFTResult:
         policy.resize_token_embeddings(len(tokenizer))
     dtype = next(policy.parameters()).dtype
     engine.compile(policy)
-    optimizer = build_optimizer(policy.parameters(), cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, len(plan))
-    policy, optimizer = acc.prepare(policy, optimizer)
-    acc.register_for_checkpointing(scheduler)
+    policy, optimizer, scheduler = engine.prepare_trainable(policy, cfg.optim, len(plan))
     policy.train()
 
     # 3. resume
