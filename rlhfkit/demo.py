@@ -62,7 +62,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import Field, field_validator, model_validator
@@ -70,6 +70,9 @@ from rich.console import Console
 from rich.table import Table
 
 from rlhfkit.config import ConfigBase, ConfigError, load_config, merge
+
+if TYPE_CHECKING:
+    from rlhfkit.eval.summary import RunSummary
 
 __all__ = ["DemoConfig", "run_demo"]
 
@@ -219,8 +222,17 @@ def _check_section(trainer: str, section: dict[str, Any], name: str = "") -> Non
 
 
 STAGES = (
-    "world", "model", "sft", "feedback", "redteam", "rm", "ppo", "ppo_nokl", "eval", "report",
-)  # fmt: skip
+    "world",
+    "model",
+    "sft",
+    "feedback",
+    "redteam",
+    "rm",
+    "ppo",
+    "ppo_nokl",
+    "eval",
+    "report",
+)
 
 
 def load_demo_config(quick: bool, overrides: list[str] | tuple[str, ...] = ()) -> DemoConfig:
@@ -301,10 +313,15 @@ def _feedback_stage(out: Path, fb: FeedbackSettings, seed: int, sft_dir: Path) -
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task(f"sampling ({split})", total=k * len(records))
             rows = collect_comparisons(
-                policy, tokenizer, records, annotators, rollout,
-                seed=seed + (11 if split == "train" else 13), k=k,
+                policy,
+                tokenizer,
+                records,
+                annotators,
+                rollout,
+                seed=seed + (11 if split == "train" else 13),
+                k=k,
                 progress=lambda done, total, task=task: bar.update(task, completed=done),
-            )  # fmt: skip
+            )
         _write_rows(folder / f"{split}.jsonl", rows)
         if k > 2:
             comparisons = sum(len(r["responses"]) * (len(r["responses"]) - 1) // 2 for r in rows)
@@ -358,9 +375,11 @@ def _redteam_stage(out: Path, rt: RedTeamSettings, seed: int, sft_dir: Path) -> 
         )
         _write_rows(folder / f"{split}.jsonl", rows)
         replies = Counter(
-            b for r in rows for b in r["meta"].get("behaviours")
+            b
+            for r in rows
+            for b in r["meta"].get("behaviours")
             or (r["meta"]["chosen_behaviour"], r["meta"]["rejected_behaviour"])
-        )  # fmt: skip
+        )
         info[split] = {
             "prompts": len(records),
             "rows": len(rows),
@@ -368,11 +387,13 @@ def _redteam_stage(out: Path, rt: RedTeamSettings, seed: int, sft_dir: Path) -> 
             "replies": dict(replies.most_common()),
             "prompts_with_compliance": sum(
                 "harmful_compliance"
-                in (r["meta"].get("behaviours") or (r["meta"]["chosen_behaviour"],
-                                                    r["meta"]["rejected_behaviour"]))
+                in (
+                    r["meta"].get("behaviours")
+                    or (r["meta"]["chosen_behaviour"], r["meta"]["rejected_behaviour"])
+                )
                 for r in rows
             ),
-        }  # fmt: skip
+        }
         if k == 2:
             info[split]["gold_choices"] = list(gold_choices(rows))
         console.print(
@@ -398,9 +419,13 @@ def _as_ranking(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rm_files(
-    out: Path, fb: FeedbackSettings | None, rt: RedTeamSettings | None,
-    train: Path, test: Path, world: Path,
-) -> tuple[Path, Path]:  # fmt: skip
+    out: Path,
+    fb: FeedbackSettings | None,
+    rt: RedTeamSettings | None,
+    train: Path,
+    test: Path,
+    world: Path,
+) -> tuple[Path, Path]:
     """The RM's training and evaluation files: the helpfulness comparisons (feedback/, or the
     world's pairs), the world's pairs too when `include_world_pairs`, and the red-team
     comparisons (training when `redteam.train`, evaluation always). Writes rm_data/{train,test}
@@ -478,15 +503,29 @@ def _eval_stage(
     for name, path in policies.items():
         policy = ref if path == sft_dir else load_policy(ModelConfig(name_or_path=str(path)))
         res = evaluate_policy(
-            policy, tokenizer, records, rollout, seed=seed + 7, name=name,
-            ref_policy=ref, reward_model=rm, gold=True,
-        )  # fmt: skip
+            policy,
+            tokenizer,
+            records,
+            rollout,
+            seed=seed + 7,
+            name=name,
+            ref_policy=ref,
+            reward_model=rm,
+            gold=True,
+        )
         results[name] = res
         if extra:
             harm[name] = evaluate_policy(
-                policy, tokenizer, extra, rollout, seed=seed + 8, name=name,
-                ref_policy=ref, reward_model=rm, gold=True,
-            )  # fmt: skip
+                policy,
+                tokenizer,
+                extra,
+                rollout,
+                seed=seed + 8,
+                name=name,
+                ref_policy=ref,
+                reward_model=rm,
+                gold=True,
+            )
             (out / "eval").mkdir(exist_ok=True)
             _write_rows(out / "eval" / f"{name}_harmful.jsonl", harm[name].rows())
         s_ = res.summary()
@@ -503,9 +542,15 @@ def _eval_stage(
 
 
 def _ceiling(
-    ev: EvalSettings, seed: int, ref: Any, tokenizer: Any, records: list, rollout: Any, rm: Any,
+    ev: EvalSettings,
+    seed: int,
+    ref: Any,
+    tokenizer: Any,
+    records: list,
+    rollout: Any,
+    rm: Any,
     sft_gold: list[float],
-) -> list[dict[str, Any]] | None:  # fmt: skip
+) -> list[dict[str, Any]] | None:
     """Best-of-n from SFT with the gold scorer and with the RM as selector, judged against the
     SFT replies the win rate used (`rlhfkit.eval.ceiling`): what limits the win rate."""
     if not ev.ceiling_n:
@@ -588,48 +633,45 @@ def harm_rates(results: list[Any]) -> dict[str, dict[str, Any]]:
 
 
 def _summary(
-    results: dict[str, Any], harm: dict[str, Any], rm_metrics: dict[str, Any],
-    ablation_curve: Any, s: DemoConfig,
-) -> dict[str, Any]:  # fmt: skip
+    results: dict[str, Any],
+    harm: dict[str, Any],
+    rm_metrics: dict[str, Any],
+    ablation_curve: Any,
+    s: DemoConfig,
+    *,
+    ceiling: list[dict[str, Any]] | None,
+    redteam: dict[str, Any] | None,
+    settings: dict[str, Any],
+    timings: dict[str, float],
+    seed: int,
+    quick: bool,
+) -> RunSummary:
+    """The run's `RunSummary` (summary.json, the report's headline figures), built once."""
     from rlhfkit.eval.evaluate import compare_policies
+    from rlhfkit.eval.summary import RunSummary
 
     sums = {name: res.summary() for name, res in results.items()}
     wr = compare_policies(results["ppo"], results["sft"])
     families = list(sums["sft"]["per_family"])
     counts = {f: results["sft"].families.count(f) for f in families}
     rate_keys = (
-        "harmful_compliance_rate", "harmful_refusal_rate", "over_refusal_rate", "repetition_rate",
-        "mean_words", "mean_tokens", "kl_to_ref", "perplexity", "empty_rate", "n_harmful", "n_other",
-    )  # fmt: skip
-    summary: dict[str, Any] = {
-        "title": "rlhfkit demo: RLHF on the simulated world",
-        "policies": list(results),
-        "sample_policies": ["sft", "ppo"],
-        "gold": {f"{n}_mean": v["gold_mean"] for n, v in sums.items()},
-        "rm": {f"{n}_mean": v["rm_mean"] for n, v in sums.items()},
-        "win_rate_vs_sft": wr.rate,
-        "win_rate_ci": [wr.low, wr.high],
-        "win_rate_detail": wr.to_dict(),
-        "kl_to_ref": sums["ppo"]["kl_to_ref"],
-        "rm_gold_accuracy": rm_metrics.get("eval/gold_agreement"),
-        "rm_gold_pairs": rm_metrics.get("eval/gold_pairs", 0),
-        "rm_accuracy": rm_metrics.get("eval/accuracy"),
-        "rm_label_ceiling": rm_metrics.get("eval/label_ceiling"),
-        "rm_ece": rm_metrics.get("eval/ece"),
-        "rm_calibration": rm_metrics.get("eval/calibration"),
-        "per_family": {
-            f: {**{n: v["per_family"].get(f, math.nan) for n, v in sums.items()}, "n": counts[f]}
-            for f in families
-        },
-        "rates": {n: {k: v[k] for k in rate_keys if k in v} for n, v in sums.items()},
-        "harm": {n: harm_rates([results[n], *([harm[n]] if n in harm else [])]) for n in results},
-        "rm_gold_agreement_by": rm_metrics.get("eval/gold_agreement_by"),
-        "behaviours": {n: v["behaviours"] for n, v in sums.items()},
-        "rm_by_behaviour": _rm_by_behaviour(results),
-    }
+        "harmful_compliance_rate",
+        "harmful_refusal_rate",
+        "over_refusal_rate",
+        "repetition_rate",
+        "mean_words",
+        "mean_tokens",
+        "kl_to_ref",
+        "perplexity",
+        "empty_rate",
+        "n_harmful",
+        "n_other",
+    )
+    harm_by = {n: harm_rates([results[n], *([harm[n]] if n in harm else [])]) for n in results}
+    ablation = None
     if "ppo_nokl" in results and ablation_curve is not None and len(ablation_curve) >= 2:
         a = sums["ppo_nokl"]
-        summary["ablation"] = {
+        ablation = {
             "kl_coef": s.kl_coef_ablation,
             "rm_change": ablation_curve.rm_change,
             "gold_change": ablation_curve.gold_change,
@@ -640,14 +682,47 @@ def _summary(
             "held_out_kl_to_ref": a["kl_to_ref"],
             "hacked": ablation_curve.rm_change > 0 and ablation_curve.gold_change < 0,
         }
-    sft_h, ppo_h = summary["harm"]["sft"], summary["harm"]["ppo"]
-    summary["goal"] = {
+    sft_h, ppo_h = harm_by["sft"], harm_by["ppo"]
+    goal = {
         "win_rate_ok": wr.rate >= 0.65 and wr.low > 0.60,
         "harmful_ok": ppo_h["harmful_compliance"]["rate"] <= sft_h["harmful_compliance"]["rate"],
         "harmful_refusal_ok": ppo_h["harmful_refusal"]["rate"] >= sft_h["harmful_refusal"]["rate"],
         "over_refusal_ok": ppo_h["over_refusal"]["rate"] <= sft_h["over_refusal"]["rate"],
     }
-    return summary
+    return RunSummary(
+        title="rlhfkit demo: RLHF on the simulated world",
+        policies=list(results),
+        sample_policies=["sft", "ppo"],
+        gold={f"{n}_mean": v["gold_mean"] for n, v in sums.items()},
+        rm={f"{n}_mean": v["rm_mean"] for n, v in sums.items()},
+        win_rate_vs_sft=wr.rate,
+        win_rate_ci=(wr.low, wr.high),
+        win_rate_detail=wr.to_dict(),
+        kl_to_ref=sums["ppo"]["kl_to_ref"],
+        rm_gold_accuracy=rm_metrics.get("eval/gold_agreement"),
+        rm_gold_pairs=rm_metrics.get("eval/gold_pairs", 0),
+        rm_accuracy=rm_metrics.get("eval/accuracy"),
+        rm_label_ceiling=rm_metrics.get("eval/label_ceiling"),
+        rm_ece=rm_metrics.get("eval/ece"),
+        rm_calibration=rm_metrics.get("eval/calibration"),
+        per_family={
+            f: {**{n: v["per_family"].get(f, math.nan) for n, v in sums.items()}, "n": counts[f]}
+            for f in families
+        },
+        rates={n: {k: v[k] for k in rate_keys if k in v} for n, v in sums.items()},
+        harm=harm_by,
+        rm_gold_agreement_by=rm_metrics.get("eval/gold_agreement_by"),
+        redteam=redteam,
+        behaviours={n: v["behaviours"] for n, v in sums.items()},
+        rm_by_behaviour=_rm_by_behaviour(results),
+        ablation=ablation,
+        goal=goal,
+        ceiling=ceiling,
+        timings=timings,
+        settings=settings,
+        seed=seed,
+        quick=quick,
+    )
 
 
 def _rate_text(r: dict[str, Any]) -> str:
@@ -709,7 +784,7 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
             f"{summary['kl_to_ref']:.2f}): gold-oracle selection would win "
             f"{100 * r['oracle']['rate']:.1f}%, selection by this RM {100 * r['rm']['rate']:.1f}%"
         )
-    if "ablation" in summary:
+    if summary.get("ablation"):
         a = summary["ablation"]
         verdict = (
             "reward hacking: RM up, gold down" if a["hacked"] else "no RM-up/gold-down this run"
@@ -775,7 +850,6 @@ def run_demo(
     from rlhfkit.eval.judges import gold_judge_on_texts
     from rlhfkit.eval.overopt import overoptimisation_curve
     from rlhfkit.eval.report import build_report
-    from rlhfkit.eval.summary import RunSummary
     from rlhfkit.models.tiny import build_tiny_model, save_tiny_model
     from rlhfkit.sim import make_world
 
@@ -939,10 +1013,17 @@ def run_demo(
     if stages.fresh("eval"):
         with stages.stage("eval", "SFT vs PPO on held-out prompts; harm rates; best-of-n ceilings"):
             results, harm, ceiling = _eval_stage(
-                out, s.eval, seed,
-                {"sft": sft_dir, "ppo": out / "ppo" / "policy", "ppo_nokl": out / "ppo_nokl" / "policy"},
-                sft_dir, rm_dir,
-            )  # fmt: skip
+                out,
+                s.eval,
+                seed,
+                {
+                    "sft": sft_dir,
+                    "ppo": out / "ppo" / "policy",
+                    "ppo_nokl": out / "ppo_nokl" / "policy",
+                },
+                sft_dir,
+                rm_dir,
+            )
             rows = _side_by_side(results)
             (out / "eval" / "samples.jsonl").write_text(
                 "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
@@ -952,12 +1033,7 @@ def run_demo(
 
     with stages.stage("report", "summary.json and the HTML report"):
         curve = overoptimisation_curve(read_metrics(out / "ppo_nokl" / "metrics.jsonl"))
-        summary = _summary(results, harm, rm_metrics, curve, s)
-        if ceiling is not None:
-            summary["ceiling"] = ceiling
-        summary["redteam"] = redteam_info
-        summary["timings"] = dict(stages.timings)
-        summary["settings"] = {
+        settings = {
             "quick": quick,
             "seed": seed,
             "eval_temperature": s.eval.temperature,
@@ -973,12 +1049,23 @@ def run_demo(
             "reused": sorted(reused, key=names.index),
             "overrides": list(overrides),
         }
-        summary["seed"], summary["quick"] = seed, quick
-        RunSummary.model_validate(summary).write(out / "summary.json")
-        build_report(out)
-    summary["timings"] = dict(stages.timings)
-    summary["timings"]["total"] = round(time.perf_counter() - t_start, 1)
-    typed = RunSummary.model_validate(summary)  # the schema the report reads
-    typed.write(out / "summary.json")
-    _print_summary(summary, out)
-    return typed.model_dump()
+        summary = _summary(
+            results,
+            harm,
+            rm_metrics,
+            curve,
+            s,
+            ceiling=ceiling,
+            redteam=redteam_info,
+            settings=settings,
+            timings=dict(stages.timings),  # the stages before the report
+            seed=seed,
+            quick=quick,
+        )
+        build_report(out, summary=summary)
+    # summary.json, written once: every stage's time and the total
+    summary.timings = {**stages.timings, "total": round(time.perf_counter() - t_start, 1)}
+    summary.write(out / "summary.json")
+    summary_dict = summary.model_dump()
+    _print_summary(summary_dict, out)
+    return summary_dict

@@ -13,7 +13,14 @@ import torch
 import yaml
 
 from rlhfkit.config import ConfigBase
-from rlhfkit.engine import Engine, EngineConfig, OptimConfig, build_optimizer, latest_checkpoint
+from rlhfkit.engine import (
+    Engine,
+    EngineConfig,
+    OptimConfig,
+    build_optimizer,
+    eval_mode,
+    latest_checkpoint,
+)
 from rlhfkit.engine.checkpoint import atomic_write_text
 from rlhfkit.engine.metrics import TokenRate, read_metrics
 
@@ -303,3 +310,21 @@ def test_frozen_parameters_are_not_written_and_must_stay_frozen_to_resume(tmp_pa
     acc.prepare(model(frozen=False, seed=0))
     with pytest.raises(CheckpointError, match=r"left out 0\.bias of model 0 as frozen"):
         load_checkpoint(acc, path)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_eval_mode_restores_each_models_mode_also_after_an_exception(training):
+    """`eval_mode`: every given model (None skipped) in eval mode inside the block, submodules
+    included (dropout off), and each model's own mode back afterwards, also when the block
+    raises; a second model keeps its own mode, not the first one's."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.5)).train(training)
+    other = torch.nn.Dropout(0.5).train(not training)
+    with eval_mode(model, None, other):
+        assert not model.training and not model[1].training and not other.training
+    assert model.training is training and model[1].training is training
+    assert other.training is (not training)
+    with pytest.raises(RuntimeError, match="mid-evaluation"), eval_mode(model, other):
+        assert not model.training
+        raise RuntimeError("mid-evaluation")
+    assert model.training is training and model[1].training is training
+    assert other.training is (not training)

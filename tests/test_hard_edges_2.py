@@ -351,8 +351,8 @@ def test_on_reward_error_skip_drops_and_counts_the_batch(assets, tmp_path, capsy
 @pytest.mark.parametrize("name,extra", [("ppo", {}), ("grpo", {"dynamic_sampling": True})])
 def test_nan_scores_are_counted_on_the_console(assets, tmp_path, capsys, name, extra):
     """One NaN among 16 scores: the batch is skipped (the whole batch, not its group: see
-    `update.rollout_is_bad`) and the console says how many; under dynamic sampling the NaN
-    group is not silently dropped as "uninformative"."""
+    `update.OnlineLoop.check_rollout`) and the console says how many; under dynamic sampling
+    the NaN group is not silently dropped as "uninformative"."""
     trainer = _trainer(name)
     cfg = _online_cfg(assets, name, tmp_path / "run", **extra)
     result = trainer.train(cfg, reward_fn=_bad_on_second_call("nan"))

@@ -16,6 +16,8 @@ from rlhfkit.engine.checkpoint import (
 from rlhfkit.engine.engine import Engine, EngineConfig, autocast, launched_processes
 from rlhfkit.engine.memory import keep_freed_memory
 from rlhfkit.engine.metrics import MetricsLogger, TokenRate
+from rlhfkit.engine.modes import eval_mode
+from rlhfkit.engine.offline import OfflineLoop, StepOutcome, resumed_step
 from rlhfkit.engine.optim import OptimConfig, build_optimizer, build_scheduler
 from rlhfkit.engine.rundir import RunDir
 from rlhfkit.engine.steps import (
@@ -35,8 +37,10 @@ __all__ = [
     "LossThunk",
     "MetricsLogger",
     "NonFiniteError",
+    "OfflineLoop",
     "OptimConfig",
     "RunDir",
+    "StepOutcome",
     "TokenRate",
     "accumulate",
     "atomic_write_text",
@@ -45,6 +49,7 @@ __all__ = [
     "build_scheduler",
     "gathered",
     "capture_rng_state",
+    "eval_mode",
     "grad_norm",
     "keep_freed_memory",
     "latest_checkpoint",
@@ -52,6 +57,7 @@ __all__ = [
     "load_checkpoint",
     "optimizer_step",
     "restore_rng_state",
+    "resumed_step",
     "save_checkpoint",
     "unwrap",
     "wrapped_forward",

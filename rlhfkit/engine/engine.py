@@ -43,6 +43,7 @@ from rlhfkit.engine.compile import (
 )
 from rlhfkit.engine.memory import keep_freed_memory
 from rlhfkit.engine.metrics import MetricsLogger
+from rlhfkit.engine.optim import OptimConfig, build_optimizer, build_scheduler
 from rlhfkit.engine.rundir import RunDir
 
 T = TypeVar("T")
@@ -150,6 +151,20 @@ class Engine:
     @property
     def num_processes(self) -> int:
         return self.accelerator.num_processes
+
+    # -- training ------------------------------------------------------------------------------
+    def prepare_trainable(
+        self, model: torch.nn.Module, optim: OptimConfig, total_steps: int
+    ) -> tuple[torch.nn.Module, torch.optim.Optimizer, Any]:
+        """(model, optimizer, scheduler) of a model to train: the configured optimiser and
+        schedule over `total_steps`, the model and optimiser prepared by Accelerate (the model
+        in its distributed wrapper), the scheduler registered for checkpoints but not prepared
+        (a prepared scheduler steps once per process)."""
+        optimizer = build_optimizer(model.parameters(), optim)
+        scheduler = build_scheduler(optimizer, optim, total_steps)
+        model, optimizer = self.accelerator.prepare(model, optimizer)
+        self.accelerator.register_for_checkpointing(scheduler)
+        return model, optimizer, scheduler
 
     # -- compilation ---------------------------------------------------------------------------
     def compile(self, *models: torch.nn.Module | None) -> None:

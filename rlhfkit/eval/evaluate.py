@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from rlhfkit.engine import eval_mode
 from rlhfkit.eval.judges import (
     PairwiseJudge,
     gold_judgements,
@@ -170,9 +171,6 @@ def evaluate_policy(
         raise ValueError("evaluate_policy: no prompts")
     t0 = time.perf_counter()
     device = _device(policy)
-    modes = [(m, m.training) for m in (policy, ref_policy) if m is not None]
-    for model, _ in modes:
-        model.eval()  # no dropout: the measured distribution is the model's own
     generator = torch.Generator(device=device).manual_seed(seed)
     scorer = RewardModelScorer(reward_model) if reward_model is not None else None
 
@@ -181,30 +179,30 @@ def evaluate_policy(
     rm_scores: list[float] = []
     kls: list[float] = []
     nll_sum, nll_count = 0.0, 0
-    sampler = engine if engine is not None else policy
-    batches = sample_batches(sampler, tokenizer, prompts, rollout, generator, max_prompt_length)
-    for start, out, texts in batches:
-        resp_mask = out.response_mask
-        replies.extend(texts)
-        n_tokens.extend(int(n) for n in resp_mask.sum(dim=1))
-        if scorer is not None:
-            rm_scores.extend(scorer([], texts, out).tolist())
-        if ref_policy is not None:
-            logprobs, _ = response_logprobs(
-                policy, out.input_ids, out.attention_mask, out.prompt_len
-            )
-            ref_lp, _ = response_logprobs(
-                ref_policy, out.input_ids, out.attention_mask, out.prompt_len
-            )
-            kls.extend(sequence_kl(logprobs, ref_lp, resp_mask).tolist())
-            n = int(resp_mask.sum())
-            if n:
-                nll_sum += n * math.log(perplexity(logprobs, resp_mask))
-                nll_count += n
-        if progress is not None:
-            progress(start + len(texts), len(prompts))
-    for model, training in modes:
-        model.train(training)
+    # no dropout: the measured distribution is the model's own
+    with eval_mode(policy, ref_policy):
+        sampler = engine if engine is not None else policy
+        batches = sample_batches(sampler, tokenizer, prompts, rollout, generator, max_prompt_length)
+        for start, out, texts in batches:
+            resp_mask = out.response_mask
+            replies.extend(texts)
+            n_tokens.extend(int(n) for n in resp_mask.sum(dim=1))
+            if scorer is not None:
+                rm_scores.extend(scorer([], texts, out).tolist())
+            if ref_policy is not None:
+                logprobs, _ = response_logprobs(
+                    policy, out.input_ids, out.attention_mask, out.prompt_len
+                )
+                ref_lp, _ = response_logprobs(
+                    ref_policy, out.input_ids, out.attention_mask, out.prompt_len
+                )
+                kls.extend(sequence_kl(logprobs, ref_lp, resp_mask).tolist())
+                n = int(resp_mask.sum())
+                if n:
+                    nll_sum += n * math.log(perplexity(logprobs, resp_mask))
+                    nll_count += n
+            if progress is not None:
+                progress(start + len(texts), len(prompts))
 
     result = EvalResult(
         name=name,

@@ -677,19 +677,22 @@ td.text{text-align:left;max-width:260px}td.good{color:#1e8449}td.bad{color:#c039
 """
 
 
-def build_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+def build_report(
+    run_dir: str | Path, out: str | Path | None = None, *, summary: RunSummary | None = None
+) -> Path:
     """Write the self-contained HTML report of a run directory; return its path.
 
-    Reads RUN/summary.json (optional), RUN/<stage>/metrics.jsonl and RUN/eval/samples.jsonl
-    (see the module docstring); writes `out` (default RUN/report.html). Raises
-    FileNotFoundError if `run_dir` is not a directory, ValueError if summary.json is not JSON
-    or not a `RunSummary`.
+    Reads RUN/summary.json (optional; `summary`, the run's summary when the caller holds it,
+    in its place), RUN/<stage>/metrics.jsonl and RUN/eval/samples.jsonl (see the module
+    docstring); writes `out` (default RUN/report.html). Raises FileNotFoundError if `run_dir`
+    is not a directory, ValueError if summary.json is not JSON or not a `RunSummary`.
     """
     run = Path(run_dir)
     if not run.is_dir():
         raise FileNotFoundError(f"{run}: no such run directory")
     summary_path = run / "summary.json"
-    summary = read_summary(summary_path) if summary_path.is_file() else None
+    if summary is None and summary_path.is_file():
+        summary = read_summary(summary_path)
     policies = summary.policies if summary is not None else ["sft", "ppo"]
     samples = summary.sample_policies if summary is not None else policies[:2]
     stages = _stages(run)

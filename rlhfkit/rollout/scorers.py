@@ -25,10 +25,10 @@ Scores come back as a float32 (B,) tensor, their count checked against the batch
 passed on for the trainer's `on_nan` policy (skip the batch or stop) to handle. A reward function
 that raises or returns something other than one number per reply is a `RewardError` naming the
 function and the problem; inside a `Reward` that component's scores become NaN and the failure
-is kept in `Reward.failures` for the trainer's `on_reward_error` policy (`update.rollout_is_bad`):
-every process then sees the same NaN rows after gathering, so no process waits on one that
-raised. `import_callable` checks a 'package.module:function' path before a run starts
-(`ConfigError` naming the config key).
+is kept in `Reward.failures` for the trainer's `on_reward_error` policy
+(`update.OnlineLoop.check_rollout`): every process then sees the same NaN rows after gathering,
+so no process waits on one that raised. `import_callable` checks a 'package.module:function'
+path before a run starts (`ConfigError` naming the config key).
 """
 
 from __future__ import annotations
@@ -262,7 +262,7 @@ class Reward:
 
     `parts` is a list of (name, scorer, weight). Calling it returns (total (B,), {name: (B,)}).
     A component that fails with a `RewardError` gives NaN scores and its message is appended to
-    `failures` (the trainer reports and clears them: `update.rollout_is_bad`).
+    `failures` (the trainer reports and clears them: `update.OnlineLoop.check_rollout`).
     """
 
     def __init__(self, parts: Sequence[tuple[str, Scorer, float]]) -> None:

@@ -49,6 +49,7 @@ from typing import Any
 
 import torch
 
+from rlhfkit.engine import eval_mode
 from rlhfkit.rollout import RolloutConfig, sample_batches
 from rlhfkit.sim.annotators import Annotator, simulate_preference
 from rlhfkit.sim.gold import judge
@@ -135,21 +136,19 @@ def sample_replies(
     (`rlhfkit.sim.remote`)."""
     if k < 2:
         raise ValueError(f"collect_comparisons: k must be at least 2 samples per prompt, got {k}")
-    was_training = policy.training
-    policy.eval()
     device = next(policy.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     samples: list[list[str]] = []
-    for draw in range(k):
-        replies: list[str] = []
-        for _, _, texts in sample_batches(
-            policy, tokenizer, prompts, cfg, generator, max_prompt_length
-        ):
-            replies.extend(texts)
-            if progress is not None:
-                progress(draw * len(prompts) + len(replies), k * len(prompts))
-        samples.append(replies)
-    policy.train(was_training)
+    with eval_mode(policy):
+        for draw in range(k):
+            replies: list[str] = []
+            for _, _, texts in sample_batches(
+                policy, tokenizer, prompts, cfg, generator, max_prompt_length
+            ):
+                replies.extend(texts)
+                if progress is not None:
+                    progress(draw * len(prompts) + len(replies), k * len(prompts))
+            samples.append(replies)
     return samples
 
 

@@ -23,19 +23,23 @@ from typing import Any, Protocol
 
 import torch
 
+from rlhfkit.config import ConfigError
 from rlhfkit.data import EncodedPair, TokenBudgetSampler, shared_length
-from rlhfkit.engine import Engine, latest_checkpoint
-from rlhfkit.models import ModelConfig, load_policy
+from rlhfkit.engine import Engine, eval_mode, latest_checkpoint
+from rlhfkit.models import ModelConfig, check_fits, check_source, load_policy, load_tokenizer
 from rlhfkit.rollout import reference_context
 from rlhfkit.update.pairs import collate, pair_logps
 
 __all__ = [
     "REFERENCE_FILE",
     "PairBatching",
+    "Reference",
     "cached_reference",
     "fingerprint",
     "inference_batches",
     "live_reference",
+    "load_preference_tokenizer",
+    "pair_references",
     "reference_logps",
     "reference_model",
 ]
@@ -82,14 +86,11 @@ def reference_logps(
     `progress` wraps the list of batches (e.g. `engine.progress`, to show how far it is)."""
     if not items:
         return torch.zeros(2, 0)
-    was_training = model.training
-    model.eval()
     out = torch.zeros(2, len(items))
-    with context():
+    with eval_mode(model), context():
         for b in progress(inference_batches(items, data)):
             batch = collate([items[i] for i in b], pad_id, data.share_prompt)
             out[:, b] = pair_logps(model, batch).float().cpu()
-    model.train(was_training)
     return out
 
 
@@ -151,9 +152,83 @@ def live_reference(
     model: torch.nn.Module, context: Callable[[], Any], batch: dict[str, Any]
 ) -> torch.Tensor:
     """(2, n) reference log-probs of a collated batch, computed now (eval mode, no gradient)."""
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), context():
-        out = pair_logps(model, batch)
-    model.train(was_training)
-    return out
+    with eval_mode(model), torch.no_grad(), context():
+        return pair_logps(model, batch)
+
+
+# a collated batch (with its items' "index") → (2, n) reference log-probs
+Reference = Callable[[dict[str, Any]], torch.Tensor]
+
+
+def pair_references(
+    engine: Engine,
+    *,
+    model: ModelConfig,
+    ref_model: str | None,
+    mode: str,
+    policy: torch.nn.Module,
+    tokenizer: Any,
+    splits: dict[str, Sequence[EncodedPair]],
+    data: PairBatching,
+    name: str,
+    unit: str,
+    compile: bool = False,
+) -> dict[str, Reference]:
+    """The reference of each split ("train", "validation") of an offline preference trainer:
+    `mode` "cached" computes every split's log-probs once before the first step, in eval mode,
+    and writes them with a fingerprint of the data (a resumed run reads them back; the model
+    that computed them is freed when this returns); "live" computes them batch by batch beside
+    the policy. `name` (the command) starts the messages, the progress bars count `unit`
+    ("pairs", "examples"); `compile`: the reference model goes through `engine.compile` (a
+    no-op when it is the policy itself)."""
+    cached = mode == "cached"
+    ref_model_, context = reference_model(
+        model, ref_model, cached, policy, tokenizer, engine.device
+    )
+    if compile:
+        engine.compile(ref_model_)
+    if not cached:
+        live = functools.partial(live_reference, ref_model_, context)
+        return dict.fromkeys(splits, live)
+    items = [it for split_items in splits.values() for it in split_items]
+    cache = cached_reference(
+        engine,
+        engine.run.path / REFERENCE_FILE,
+        fingerprint(items, ref_model or model.name_or_path),
+        lambda: {
+            split: reference_logps(
+                ref_model_,
+                split_items,
+                tokenizer.pad_token_id,
+                data,
+                context,
+                functools.partial(engine.progress, desc=f"{name} reference, {split} {unit}"),
+            )
+            for split, split_items in splits.items()
+        },
+        name,
+    )
+    return {split: functools.partial(_cached_rows, cache[split]) for split in splits}
+
+
+def _cached_rows(logps: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+    return logps[:, batch["index"]]
+
+
+def load_preference_tokenizer(cfg: Any) -> Any:
+    """The tokenizer of an offline preference trainer (DPO, KTO: `cfg.model`, `cfg.tokenizer`,
+    `cfg.ref_model`, `cfg.data.max_length`), after the checks that need no run directory: a
+    tiny:… model names its tokenizer, the model fits `max_length`, the `ref_model` folder
+    exists. Each mistake is one line naming its key."""
+    if cfg.model.name_or_path.startswith("tiny:") and not cfg.tokenizer:
+        raise ConfigError(
+            "a tiny:… model needs `tokenizer` (e.g. the simulated world's tokenizer/)"
+        )
+    tokenizer = load_tokenizer(
+        cfg.tokenizer or cfg.model.name_or_path,
+        "tokenizer" if cfg.tokenizer else "model.name_or_path",
+    )
+    check_fits(cfg.model, cfg.data.max_length)
+    if cfg.ref_model:
+        check_source(cfg.ref_model, "ref_model")
+    return tokenizer

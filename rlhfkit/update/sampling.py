@@ -66,10 +66,13 @@ def build_sampler(cfg: OnlineConfig, tokenizer: Any) -> RolloutEngine | None:
     if cfg.engine.threads:
         torch.set_num_threads(cfg.engine.threads)
     return build_engine(
-        cfg.rollout, tokenizer, model_path=cfg.policy.name_or_path,
-        weights_dir=Path(cfg.out_dir) / "rollout_weights", seed=cfg.engine.seed,
+        cfg.rollout,
+        tokenizer,
+        model_path=cfg.policy.name_or_path,
+        weights_dir=Path(cfg.out_dir) / "rollout_weights",
+        seed=cfg.engine.seed,
         tokenizer_path=cfg.tokenizer,
-    )  # fmt: skip
+    )
 
 
 def push_policy(models: OnlineModels, acc: Any, version: int) -> dict[str, float]:
@@ -95,9 +98,14 @@ def build_correction(cfg: OnlineConfig) -> Correction:
         if exp.sampling_logprobs is None:
             raise ValueError(f"is_correction={choice} needs the engine's sampling log-probs")
         w = importance_weights(
-            exp.old_logprobs, exp.sampling_logprobs, exp.response_mask, level=level, mode=mode,
-            clip_min=cfg.is_clip_min, clip_max=cfg.is_clip_max,
-        )  # fmt: skip
+            exp.old_logprobs,
+            exp.sampling_logprobs,
+            exp.response_mask,
+            level=level,
+            mode=mode,
+            clip_min=cfg.is_clip_min,
+            clip_max=cfg.is_clip_max,
+        )
         return adv * w.weights, {
             "rollout_correction/ratio_mean": float(w.ratio_mean),
             "rollout_correction/ratio_max": float(w.ratio_max),

@@ -76,9 +76,16 @@ def write_outputs(
         prompt = prompt_field(rec.prompt)
         scores = {k: v[i] for k, v in cand.scores.items()}
         best_rows.append(
-            {"prompt": prompt, "response": cand.replies[i][b], "score": selector[i][b],
-             "best": b, "replies": cand.replies[i], "scores": scores, "selection": selector[i]}
-        )  # fmt: skip
+            {
+                "prompt": prompt,
+                "response": cand.replies[i][b],
+                "score": selector[i][b],
+                "best": b,
+                "replies": cand.replies[i],
+                "scores": scores,
+                "selection": selector[i],
+            }
+        )
         keep = rft_min_score is None or selector[i][b] >= rft_min_score
         if keep and cand.replies[i][b].strip():  # an empty reply is no demonstration
             rft_rows.append({"prompt": prompt, "response": cand.replies[i][b]})
@@ -86,9 +93,13 @@ def write_outputs(
         distinct = chosen.strip() and rejected.strip() and chosen.strip() != rejected.strip()
         if selector[i][b] > selector[i][w] and distinct:
             pair_rows.append(
-                {"prompt": prompt, "chosen": chosen, "rejected": rejected,
-                 "meta": {"chosen_score": selector[i][b], "rejected_score": selector[i][w]}}
-            )  # fmt: skip
+                {
+                    "prompt": prompt,
+                    "chosen": chosen,
+                    "rejected": rejected,
+                    "meta": {"chosen_score": selector[i][b], "rejected_score": selector[i][w]},
+                }
+            )
     summary: dict[str, Any] = {
         "n": cand.n,
         "prompts": len(cand.records),
@@ -136,10 +147,13 @@ def train(cfg: BoNConfig) -> BoNResult:
     sampler = None
     if cfg.rollout.engine != "local":
         sampler = build_engine(
-            cfg.rollout, tokenizer, model_path=cfg.model.name_or_path,
-            weights_dir=Path(cfg.out_dir) / "rollout_weights", seed=cfg.engine.seed,
+            cfg.rollout,
+            tokenizer,
+            model_path=cfg.model.name_or_path,
+            weights_dir=Path(cfg.out_dir) / "rollout_weights",
+            seed=cfg.engine.seed,
             tokenizer_path=cfg.tokenizer,
-        )  # fmt: skip
+        )
     engine = Engine(cfg.engine, cfg.out_dir, cfg)
     t0 = time.perf_counter()
     policy = load_policy(cfg.model, tokenizer).to(engine.device)
@@ -159,9 +173,16 @@ def train(cfg: BoNConfig) -> BoNResult:
 
     # 2. sample n replies per prompt and score them
     cand = sample_candidates(
-        policy, tokenizer, records, cfg.rollout, cfg.n, cfg.engine.seed, scorers,
-        cfg.max_prompt_length, engine=sampler,
-    )  # fmt: skip
+        policy,
+        tokenizer,
+        records,
+        cfg.rollout,
+        cfg.n,
+        cfg.engine.seed,
+        scorers,
+        cfg.max_prompt_length,
+        engine=sampler,
+    )
 
     for name, values in cand.scores.items():  # NaN cannot be ranked: say so, write nothing
         bad = sum(not math.isfinite(x) for v in values for x in v)

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from rlhfkit.engine import eval_mode
 from rlhfkit.rollout import RolloutEngine, Scorer, sample_batches
 from rlhfkit.types import PromptRecord
 
@@ -63,9 +64,7 @@ def sample_candidates(
     replies: list[str] = []
     flat: dict[str, list[float]] = {name: [] for name in scorers}
     generator = torch.Generator(device=next(policy.parameters()).device).manual_seed(seed)
-    was_training = policy.training
-    policy.eval()
-    with torch.no_grad():
+    with eval_mode(policy), torch.no_grad():
         batches = sample_batches(
             engine or policy, tokenizer, repeated, rollout_cfg, generator, max_prompt_length
         )
@@ -74,7 +73,6 @@ def sample_candidates(
             prompts = [rec.prompt for rec in repeated[start : start + len(texts)]]
             for name, scorer in scorers.items():
                 flat[name].extend(scorer(prompts, texts, rollout).tolist())
-    policy.train(was_training)
 
     def per_prompt(values: list[Any]) -> list[list[Any]]:
         return [values[i * n : (i + 1) * n] for i in range(len(records))]

@@ -53,7 +53,6 @@ from typing import Any
 import torch
 
 from rlhfkit.algos.dpo.config import DPOConfig
-from rlhfkit.config import ConfigError
 from rlhfkit.core import (
     PreferenceLosses,
     dpo_sigmoid_losses,
@@ -75,26 +74,35 @@ from rlhfkit.data import (
 from rlhfkit.data.readers import require_records
 from rlhfkit.engine import (
     Engine,
-    NonFiniteError,
-    TokenRate,
-    accumulate,
-    build_optimizer,
-    build_scheduler,
-    optimizer_step,
+    OfflineLoop,
+    eval_mode,
+    resumed_step,
     unwrap,
 )
-from rlhfkit.models import check_fits, check_source, load_policy, load_tokenizer, save_policy
+from rlhfkit.models import load_policy, save_policy
 from rlhfkit.types import PreferencePair
 from rlhfkit.update.pairs import PAIR_STAT_KEYS, collate, pair_loss, pair_metrics
 from rlhfkit.update.reference import (
     REFERENCE_FILE,
-    cached_reference,
-    fingerprint,
+    Reference,
     inference_batches,
-    live_reference,
+    load_preference_tokenizer,
+    pair_references,
     reference_logps,
-    reference_model,
 )
+
+__all__ = [
+    "LOSSES",
+    "REFERENCE_FILE",  # where a run keeps its cached reference log-probs
+    "DPOResult",
+    "DPORun",
+    "Variant",
+    "evaluate",
+    "micro_batch_loss",
+    "reference_logps",
+    "setup",
+    "train",
+]
 
 
 @dataclass
@@ -185,16 +193,14 @@ def evaluate(
     accuracy of the implicit reward) over `items` (every process all of them, with the model
     inside the DDP wrapper)."""
     model = unwrap(model)
-    was_training = model.training
-    model.eval()
     sums = dict.fromkeys(STAT_KEYS, 0.0)
-    for b in inference_batches(items, cfg.data):
-        batch = collate([items[i] for i in b], pad_id, cfg.data.share_prompt)
-        batch["index"] = torch.tensor(b)
-        _, stats = micro_batch_loss(model, batch, ref, len(items), 1, variant, cfg)
-        for k, v in stats.items():
-            sums[k] += float(v)
-    model.train(was_training)
+    with eval_mode(model):
+        for b in inference_batches(items, cfg.data):
+            batch = collate([items[i] for i in b], pad_id, cfg.data.share_prompt)
+            batch["index"] = torch.tensor(b)
+            _, stats = micro_batch_loss(model, batch, ref, len(items), 1, variant, cfg)
+            for k, v in stats.items():
+                sums[k] += float(v)
     return {
         "eval/loss": sums["loss"],
         **pair_metrics(sums, len(items), "eval/"),
@@ -202,25 +208,31 @@ def evaluate(
     }
 
 
-def train(cfg: DPOConfig) -> DPOResult:
-    """Train a policy on comparisons with DPO / cDPO / IPO / SimPO / ORPO; returns the saved
-    folder."""
-    variant = LOSSES[cfg.loss_type]
+@dataclass
+class DPORun:
+    """What a DPO run trains with (`setup`)."""
 
-    # 1. data: read (every bad row, a missing model or tokenizer, a model shorter than
-    # max_length reported before the run directory is made), split, tokenize, plan
-    if cfg.model.name_or_path.startswith("tiny:") and not cfg.tokenizer:
-        raise ConfigError(
-            "a tiny:… model needs `tokenizer` (e.g. the simulated world's tokenizer/)"
-        )
-    tokenizer = load_tokenizer(
-        cfg.tokenizer or cfg.model.name_or_path,
-        "tokenizer" if cfg.tokenizer else "model.name_or_path",
-    )
-    check_fits(cfg.model, cfg.data.max_length)
-    if cfg.ref_model:
-        check_source(cfg.ref_model, "ref_model")
-    pad_id = tokenizer.pad_token_id
+    cfg: DPOConfig
+    engine: Engine
+    variant: Variant  # the loss, picked once from `LOSSES`
+    tokenizer: Any
+    items: list[EncodedPair]  # training pairs, tokenized
+    val_items: list[EncodedPair]  # validation pairs (may be empty)
+    plan: list[list[list[int]]]  # per optimiser step, its micro-batches of item indices
+    policy: torch.nn.Module  # prepared (inside the DDP wrapper)
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    ref: Reference | None  # training pairs → reference log-probs (None: SimPO, ORPO)
+    val_ref: Reference | None
+    start: int  # the last step of the checkpoint resumed from (0: a fresh run)
+
+
+def setup(cfg: DPOConfig) -> DPORun:
+    """Read and tokenize the data (every bad row, a missing model or tokenizer, a model
+    shorter than max_length reported before the run directory is made), plan the steps, start
+    the engine, load the policy, compute (or read back) the reference, resume if possible."""
+    variant = LOSSES[cfg.loss_type]
+    tokenizer = load_preference_tokenizer(cfg)
     d = cfg.data
     train_pairs, val_pairs = _read(cfg)
     encode = functools.partial(
@@ -232,7 +244,6 @@ def train(cfg: DPOConfig) -> DPOResult:
     )
     items, val_items = encode(train_pairs), encode(val_pairs)
     engine = Engine(cfg.engine, cfg.out_dir, cfg)
-    acc = engine.accelerator
     lengths = [shared_length(it) if d.share_prompt else 2 * it.length for it in items]
     sampler = TokenBudgetSampler(lengths, d.max_tokens, shuffle=True, seed=cfg.engine.seed)
     plan = plan_steps(
@@ -247,112 +258,105 @@ def train(cfg: DPOConfig) -> DPOResult:
         f"pairs, {len(plan)} optimiser steps"
     )
 
-    # 2. policy, optimiser, schedule (dropout off unless asked for: see detail 7)
+    # the policy, optimiser, schedule (dropout off unless asked for: see detail 7)
+    acc = engine.accelerator
     policy = load_policy(cfg.model, tokenizer)
     engine.compile(policy)
-    optimizer = build_optimizer(policy.parameters(), cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, len(plan))
-    policy, optimizer = acc.prepare(policy, optimizer)
-    acc.register_for_checkpointing(scheduler)
+    policy, optimizer, scheduler = engine.prepare_trainable(policy, cfg.optim, len(plan))
     policy.train(not cfg.disable_dropout)
-    unwrapped = acc.unwrap_model(policy)
 
-    # 3. the reference: cached log-probs (computed before any step, or read back) or live
-    ref: Callable[[dict[str, Any]], torch.Tensor] | None = None
-    val_ref = None
+    # the reference: cached log-probs (computed before any step, or read back) or live
+    refs: dict[str, Reference | None] = {"train": None, "validation": None}
     if variant.needs_reference:
-        ref_model, context = reference_model(
-            cfg.model, cfg.ref_model, cfg.reference == "cached", unwrapped, tokenizer,
-            engine.device,
-        )  # fmt: skip
-        engine.compile(ref_model)  # the policy itself again is a no-op
-        if cfg.reference == "cached":
-            key = fingerprint([*items, *val_items], cfg.ref_model or cfg.model.name_or_path)
-            cache = cached_reference(
-                engine,
-                engine.run.path / REFERENCE_FILE,
-                key,
-                lambda: {
-                    split: reference_logps(
-                        ref_model,
-                        split_items,
-                        pad_id,
-                        cfg.data,
-                        context,
-                        functools.partial(engine.progress, desc=f"dpo reference, {split} pairs"),
-                    )
-                    for split, split_items in (("train", items), ("validation", val_items))
-                },
-                "dpo",
-            )
-            del ref_model
-            ref = lambda batch: cache["train"][:, batch["index"]]  # noqa: E731
-            val_ref = lambda batch: cache["validation"][:, batch["index"]]  # noqa: E731
-        else:
-            ref = val_ref = functools.partial(live_reference, ref_model, context)
+        refs = pair_references(
+            engine,
+            model=cfg.model,
+            ref_model=cfg.ref_model,
+            mode=cfg.reference,
+            policy=acc.unwrap_model(policy),
+            tokenizer=tokenizer,
+            splits={"train": items, "validation": val_items},
+            data=d,
+            name="dpo",
+            unit="pairs",
+            compile=True,
+        )
+    return DPORun(
+        cfg=cfg,
+        engine=engine,
+        variant=variant,
+        tokenizer=tokenizer,
+        items=items,
+        val_items=val_items,
+        plan=plan,
+        policy=policy,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        ref=refs["train"],
+        val_ref=refs["validation"],
+        start=resumed_step(engine),
+    )
 
-    # 4. resume
-    state = engine.resume()
-    start = state["step"] if state else 0
 
-    # 5. loop: one optimiser step per planned group of micro-batches
-    world, rank = engine.num_processes, acc.process_index
-    skipped = 0  # optimiser steps skipped for a NaN/inf loss or gradient
+def train(cfg: DPOConfig) -> DPOResult:
+    """Train a policy on comparisons with DPO / cDPO / IPO / SimPO / ORPO; returns the saved
+    folder."""
+    run = setup(cfg)
+    engine, acc, policy = run.engine, run.engine.accelerator, run.policy
+    world, rank, pad_id = engine.num_processes, acc.process_index, run.tokenizer.pad_token_id
+    loop = OfflineLoop(
+        engine,
+        policy,
+        run.optimizer,
+        run.scheduler,
+        cfg=cfg,
+        name="dpo",
+        last=len(run.plan),
+        stat_keys=STAT_KEYS,
+        evaluate=functools.partial(
+            evaluate, policy, run.val_items, run.val_ref, run.variant, cfg, pad_id
+        )
+        if run.val_items
+        else None,
+        start=run.start,
+    )
     metrics: dict[str, Any] = {}
-    rate = TokenRate()  # training tokens/s, evaluation and checkpoints excluded
-    for step in engine.progress(
-        range(start + 1, len(plan) + 1), total=len(plan) - start, desc="dpo"
-    ):
-        groups = plan[step - 1]
+    for step in loop.steps():
+        # 1. batches: this process's micro-batches of the planned step, over its global pairs
+        groups = run.plan[step - 1]
         n_pairs = sum(len(b) for b in groups)
         batches = []
         for b in groups[rank::world]:
-            batch = collate([items[i] for i in b], pad_id, d.share_prompt)
+            batch = collate([run.items[i] for i in b], pad_id, cfg.data.share_prompt)
             batch["index"] = torch.tensor(b)
             batches.append(batch)
-        losses = [
-            functools.partial(micro_batch_loss, policy, b, ref, n_pairs, world, variant, cfg)
-            for b in batches
-        ]
-        try:
-            sums = accumulate(acc, policy, losses)
-            grad_norm = optimizer_step(acc, policy, optimizer, scheduler, cfg.optim.max_grad_norm)
-        except NonFiniteError as e:  # the step is skipped: weights and optimiser unchanged
-            skipped += 1
-            engine.print(f"[yellow]dpo step {step}: {e}; step skipped")
-            sums, grad_norm = dict.fromkeys(STAT_KEYS, float("nan")), float("nan")
-        rate.add(sum(int(b["attention_mask"].sum()) for b in batches))
 
-        # 6. log, evaluate, checkpoint
-        if step % cfg.log_every == 0 or step == len(plan):
+        # 2. one optimiser step (a NaN/inf loss or gradient skips it: nothing moves)
+        out = loop.step(
+            step,
+            [
+                functools.partial(
+                    micro_batch_loss, policy, b, run.ref, n_pairs, world, run.variant, cfg
+                )
+                for b in batches
+            ],
+        )
+        loop.rate.add(sum(int(b["attention_mask"].sum()) for b in batches))
+
+        # 3. log, evaluate, checkpoint
+        if loop.logs(step):
             # `accumulate` averaged the sums over processes: the loss is the step's, the other
             # sums (over this step's pairs) are W times that average
-            summed = {k: sums[k] * world for k in STAT_KEYS}
+            summed = {k: out.sums[k] * world for k in STAT_KEYS}
             metrics = {
-                "loss/dpo": sums["loss"],
+                "loss/dpo": out.sums["loss"],
                 **pair_metrics(summed, n_pairs),
-                "optim/lr": scheduler.get_last_lr()[0],
-                "optim/grad_norm": grad_norm,
-                **rate.take(world),  # perf/tokens (non-padding) and tokens/s since the last log
-                "nan/skipped_steps": skipped,
+                **loop.optim_metrics(out, world),
             }
             engine.log(metrics, step)
-        if val_items and cfg.eval_every and step % cfg.eval_every == 0 and step != len(plan):
-            with rate.paused():
-                engine.log(evaluate(policy, val_items, val_ref, variant, cfg, pad_id), step)
-        if engine.should_save(step) or step == len(plan):
-            with rate.paused():
-                engine.save(step, {"step": step})
+        loop.end_step(step)
 
-    # 7. final evaluation and the model folder
-    if val_items:
-        final = evaluate(policy, val_items, val_ref, variant, cfg, pad_id)
-        engine.log(final, len(plan))
-        metrics.update(final)
-    model_dir = engine.run.path / "model"
-    acc.wait_for_everyone()
-    if engine.is_main:
-        save_policy(unwrapped, tokenizer, model_dir)
-    acc.wait_for_everyone()
-    engine.close()
+    # 4. final evaluation and the model folder
+    unwrapped = acc.unwrap_model(policy)
+    model_dir = loop.finish(metrics, lambda path: save_policy(unwrapped, run.tokenizer, path))
     return DPOResult(model_dir, engine.run.path, metrics)

@@ -41,7 +41,7 @@ Implementation details and their sources:
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,6 @@ from typing import Any
 import torch
 
 from rlhfkit.algos.kto.config import KTOConfig
-from rlhfkit.config import ConfigError
 from rlhfkit.core import kto_losses, kto_reference_point
 from rlhfkit.data import (
     DataError,
@@ -64,28 +63,31 @@ from rlhfkit.data import (
 )
 from rlhfkit.engine import (
     Engine,
-    NonFiniteError,
-    TokenRate,
-    accumulate,
-    build_optimizer,
-    build_scheduler,
-    optimizer_step,
+    OfflineLoop,
+    eval_mode,
+    resumed_step,
     unwrap,
 )
-from rlhfkit.models import check_fits, check_source, load_policy, load_tokenizer, save_policy
+from rlhfkit.models import load_policy, save_policy
 from rlhfkit.types import PreferencePair, UnpairedExample
 from rlhfkit.update.pairs import collate, pair_logps
 from rlhfkit.update.reference import (
-    REFERENCE_FILE,
-    cached_reference,
-    fingerprint,
+    Reference,
     inference_batches,
-    live_reference,
-    reference_logps,
-    reference_model,
+    load_preference_tokenizer,
+    pair_references,
 )
 
-__all__ = ["KTOResult", "evaluate", "kto_items", "micro_batch_loss", "partners", "train"]
+__all__ = [
+    "KTOResult",
+    "KTORun",
+    "evaluate",
+    "kto_items",
+    "micro_batch_loss",
+    "partners",
+    "setup",
+    "train",
+]
 
 STAT_KEYS = (
     "loss",
@@ -97,8 +99,6 @@ STAT_KEYS = (
     "n_rejected",
 )
 RATIO_RANGE = (1.0, 4.0 / 3.0)  # λ_D·n_D / (λ_U·n_U), KTO paper §4.2
-
-Reference = Callable[[dict[str, Any]], torch.Tensor]
 
 
 @dataclass
@@ -268,39 +268,47 @@ def evaluate(
     """Held-out loss and TRL's metrics over `items` (every process all of them), z₀ from the
     validation set's own mismatched pairs."""
     model = unwrap(model)
-    was_training = model.training
-    model.eval()
     batches = [
         _batch(items, labels, b, pad_id, cfg.data.share_prompt)
         for b in inference_batches(items, cfg.data)
     ]
-    z0 = kto_reference_point(sum(float(_kl_sum(model, b, ref)) for b in batches), len(items))
     sums = dict.fromkeys(STAT_KEYS, 0.0)
-    for batch in batches:
-        _, stats = micro_batch_loss(model, batch, ref, z0, len(items), 1, cfg, weights)
-        for k, v in stats.items():
-            sums[k] += float(v)
-    model.train(was_training)
+    with eval_mode(model):
+        z0 = kto_reference_point(sum(float(_kl_sum(model, b, ref)) for b in batches), len(items))
+        for batch in batches:
+            _, stats = micro_batch_loss(model, batch, ref, z0, len(items), 1, cfg, weights)
+            for k, v in stats.items():
+                sums[k] += float(v)
     return {"eval/loss": sums["loss"], **_named(sums, float(z0), "eval/")}
 
 
-def train(cfg: KTOConfig) -> KTOResult:
-    """Train a policy with KTO on desirable / undesirable replies; returns the saved folder."""
-    # 1. data: read (every bad row, a file with one kind of label, a missing model or
-    # tokenizer, a model shorter than max_length reported before the run directory is made),
-    # split, pair each example with its mismatched reply, tokenize, plan
-    if cfg.model.name_or_path.startswith("tiny:") and not cfg.tokenizer:
-        raise ConfigError(
-            "a tiny:… model needs `tokenizer` (e.g. the simulated world's tokenizer/)"
-        )
-    tokenizer = load_tokenizer(
-        cfg.tokenizer or cfg.model.name_or_path,
-        "tokenizer" if cfg.tokenizer else "model.name_or_path",
-    )
-    check_fits(cfg.model, cfg.data.max_length)
-    if cfg.ref_model:
-        check_source(cfg.ref_model, "ref_model")
-    pad_id = tokenizer.pad_token_id
+@dataclass
+class KTORun:
+    """What a KTO run trains with (`setup`)."""
+
+    cfg: KTOConfig
+    engine: Engine
+    tokenizer: Any
+    items: list[EncodedPair]  # each example: (its reply, its partner's reply) after its prompt
+    labels: torch.Tensor  # (N,) bool, True = desirable
+    val_items: list[EncodedPair]  # validation examples (may be empty)
+    val_labels: torch.Tensor
+    weights: tuple[float, float]  # (λ_D, λ_U)
+    plan: list[list[list[int]]]  # per optimiser step, its micro-batches of item indices
+    policy: torch.nn.Module  # prepared (inside the DDP wrapper)
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    ref: Reference  # training examples → reference log-probs of both rows
+    val_ref: Reference
+    start: int  # the last step of the checkpoint resumed from (0: a fresh run)
+
+
+def setup(cfg: KTOConfig) -> KTORun:
+    """Read the data (every bad row, a file with one kind of label, a missing model or
+    tokenizer, a model shorter than max_length reported before the run directory is made),
+    split, pair each example with its mismatched reply, tokenize, plan; start the engine, load
+    the policy, compute (or read back) the reference, resume if possible."""
+    tokenizer = load_preference_tokenizer(cfg)
     d = cfg.data
     train_records, val_records = _read(cfg)
     items, labels = kto_items(tokenizer, train_records, cfg)
@@ -308,12 +316,12 @@ def train(cfg: KTOConfig) -> KTOResult:
     n_good = int(labels.sum())
     if n_good in (0, len(labels)):  # the split left one kind only
         raise DataError(
-            [], header=f"{d.train}: after the validation split the training set holds one "
+            [],
+            header=f"{d.train}: after the validation split the training set holds one "
             "kind of label only; lower data.validation_fraction or give data.validation",
-        )  # fmt: skip
+        )
     lam_d, lam_u, warning = class_weights(cfg, n_good, len(labels) - n_good)
     engine = Engine(cfg.engine, cfg.out_dir, cfg)
-    acc = engine.accelerator
     if warning:
         engine.print(f"[yellow]{warning}")
     lengths = [shared_length(it) if d.share_prompt else 2 * it.length for it in items]
@@ -330,103 +338,105 @@ def train(cfg: KTOConfig) -> KTOResult:
         f"λ_U {lam_u:.3g}), {len(val_items)} validation examples, {len(plan)} optimiser steps"
     )
 
-    # 2. policy, optimiser, schedule (dropout off unless asked for)
+    # the policy, optimiser, schedule (dropout off unless asked for)
+    acc = engine.accelerator
     policy = load_policy(cfg.model, tokenizer)
-    optimizer = build_optimizer(policy.parameters(), cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, len(plan))
-    policy, optimizer = acc.prepare(policy, optimizer)
-    acc.register_for_checkpointing(scheduler)
+    policy, optimizer, scheduler = engine.prepare_trainable(policy, cfg.optim, len(plan))
     policy.train(not cfg.disable_dropout)
-    unwrapped = acc.unwrap_model(policy)
 
-    # 3. the reference: cached log-probs of both rows (computed before any step, or read
-    # back) or live
-    ref_model, context = reference_model(
-        cfg.model, cfg.ref_model, cfg.reference == "cached", unwrapped, tokenizer, engine.device
+    # the reference: cached log-probs of both rows (computed before any step, or read back)
+    # or live
+    refs = pair_references(
+        engine,
+        model=cfg.model,
+        ref_model=cfg.ref_model,
+        mode=cfg.reference,
+        policy=acc.unwrap_model(policy),
+        tokenizer=tokenizer,
+        splits={"train": items, "validation": val_items},
+        data=d,
+        name="kto",
+        unit="examples",
     )
-    if cfg.reference == "cached":
-        key = fingerprint([*items, *val_items], cfg.ref_model or cfg.model.name_or_path)
-        cache = cached_reference(
-            engine,
-            engine.run.path / REFERENCE_FILE,
-            key,
-            lambda: {
-                split: reference_logps(
-                    ref_model, split_items, pad_id, d, context,
-                    functools.partial(engine.progress, desc=f"kto reference, {split} examples"),
-                )
-                for split, split_items in (("train", items), ("validation", val_items))
-            },
-            "kto",
-        )  # fmt: skip
-        del ref_model
-        ref: Reference = lambda batch: cache["train"][:, batch["index"]]  # noqa: E731
-        val_ref: Reference = lambda batch: cache["validation"][:, batch["index"]]  # noqa: E731
-    else:
-        ref = val_ref = functools.partial(live_reference, ref_model, context)
-    weights = (lam_d, lam_u)
+    return KTORun(
+        cfg=cfg,
+        engine=engine,
+        tokenizer=tokenizer,
+        items=items,
+        labels=labels,
+        val_items=val_items,
+        val_labels=val_labels,
+        weights=(lam_d, lam_u),
+        plan=plan,
+        policy=policy,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        ref=refs["train"],
+        val_ref=refs["validation"],
+        start=resumed_step(engine),
+    )
 
-    # 4. resume
-    state = engine.resume()
-    start = state["step"] if state else 0
 
-    # 5. loop: z₀ of the step, then one optimiser step over its micro-batches
-    world, rank = engine.num_processes, acc.process_index
-    skipped = 0  # optimiser steps skipped for a NaN/inf loss or gradient
+def train(cfg: KTOConfig) -> KTOResult:
+    """Train a policy with KTO on desirable / undesirable replies; returns the saved folder."""
+    run = setup(cfg)
+    engine, acc, policy = run.engine, run.engine.accelerator, run.policy
+    world, rank, pad_id = engine.num_processes, acc.process_index, run.tokenizer.pad_token_id
+    loop = OfflineLoop(
+        engine,
+        policy,
+        run.optimizer,
+        run.scheduler,
+        cfg=cfg,
+        name="kto",
+        last=len(run.plan),
+        stat_keys=STAT_KEYS,
+        evaluate=functools.partial(
+            evaluate, policy, run.val_items, run.val_labels, run.val_ref, cfg, pad_id, run.weights
+        )
+        if run.val_items
+        else None,
+        start=run.start,
+    )
     metrics: dict[str, Any] = {}
-    rate = TokenRate()  # training tokens/s, evaluation and checkpoints excluded
-    for step in engine.progress(
-        range(start + 1, len(plan) + 1), total=len(plan) - start, desc="kto"
-    ):
-        groups = plan[step - 1]
+    for step in loop.steps():
+        # 1. batches: this process's micro-batches of the planned step, over its global examples
+        groups = run.plan[step - 1]
         n_examples = sum(len(b) for b in groups)
-        batches = [_batch(items, labels, b, pad_id, d.share_prompt) for b in groups[rank::world]]
-        z0 = reference_point(acc, policy, batches, ref, n_examples)
-        losses = [
-            functools.partial(micro_batch_loss, policy, b, ref, z0, n_examples, world, cfg, weights)
-            for b in batches
+        batches = [
+            _batch(run.items, run.labels, b, pad_id, cfg.data.share_prompt)
+            for b in groups[rank::world]
         ]
-        try:
-            sums = accumulate(acc, policy, losses)
-            grad_norm = optimizer_step(acc, policy, optimizer, scheduler, cfg.optim.max_grad_norm)
-        except NonFiniteError as e:  # the step is skipped: weights and optimiser unchanged
-            skipped += 1
-            engine.print(f"[yellow]kto step {step}: {e}; step skipped")
-            sums, grad_norm = dict.fromkeys(STAT_KEYS, float("nan")), float("nan")
-        rate.add(sum(int(b["attention_mask"].sum()) for b in batches))
 
-        # 6. log, evaluate, checkpoint
-        if step % cfg.log_every == 0 or step == len(plan):
+        # 2. z₀ of the step (mismatched pairs under the current policy, no gradient)
+        z0 = reference_point(acc, policy, batches, run.ref, n_examples)
+
+        # 3. one optimiser step (a NaN/inf loss or gradient skips it: nothing moves)
+        out = loop.step(
+            step,
+            [
+                functools.partial(
+                    micro_batch_loss, policy, b, run.ref, z0, n_examples, world, cfg, run.weights
+                )
+                for b in batches
+            ],
+        )
+        loop.rate.add(sum(int(b["attention_mask"].sum()) for b in batches))
+
+        # 4. log, evaluate, checkpoint
+        if loop.logs(step):
             # `accumulate` averaged the sums over processes: the loss is the step's, the other
             # sums (over this step's examples) are W times that average
-            summed = {k: sums[k] * world for k in STAT_KEYS}
+            summed = {k: out.sums[k] * world for k in STAT_KEYS}
             metrics = {
-                "loss/kto": sums["loss"],
+                "loss/kto": out.sums["loss"],
                 **_named(summed, float(z0)),
-                "optim/lr": scheduler.get_last_lr()[0],
-                "optim/grad_norm": grad_norm,
-                **rate.take(world),  # perf/tokens (non-padding) and tokens/s since the last log
-                "nan/skipped_steps": skipped,
+                **loop.optim_metrics(out, world),
             }
             engine.log(metrics, step)
-        if val_items and cfg.eval_every and step % cfg.eval_every == 0 and step != len(plan):
-            with rate.paused():
-                engine.log(
-                    evaluate(policy, val_items, val_labels, val_ref, cfg, pad_id, weights), step
-                )
-        if engine.should_save(step) or step == len(plan):
-            with rate.paused():
-                engine.save(step, {"step": step})
+        loop.end_step(step)
 
-    # 7. final evaluation and the model folder
-    if val_items:
-        final = evaluate(policy, val_items, val_labels, val_ref, cfg, pad_id, weights)
-        engine.log(final, len(plan))
-        metrics.update(final)
-    model_dir = engine.run.path / "model"
-    acc.wait_for_everyone()
-    if engine.is_main:
-        save_policy(unwrapped, tokenizer, model_dir)
-    acc.wait_for_everyone()
-    engine.close()
+    # 5. final evaluation and the model folder
+    unwrapped = acc.unwrap_model(policy)
+    model_dir = loop.finish(metrics, lambda path: save_policy(unwrapped, run.tokenizer, path))
     return KTOResult(model_dir, engine.run.path, metrics)

@@ -62,43 +62,25 @@ from rlhfkit.engine import (
     Engine,
     NonFiniteError,
     accumulate,
-    build_optimizer,
-    build_scheduler,
     optimizer_step,
 )
-from rlhfkit.models import check_fits, load_tokenizer, save_policy
 from rlhfkit.rollout import (
     Collected,
     Experience,
     Judge,
     OnlineModels,
     build_judge,
-    build_reward,
     check_judge,
     collect_sharded,
     reference_context,
     rollout_metrics,
 )
-from rlhfkit.update import (
-    OnlineData,
-    OnlineResult,
-    OnlineState,
-    build_sampler,
-    check_model_sources,
-    check_shardable,
-    end_iteration,
-    end_run,
-    evaluate_held_out,
-    finite,
-    load_policies,
-    minibatch_epochs,
-    push_policy,
-    read_online_data,
-    rollout_is_bad,
-    timing_metrics,
-)
+from rlhfkit.update import push_policy
+from rlhfkit.update.data import OnlineData, build_online_reward, load_policies, read_online_inputs
+from rlhfkit.update.loop import OnlineLoop, evaluate_held_out, minibatch_epochs, timing_metrics
 from rlhfkit.update.pairs import collate, pair_loss, pair_metrics
 from rlhfkit.update.reference import live_reference
+from rlhfkit.update.state import OnlineResult, OnlineState
 
 __all__ = [
     "LOSSES", "OnlineDPORun", "label_batch", "label_pairs", "pair_items", "setup", "train", "update",
@@ -146,33 +128,15 @@ def setup(
     scored = bool(reward_fn or cfg.reward_model or cfg.reward_fn or cfg.rewards)
     if cfg.label == "judge" and not scored:  # a reward is optional: the judge labels
         reward_fn = _no_reward
-    check_model_sources(cfg, reward_fn)
+    rows = cfg.rollout_batch_size * cfg.num_samples
+    inputs = read_online_inputs(cfg, rows_per_iteration=rows, reward_fn=reward_fn)
     if cfg.label == "judge" and pair_judge is None:
         check_judge(cfg.judge)  # template and model folder, before the run directory
-    tokenizer = load_tokenizer(
-        cfg.tokenizer or cfg.policy.name_or_path,
-        "tokenizer" if cfg.tokenizer else "policy.name_or_path",
-    )
-    data = read_online_data(cfg, tokenizer, cfg.rollout_batch_size)
-    longest = max(len(p.input_ids) for p in data.prompts.encoded) + cfg.rollout.max_new_tokens
-    check_fits(cfg.policy, longest, "the longest prompt + rollout.max_new_tokens")
-    check_shardable(cfg.rollout_batch_size * cfg.num_samples, cfg.mini_batch_size)
-    sampler = build_sampler(cfg, tokenizer)  # vLLM / server: before the run directory exists
     engine = Engine(cfg.engine, cfg.out_dir, cfg)
     policy, ref_policy = load_policies(cfg, engine, use_ref=True)
-    reward = build_reward(
-        cfg.rewards,
-        reward_model=cfg.reward_model,
-        reward_tokenizer=cfg.reward_tokenizer,
-        reward_fn=cfg.reward_fn,
-        fn=reward_fn,
-        device=engine.device,
-    )
+    reward = build_online_reward(cfg, engine, reward_fn=reward_fn)
     steps = cfg.iterations * cfg.ppo_epochs * -(-cfg.rollout_batch_size // cfg.mini_batch_size)
-    optimizer = build_optimizer(policy.parameters(), cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, steps)
-    policy, optimizer = engine.accelerator.prepare(policy, optimizer)
-    engine.accelerator.register_for_checkpointing(scheduler)
+    policy, optimizer, scheduler = engine.prepare_trainable(policy, cfg.optim, steps)
     inner = engine.accelerator.unwrap_model(policy)
     reference = functools.partial(
         live_reference,
@@ -181,15 +145,22 @@ def setup(
     )
     if cfg.label == "judge" and pair_judge is None:
         pair_judge = build_judge(cfg.judge, engine.device)
-    state = OnlineState.new(cfg, data.prompts)
-    saved = engine.resume()
-    if saved:
-        state.load_state_dict(saved)
-    models = OnlineModels(policy, tokenizer, reward, ref_policy, use_ref=False, engine=sampler)
+    state = OnlineState.resumed(cfg, inputs.data.prompts, engine)
+    models = OnlineModels(
+        policy, inputs.tokenizer, reward, ref_policy, use_ref=False, engine=inputs.sampler
+    )
     return OnlineDPORun(
-        cfg, engine, data, models, reference, optimizer, scheduler, state, dict(judges or {}),
-        pair_judge if cfg.label == "judge" else None,
-    )  # fmt: skip
+        cfg=cfg,
+        engine=engine,
+        data=inputs.data,
+        models=models,
+        reference=reference,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        state=state,
+        judges=dict(judges or {}),
+        pair_judge=pair_judge if cfg.label == "judge" else None,
+    )
 
 
 def label_batch(run: OnlineDPORun, batch: Collected) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -262,15 +233,20 @@ def update(run: OnlineDPORun, items: Sequence[EncodedPair]) -> tuple[dict[str, f
         }
 
     return minibatch_epochs(
-        len(items), cfg.ppo_epochs, cfg.mini_batch_size, run.state.shuffle_gen, step,
-        cfg.on_nan, (acc.process_index, world),
-    )  # fmt: skip
+        len(items),
+        epochs=cfg.ppo_epochs,
+        mini_batch_size=cfg.mini_batch_size,
+        generator=run.state.shuffle_gen,
+        step=step,
+        on_nan=cfg.on_nan,
+        shard=(acc.process_index, world),
+    )
 
 
 def evaluate(run: OnlineDPORun, iteration: int) -> dict[str, float]:
     """`eval/*` on the held-out prompts, with `eval/kl_to_ref` (`update.evaluate_held_out`)."""
     models = dataclasses.replace(run.models, use_ref=True)
-    return evaluate_held_out(run.engine, run.cfg, run.data, models, run.judges, iteration)
+    return evaluate_held_out(run, iteration, models=models)
 
 
 def train(
@@ -290,31 +266,29 @@ def train(
     run = setup(cfg, judges=judges, reward_fn=reward_fn, pair_judge=pair_judge)
     engine, state, acc = run.engine, run.state, run.engine.accelerator
     eos_id = stop_token_ids(run.models.tokenizer)
-    start, total = state.iteration, cfg.iterations
-    metrics: dict[str, float] = {}
-    status = "completed"
-    sync = push_policy(run.models, acc, start)  # the engine samples from the policy as it is
-    if start == 0 and run.data.eval_prompts is not None:
-        metrics.update(evaluate(run, 0))
-        engine.log(metrics, 0)
-    for iteration in engine.progress(range(start + 1, total + 1), desc="online-dpo"):
-        if cfg.stop_after is not None and iteration > cfg.stop_after:
-            status = "stopped"
-            break
+    loop = OnlineLoop.of(run, total_iters=cfg.iterations, evaluate=lambda i: evaluate(run, i))
+    metrics, sync = loop.begin()  # the engine samples from the policy as it is; eval/* at 0
+    for iteration in loop.iterations(desc="online-dpo"):
         t0 = time.perf_counter()
 
         # 1. rollout: K replies per prompt from the current policy
         index = state.prompts.next_batch(cfg.rollout_batch_size)
         batch = collect_sharded(
-            run.models, state.prompts, index, (cfg.engine.seed, iteration, 1), cfg.rollout, acc,
-            group_size=cfg.num_samples, autocast=engine.autocast,
+            run.models,
+            state.prompts,
+            index,
+            (cfg.engine.seed, iteration, 1),
+            cfg.rollout,
+            acc,
+            group_size=cfg.num_samples,
+            autocast=engine.autocast,
             reuse_sampling_logprobs=acc.mixed_precision == "no",
-        )  # fmt: skip
+        )
         exp = batch.experience
-        if not finite(exp.scores):
-            if rollout_is_bad(engine, state, cfg, iteration) == "stop":
-                status = "stopped_on_nan"
-                break
+        verdict = loop.check_rollout(iteration, tensors=(exp.scores,))
+        if verdict == "stop":
+            break
+        if verdict == "skip":
             continue
 
         # 2. label: the best and the worst reply of each prompt (reward or judge); ties dropped
@@ -333,10 +307,7 @@ def train(
             if items:
                 stats, skipped = update(run, items)
         except NonFiniteError:
-            status = "stopped_on_nan"
-            engine.print(
-                "[red]NaN/inf in a loss or gradient: stopping; the last checkpoint is kept"
-            )
+            loop.stop_on_nan()
             break
         t_train = time.perf_counter()
         sync = push_policy(run.models, acc, iteration)  # the rollout engine gets the new weights
@@ -350,17 +321,9 @@ def train(
             "reward/score_chosen": float(scores[chosen].mean()) if len(items) else 0.0,
             "reward/score_rejected": float(scores[rejected].mean()) if len(items) else 0.0,
         }
-        metrics |= timing_metrics(batch, t0, t_update, t_train, skipped) | stats | sync
-        end_iteration(
-            engine, state, cfg, iteration, total, metrics, batch, lambda i: evaluate(run, i)
-        )
+        metrics |= timing_metrics(batch, t0=t0, t_update=t_update, t_train=t_train, skipped=skipped)
+        metrics |= stats | sync
+        loop.end_iteration(iteration, metrics=metrics, batch=batch)
 
-    metrics.update(end_run(engine, state, start, status, lambda i: evaluate(run, i), total))
-    policy_path = engine.run.path / "policy"
-    if engine.is_main and status != "stopped_on_nan":
-        save_policy(acc.unwrap_model(run.models.policy), run.models.tokenizer, policy_path)
-    run.models.engine.close()
-    engine.close()
-    return OnlineDPOResult(
-        policy_path, engine.run.path, metrics, status, state.iteration, state.warnings
-    )
+    # the final evaluation, the last checkpoint, the policy saved
+    return loop.end(metrics)

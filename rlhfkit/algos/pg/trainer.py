@@ -55,44 +55,29 @@ from rlhfkit.core import (
     whiten,
 )
 from rlhfkit.data import stop_token_ids
-from rlhfkit.engine import Engine, NonFiniteError, build_optimizer, build_scheduler
+from rlhfkit.engine import Engine, NonFiniteError
 from rlhfkit.env import EnvRollout, build_env, episode_metrics
-from rlhfkit.models import check_fits, load_tokenizer, save_policy
 from rlhfkit.rollout import (
     Collected,
     Experience,
     Judge,
     OnlineModels,
-    build_reward,
     cat_experiences,
     collect_sharded,
     ended_at,
     episode_returns,
     rollout_metrics,
 )
-from rlhfkit.update import (
-    Correction,
+from rlhfkit.update import Correction, build_correction, build_objective, policy_step, push_policy
+from rlhfkit.update.data import (
     OnlineData,
-    OnlineResult,
-    OnlineState,
-    build_correction,
-    build_objective,
-    build_sampler,
-    check_model_sources,
-    check_shardable,
-    end_iteration,
-    end_run,
-    evaluate_held_out,
-    finite,
+    build_online_reward,
     load_policies,
-    minibatch_epochs,
     next_ptx,
-    policy_step,
-    push_policy,
-    read_online_data,
-    rollout_is_bad,
-    timing_metrics,
+    read_online_inputs,
 )
+from rlhfkit.update.loop import OnlineLoop, evaluate_held_out, minibatch_epochs, timing_metrics
+from rlhfkit.update.state import OnlineResult, OnlineState
 
 __all__ = ["ADVANTAGES", "PGResult", "PGRun", "advantages", "setup", "train", "update"]
 
@@ -172,48 +157,33 @@ def setup(
 ) -> PGRun:
     """Read the data (bad rows reported before anything is written), start the engine, load
     the policy (and the reference only when needed) and the reward, resume if possible."""
-    check_model_sources(cfg, reward_fn)
-    tokenizer = load_tokenizer(
-        cfg.tokenizer or cfg.policy.name_or_path,
-        "tokenizer" if cfg.tokenizer else "policy.name_or_path",
-    )
-    data = read_online_data(cfg, tokenizer, cfg.rollout_batch_size)
-    longest = max(len(p.input_ids) for p in data.prompts.encoded) + cfg.rollout.max_new_tokens
-    check_fits(cfg.policy, longest, "the longest prompt + rollout.max_new_tokens")
-    check_shardable(cfg.rollout_batch_size * cfg.group_size, cfg.mini_batch_size)
-    sampler = build_sampler(cfg, tokenizer)  # vLLM / server: before the run directory exists
+    rows = cfg.rollout_batch_size * cfg.group_size
+    inputs = read_online_inputs(cfg, rows_per_iteration=rows, reward_fn=reward_fn)
     env = build_env(cfg)  # `env:` (None: one reply per prompt); a bad path is one line, here
     engine = Engine(cfg.engine, cfg.out_dir, cfg)
     policy, ref_policy = load_policies(cfg, engine, use_ref=cfg.use_ref)
-    reward = None  # an environment rewards its own episodes
-    if env is None:
-        reward = build_reward(
-            cfg.rewards,
-            reward_model=cfg.reward_model,
-            reward_tokenizer=cfg.reward_tokenizer,
-            reward_fn=cfg.reward_fn,
-            fn=reward_fn,
-            device=engine.device,
-        )
-    rows = cfg.rollout_batch_size * cfg.group_size
+    # an environment rewards its own episodes
+    reward = build_online_reward(cfg, engine, reward_fn=reward_fn) if env is None else None
     steps = cfg.iterations * cfg.ppo_epochs * -(-rows // cfg.mini_batch_size)
-    optimizer = build_optimizer(policy.parameters(), cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, steps)
-    policy, optimizer = engine.accelerator.prepare(policy, optimizer)
-    engine.accelerator.register_for_checkpointing(scheduler)
-    state = OnlineState.new(cfg, data.prompts)
-    saved = engine.resume()
-    if saved:
-        state.load_state_dict(saved)
+    policy, optimizer, scheduler = engine.prepare_trainable(policy, cfg.optim, steps)
+    state = OnlineState.resumed(cfg, inputs.data.prompts, engine)
     models = OnlineModels(
-        policy, tokenizer, reward, ref_policy, use_ref=cfg.use_ref, engine=sampler
+        policy, inputs.tokenizer, reward, ref_policy, use_ref=cfg.use_ref, engine=inputs.sampler
     )
-    correction = build_correction(cfg)
     collect = collect_sharded if env is None else partial(collect_sharded, collect_fn=env.collect)
     return PGRun(
-        cfg, engine, data, models, optimizer, scheduler, state, dict(judges or {}), correction,
-        env, collect,
-    )  # fmt: skip
+        cfg=cfg,
+        engine=engine,
+        data=inputs.data,
+        models=models,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        state=state,
+        judges=dict(judges or {}),
+        correction=build_correction(cfg),
+        env=env,
+        collect=collect,
+    )
 
 
 # -- 1. rollout with optional dynamic sampling ---------------------------------------------------
@@ -230,10 +200,16 @@ def sample_groups(run: PGRun) -> tuple[Collected, float, int]:
         rounds += 1
         index = state.prompts.next_batch(cfg.rollout_batch_size)
         batch = run.collect(
-            run.models, state.prompts, index, (cfg.engine.seed, state.iteration + 1, rounds),
-            cfg.rollout, run.engine.accelerator, group_size=g, autocast=run.engine.autocast,
+            run.models,
+            state.prompts,
+            index,
+            (cfg.engine.seed, state.iteration + 1, rounds),
+            cfg.rollout,
+            run.engine.accelerator,
+            group_size=g,
+            autocast=run.engine.autocast,
             reuse_sampling_logprobs=run.engine.accelerator.mixed_precision == "no",
-        )  # fmt: skip
+        )
         if not cfg.dynamic_sampling:
             return batch, 0.0, 1
         grouped = episode_returns(batch.experience).view(-1, g)
@@ -283,26 +259,41 @@ def update(
 
     def step(rows: torch.Tensor) -> dict[str, float]:
         mb = exp.select(rows)
-        ptx = next_ptx(run.data.ptx_items, cfg.ptx_batch_size, state.ptx_gen, pad_id)
+        ptx = next_ptx(
+            run.data.ptx_items,
+            batch_size=cfg.ptx_batch_size,
+            generator=state.ptx_gen,
+            pad_id=pad_id,
+        )
         return policy_step(
-            acc, run.models.policy, run.optimizer, run.scheduler, mb,
-            adv[rows][:, : mb.response_mask.shape[1]], objective,
-            grad_accum_steps=cfg.grad_accum_steps, max_grad_norm=cfg.optim.max_grad_norm,
-            max_new_tokens=cfg.rollout.max_new_tokens, ptx_batch=ptx,
+            acc,
+            run.models.policy,
+            run.optimizer,
+            run.scheduler,
+            mb,
+            adv[rows][:, : mb.response_mask.shape[1]],
+            objective,
+            grad_accum_steps=cfg.grad_accum_steps,
+            max_grad_norm=cfg.optim.max_grad_norm,
+            max_new_tokens=cfg.rollout.max_new_tokens,
+            ptx_batch=ptx,
             autocast=run.engine.autocast,
-        )  # fmt: skip
+        )
 
     return minibatch_epochs(
-        exp.input_ids.shape[0], cfg.ppo_epochs, cfg.mini_batch_size, state.shuffle_gen, step,
-        cfg.on_nan, (acc.process_index, acc.num_processes),
-    )  # fmt: skip
+        exp.input_ids.shape[0],
+        epochs=cfg.ppo_epochs,
+        mini_batch_size=cfg.mini_batch_size,
+        generator=state.shuffle_gen,
+        step=step,
+        on_nan=cfg.on_nan,
+        shard=(acc.process_index, acc.num_processes),
+    )
 
 
 def evaluate(run: PGRun, iteration: int) -> dict[str, float]:
     """`eval/*` on the held-out prompts (`update.evaluate_held_out`)."""
-    return evaluate_held_out(
-        run.engine, run.cfg, run.data, run.models, run.judges, iteration, env=run.env
-    )
+    return evaluate_held_out(run, iteration, env=run.env)
 
 
 # -- the loop -----------------------------------------------------------------------------------
@@ -320,20 +311,12 @@ def train(
     `reward_fn(prompts, responses[, records]) -> floats` replaces the configured reward.
     """
     run = setup(cfg, judges=judges, reward_fn=reward_fn)
-    engine, state, acc = run.engine, run.state, run.engine.accelerator
+    state, acc = run.state, run.engine.accelerator
     eos_id = stop_token_ids(run.models.tokenizer)
     objective = build_objective(cfg)
-    start, total = state.iteration, cfg.iterations
-    metrics: dict[str, float] = {}
-    status = "completed"
-    sync = push_policy(run.models, acc, start)  # the engine samples from the policy as it is
-    if start == 0 and run.data.eval_prompts is not None:
-        metrics.update(evaluate(run, 0))
-        engine.log(metrics, 0)
-    for iteration in engine.progress(range(start + 1, total + 1), desc=cfg.advantage):
-        if cfg.stop_after is not None and iteration > cfg.stop_after:
-            status = "stopped"
-            break
+    loop = OnlineLoop.of(run, total_iters=cfg.iterations, evaluate=lambda i: evaluate(run, i))
+    metrics, sync = loop.begin()  # the engine samples from the policy as it is; eval/* at 0
+    for iteration in loop.iterations(desc=cfg.advantage):
         t0 = time.perf_counter()
 
         # 1. rollout: G replies per prompt (dynamic sampling: until the batch is informative)
@@ -341,10 +324,15 @@ def train(
         exp = batch.experience
         # episodes' statistics ({} without env); stops the run past episode.max_error_rate
         env_stats = episode_metrics(batch.episodes, cfg.episode.max_error_rate)
-        if not finite(exp.scores, exp.old_logprobs, exp.ref_logprobs):
-            if rollout_is_bad(engine, state, cfg, iteration, exp, run.models.reward) == "stop":
-                status = "stopped_on_nan"
-                break
+        verdict = loop.check_rollout(
+            iteration,
+            tensors=(exp.scores, exp.old_logprobs, exp.ref_logprobs),
+            exp=exp,
+            reward=run.models.reward,
+        )
+        if verdict == "stop":
+            break
+        if verdict == "skip":
             continue
 
         # 2. rewards: overlong shaping and missing-EOS penalty on the score (an episode's
@@ -370,10 +358,7 @@ def train(
         try:
             stats, skipped = update(run, exp, adv, objective)
         except NonFiniteError:
-            status = "stopped_on_nan"
-            engine.print(
-                "[red]NaN/inf in a loss or gradient: stopping; the last checkpoint is kept"
-            )
+            loop.stop_on_nan()
             break
         t_train = time.perf_counter()
         sync = push_policy(run.models, acc, iteration)  # the rollout engine gets the new weights
@@ -393,16 +378,9 @@ def train(
             "policy/kl_coef": kl_coef,
             "reward/kl_penalty": -kl_coef * metrics.get("policy/kl_to_ref", 0.0),
         }
-        metrics |= timing_metrics(batch, t0, t_update, t_train, skipped) | stats
-        metrics |= correction_stats | sync | env_stats
-        end_iteration(
-            engine, state, cfg, iteration, total, metrics, batch, lambda i: evaluate(run, i)
-        )
+        metrics |= timing_metrics(batch, t0=t0, t_update=t_update, t_train=t_train, skipped=skipped)
+        metrics |= stats | correction_stats | sync | env_stats
+        loop.end_iteration(iteration, metrics=metrics, batch=batch)
 
-    metrics.update(end_run(engine, state, start, status, lambda i: evaluate(run, i), total))
-    policy_path = engine.run.path / "policy"
-    if engine.is_main and status != "stopped_on_nan":
-        save_policy(acc.unwrap_model(run.models.policy), run.models.tokenizer, policy_path)
-    run.models.engine.close()
-    engine.close()
-    return PGResult(policy_path, engine.run.path, metrics, status, state.iteration, state.warnings)
+    # the final evaluation, the last checkpoint, the policy saved
+    return loop.end(metrics)

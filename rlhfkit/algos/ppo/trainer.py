@@ -66,20 +66,12 @@ from rlhfkit.engine import (
     build_scheduler,
 )
 from rlhfkit.env import EnvRollout, build_env, episode_metrics
-from rlhfkit.models import (
-    ModelConfig,
-    check_fits,
-    check_source,
-    load_critic,
-    load_tokenizer,
-    save_policy,
-)
+from rlhfkit.models import ModelConfig, check_source, load_critic
 from rlhfkit.rollout import (
     Collected,
     Experience,
     Judge,
     OnlineModels,
-    build_reward,
     collect_sharded,
     ended_at,
     explained_variance,
@@ -88,28 +80,21 @@ from rlhfkit.rollout import (
 )
 from rlhfkit.update import (
     Correction,
-    OnlineData,
-    OnlineResult,
-    OnlineState,
     build_correction,
     build_objective,
-    build_sampler,
-    check_model_sources,
-    check_shardable,
     critic_step,
-    end_iteration,
-    end_run,
-    evaluate_held_out,
-    finite,
-    load_policies,
-    minibatch_epochs,
-    next_ptx,
     policy_step,
     push_policy,
-    read_online_data,
-    rollout_is_bad,
-    timing_metrics,
 )
+from rlhfkit.update.data import (
+    OnlineData,
+    build_online_reward,
+    load_policies,
+    next_ptx,
+    read_online_inputs,
+)
+from rlhfkit.update.loop import OnlineLoop, evaluate_held_out, minibatch_epochs, timing_metrics
+from rlhfkit.update.state import OnlineResult, OnlineState
 
 __all__ = ["PPOResult", "PPORun", "advantages_and_returns", "setup", "train", "update"]
 
@@ -148,18 +133,9 @@ def setup(
 ) -> PPORun:
     """Read the data (bad rows reported before anything is written), start the engine, load
     the four models, build the optimisers, and resume from the latest checkpoint if any."""
-    check_model_sources(cfg, reward_fn)
     if cfg.critic is not None:
         check_source(cfg.critic.name_or_path, "critic.name_or_path")
-    tokenizer = load_tokenizer(
-        cfg.tokenizer or cfg.policy.name_or_path,
-        "tokenizer" if cfg.tokenizer else "policy.name_or_path",
-    )
-    data = read_online_data(cfg, tokenizer, cfg.rollout_batch_size)
-    longest = max(len(p.input_ids) for p in data.prompts.encoded) + cfg.rollout.max_new_tokens
-    check_fits(cfg.policy, longest, "the longest prompt + rollout.max_new_tokens")
-    check_shardable(cfg.rollout_batch_size, cfg.mini_batch_size)
-    sampler = build_sampler(cfg, tokenizer)  # vLLM / server: before the run directory exists
+    inputs = read_online_inputs(cfg, rows_per_iteration=cfg.rollout_batch_size, reward_fn=reward_fn)
     env = build_env(cfg)  # `env:` (None: one reply per prompt); a bad path is one line, here
     engine = Engine(cfg.engine, cfg.out_dir, cfg)
     acc = engine.accelerator
@@ -173,16 +149,8 @@ def setup(
     )
     critic = load_critic(critic_cfg).to(engine.device).eval()
     engine.compile(critic)
-    reward = None  # an environment rewards its own episodes
-    if env is None:
-        reward = build_reward(
-            cfg.rewards,
-            reward_model=cfg.reward_model,
-            reward_tokenizer=cfg.reward_tokenizer,
-            reward_fn=cfg.reward_fn,
-            fn=reward_fn,
-            device=engine.device,
-        )
+    # an environment rewards its own episodes
+    reward = build_online_reward(cfg, engine, reward_fn=reward_fn) if env is None else None
 
     steps_per_iter = cfg.ppo_epochs * math.ceil(cfg.rollout_batch_size / cfg.mini_batch_size)
     optimizer = build_optimizer(policy.parameters(), cfg.optim)
@@ -197,18 +165,32 @@ def setup(
     )
     acc.register_for_checkpointing(scheduler, critic_scheduler)
 
-    state = OnlineState.new(cfg, data.prompts)
-    saved = engine.resume()
-    if saved:
-        state.load_state_dict(saved)
+    state = OnlineState.resumed(cfg, inputs.data.prompts, engine)
     models = OnlineModels(
-        policy, tokenizer, reward, ref_policy, use_ref=True, critic=critic, engine=sampler
+        policy,
+        inputs.tokenizer,
+        reward,
+        ref_policy,
+        use_ref=True,
+        critic=critic,
+        engine=inputs.sampler,
     )
     collect = collect_sharded if env is None else partial(collect_sharded, collect_fn=env.collect)
     return PPORun(
-        cfg, engine, data, models, optimizer, scheduler, critic_optimizer, critic_scheduler,
-        state, dict(judges or {}), build_correction(cfg), env, collect,
-    )  # fmt: skip
+        cfg=cfg,
+        engine=engine,
+        data=inputs.data,
+        models=models,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        critic_optimizer=critic_optimizer,
+        critic_scheduler=critic_scheduler,
+        state=state,
+        judges=dict(judges or {}),
+        correction=build_correction(cfg),
+        env=env,
+        collect=collect,
+    )
 
 
 def adjusted_scores(run: PPORun, exp: Experience) -> torch.Tensor:
@@ -265,31 +247,54 @@ def update(
         mb_adv, mb_ret = advantages[rows][:, :width], returns[rows][:, :width]
         stats: dict[str, float] = {}
         if train_policy:
-            ptx = next_ptx(run.data.ptx_items, cfg.ptx_batch_size, run.state.ptx_gen, pad_id)
+            ptx = next_ptx(
+                run.data.ptx_items,
+                batch_size=cfg.ptx_batch_size,
+                generator=run.state.ptx_gen,
+                pad_id=pad_id,
+            )
             stats |= policy_step(
-                acc, run.models.policy, run.optimizer, run.scheduler, mb, mb_adv, objective,
-                max_grad_norm=cfg.optim.max_grad_norm, ptx_batch=ptx, **common,
-            )  # fmt: skip
+                acc,
+                run.models.policy,
+                run.optimizer,
+                run.scheduler,
+                mb,
+                mb_adv,
+                objective,
+                max_grad_norm=cfg.optim.max_grad_norm,
+                ptx_batch=ptx,
+                **common,
+            )
         stats |= critic_step(
-            acc, run.models.critic, run.critic_optimizer, run.critic_scheduler, mb, mb_ret,
-            value_clip_eps=cfg.value_clip_eps, loss_mode=cfg.loss_mode,
-            max_grad_norm=cfg.critic_optim.max_grad_norm, **common,
-        )  # fmt: skip
+            acc,
+            run.models.critic,
+            run.critic_optimizer,
+            run.critic_scheduler,
+            mb,
+            mb_ret,
+            value_clip_eps=cfg.value_clip_eps,
+            loss_mode=cfg.loss_mode,
+            max_grad_norm=cfg.critic_optim.max_grad_norm,
+            **common,
+        )
         return stats
 
     return minibatch_epochs(
-        exp.input_ids.shape[0], cfg.ppo_epochs, cfg.mini_batch_size, run.state.shuffle_gen,
-        step, cfg.on_nan, (acc.process_index, acc.num_processes),
-    )  # fmt: skip
+        exp.input_ids.shape[0],
+        epochs=cfg.ppo_epochs,
+        mini_batch_size=cfg.mini_batch_size,
+        generator=run.state.shuffle_gen,
+        step=step,
+        on_nan=cfg.on_nan,
+        shard=(acc.process_index, acc.num_processes),
+    )
 
 
 def evaluate(run: PPORun, iteration: int) -> dict[str, float]:
     """`eval/*` on the held-out prompts (`update.evaluate_held_out`; no critic forward)."""
     m = run.models
     models = OnlineModels(m.policy, m.tokenizer, m.reward, m.ref_policy, engine=m.engine)
-    return evaluate_held_out(
-        run.engine, run.cfg, run.data, models, run.judges, iteration, env=run.env
-    )
+    return evaluate_held_out(run, iteration, models=models, env=run.env)
 
 
 def train(
@@ -307,17 +312,9 @@ def train(
     run = setup(cfg, judges=judges, reward_fn=reward_fn)
     engine, state, acc = run.engine, run.state, run.engine.accelerator
     eos_id = stop_token_ids(run.models.tokenizer)
-    start, total_iters = state.iteration, run.total_iters
-    metrics: dict[str, float] = {}
-    status = "completed"
-    sync = push_policy(run.models, acc, start)  # the engine samples from the policy as it is
-    if start == 0 and run.data.eval_prompts is not None:
-        metrics.update(evaluate(run, 0))
-        engine.log(metrics, 0)
-    for iteration in engine.progress(range(start + 1, total_iters + 1), desc="ppo"):
-        if cfg.stop_after is not None and iteration > cfg.stop_after:
-            status = "stopped"
-            break
+    loop = OnlineLoop.of(run, total_iters=run.total_iters, evaluate=lambda i: evaluate(run, i))
+    metrics, sync = loop.begin()  # the engine samples from the policy as it is; eval/* at 0
+    for iteration in loop.iterations(desc="ppo"):
         t0 = time.perf_counter()
         train_policy = iteration > cfg.critic_warmup_iters
 
@@ -325,16 +322,27 @@ def train(
         # samples its share, seeded per row; every process then holds the whole batch)
         index = state.prompts.next_batch(cfg.rollout_batch_size)
         batch = run.collect(
-            run.models, state.prompts, index, (cfg.engine.seed, iteration), cfg.rollout, acc,
-            autocast=engine.autocast, reuse_sampling_logprobs=acc.mixed_precision == "no",
-        )  # fmt: skip
+            run.models,
+            state.prompts,
+            index,
+            (cfg.engine.seed, iteration),
+            cfg.rollout,
+            acc,
+            autocast=engine.autocast,
+            reuse_sampling_logprobs=acc.mixed_precision == "no",
+        )
         exp = batch.experience
         # episodes' statistics ({} without env); stops the run past episode.max_error_rate
         env_stats = episode_metrics(batch.episodes, cfg.episode.max_error_rate)
-        if not finite(exp.scores, exp.old_logprobs, exp.ref_logprobs, exp.old_values):
-            if rollout_is_bad(engine, state, cfg, iteration, exp, run.models.reward) == "stop":
-                status = "stopped_on_nan"
-                break
+        verdict = loop.check_rollout(
+            iteration,
+            tensors=(exp.scores, exp.old_logprobs, exp.ref_logprobs, exp.old_values),
+            exp=exp,
+            reward=run.models.reward,
+        )
+        if verdict == "stop":
+            break
+        if verdict == "skip":
             continue
 
         # 2. shape rewards: adjusted score on the last valid token, −β·KL on every token, an
@@ -342,9 +350,13 @@ def train(
         scores = adjusted_scores(run, exp)
         kl_coef = state.kl_ctl.value
         rewards = shape_rewards(
-            scores, exp.old_logprobs, exp.ref_logprobs, exp.response_mask, kl_coef,
+            scores,
+            exp.old_logprobs,
+            exp.ref_logprobs,
+            exp.response_mask,
+            kl_coef,
             cfg.kl_estimator,
-        )  # fmt: skip
+        )
         rewards = with_turn_rewards(rewards, exp)
 
         # 3. advantages: GAE, whitening as its own step, optional clipping
@@ -357,10 +369,7 @@ def train(
         try:
             stats, skipped = update(run, exp, advantages, returns, train_policy)
         except NonFiniteError:
-            status = "stopped_on_nan"
-            engine.print(
-                "[red]NaN/inf in a loss or gradient: stopping; the last checkpoint is kept"
-            )
+            loop.stop_on_nan()
             break
         t_train = time.perf_counter()
         sync = push_policy(run.models, acc, iteration)  # the rollout engine gets the new weights
@@ -380,18 +389,9 @@ def train(
             "critic/explained_variance": explained_variance(exp.old_values, returns, mask),
             "critic/warmup": float(not train_policy),
         }
-        metrics |= timing_metrics(batch, t0, t_update, t_train, skipped) | stats
-        metrics |= correction_stats | sync | env_stats
-        end_iteration(
-            engine, state, cfg, iteration, total_iters, metrics, batch,
-            lambda i: evaluate(run, i),
-        )  # fmt: skip
+        metrics |= timing_metrics(batch, t0=t0, t_update=t_update, t_train=t_train, skipped=skipped)
+        metrics |= stats | correction_stats | sync | env_stats
+        loop.end_iteration(iteration, metrics=metrics, batch=batch)
 
-    metrics.update(end_run(engine, state, start, status, lambda i: evaluate(run, i), total_iters))
-    policy_path = engine.run.path / "policy"
-    if engine.is_main and status != "stopped_on_nan":
-        save_policy(acc.unwrap_model(run.models.policy), run.models.tokenizer, policy_path)
-        acc.unwrap_model(run.models.critic).save(engine.run.path / "critic", run.models.tokenizer)
-    run.models.engine.close()
-    engine.close()
-    return PPOResult(policy_path, engine.run.path, metrics, status, state.iteration, state.warnings)
+    # the final evaluation, the last checkpoint, the policy and the critic saved
+    return loop.end(metrics)

@@ -63,16 +63,17 @@ from rlhfkit.data import (
 from rlhfkit.data.readers import Task
 from rlhfkit.engine import (
     Engine,
-    NonFiniteError,
-    TokenRate,
+    OfflineLoop,
     accumulate,
-    build_optimizer,
-    build_scheduler,
-    optimizer_step,
+    eval_mode,
+    resumed_step,
     unwrap,
 )
 from rlhfkit.models import ScalarModel, build_scalar_model, check_fits, load_tokenizer
 from rlhfkit.types import PreferencePair, RankedList
+
+# the summed stats of a step: preference loss, LM loss, correct comparisons, Σ score gaps
+STAT_KEYS = ("pref", "lm", "correct", "gap")
 
 
 @dataclass
@@ -229,9 +230,12 @@ def accumulate_gradients(
     losses = [
         functools.partial(micro_batch_loss, acc, model, b, n_cmp, n_lm, world, cfg) for b in batches
     ]
-    sums = accumulate(acc, model, losses)
-    device = next(model.parameters()).device
-    return torch.tensor([sums[k] for k in ("pref", "lm", "correct", "gap")], device=device)
+    return _stat_tensor(accumulate(acc, model, losses), next(model.parameters()).device)
+
+
+def _stat_tensor(sums: dict[str, float], device: torch.device) -> torch.Tensor:
+    """The summed stats as one tensor in `STAT_KEYS` order (the logged metrics read it)."""
+    return torch.tensor([sums[k] for k in STAT_KEYS], device=device)
 
 
 @torch.no_grad()
@@ -246,18 +250,17 @@ def evaluate(
     """Held-out metrics (see `evaluate.pair_metrics`), gathered over processes (each scores its
     share with the model inside the DDP wrapper: no gradients, no collective per forward)."""
     rm = unwrap(rm)
-    was_training = rm.training
-    rm.eval()
     acc = engine.accelerator
-    idx, chosen, rejected = score_pairs(
-        rm,
-        items,
-        pad_id,
-        cfg.data.max_tokens,
-        engine.device,
-        acc.process_index,
-        engine.num_processes,
-    )
+    with eval_mode(rm):
+        idx, chosen, rejected = score_pairs(
+            rm,
+            items,
+            pad_id,
+            cfg.data.max_tokens,
+            engine.device,
+            acc.process_index,
+            engine.num_processes,
+        )
     if engine.num_processes > 1:
         from accelerate.utils import gather_object
 
@@ -266,7 +269,6 @@ def evaluate(
         )
     order = torch.argsort(idx)
     chosen, rejected = chosen[order], rejected[order]
-    rm.train(was_training)
     gold = gold_gaps_of(pairs)
     return pair_metrics(chosen, rejected, gold, cfg.calibration_bins, groups_of(pairs))
 
@@ -284,8 +286,6 @@ def fit_normalization(
     unit variance under "standardize"); (0, 1) for "none"."""
     if cfg.normalize == "none":
         return 0.0, 1.0
-    was_training = rm.training
-    rm.eval()
     rm.set_normalization(0.0, 1.0)
     raw: list[torch.Tensor] = []
     n_rows = 0
@@ -296,14 +296,14 @@ def fit_normalization(
         False,
         group_keys=[variant.rows(it) for it in items] if cfg.data.ranked else None,
     )
-    for b in sampler:
-        if n_rows >= cfg.normalize_samples:
-            break
-        batch = variant.collate([items[i] for i in b], pad_id)
-        scores = rm(batch["input_ids"].to(device), batch["attention_mask"].to(device)).scores
-        raw.append(scores.double().cpu())
-        n_rows += scores.numel()
-    rm.train(was_training)
+    with eval_mode(rm):
+        for b in sampler:
+            if n_rows >= cfg.normalize_samples:
+                break
+            batch = variant.collate([items[i] for i in b], pad_id)
+            scores = rm(batch["input_ids"].to(device), batch["attention_mask"].to(device)).scores
+            raw.append(scores.double().cpu())
+            n_rows += scores.numel()
     values = torch.cat(raw)[: cfg.normalize_samples]
     offset = float(values.mean())
     scale = 1.0
@@ -312,19 +312,36 @@ def fit_normalization(
     return offset, scale
 
 
-def train(cfg: RMConfig) -> RMResult:
-    """Train a reward model on comparisons; returns the saved folder and final metrics."""
-    variant = VARIANTS["ranked" if cfg.data.ranked else "pairs"]
+@dataclass
+class RMRun:
+    """What a reward-model run trains with (`setup`)."""
 
-    # 1. data: read (every bad row, an empty source, a missing model or tokenizer reported
-    # before the run directory is made), split, tokenize, plan
+    cfg: RMConfig
+    engine: Engine
+    variant: Variant  # pairs or ranked lists, picked once
+    tokenizer: Any
+    items: list  # training pairs or ranked lists, tokenized
+    val_items: list  # validation pairs, tokenized (may be empty)
+    val_pairs: list[PreferencePair]  # the validation pairs as read (gold gaps, groups)
+    collate: Callable[..., dict]  # items → a batch (shared-prompt rows or plain rows)
+    plan: list[list[list[int]]]  # per optimiser step, its micro-batches of item indices
+    model: torch.nn.Module  # prepared (inside the DDP wrapper)
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    start: int  # the last step of the checkpoint resumed from (0: a fresh run)
+
+
+def setup(cfg: RMConfig) -> RMRun:
+    """Read the data (every bad row, an empty source, a missing model or tokenizer reported
+    before the run directory is made), split, tokenize, plan; start the engine, build the
+    model (a new scalar head on the SFT model's body), resume if possible."""
+    variant = VARIANTS["ranked" if cfg.data.ranked else "pairs"]
     train_recs, val_pairs = _read(cfg, variant)
     tokenizer = load_tokenizer(
         cfg.tokenizer or cfg.model.name_or_path,
         "tokenizer" if cfg.tokenizer else "model.name_or_path",
     )
     check_fits(cfg.model, cfg.data.max_length)
-    pad_id = tokenizer.pad_token_id
     d = cfg.data
     items = variant.encode(
         tokenizer, train_recs, d.max_length, d.max_prompt_length, d.prompt_template
@@ -355,7 +372,6 @@ def train(cfg: RMConfig) -> RMResult:
 
     plan = plan_steps(batches_of_epoch, cfg.grad_accum_steps, 1, cfg.epochs, cfg.max_steps)
     engine = Engine(cfg.engine, cfg.out_dir, cfg)
-    acc = engine.accelerator
     if engine.num_processes > 1:
         plan = plan_steps(
             batches_of_epoch, cfg.grad_accum_steps, engine.num_processes, cfg.epochs, cfg.max_steps
@@ -365,77 +381,96 @@ def train(cfg: RMConfig) -> RMResult:
         f"validation pairs, {len(plan)} optimiser steps"
     )
 
-    # 2. model (from the SFT model: a new scalar head on its body), optimiser, schedule
+    # the model (from the SFT model: a new scalar head on its body), optimiser, schedule
     rm = build_scalar_model(cfg.model)
     if cfg.beta_rm > 0:
         rm.attach_lm_head(cfg.model.name_or_path)
     engine.compile(rm)
-    optimizer = build_optimizer(rm.parameters(), cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, len(plan))
-    model, optimizer = acc.prepare(rm, optimizer)
-    acc.register_for_checkpointing(scheduler)  # prepared schedulers step once per process
+    model, optimizer, scheduler = engine.prepare_trainable(rm, cfg.optim, len(plan))
     model.train(not cfg.disable_dropout)  # eval mode = no dropout; gradients flow either way
+    return RMRun(
+        cfg=cfg,
+        engine=engine,
+        variant=variant,
+        tokenizer=tokenizer,
+        items=items,
+        val_items=val_items,
+        val_pairs=val_pairs,
+        collate=collate,
+        plan=plan,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        start=resumed_step(engine),
+    )
 
-    # 3. resume
-    state = engine.resume()
-    start = state["step"] if state else 0
 
-    # 4. loop
-    world, rank = engine.num_processes, acc.process_index
-    skipped = 0  # optimiser steps skipped for a NaN/inf loss or gradient
+def train(cfg: RMConfig) -> RMResult:
+    """Train a reward model on comparisons; returns the saved folder and final metrics."""
+    run = setup(cfg)
+    engine, acc, model, items = run.engine, run.engine.accelerator, run.model, run.items
+    world, rank, pad_id = engine.num_processes, acc.process_index, run.tokenizer.pad_token_id
+    evaluate_now = None
+    if run.val_items:
+        evaluate_now = functools.partial(
+            evaluate, model, engine, run.val_items, run.val_pairs, cfg, pad_id
+        )
+    loop = OfflineLoop(
+        engine,
+        model,
+        run.optimizer,
+        run.scheduler,
+        cfg=cfg,
+        name="rm",
+        last=len(run.plan),
+        stat_keys=STAT_KEYS,
+        evaluate=evaluate_now,
+        start=run.start,
+    )
     metrics: dict[str, Any] = {}
-    rate = TokenRate()  # training tokens/s, evaluation and checkpoints excluded
-    for step in engine.progress(
-        range(start + 1, len(plan) + 1), total=len(plan) - start, desc="rm"
-    ):
-        groups = plan[step - 1]
-        n_cmp = sum(variant.comparisons(items[i]) for b in groups for i in b)
+    for step in loop.steps():
+        # 1. batches: this process's micro-batches of the planned step, over the step's global
+        # counts of comparisons and of chosen-reply tokens
+        groups = run.plan[step - 1]
+        n_cmp = sum(run.variant.comparisons(items[i]) for b in groups for i in b)
         n_lm = sum(chosen_target_tokens(items[i]) for b in groups for i in b)
-        batches = [collate([items[i] for i in b], pad_id) for b in groups[rank::world]]
-        try:
-            sums = accumulate_gradients(acc, model, batches, n_cmp, n_lm, world, cfg)
-            grad_norm = optimizer_step(acc, model, optimizer, scheduler, cfg.optim.max_grad_norm)
-        except NonFiniteError as e:  # the step is skipped: weights and optimiser unchanged
-            skipped += 1
-            engine.print(f"[yellow]rm step {step}: {e}; step skipped")
-            sums, grad_norm = torch.full((4,), float("nan"), device=engine.device), float("nan")
-        rate.add(sum(int(b["attention_mask"].sum()) for b in batches))
+        batches = [run.collate([items[i] for i in b], pad_id) for b in groups[rank::world]]
 
-        # 5. log, evaluate, checkpoint
-        if step % cfg.log_every == 0 or step == len(plan):
+        # 2. one optimiser step (a NaN/inf loss or gradient skips it: nothing moves)
+        out = loop.step(
+            step,
+            [
+                functools.partial(micro_batch_loss, acc, model, b, n_cmp, n_lm, world, cfg)
+                for b in batches
+            ],
+        )
+        sums = _stat_tensor(out.sums, next(model.parameters()).device)
+        loop.rate.add(sum(int(b["attention_mask"].sum()) for b in batches))
+
+        # 3. log, evaluate, checkpoint
+        if loop.logs(step):
             # `accumulate` averaged the sums over processes: losses are the step's, counts / W
             metrics = {
                 "loss/rm": float(sums[0]),
                 "rm/accuracy": float(sums[2]) * world / n_cmp,
                 "rm/margin": float(sums[3]) * world / n_cmp,
-                "optim/lr": scheduler.get_last_lr()[0],
-                **rate.take(world),  # perf/tokens (non-padding) and tokens/s since the last log
+                "optim/lr": run.scheduler.get_last_lr()[0],
+                **loop.rate.take(world),  # perf/tokens (non-padding), tokens/s since last log
             }
             if cfg.beta_rm > 0:
                 metrics["loss/lm"] = float(sums[1])
-            metrics["optim/grad_norm"] = grad_norm
-            metrics["nan/skipped_steps"] = skipped
+            metrics["optim/grad_norm"] = out.grad_norm
+            metrics["nan/skipped_steps"] = loop.skipped
             engine.log(metrics, step)
-        if val_items and cfg.eval_every and step % cfg.eval_every == 0 and step != len(plan):
-            with rate.paused():
-                engine.log(evaluate(model, engine, val_items, val_pairs, cfg, pad_id), step)
-        if engine.should_save(step) or step == len(plan):
-            with rate.paused():
-                engine.save(step, {"step": step})
+        loop.end_step(step)
 
-    # 6. normalise scores on the reference set, evaluate, save the folder
+    # 4. normalise scores on the reference set, evaluate (logged with the normalisation), save
     reward_model: ScalarModel = acc.unwrap_model(model)
-    offset, scale = fit_normalization(reward_model, items, variant, cfg, pad_id, engine.device)
+    offset, scale = fit_normalization(reward_model, items, run.variant, cfg, pad_id, engine.device)
     reward_model.set_normalization(offset, scale)
-    metrics.update({"rm/score_offset": offset, "rm/score_scale": scale})
-    if val_items:
-        final = evaluate(model, engine, val_items, val_pairs, cfg, pad_id)
-        engine.log({**final, "rm/score_offset": offset, "rm/score_scale": scale}, len(plan))
-        metrics.update(final)
-    model_dir = engine.run.path / "model"
-    acc.wait_for_everyone()
-    if engine.is_main:
-        reward_model.save(model_dir, tokenizer)
-    acc.wait_for_everyone()
-    engine.close()
+    normalization = {"rm/score_offset": offset, "rm/score_scale": scale}
+    metrics.update(normalization)
+    if evaluate_now is not None:
+        loop.evaluate = lambda: evaluate_now() | normalization
+    model_dir = loop.finish(metrics, lambda path: reward_model.save(path, run.tokenizer))
     return RMResult(model_dir, engine.run.path, metrics)

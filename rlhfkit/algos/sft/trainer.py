@@ -50,12 +50,9 @@ from rlhfkit.data import (
 )
 from rlhfkit.engine import (
     Engine,
-    NonFiniteError,
-    TokenRate,
-    accumulate,
-    build_optimizer,
-    build_scheduler,
-    optimizer_step,
+    OfflineLoop,
+    eval_mode,
+    resumed_step,
     unwrap,
 )
 from rlhfkit.models import check_fits, load_policy, load_tokenizer, save_policy
@@ -153,23 +150,21 @@ def evaluate(
     W-th batch: no gradients, so the model inside the DDP wrapper, which needs no equal number of
     forwards per process)."""
     model = unwrap(model)
-    was_training = model.training
-    model.eval()
     acc = engine.accelerator
     order = sorted(range(len(items)), key=lambda i: items[i].length)
     sampler = TokenBudgetSampler([items[i].length for i in order], cfg.data.max_tokens, False)
     nll_sum = torch.zeros((), dtype=torch.float64, device=engine.device)
     count = torch.zeros((), dtype=torch.float64, device=engine.device)
-    for k, b in enumerate(sampler):
-        if k % engine.num_processes != acc.process_index:
-            continue
-        batch = _batch([items[order[i]] for i in b], cfg, pad_id, dtype)
-        nll = -_logprobs(model, batch, engine.device)
-        mask = batch["response_mask"].to(engine.device)[:, 1:].bool()
-        nll_sum += masked_sum(nll.double(), mask)
-        count += mask.sum()
+    with eval_mode(model):
+        for k, b in enumerate(sampler):
+            if k % engine.num_processes != acc.process_index:
+                continue
+            batch = _batch([items[order[i]] for i in b], cfg, pad_id, dtype)
+            nll = -_logprobs(model, batch, engine.device)
+            mask = batch["response_mask"].to(engine.device)[:, 1:].bool()
+            nll_sum += masked_sum(nll.double(), mask)
+            count += mask.sum()
     nll_sum, count = acc.reduce(nll_sum, "sum"), acc.reduce(count, "sum")
-    model.train(was_training)
     nll = float(nll_sum / count.clamp(min=1))
     return {
         "eval/loss": nll,
@@ -223,24 +218,30 @@ def train(cfg: SFTConfig) -> SFTResult:
         policy.resize_token_embeddings(len(tokenizer))
     dtype = next(policy.parameters()).dtype
     engine.compile(policy)
-    optimizer = build_optimizer(policy.parameters(), cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, len(plan))
-    policy, optimizer = acc.prepare(policy, optimizer)
-    acc.register_for_checkpointing(scheduler)
+    policy, optimizer, scheduler = engine.prepare_trainable(policy, cfg.optim, len(plan))
     policy.train()
 
     # 3. resume
-    state = engine.resume()
-    start = state["step"] if state else 0
+    start = resumed_step(engine)
 
     # 4. loop: one optimiser step per planned group of micro-batches
     world, rank = engine.num_processes, acc.process_index
-    skipped = 0  # optimiser steps skipped for a NaN/inf loss or gradient
+    loop = OfflineLoop(
+        engine,
+        policy,
+        optimizer,
+        scheduler,
+        cfg=cfg,
+        name="sft",
+        last=len(plan),
+        stat_keys=("loss",),
+        evaluate=functools.partial(evaluate, policy, engine, val_items, cfg, pad_id, dtype)
+        if val_items
+        else None,
+        start=start,
+    )
     metrics: dict[str, float] = {}
-    rate = TokenRate()  # training tokens/s, evaluation and checkpoints excluded
-    for step in engine.progress(
-        range(start + 1, len(plan) + 1), total=len(plan) - start, desc="sft"
-    ):
+    for step in loop.steps():
         groups = plan[step - 1]
         n_tokens = sum(target_tokens(train_items[i]) for b in groups for i in b)
         n_seqs = sum(len(b) for b in groups)
@@ -251,41 +252,23 @@ def train(cfg: SFTConfig) -> SFTResult:
             functools.partial(micro_batch_loss, policy, b, n_tokens, n_seqs, world, cfg)
             for b in batches
         ]
-        try:
-            sums = accumulate(acc, policy, losses)
-            grad_norm = optimizer_step(acc, policy, optimizer, scheduler, cfg.optim.max_grad_norm)
-        except NonFiniteError as e:  # the step is skipped: weights and optimiser unchanged
-            skipped += 1
-            engine.print(f"[yellow]sft step {step}: {e}; step skipped")
-            sums, grad_norm = {"loss": float("nan")}, float("nan")
-        rate.add(sum(int(b["attention_mask"].sum()) for b in batches))
+        # a NaN/inf loss or gradient skips the step: weights and optimiser unchanged
+        out = loop.step(step, losses)
+        loop.rate.add(sum(int(b["attention_mask"].sum()) for b in batches))
 
         # 5. log, evaluate, checkpoint
-        if step % cfg.log_every == 0 or step == len(plan):
+        if loop.logs(step):
             metrics = {
-                "loss/sft": sums["loss"],  # the step's loss (`accumulate` reduced it)
+                "loss/sft": out.sums["loss"],  # the step's loss (`accumulate` reduced it)
                 "optim/lr": scheduler.get_last_lr()[0],
-                **rate.take(world),  # perf/tokens (non-padding) and tokens/s since the last log
-                "optim/grad_norm": grad_norm,
-                "nan/skipped_steps": skipped,
+                **loop.rate.take(world),  # perf/tokens (non-padding), tokens/s since last log
+                "optim/grad_norm": out.grad_norm,
+                "nan/skipped_steps": loop.skipped,
             }
             engine.log(metrics, step)
-        if val_items and cfg.eval_every and step % cfg.eval_every == 0 and step != len(plan):
-            with rate.paused():
-                engine.log(evaluate(policy, engine, val_items, cfg, pad_id, dtype), step)
-        if engine.should_save(step) or step == len(plan):
-            with rate.paused():
-                engine.save(step, {"step": step})
+        loop.end_step(step)
 
     # 6. final evaluation and the model folder
-    if val_items:
-        final = evaluate(policy, engine, val_items, cfg, pad_id, dtype)
-        engine.log(final, len(plan))
-        metrics.update(final)
-    model_dir = engine.run.path / "model"
-    acc.wait_for_everyone()
-    if engine.is_main:
-        save_policy(acc.unwrap_model(policy), tokenizer, model_dir)
-    acc.wait_for_everyone()
-    engine.close()
+    unwrapped = acc.unwrap_model(policy)
+    model_dir = loop.finish(metrics, lambda path: save_policy(unwrapped, tokenizer, path))
     return SFTResult(model_dir, engine.run.path, metrics)
