@@ -4,8 +4,8 @@ each in a fresh process, one after the other, so the three see the same machine.
 
 Each side runs twice, a short and a long run (S1 and S2 steps in all, warm-up included), and the
 CPU time of one step is (CPU(S2) − CPU(S1)) / (S2 − S1): the user + system seconds the process
-was charged (`os.wait4`), so start-up, model loading, the benchmarks' GEMM probes and compiling
-(the same in both runs) cancel out, and a process that waits for a core on a shared host is not
+was charged (`os.wait4`), less its compile seconds, so start-up, model loading, the benchmarks'
+GEMM probes and compiling cancel out, and a process that waits for a core on a shared host is not
 charged for the wait. That is the measure to read when the machine is loaded; the median wall
 seconds per step of the long run (what each script prints) is reported beside it.
 
@@ -95,6 +95,12 @@ def seconds(line: dict) -> float | None:
     return line.get("s_per_step", line.get("s_per_iter"))
 
 
+def cpu(line: dict) -> float:
+    """A run's CPU seconds less the seconds it spent compiling (`perf/compile_s`, at one thread
+    about CPU seconds), which differ between runs when a shape recompiles."""
+    return line["cpu_s"] - (line.get("compile_s") or 0.0)
+
+
 def commands(args: argparse.Namespace, trainer: str, steps: int) -> dict[str, list[str]]:
     """The command of each side for a run of `steps` steps in all (warm-up included)."""
     trl_cmd, module, extra, _, count_flag, minus_warmup = PLAN[trainer]
@@ -157,9 +163,9 @@ def main() -> None:
                 a, b = run(short[side], args.timeout), run(long[side], args.timeout)
                 line = {
                     "vs_trl_round": r, "vs_trl_side": side, "vs_trl_trainer": trainer,
-                    "cpu_s_per_step": round((b["cpu_s"] - a["cpu_s"]) / (s2 - s1), 3),
+                    "cpu_s_per_step": round((cpu(b) - cpu(a)) / (s2 - s1), 3),
                     "steps": [s1, s2], "wall_s_per_step": seconds(b),
-                    "peak_rss_mib": b.get("peak_rss_mib"), "compile_s": b.get("compile_s"),
+                    "peak_rss_mib": b.get("peak_rss_mib"), "compile_s": [a.get("compile_s"), b.get("compile_s")],
                     "status": b.get("status", "ok"), "load_avg_after": load_avg(), "long_run": b,
                 }  # fmt: skip
                 runs[trainer].setdefault(side, []).append(line)
