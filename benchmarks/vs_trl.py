@@ -152,6 +152,10 @@ def main() -> None:
     ap.add_argument("--assets", required=True, help="the anchor assets (TRL's side reads them)")
     ap.add_argument("--timeout", type=int, default=900, help="seconds per run")
     ap.add_argument("--results", type=Path, help="append every JSON line here too")
+    ap.add_argument(
+        "--sides", nargs="+", default=["trl", "rlhfkit", "rlhfkit_compile"],
+        help="run only these sides (rlhfkit_compile needs --compile)",
+    )  # fmt: skip
     args = ap.parse_args()
 
     runs: dict[str, dict[str, list[dict]]] = {t: {} for t in args.trainers}
@@ -159,7 +163,7 @@ def main() -> None:
         for trainer in args.trainers:
             s1, s2 = PLAN[trainer][3]
             short, long = commands(args, trainer, s1), commands(args, trainer, s2)
-            for side in short:
+            for side in [x for x in short if x in args.sides]:
                 a, b = run(short[side], args.timeout), run(long[side], args.timeout)
                 line = {
                     "vs_trl_round": r, "vs_trl_side": side, "vs_trl_trainer": trainer,
