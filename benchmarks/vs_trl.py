@@ -43,6 +43,15 @@ PLAN = {
     "rm": ("reward", "benchmarks.rm_throughput", [], (8, 24), "--steps", False),
     "dpo": ("dpo", "benchmarks.dpo_throughput", ["--reference", "live"], (8, 24), "--steps", False),
     "kto": ("kto", "benchmarks.kto_throughput", ["--reference", "live"], (8, 24), "--steps", False),
+    # the reference log-probs computed once before the first step (both runs: it cancels)
+    "kto_cached": (
+        "kto",
+        "benchmarks.kto_throughput",
+        ["--reference", "cached"],
+        (8, 24),
+        "--steps",
+        False,
+    ),
     # TRL's side of online DPO is the same script with --trl, in TRL's environment
     "online_dpo": (None, "benchmarks.online_dpo_throughput", [], (4, 10), "--iterations", True),
     "grpo": ("grpo", "benchmarks.pg_throughput", ["--algo", "grpo"], (4, 12), "--iterations", True),
