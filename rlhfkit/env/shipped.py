@@ -15,6 +15,7 @@ import ast
 import functools
 import operator
 import re
+from collections.abc import Sequence
 from typing import Literal
 
 from rlhfkit.env.base import StepResult, record_messages
@@ -82,13 +83,16 @@ def calculator(
     tool_role: str = "user",
     system_prompt: str | None = None,
     result_prefix: str = "= ",
+    examples: Sequence[dict[str, str]] = (),
 ) -> ToolEnvironment:
     """An arithmetic episode with the `calc` tool. `parser`: "simple" (`calc(347 + 589)`, the
     simulated world's format; its replies come back as `tool_role` "user" because the world's
     chat template and readers have no tool role) or "hermes" (`<tool_call>{json}</tool_call>`
     for real chat models, replies as "tool" messages). The result comes back as
     `result_prefix` + the number: "= 159" (a byte-level BPE writes " 159" after a space as in
-    "The answer is 159.", so the answer copies the same tokens)."""
+    "The answer is 159.", so the answer copies the same tokens). `system_prompt` and
+    `examples` (worked exchanges before the question) teach a model whose chat template has no
+    tool schemas the call format (the SmolLM2 preset, docs/env.md)."""
     chosen = SimpleParser() if parser == "simple" else HermesParser()
 
     @functools.wraps(calc)
@@ -97,7 +101,7 @@ def calculator(
 
     return ToolEnvironment(
         [tool], chosen, exact_answer, call_cost=call_cost, tool_role=tool_role,
-        system_prompt=system_prompt, schema_in_template=parser == "hermes",
+        system_prompt=system_prompt, schema_in_template=parser == "hermes", examples=examples,
     )  # fmt: skip
 
 
