@@ -12,7 +12,14 @@ that one SFT policy:
    (128 problems never trained on, one sample each at temperature 1) before and after, with
    Wilson 95 % intervals, and the tool calls per problem;
 2. GRPO and PPO on the guessing game (`grpo_game_sim`, `ppo_game_sim`): held-out success rate
-   and turns per episode (capped at 6) before and after.
+   (Wilson 95 %), turns-to-success (the mean turns of the episodes that found the number) and
+   turns per episode (a failure counts the cap, 6), each with a percentile-bootstrap 95 %
+   interval (10,000 resamples of the held-out episodes, fixed seed), before and after; read
+   from the runs' held-out transcripts (RUN/samples/eval_*.jsonl). `game_grpo_plain` and
+   `game_ppo_plain` are the same runs without the information bonus (`env_args.info_bonus=0`).
+
+    python -m benchmarks.env_sim --work WORK --sft runs/sft_calc4/model --only game_grpo \
+        [--set iterations=120 ...]
 
 Prints a JSON line per run and a Markdown table.
 """
@@ -23,6 +30,7 @@ import argparse
 import json
 import math
 import os
+import random
 import shutil
 import time
 from pathlib import Path
@@ -32,6 +40,34 @@ def wilson(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return centre - half, centre + half
+
+
+def bootstrap_ci(values: list[float], resamples: int = 10_000, seed: int = 0) -> list[float]:
+    """Percentile-bootstrap 95 % interval of the mean of `values` ([] when there are none)."""
+    if not values:
+        return []
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(rng.choices(values, k=n)) / n for _ in range(resamples))
+    return [round(means[int(0.025 * resamples)], 3), round(means[int(0.975 * resamples) - 1], 3)]
+
+
+def game_figures(transcripts: Path, max_turns: int) -> dict:
+    """Success (Wilson 95 %), turns-to-success and turns per episode (bootstrap 95 %) of one
+    held-out evaluation's transcripts; an episode succeeded when the game said done."""
+    rows = [json.loads(x) for x in transcripts.open()]
+    won = [r["turns"] for r in rows if r["end"] == "done"]
+    turns = [r["turns"] if r["end"] == "done" else max_turns for r in rows]
+    p = len(won) / len(rows)
+    return {
+        "n": len(rows),
+        "success": round(p, 4),
+        "success_ci": [round(v, 4) for v in wilson(p, len(rows))],
+        "turns_to_success": round(sum(won) / len(won), 3) if won else None,
+        "turns_to_success_ci": bootstrap_ci(won),
+        "turns": round(sum(turns) / len(turns), 3),
+        "turns_ci": bootstrap_ci(turns),
+    }
 
 
 def evals(run_dir: Path) -> list[dict]:
@@ -46,6 +82,7 @@ def main() -> None:
     ap.add_argument("--iterations", type=int, default=80)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", default="calc,calc_notool,game_grpo,game_ppo")
+    ap.add_argument("--set", nargs="*", default=[], help="more key=value overrides, every run")
     args = ap.parse_args()
     os.chdir(args.work)
     from rlhfkit.algos import pg, ppo
@@ -58,6 +95,8 @@ def main() -> None:
         "calc_notool": (pg, "grpo_calc_notool_sim", []),
         "game_grpo": (pg, "grpo_game_sim", []),
         "game_ppo": (ppo, "ppo_game_sim", []),
+        "game_grpo_plain": (pg, "grpo_game_sim", ["env_args.info_bonus=0.0"]),
+        "game_ppo_plain": (ppo, "ppo_game_sim", ["env_args.info_bonus=0.0"]),
     }
     table = []
     for name in args.only.split(","):
@@ -65,7 +104,8 @@ def main() -> None:
         cls = module.PGConfig if module is pg else module.PPOConfig
         out = f"runs/bench_{name}_s{args.seed}"
         shutil.rmtree(out, ignore_errors=True)  # a fresh run (an old one would be resumed)
-        cfg = load_config(cls, overrides=[*common, *extra, f"out_dir={out}"], preset=preset)
+        overrides = [*common, *args.set, *extra, f"out_dir={out}"]
+        cfg = load_config(cls, overrides=overrides, preset=preset)
         t0 = time.perf_counter()
         module.train(cfg)
         wall = time.perf_counter() - t0
@@ -83,6 +123,11 @@ def main() -> None:
             result[f"{tag}_turns"] = row.get("eval/env/turns")
             result[f"{tag}_tool_calls"] = row.get("eval/env/tool_calls")
         result["curve"] = [(r["step"], r[key], r.get("eval/env/turns")) for r in rows]
+        if name.startswith("game"):
+            samples = sorted((Path(out) / "samples").glob("eval_*.jsonl"))
+            for tag, path in (("before", samples[0]), ("after", samples[-1])):
+                result[f"{tag}_game"] = game_figures(path, cfg.episode.max_turns)
+            result["overrides"] = [*extra, *args.set]
         print(json.dumps(result), flush=True)
         table.append(result)
     print(
@@ -96,6 +141,16 @@ def main() -> None:
             f"{r['after_turns']} | {r['before_tool_calls']} → {r['after_tool_calls']} | "
             f"{r['wall_s']:.0f} s |"
         )
+    for r in table:
+        if "before_game" in r:
+            b, a = r["before_game"], r["after_game"]
+            print(
+                f"| {r['run']} seed {r['seed']} | success {b['success']:.3f} {b['success_ci']} → "
+                f"**{a['success']:.3f}** {a['success_ci']} | turns-to-success "
+                f"{b['turns_to_success']} {b['turns_to_success_ci']} → "
+                f"**{a['turns_to_success']}** {a['turns_to_success_ci']} | turns "
+                f"{b['turns']} {b['turns_ci']} → {a['turns']} {a['turns_ci']} |"
+            )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ positions, limits, faults, seeds). Scripted environments; the local engine on a 
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Literal
@@ -336,6 +337,31 @@ def test_guessing_game_per_turn_feedback(tok):
     ]  # fmt: skip
     assert [s.reward for s in steps] == [-0.1, -0.1, -0.1, 1.0] and steps[-1].done
     assert steps[1].info["invalid_calls"] == 1
+
+
+def test_guessing_game_information_bonus_per_turn_and_its_positions(tok):
+    """Secret 11 in 1…16, info_bonus 0.5: the consistent set I goes 16 → 8 ("8": Higher) → 8
+    (a repeat) → 8 ("20" is outside I) → 8 (no number) → 3 ("12": Lower, I = 9…11) → 1 (found);
+    each turn earns 0.5 · log2(|I_before| / |I_after|) on top of −0.1 (or +1 when found), on the
+    last sampled token of its turn, and the bonuses sum to 0.5 · log2(16) = 2."""
+    from rlhfkit.env.shipped import GuessingGame
+
+    guesses = ["8", "8", "20", "hmm", "12", "11"]
+    bits = [1.0, 0.0, 0.0, 0.0, math.log2(8 / 3), math.log2(3)]
+    expected = [-0.1 + 0.5 * b for b in bits[:-1]] + [1.0 + 0.5 * bits[-1]]
+    record = PromptRecord(user("Guess my number from 1 to 16."), meta={"secret": 11})
+    cfg = EpisodeConfig(max_turns=6, max_tokens=200)
+    (ep,) = run(tok, ScriptedEngine(tok, guesses), lambda: GuessingGame(0.1, 0.5), [record], cfg)
+    assert ep.end == "done" and ep.turns == 6 and ep.invalid_calls == 1
+    ends = [p for p, t in enumerate(ep.ids) if t == tok.eos_token_id and ep.action[p]]
+    assert [p for p, _ in ep.rewards] == ends and len(ends) == 6
+    assert [r for _, r in ep.rewards] == pytest.approx(expected, abs=1e-12)
+    assert ep.reward - (1.0 - 5 * 0.1) == pytest.approx(2.0, abs=1e-12)  # 0.5 · log2 16 bits
+    # info_bonus 0 is the plain game, bit for bit
+    (plain,) = run(tok, ScriptedEngine(tok, guesses), lambda: GuessingGame(0.1), [record], cfg)
+    assert [r for _, r in plain.rewards] == [-0.1] * 5 + [1.0]
+    with pytest.raises(ValueError, match="low"):
+        GuessingGame(low=5, high=4)
 
 
 def test_simulated_user_asks_its_follow_up_and_the_gold_scorer_judges_the_dialogue():
