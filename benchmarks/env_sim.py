@@ -21,6 +21,13 @@ that one SFT policy:
     python -m benchmarks.env_sim --work WORK --sft runs/sft_calc4/model --only game_grpo \
         [--set iterations=120 ...]
 
+   `game_groups`: the share of GRPO groups of the SFT policy whose returns are all equal (zero
+   advantage), without and with the information bonus.
+3. `user`: GRPO against the simulated user (`grpo_user_sim`, from the world's SFT policy
+   `--sft-user`, `rlhfkit sft --preset sft_sim`), then the gold win rate of the trained policy
+   against that SFT policy, both playing every held-out prompt as a conversation (Wilson 95 %;
+   all prompts and the two-turn dialogues alone).
+
 Prints a JSON line per run and a Markdown table.
 """
 
@@ -70,6 +77,66 @@ def game_figures(transcripts: Path, max_turns: int) -> dict:
     }
 
 
+def equal_return_groups(sft: str, prompts: str, groups: int = 64, size: int = 4) -> dict:
+    """The share of GRPO groups whose returns are all equal (zero advantage: no gradient) in one
+    rollout of the SFT policy on the game, without and with the information bonus. The same
+    episodes are played under both rewards (the bonus changes no message)."""
+    import torch
+
+    from rlhfkit.data import read_prompts
+    from rlhfkit.env import EpisodeConfig, run_episodes
+    from rlhfkit.env.shipped import GuessingGame
+    from rlhfkit.models import ModelConfig, load_policy, load_tokenizer
+    from rlhfkit.rollout import LocalEngine, RolloutConfig
+
+    records = read_prompts(prompts).records[:groups]
+    tok = load_tokenizer(sft)
+    engine = LocalEngine(load_policy(ModelConfig(name_or_path=sft)).eval(), tok)
+    recs = [r for r in records for _ in range(size)]
+    seeds = torch.arange(len(recs))
+    cfg = EpisodeConfig(max_turns=6, max_tokens=128, truncation_penalty=1.0)
+    out = {}
+    for bonus in (0.0, 0.25):
+        episodes = run_episodes(engine, tok, lambda b=bonus: GuessingGame(0.1, b), recs, seeds,
+                                RolloutConfig(max_new_tokens=16), cfg)  # fmt: skip
+        returns = [round(e.reward, 6) for e in episodes]
+        equal = sum(len(set(returns[i : i + size])) == 1 for i in range(0, len(recs), size))
+        out[f"equal_return_groups_bonus_{bonus}"] = round(equal / groups, 4)
+    return out
+
+
+def user_win_rate(sft: str, policy: str, prompts: str, out: Path, seed: int) -> dict:
+    """Gold win rate of `policy` against `sft` with the simulated user: every held-out prompt
+    played as a conversation by each (`rlhfkit eval env`'s episodes, temperature 0.7 as the
+    demo's `eval run`, same seed), the per-prompt gold scores compared (ties count half) and
+    Wilson 95 % intervals; over all prompts and over the two-turn dialogues alone."""
+    from rlhfkit.eval.env import evaluate_policy_in_env
+    from rlhfkit.eval.judges import score_outcomes
+    from rlhfkit.eval.winrate import win_rate
+
+    rewards: dict[str, dict[str, float]] = {}
+    dialogue: set[str] = set()
+    summaries = {}
+    for name, path in (("sft", sft), ("policy", policy)):
+        summaries[name] = evaluate_policy_in_env(
+            path, prompts, "rlhfkit.sim.envs:SimulatedUser", out / name, max_turns=2,
+            max_tokens=160, max_new_tokens=32, temperature=0.7, seed=seed,
+        )  # fmt: skip
+        rewards[name] = {}
+        for row in map(json.loads, (out / name / "transcripts.jsonl").open()):
+            rewards[name][row["prompt"]] = row["reward"]
+            if row["turns"] == 2:
+                dialogue.add(row["prompt"])
+    result = {}
+    for tag, keys in (("all", sorted(rewards["sft"])), ("dialogue", sorted(dialogue))):
+        wr = win_rate(score_outcomes([rewards["policy"][k] for k in keys],
+                                     [rewards["sft"][k] for k in keys]))  # fmt: skip
+        result[f"win_rate_{tag}"] = wr.to_dict()
+        for name in rewards:
+            result[f"gold_{name}_{tag}"] = round(sum(rewards[name][k] for k in keys) / len(keys), 4)
+    return result
+
+
 def evals(run_dir: Path) -> list[dict]:
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").open()]
     return [r for r in rows if any(k.startswith("eval/") for k in r)]
@@ -79,6 +146,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", default="/tmp/envbench")
     ap.add_argument("--sft", default="runs/sft_calc/model")
+    ap.add_argument("--sft-user", default="runs/sft/model", help="the world's SFT policy (user)")
     ap.add_argument("--iterations", type=int, default=80)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", default="calc,calc_notool,game_grpo,game_ppo")
@@ -97,17 +165,23 @@ def main() -> None:
         "game_ppo": (ppo, "ppo_game_sim", []),
         "game_grpo_plain": (pg, "grpo_game_sim", ["env_args.info_bonus=0.0"]),
         "game_ppo_plain": (ppo, "ppo_game_sim", ["env_args.info_bonus=0.0"]),
+        "user": (pg, "grpo_user_sim", []),
     }
     table = []
-    for name in args.only.split(","):
+    if "game_groups" in args.only.split(","):
+        print(json.dumps({"run": "game_groups", **equal_return_groups(
+            args.sft, "sim/env/game_train.jsonl")}), flush=True)  # fmt: skip
+    for name in [n for n in args.only.split(",") if n != "game_groups"]:
         module, preset, extra = runs[name]
         cls = module.PGConfig if module is pg else module.PPOConfig
         out = f"runs/bench_{name}_s{args.seed}"
         shutil.rmtree(out, ignore_errors=True)  # a fresh run (an old one would be resumed)
         overrides = [*common, *args.set, *extra, f"out_dir={out}"]
+        if name == "user":
+            overrides[0] = f"policy.name_or_path={args.sft_user}"
         cfg = load_config(cls, overrides=overrides, preset=preset)
         t0 = time.perf_counter()
-        module.train(cfg)
+        trained = module.train(cfg)
         wall = time.perf_counter() - t0
         rows = evals(Path(out))
         first, last = rows[0], rows[-1]
@@ -123,6 +197,9 @@ def main() -> None:
             result[f"{tag}_turns"] = row.get("eval/env/turns")
             result[f"{tag}_tool_calls"] = row.get("eval/env/tool_calls")
         result["curve"] = [(r["step"], r[key], r.get("eval/env/turns")) for r in rows]
+        if name == "user":
+            result.update(user_win_rate(args.sft_user, str(trained.policy_path),
+                                        cfg.eval_prompts, Path(out) / "winrate", args.seed))  # fmt: skip
         if name.startswith("game"):
             samples = sorted((Path(out) / "samples").glob("eval_*.jsonl"))
             for tag, path in (("before", samples[0]), ("after", samples[-1])):

@@ -450,3 +450,50 @@ def test_the_docs_example_runs(capsys):
     assert len(lines) == 4 and all(
         line.split()[0] in ("done", "length", "turn_cap") for line in lines
     )
+
+
+def test_the_smollm2_calculator_preset_loads_and_its_convention_round_trips(tok):
+    """grpo_smollm2_calculator: `rlhfkit config show` loads it; the call its system prompt and
+    worked exchange show is what the environment's parser reads, the tool's reply is the one
+    the exchange shows, the answer line scores; a scripted episode in a ChatML template with a
+    tool role (the tiny tokenizer, SmolLM2's layout) equals a full re-render."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from rlhfkit.algos.pg import PGConfig
+    from rlhfkit.cli import app
+    from rlhfkit.config import load_config
+    from rlhfkit.env.shipped import calculator
+
+    shown = CliRunner().invoke(
+        app, ["config", "show", "grpo", "--preset", "grpo_smollm2_calculator"]
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "rlhfkit.env.shipped:calculator" in shown.output
+    cfg = load_config(PGConfig, preset="grpo_smollm2_calculator")
+    assert cfg.grad_accum_steps == 4 and cfg.reward_fn is None
+    env = calculator(**cfg.env_args)
+    assert env.tools is None  # SmolLM2's template ignores tools=: the prompt teaches the format
+    record = PromptRecord(user("What is 20 plus 57?"), meta={"answer": 77})
+    opening = env.reset(record)
+    system, *examples, question = opening
+    assert system == {"role": "system", "content": cfg.env_args["system_prompt"]}
+    assert question == {"role": "user", "content": "What is 20 plus 57?"}
+    assert [m["role"] for m in examples] == ["user", "assistant", "tool", "assistant"]
+    # the call the system prompt writes in words, and the exchange's call, both parse
+    (inline,) = re.findall(r"calc\(\d[^)]*\)", system["content"])  # not calc(expression)
+    assert inline == examples[1]["content"] == "calc(27 + 14)"
+    step = env.step({"role": "assistant", "content": inline})
+    assert step.messages == [examples[2]] and step.info["tool_calls"] == 1  # "= 41", as shown
+    env.reset(PromptRecord(user("What is 27 plus 14?"), meta={"answer": 41}))
+    final = env.step({"role": "assistant", "content": examples[3]["content"]})
+    assert (final.reward, final.done) == (1.0, True)
+    # one scripted episode: the tool turn comes back as a `tool` message, ids ≡ a re-render
+    chatml = _with_template(tok, CHATML)
+    engine = ScriptedEngine(chatml, ["calc(20 + 57)", "The answer is 77."])
+    (ep,) = run(chatml, engine, lambda: calculator(**cfg.env_args), [record],
+                EpisodeConfig(max_turns=3, max_tokens=400), max_new_tokens=16)  # fmt: skip
+    assert ep.end == "done" and ep.reward == 1.0 and ep.tool_calls == 1 and ep.invalid_calls == 0
+    assert ep.messages[-2] == {"role": "tool", "content": "= 77"}
+    assert check_episode(chatml, ep)
