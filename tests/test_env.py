@@ -187,6 +187,21 @@ def test_incremental_ids_equal_a_full_rerender(tok, template):
         assert check_episode(tok, ep)
 
 
+def test_a_special_token_sampled_inside_a_turn_passes_the_rerender_check(tok):
+    """The environment reads a reply without the special tokens in it (here `<|user|>`, sampled
+    mid-reply, as a barely trained policy does), the ids keep them: the check compares the
+    rest. A reply whose ids spell other text still fails it."""
+    engine = ScriptedEngine(tok, ["yes.<|user|> no.", "a cat sat."])
+    (ep,) = run(tok, engine, TwoTurn, records(1))
+    special = tok.convert_tokens_to_ids("<|user|>")
+    first_turn = ep.ids[: ep.rewards[0][0]]
+    assert special in first_turn and ep.messages[1]["content"] == "yes. no."
+    assert check_episode(tok, ep)
+    sampled = [i for i, a in enumerate(ep.action) if a and ep.ids[i] not in tok.all_special_ids]
+    ep.ids[sampled[0]] = tok.convert_tokens_to_ids("no")  # other text than the message's
+    assert not check_episode(tok, ep)
+
+
 def _with_template(tok, template):
     import copy
 
