@@ -12,6 +12,7 @@ held-out success (`eval/env/success`, at the rollout temperature), wall time and
 
     python -m benchmarks.real.fetch_smollm2          # once
     flock /work/smollm2.lock python -m benchmarks.real.env_smollm2 [key=value ...]
+    python -m benchmarks.real.env_smollm2 --probe 32    # call formats compared, no training
 
 One JSON line is appended to runs/real/results.jsonl.
 """
@@ -113,11 +114,37 @@ def greedy_episodes(folder: Path, held: list, cfg, batch: int = 32) -> dict:  # 
     }
 
 
+HERMES_CALL = '<tool_call>{"name": "calc", "arguments": {"expression": "27 + 14"}}</tool_call>'
+
+
+def probe(base: Path, held: list, cfg, n: int) -> None:  # noqa: ANN001
+    """The preset's convention against two others, greedy on the first `n` held-out questions
+    of the untrained model: the Hermes JSON call (same prompt and exchange, the call written as
+    `HERMES_CALL`), and the system prompt alone (no worked exchange)."""
+    args = dict(cfg.env_args)
+    hermes = {
+        **args,
+        "parser": "hermes",
+        "system_prompt": args["system_prompt"]
+        .replace("calc(expression)", "a <tool_call>")
+        .replace("calc(27 + 14)", HERMES_CALL),
+        "examples": [
+            {**m, "content": HERMES_CALL} if m["content"] == "calc(27 + 14)" else m
+            for m in args["examples"]
+        ],
+    }
+    variants = {"preset (simple)": args, "hermes": hermes, "no exchange": {**args, "examples": []}}
+    for name, env_args in variants.items():
+        result = greedy_episodes(base, held[:n], cfg.model_copy(update={"env_args": env_args}))
+        print(json.dumps({"probe": name, "questions": n, **result}), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--train-problems", type=int, default=512)
     ap.add_argument("--held-out", type=int, default=64)
     ap.add_argument("--out", type=Path, default=Path("runs/grpo_smollm2_calculator"))
+    ap.add_argument("--probe", type=int, default=0, help="only compare call formats on N")
     ap.add_argument("overrides", nargs="*", help="PGConfig key=value overrides")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -144,6 +171,9 @@ def main() -> None:
             *args.overrides,
         ],
     )
+    if args.probe:
+        probe(base, held, cfg, args.probe)
+        return
     t = time.perf_counter()
     before = greedy_episodes(base, held, cfg)
     print("before:", json.dumps(before), flush=True)
