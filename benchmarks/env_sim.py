@@ -114,26 +114,26 @@ def user_win_rate(sft: str, policy: str, prompts: str, out: Path, seed: int) -> 
     from rlhfkit.eval.judges import score_outcomes
     from rlhfkit.eval.winrate import win_rate
 
-    rewards: dict[str, dict[str, float]] = {}
-    dialogue: set[str] = set()
-    summaries = {}
+    rows = {}
     for name, path in (("sft", sft), ("policy", policy)):
-        summaries[name] = evaluate_policy_in_env(
+        evaluate_policy_in_env(
             path, prompts, "rlhfkit.sim.envs:SimulatedUser", out / name, max_turns=2,
             max_tokens=160, max_new_tokens=32, temperature=0.7, seed=seed,
         )  # fmt: skip
-        rewards[name] = {}
-        for row in map(json.loads, (out / name / "transcripts.jsonl").open()):
-            rewards[name][row["prompt"]] = row["reward"]
-            if row["turns"] == 2:
-                dialogue.add(row["prompt"])
+        rows[name] = [json.loads(x) for x in (out / name / "transcripts.jsonl").open()]
+    pairs = list(zip(rows["sft"], rows["policy"], strict=True))
+    assert all(a["prompt"] == b["prompt"] for a, b in pairs), "the two runs' prompts differ"
+    # a two-turn dialogue opens with one user turn and gets the world's follow-up
+    dialogue = [
+        i for i, (a, _) in enumerate(pairs) if sum(m["role"] == "user" for m in a["messages"]) > 1
+    ]
     result = {}
-    for tag, keys in (("all", sorted(rewards["sft"])), ("dialogue", sorted(dialogue))):
-        wr = win_rate(score_outcomes([rewards["policy"][k] for k in keys],
-                                     [rewards["sft"][k] for k in keys]))  # fmt: skip
-        result[f"win_rate_{tag}"] = wr.to_dict()
-        for name in rewards:
-            result[f"gold_{name}_{tag}"] = round(sum(rewards[name][k] for k in keys) / len(keys), 4)
+    for tag, keep in (("all", range(len(pairs))), ("dialogue", dialogue)):
+        sft_gold = [pairs[i][0]["reward"] for i in keep]
+        policy_gold = [pairs[i][1]["reward"] for i in keep]
+        result[f"win_rate_{tag}"] = win_rate(score_outcomes(policy_gold, sft_gold)).to_dict()
+        result[f"gold_sft_{tag}"] = round(sum(sft_gold) / len(sft_gold), 4)
+        result[f"gold_policy_{tag}"] = round(sum(policy_gold) / len(policy_gold), 4)
     return result
 
 
