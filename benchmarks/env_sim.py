@@ -110,6 +110,7 @@ def user_win_rate(sft: str, policy: str, prompts: str, out: Path, seed: int) -> 
     played as a conversation by each (`rlhfkit eval env`'s episodes, temperature 0.7 as the
     demo's `eval run`, same seed), the per-prompt gold scores compared (ties count half) and
     Wilson 95 % intervals; over all prompts and over the two-turn dialogues alone."""
+    from rlhfkit.data import read_prompts
     from rlhfkit.eval.env import evaluate_policy_in_env
     from rlhfkit.eval.judges import score_outcomes
     from rlhfkit.eval.winrate import win_rate
@@ -123,10 +124,12 @@ def user_win_rate(sft: str, policy: str, prompts: str, out: Path, seed: int) -> 
         rows[name] = [json.loads(x) for x in (out / name / "transcripts.jsonl").open()]
     pairs = list(zip(rows["sft"], rows["policy"], strict=True))
     assert all(a["prompt"] == b["prompt"] for a, b in pairs), "the two runs' prompts differ"
-    # a two-turn dialogue opens with one user turn and gets the world's follow-up
-    dialogue = [
-        i for i, (a, _) in enumerate(pairs) if sum(m["role"] == "user" for m in a["messages"]) > 1
-    ]
+    # the two-turn dialogues: prompts with two user turns (the transcripts are in file order; an
+    # episode whose first reply ran to the budget ends before the follow-up, so its transcript
+    # alone cannot tell)
+    records = read_prompts(prompts).records
+    assert len(records) == len(pairs), "the transcripts do not follow the prompts file"
+    dialogue = [i for i, r in enumerate(records) if sum(m.role == "user" for m in r.prompt) > 1]
     result = {}
     for tag, keep in (("all", range(len(pairs))), ("dialogue", dialogue)):
         sft_gold = [pairs[i][0]["reward"] for i in keep]
@@ -151,6 +154,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only", default="calc,calc_notool,game_grpo,game_ppo")
     ap.add_argument("--set", nargs="*", default=[], help="more key=value overrides, every run")
+    ap.add_argument("--winrate-only", action="store_true",
+                    help="user: only the win rate of the policy an earlier run saved")  # fmt: skip
     args = ap.parse_args()
     os.chdir(args.work)
     from rlhfkit.algos import pg, ppo
@@ -171,6 +176,12 @@ def main() -> None:
     if "game_groups" in args.only.split(","):
         print(json.dumps({"run": "game_groups", **equal_return_groups(
             args.sft, "sim/env/game_train.jsonl")}), flush=True)  # fmt: skip
+    if args.winrate_only:
+        out = Path(f"runs/bench_user_s{args.seed}")
+        cfg = load_config(pg.PGConfig, preset="grpo_user_sim")
+        print(json.dumps({"run": "user_winrate", "seed": args.seed, **user_win_rate(
+            args.sft_user, str(out / "policy"), cfg.eval_prompts, out / "winrate", args.seed)}))  # fmt: skip
+        return
     for name in [n for n in args.only.split(",") if n != "game_groups"]:
         module, preset, extra = runs[name]
         cls = module.PGConfig if module is pg else module.PPOConfig
