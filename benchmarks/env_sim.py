@@ -38,6 +38,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import time
 from pathlib import Path
@@ -109,7 +110,8 @@ def user_win_rate(sft: str, policy: str, prompts: str, out: Path, seed: int) -> 
     """Gold win rate of `policy` against `sft` with the simulated user: every held-out prompt
     played as a conversation by each (`rlhfkit eval env`'s episodes, temperature 0.7 as the
     demo's `eval run`, same seed), the per-prompt gold scores compared (ties count half) and
-    Wilson 95 % intervals; over all prompts and over the two-turn dialogues alone."""
+    Wilson 95 % intervals; over all prompts and over the two-turn dialogues alone. Also the
+    share of last replies that abstain ("know" / "not sure") and of positive gold scores."""
     from rlhfkit.data import read_prompts
     from rlhfkit.eval.env import evaluate_policy_in_env
     from rlhfkit.eval.judges import score_outcomes
@@ -137,6 +139,13 @@ def user_win_rate(sft: str, policy: str, prompts: str, out: Path, seed: int) -> 
         result[f"win_rate_{tag}"] = win_rate(score_outcomes(policy_gold, sft_gold)).to_dict()
         result[f"gold_sft_{tag}"] = round(sum(sft_gold) / len(sft_gold), 4)
         result[f"gold_policy_{tag}"] = round(sum(policy_gold) / len(policy_gold), 4)
+        for who, side in (("sft", 0), ("policy", 1)):
+            last = [pairs[i][side]["messages"][-1]["content"].lower() for i in keep]
+            # abstentions ("I don't know.", "I am not sure."): the gold scorer gives them 0
+            share = sum(bool(re.search(r"know|not sure", t)) for t in last) / len(last)
+            result[f"abstain_{who}_{tag}"] = round(share, 4)
+            positive = sum(pairs[i][side]["reward"] > 0 for i in keep) / len(keep)
+            result[f"gold_positive_{who}_{tag}"] = round(positive, 4)
     return result
 
 
