@@ -11,7 +11,7 @@ answer. Reported: held-out greedy accuracy before → after (each episode played
 held-out success (`eval/env/success`, at the rollout temperature), wall time and peak RSS.
 
     python -m benchmarks.real.fetch_smollm2          # once
-    flock /work/smollm2.lock python -m benchmarks.real.env_smollm2 [key=value ...]
+    python -m benchmarks.real.env_smollm2 [key=value ...]
     python -m benchmarks.real.env_smollm2 --probe 32    # call formats compared, no training
 
 One JSON line is appended to runs/real/results.jsonl.
