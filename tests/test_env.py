@@ -4,6 +4,7 @@ positions, limits, faults, seeds). Scripted environments; the local engine on a 
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Literal
@@ -186,6 +187,21 @@ def test_incremental_ids_equal_a_full_rerender(tok, template):
         assert check_episode(tok, ep)
 
 
+def test_a_special_token_sampled_inside_a_turn_passes_the_rerender_check(tok):
+    """The environment reads a reply without the special tokens in it (here `<|user|>`, sampled
+    mid-reply, as a barely trained policy does), the ids keep them: the check compares the
+    rest. A reply whose ids spell other text still fails it."""
+    engine = ScriptedEngine(tok, ["yes.<|user|> no.", "a cat sat."])
+    (ep,) = run(tok, engine, TwoTurn, records(1))
+    special = tok.convert_tokens_to_ids("<|user|>")
+    first_turn = ep.ids[: ep.rewards[0][0]]
+    assert special in first_turn and ep.messages[1]["content"] == "yes. no."
+    assert check_episode(tok, ep)
+    sampled = [i for i, a in enumerate(ep.action) if a and ep.ids[i] not in tok.all_special_ids]
+    ep.ids[sampled[0]] = tok.convert_tokens_to_ids("no")  # other text than the message's
+    assert not check_episode(tok, ep)
+
+
 def _with_template(tok, template):
     import copy
 
@@ -338,6 +354,31 @@ def test_guessing_game_per_turn_feedback(tok):
     assert steps[1].info["invalid_calls"] == 1
 
 
+def test_guessing_game_information_bonus_per_turn_and_its_positions(tok):
+    """Secret 11 in 1…16, info_bonus 0.5: the consistent set I goes 16 → 8 ("8": Higher) → 8
+    (a repeat) → 8 ("20" is outside I) → 8 (no number) → 3 ("12": Lower, I = 9…11) → 1 (found);
+    each turn earns 0.5 · log2(|I_before| / |I_after|) on top of −0.1 (or +1 when found), on the
+    last sampled token of its turn, and the bonuses sum to 0.5 · log2(16) = 2."""
+    from rlhfkit.env.shipped import GuessingGame
+
+    guesses = ["8", "8", "20", "hmm", "12", "11"]
+    bits = [1.0, 0.0, 0.0, 0.0, math.log2(8 / 3), math.log2(3)]
+    expected = [-0.1 + 0.5 * b for b in bits[:-1]] + [1.0 + 0.5 * bits[-1]]
+    record = PromptRecord(user("Guess my number from 1 to 16."), meta={"secret": 11})
+    cfg = EpisodeConfig(max_turns=6, max_tokens=200)
+    (ep,) = run(tok, ScriptedEngine(tok, guesses), lambda: GuessingGame(0.1, 0.5), [record], cfg)
+    assert ep.end == "done" and ep.turns == 6 and ep.invalid_calls == 1
+    ends = [p for p, t in enumerate(ep.ids) if t == tok.eos_token_id and ep.action[p]]
+    assert [p for p, _ in ep.rewards] == ends and len(ends) == 6
+    assert [r for _, r in ep.rewards] == pytest.approx(expected, abs=1e-12)
+    assert ep.reward - (1.0 - 5 * 0.1) == pytest.approx(2.0, abs=1e-12)  # 0.5 · log2 16 bits
+    # info_bonus 0 is the plain game, bit for bit
+    (plain,) = run(tok, ScriptedEngine(tok, guesses), lambda: GuessingGame(0.1), [record], cfg)
+    assert [r for _, r in plain.rewards] == [-0.1] * 5 + [1.0]
+    with pytest.raises(ValueError, match="low"):
+        GuessingGame(low=5, high=4)
+
+
 def test_simulated_user_asks_its_follow_up_and_the_gold_scorer_judges_the_dialogue():
     from rlhfkit.sim.envs import SimulatedUser
 
@@ -424,3 +465,50 @@ def test_the_docs_example_runs(capsys):
     assert len(lines) == 4 and all(
         line.split()[0] in ("done", "length", "turn_cap") for line in lines
     )
+
+
+def test_the_smollm2_calculator_preset_loads_and_its_convention_round_trips(tok):
+    """grpo_smollm2_calculator: `rlhfkit config show` loads it; the call its system prompt and
+    worked exchange show is what the environment's parser reads, the tool's reply is the one
+    the exchange shows, the answer line scores; a scripted episode in a ChatML template with a
+    tool role (the tiny tokenizer, SmolLM2's layout) equals a full re-render."""
+    import re
+
+    from typer.testing import CliRunner
+
+    from rlhfkit.algos.pg import PGConfig
+    from rlhfkit.cli import app
+    from rlhfkit.config import load_config
+    from rlhfkit.env.shipped import calculator
+
+    shown = CliRunner().invoke(
+        app, ["config", "show", "grpo", "--preset", "grpo_smollm2_calculator"]
+    )
+    assert shown.exit_code == 0, shown.output
+    assert "rlhfkit.env.shipped:calculator" in shown.output
+    cfg = load_config(PGConfig, preset="grpo_smollm2_calculator")
+    assert cfg.grad_accum_steps == 4 and cfg.reward_fn is None
+    env = calculator(**cfg.env_args)
+    assert env.tools is None  # SmolLM2's template ignores tools=: the prompt teaches the format
+    record = PromptRecord(user("What is 20 plus 57?"), meta={"answer": 77})
+    opening = env.reset(record)
+    system, *examples, question = opening
+    assert system == {"role": "system", "content": cfg.env_args["system_prompt"]}
+    assert question == {"role": "user", "content": "What is 20 plus 57?"}
+    assert [m["role"] for m in examples] == ["user", "assistant", "tool", "assistant"]
+    # the call the system prompt writes in words, and the exchange's call, both parse
+    (inline,) = re.findall(r"calc\(\d[^)]*\)", system["content"])  # not calc(expression)
+    assert inline == examples[1]["content"] == "calc(27 + 14)"
+    step = env.step({"role": "assistant", "content": inline})
+    assert step.messages == [examples[2]] and step.info["tool_calls"] == 1  # "= 41", as shown
+    env.reset(PromptRecord(user("What is 27 plus 14?"), meta={"answer": 41}))
+    final = env.step({"role": "assistant", "content": examples[3]["content"]})
+    assert (final.reward, final.done) == (1.0, True)
+    # one scripted episode: the tool turn comes back as a `tool` message, ids ≡ a re-render
+    chatml = _with_template(tok, CHATML)
+    engine = ScriptedEngine(chatml, ["calc(20 + 57)", "The answer is 77."])
+    (ep,) = run(chatml, engine, lambda: calculator(**cfg.env_args), [record],
+                EpisodeConfig(max_turns=3, max_tokens=400), max_new_tokens=16)  # fmt: skip
+    assert ep.end == "done" and ep.reward == 1.0 and ep.tool_calls == 1 and ep.invalid_calls == 0
+    assert ep.messages[-2] == {"role": "tool", "content": "= 77"}
+    assert check_episode(chatml, ep)

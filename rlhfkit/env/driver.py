@@ -178,14 +178,21 @@ def env_delta(
 def check_episode(tokenizer: Any, episode: Episode) -> bool:
     """Whether the episode's text is the chat template's full rendering of its messages (a
     finished episode's last message is the policy's; the render may add the template's text
-    after the final end token)."""
+    after the final end token). Special tokens the policy sampled inside a turn (other than
+    its end token) are left out of the comparison: the message holds the reply's text without
+    them, while the ids keep them as sampled."""
     if episode.template_fallback or episode.truncated or episode.end == "error":
         return True  # not comparable: the conversation was cut or rendered another way
     ids = episode.prompt_ids + episode.ids
     expected = render_ids(tokenizer, episode.messages, episode.tools, False)
     if ids == expected[: len(ids)]:
         return True
-    got = tokenizer.decode(ids, skip_special_tokens=False)
+    # a special token the policy sampled inside its turn (not its end token) is not in the
+    # message the environment read (module docstring 2), so not in the render either
+    dropped = set(tokenizer.all_special_ids) - set(stop_token_ids(tokenizer))
+    policy = [False] * len(episode.prompt_ids) + list(episode.action)
+    kept = [t for t, a in zip(ids, policy, strict=True) if not (a and t in dropped)]
+    got = tokenizer.decode(kept, skip_special_tokens=False)
     want = tokenizer.decode(expected, skip_special_tokens=False)
     return want.startswith(got)  # the same text, tokenised differently by the sampler
 

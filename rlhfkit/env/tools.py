@@ -183,7 +183,9 @@ class ToolEnvironment:
     messages (reward −`call_cost` per call, valid or not), a malformed call gets the parser's
     error as its reply; a turn without a call is the final answer, scored by
     `score(record, answer)`, and ends the episode. `max_calls` turns with calls at most (then
-    the next turn must answer, or the driver's turn cap ends it).
+    the next turn must answer, or the driver's turn cap ends it). The opening turns are the
+    `system_prompt` (if any), the `examples` (worked exchanges shown before the question, a
+    few-shot demonstration of the call format) and the record's dialogue.
     """
 
     def __init__(
@@ -196,11 +198,13 @@ class ToolEnvironment:
         tool_role: str = "tool",
         system_prompt: str | None = None,
         schema_in_template: bool = True,
+        examples: Sequence[dict[str, str]] = (),
     ) -> None:
         self.functions = {fn.__name__: fn for fn in tools}
         self.tools = [tool_schema(fn) for fn in tools] if schema_in_template else None
         self.parser, self.score = parser, score
         self.call_cost, self.tool_role, self.system_prompt = call_cost, tool_role, system_prompt
+        self.examples = [{"role": m["role"], "content": m["content"]} for m in examples]
         self.record: PromptRecord | None = None
 
     def reset(self, record: PromptRecord) -> list[dict[str, str]]:
@@ -208,7 +212,7 @@ class ToolEnvironment:
         system = [] if self.system_prompt is None else [
             {"role": "system", "content": self.system_prompt}
         ]  # fmt: skip
-        return system + record_messages(record)
+        return system + [dict(m) for m in self.examples] + record_messages(record)
 
     def step(self, message: dict[str, str]) -> StepResult:
         text = message["content"]
