@@ -399,3 +399,36 @@ def test_implicit_reward_ranks_held_out_comparisons_after_kto_on_simulated_feedb
     # 300 held-out pairs: one standard error of an accuracy near ½ is 0.029
     print(f"held-out pair accuracy of the implicit reward: {accuracy:.3f}")
     assert accuracy > 0.56, accuracy
+
+
+def test_a_live_reference_trains_as_the_cached_one_with_one_pass_per_micro_batch(
+    assets, monkeypatch
+):
+    """The live reference's log-probs are taken once per micro-batch and step, and shared by z₀
+    and the loss: as many reference passes as loss calls, and the weights the cached reference
+    gives (up to float rounding: the cached pass batches the rows differently)."""
+    import rlhfkit.algos.kto.trainer as kto_trainer
+    import rlhfkit.update.reference as reference_module
+
+    root, base, tok = assets
+    common = {"max_steps": 3, "data": {"validation_fraction": 0.0}}
+    cached = train(_cfg(root, base, "cached", reference="cached", **common))
+    passes, losses = [], []
+    live_reference, micro_batch_loss = reference_module.live_reference, kto_trainer.micro_batch_loss
+
+    def counted_reference(*args, **kwargs):
+        passes.append(1)
+        return live_reference(*args, **kwargs)
+
+    def counted_loss(*args, **kwargs):
+        losses.append(1)
+        return micro_batch_loss(*args, **kwargs)
+
+    monkeypatch.setattr(reference_module, "live_reference", counted_reference)
+    monkeypatch.setattr(kto_trainer, "micro_batch_loss", counted_loss)
+    live = train(_cfg(root, base, "live", reference="live", **common))
+    assert len(losses) >= 3 and len(passes) == len(losses)
+    a = load_file(str(cached.model_dir / "model.safetensors"))
+    b = load_file(str(live.model_dir / "model.safetensors"))
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4)

@@ -177,6 +177,11 @@ def class_weights(cfg: KTOConfig, n_desirable: int, n_undesirable: int) -> tuple
     return lam_d, lam_u, warning
 
 
+def _taken(rows: dict[int, torch.Tensor], batch: dict[str, Any]) -> torch.Tensor:
+    """The reference log-probs taken for `batch` earlier in the step."""
+    return rows[id(batch)]
+
+
 def _kl_sum(model: torch.nn.Module, batch: dict[str, Any], ref: Reference) -> torch.Tensor:
     """Σ over the batch of log π(y_j|x_i) − log π_ref(y_j|x_i) (the mismatched row), no grad."""
     with torch.no_grad():
@@ -408,15 +413,17 @@ def train(cfg: KTOConfig) -> KTOResult:
             for b in groups[rank::world]
         ]
 
-        # 2. z₀ of the step (mismatched pairs under the current policy, no gradient)
-        z0 = reference_point(acc, policy, batches, run.ref, n_examples)
+        # 2. z₀ of the step (mismatched pairs under the current policy, no gradient); the
+        #    reference log-probs of each micro-batch are taken once, for z₀ and the loss
+        ref = functools.partial(_taken, {id(b): run.ref(b) for b in batches})
+        z0 = reference_point(acc, policy, batches, ref, n_examples)
 
         # 3. one optimiser step (a NaN/inf loss or gradient skips it: nothing moves)
         out = loop.step(
             step,
             [
                 functools.partial(
-                    micro_batch_loss, policy, b, run.ref, z0, n_examples, world, cfg, run.weights
+                    micro_batch_loss, policy, b, ref, z0, n_examples, world, cfg, run.weights
                 )
                 for b in batches
             ],
