@@ -16,9 +16,9 @@ RSS.
 TRL is not a dependency of rlhfkit: `--trl-python` is the interpreter of an environment with TRL
 1.16 (reward, dpo, kto, grpo, rloo) and `--trl-ppo-python` one with TRL 1.12 (its last release
 with a PPO trainer); `--trl-bench` is the script that runs TRL's trainers on the anchor assets and
-prints one JSON line with `s_per_step` (the anchor benchmark's `bench_trl.py`); `--assets` its
-assets folder (both sides read it). Online DPO's TRL side is `online_dpo_throughput.py --trl`
-run by `--trl-python`.
+prints one JSON line with `s_per_step` (the anchor benchmark's TRL script, kept outside this
+repository); `--assets` its assets folder (both sides read it). Online DPO's TRL side is
+`online_dpo_throughput.py --trl` run by `--trl-python`.
 
     python -m benchmarks.vs_trl --trl-python ENV/bin/python --trl-ppo-python ENV_PPO/bin/python \
         --trl-bench PATH/bench_trl.py --assets DIR --trainers grpo rloo ppo dpo rm --threads 1 \
