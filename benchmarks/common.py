@@ -288,3 +288,45 @@ def run_children(module: str, bench: str, args: Any, extra: list[str]) -> None:
             "--threads", str(args.threads), *extra,
         ]  # fmt: skip
         run_child(module, argv, f"{bench}/{precision}")
+
+
+def offline_reference_main(
+    module: str, doc: str, run_one: Callable[..., dict], fp: list[str]
+) -> None:
+    """The command line of the offline preference benchmarks (`dpo_throughput`,
+    `kto_throughput`): each precision × reference mode in a fresh process (`--one`), whose
+    `run_one(assets, steps, warmup, precision, reference, threads)` result is printed as one JSON
+    line with the speed switches. `fp`: the default precisions."""
+    import argparse
+
+    from benchmarks.assets import DEFAULT_DIR, anchor_assets
+    from benchmarks.speed_switches import add_flags, export, switches
+
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument(
+        "--assets", type=Path, default=DEFAULT_DIR, help="built by benchmarks.assets when absent"
+    )
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precision", nargs="+", default=fp, choices=["fp32", "bf16"])
+    ap.add_argument(
+        "--reference", nargs="+", default=["cached", "live"], choices=["cached", "live"]
+    )
+    ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
+    add_flags(ap)
+    args = ap.parse_args()
+    if args.steps <= args.warmup:
+        ap.error("--steps must exceed --warmup")
+    export(args)
+    anchor_assets(args.assets)
+    if args.one:  # child process: one run, one JSON line on stdout
+        precision, reference = args.one
+        result = run_one(args.assets, args.steps, args.warmup, precision, reference, args.threads)
+        print(json.dumps({**result, **switches()}), flush=True)
+        return
+    for precision in args.precision:
+        for reference in args.reference:
+            argv = ["--assets", str(args.assets), "--steps", str(args.steps)]
+            argv += ["--warmup", str(args.warmup), "--threads", str(args.threads)]
+            run_child(module, [*argv, "--one", precision, reference], f"{precision}/{reference}")

@@ -33,15 +33,12 @@ non-padding tokens of those rows (TRL's line counts its input tokens, KL batch e
 
 from __future__ import annotations
 
-import argparse
 import json
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.assets import DEFAULT_DIR, anchor_assets
-from benchmarks.common import engine_settings, run_child, timed_steps
-from benchmarks.speed_switches import add_flags, export, switches
+from benchmarks.common import engine_settings, offline_reference_main, timed_steps
 
 EXAMPLES = 8
 
@@ -128,38 +125,7 @@ def run_one(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument(
-        "--assets", type=Path, default=DEFAULT_DIR, help="built by benchmarks.assets when absent"
-    )
-    ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
-    ap.add_argument(
-        "--reference", nargs="+", default=["cached", "live"], choices=["cached", "live"]
-    )
-    ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
-    add_flags(ap)
-    args = ap.parse_args()
-    if args.steps <= args.warmup:
-        ap.error("--steps must exceed --warmup")
-    export(args)
-    anchor_assets(args.assets)
-    if args.one:  # child process: one run, one JSON line on stdout
-        precision, reference = args.one
-        result = run_one(args.assets, args.steps, args.warmup, precision, reference, args.threads)
-        print(json.dumps({**result, **switches()}), flush=True)
-        return
-    for precision in args.precision:
-        for reference in args.reference:
-            argv = ["--assets", str(args.assets), "--steps", str(args.steps)]
-            argv += ["--warmup", str(args.warmup), "--threads", str(args.threads)]
-            run_child(
-                "benchmarks.kto_throughput",
-                [*argv, "--one", precision, reference],
-                f"{precision}/{reference}",
-            )
+    offline_reference_main("benchmarks.kto_throughput", __doc__, run_one, ["fp32"])
 
 
 if __name__ == "__main__":
