@@ -382,3 +382,17 @@ def test_implicit_reward_accuracy_rises_on_simulated_feedback(tmp_path):
     # labels agree with the gold preference on ≈ 78 % of these pairs: that is the ceiling;
     # 300 held-out pairs: one standard error of an accuracy near ½ is 0.029
     assert sum(accs[-3:]) / 3 > 0.56, accs
+
+
+@pytest.mark.slow  # compiles a GPT-2 block forward + backward: minutes on a CPU
+def test_one_update_compiled_equals_eager(assets):
+    from helpers import assert_compiled_equals_eager
+
+    root, base, tok = assets
+
+    def run(compile_: bool) -> list[dict]:
+        engine = {"seed": 0, "device": "cpu", "threads": 1, "compile": compile_}
+        cfg = _cfg(root, base, f"compiled{compile_}", max_steps=2, engine=engine)
+        return [r for r in read_metrics(train(cfg).run_dir / "metrics.jsonl") if "loss/dpo" in r]
+
+    assert_compiled_equals_eager(run, "loss/dpo")

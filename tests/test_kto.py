@@ -432,3 +432,17 @@ def test_a_live_reference_trains_as_the_cached_one_with_one_pass_per_micro_batch
     b = load_file(str(live.model_dir / "model.safetensors"))
     for name in a:
         torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow  # compiles a GPT-2 block forward + backward: minutes on a CPU
+def test_one_update_compiled_equals_eager(assets):
+    from helpers import assert_compiled_equals_eager
+
+    root, base, tok = assets
+
+    def run(compile_: bool) -> list[dict]:
+        engine = {"seed": 0, "device": "cpu", "threads": 1, "compile": compile_}
+        cfg = _cfg(root, base, f"compiled{compile_}", max_steps=2, engine=engine)
+        return [r for r in read_metrics(train(cfg).run_dir / "metrics.jsonl") if "loss/kto" in r]
+
+    assert_compiled_equals_eager(run, "loss/kto")

@@ -314,3 +314,28 @@ def test_nan_scores_skip_the_batch_or_stop_with_the_last_good_checkpoint(assets,
     assert result.status == "stopped_on_nan" and result.iterations_done == 1
     assert (result.run_dir / "checkpoints" / "latest").read_text().strip() == "step_00000001"
     assert not result.policy_path.exists()
+
+
+@pytest.mark.slow  # compiles a GPT-2 block forward + backward: minutes on a CPU
+def test_one_iteration_compiled_equals_eager(assets, tmp_path):
+    """One GRPO iteration of two optimiser steps (mini-batches of 8 of its 16 replies), compiled
+    against eager: generation stays eager, so both sample the same replies; the loss (absolute
+    1e-6) and gradient norm (relative 1e-4; the second step after an update) are equal within
+    float32 reordering."""
+
+    def run(compile_: bool) -> dict:
+        cfg = make_cfg(
+            assets, tmp_path / f"compiled{compile_}", iterations=1, mini_batch_size=8,
+            engine={"seed": 3, "threads": 1, "compile": compile_},
+        )  # fmt: skip
+        pg.train(cfg, reward_fn=target_fraction)
+        rows = read_metrics(Path(cfg.out_dir) / "metrics.jsonl")
+        return next(r for r in rows if "loss/policy" in r)
+
+    eager, compiled = run(False), run(True)
+    assert compiled["perf/compile_s"] > 0 and "perf/compile_s" not in eager
+    assert compiled["response/length_mean"] == eager["response/length_mean"]
+    # the loss is a mean of advantage-weighted ratios near 0 (advantages sum to 0 per group):
+    # compared absolutely, at float32 reordering of terms of size ~1; the norm relatively
+    assert compiled["loss/policy"] == pytest.approx(eager["loss/policy"], rel=0, abs=1e-6)
+    assert compiled["policy/grad_norm"] == pytest.approx(eager["policy/grad_norm"], rel=1e-4)

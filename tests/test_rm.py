@@ -418,3 +418,17 @@ def test_raw_template_trains_and_rejects_dialogues_by_file_and_line(assets, tmp_
     cfg = _cfg(root, base, "raw2", data={"train": str(path), "prompt_template": "raw"})
     with pytest.raises(ValueError, match=r"dialogues\.jsonl:1: prompt: .*one-turn.*3 messages"):
         train(cfg)
+
+
+@pytest.mark.slow  # compiles a GPT-2 block forward + backward: minutes on a CPU
+def test_one_update_compiled_equals_eager(assets):
+    from helpers import assert_compiled_equals_eager
+
+    root, base, tok = assets
+
+    def run(compile_: bool) -> list[dict]:
+        engine = {"seed": 0, "device": "cpu", "threads": 1, "compile": compile_}
+        cfg = _cfg(root, base, f"compiled{compile_}", max_steps=2, engine=engine)
+        return [r for r in read_metrics(train(cfg).run_dir / "metrics.jsonl") if "loss/rm" in r]
+
+    assert_compiled_equals_eager(run, "loss/rm")

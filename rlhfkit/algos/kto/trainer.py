@@ -346,6 +346,7 @@ def setup(cfg: KTOConfig) -> KTORun:
     # the policy, optimiser, schedule (dropout off unless asked for)
     acc = engine.accelerator
     policy = load_policy(cfg.model, tokenizer)
+    engine.compile(policy)  # engine.compile: the decoder blocks (a no-op when off)
     policy, optimizer, scheduler = engine.prepare_trainable(policy, cfg.optim, len(plan))
     policy.train(not cfg.disable_dropout)
 
@@ -362,6 +363,7 @@ def setup(cfg: KTOConfig) -> KTORun:
         data=d,
         name="kto",
         unit="examples",
+        compile=True,
     )
     return KTORun(
         cfg=cfg,
