@@ -414,18 +414,22 @@ def test_a_live_reference_trains_as_the_cached_one_with_one_pass_per_micro_batch
     common = {"max_steps": 3, "data": {"validation_fraction": 0.0}}
     cached = train(_cfg(root, base, "cached", reference="cached", **common))
     passes, losses = [], []
-    live_reference, micro_batch_loss = reference_module.live_reference, kto_trainer.micro_batch_loss
+    live_reference = reference_module.live_reference
 
     def counted_reference(*args, **kwargs):
         passes.append(1)
         return live_reference(*args, **kwargs)
 
-    def counted_loss(*args, **kwargs):
-        losses.append(1)
-        return micro_batch_loss(*args, **kwargs)
+    def counted(loss):
+        def wrapped(*args, **kwargs):
+            losses.append(1)
+            return loss(*args, **kwargs)
+
+        return wrapped
 
     monkeypatch.setattr(reference_module, "live_reference", counted_reference)
-    monkeypatch.setattr(kto_trainer, "micro_batch_loss", counted_loss)
+    for name in ("micro_batch_loss", "one_pass_loss"):
+        monkeypatch.setattr(kto_trainer, name, counted(getattr(kto_trainer, name)))
     live = train(_cfg(root, base, "live", reference="live", **common))
     assert len(losses) >= 3 and len(passes) == len(losses)
     a = load_file(str(cached.model_dir / "model.safetensors"))
@@ -446,3 +450,36 @@ def test_one_update_compiled_equals_eager(assets):
         return [r for r in read_metrics(train(cfg).run_dir / "metrics.jsonl") if "loss/kto" in r]
 
     assert_compiled_equals_eager(run, "loss/kto")
+
+
+@pytest.mark.parametrize("reference", ["cached", "live"])
+def test_z0_from_the_loss_forward_equals_its_own_forward(assets, monkeypatch, reference):
+    """A step of one micro-batch takes z₀ from the loss forward's mismatched rows
+    (`one_pass_loss`); the weights after 3 steps equal those of the separate no-gradient z₀
+    forward (`reference_point`, what steps of several micro-batches do)."""
+    import rlhfkit.algos.kto.trainer as kto_trainer
+
+    root, base, tok = assets
+    common = {"max_steps": 3, "data": {"validation_fraction": 0.0}, "reference": reference}
+    common["ref_model"] = str(base)  # the policy starts from another model: z₀ > 0, not 0
+    passes = []
+    one_pass_loss = kto_trainer.one_pass_loss
+
+    def counted(*args, **kwargs):
+        passes.append(1)
+        return one_pass_loss(*args, **kwargs)
+
+    monkeypatch.setattr(kto_trainer, "one_pass_loss", counted)
+    one = train(_cfg(root, root / "other", f"one_{reference}", **common))
+    assert len(passes) == 3
+    monkeypatch.setattr(kto_trainer, "one_pass", lambda micro_batches, world: False)
+    two = train(_cfg(root, root / "other", f"two_{reference}", **common))
+    a = load_file(str(one.model_dir / "model.safetensors"))
+    b = load_file(str(two.model_dir / "model.safetensors"))
+    start = load_file(str(root / "other" / "model.safetensors"))
+    assert any(not torch.equal(a[n], start[n]) for n in a)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=0, rtol=0)
+    rows = [read_metrics(r.run_dir / "metrics.jsonl") for r in (one, two)]
+    kl = [[r["kl"] for r in rr if "kl" in r] for rr in rows]
+    assert kl[0] == kl[1] and max(kl[0]) > 0  # z₀ > 0 on a step: it weighed in

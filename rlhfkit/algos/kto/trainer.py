@@ -16,8 +16,11 @@ Implementation details and their sources:
    the whole step and accumulation and `accelerate launch` give the one-batch gradient. TRL
    averages per micro-batch (over processes), so its z₀ changes with the accumulation
    split; with one micro-batch per step the two agree. Cost: z₀ needs the step's mismatched
-   pairs under the current policy before any loss, so each step runs a no-grad forward of its
-   micro-batches first (TRL also runs the KL completions in a separate no-grad forward).
+   pairs under the current policy before any loss. When the step is one micro-batch on every
+   process, the loss forward already holds them: z₀ is taken from its mismatched rows,
+   detached and summed over the processes, before the loss (`one_pass_loss`; the same value,
+   tested bitwise); otherwise each step runs a no-grad forward of its micro-batches first
+   (`reference_point`; TRL runs the KL completions in a separate no-grad forward always).
 3. One row per example (`update.pairs`): the prompt once, the example's reply and its partner's
    reply behind a block mask (the shared-prompt rows of DPO); row 0 of `pair_logps` is
    log π(y_i|x_i), row 1 log π(y_j|x_i). The partner's reply is tokenized after x_i with the
@@ -215,7 +218,43 @@ def micro_batch_loss(
     """One micro-batch's summed per-example KTO loss divided by the step's *global* example
     count (over W processes). `batch["desirable"]` holds the labels. Stats are sums."""
     logps = pair_logps(model, batch)[0]
-    ref_logps = ref(batch)[0].to(logps)
+    return _loss(logps, ref(batch)[0].to(logps), batch, z0, n_examples, world, cfg, weights)
+
+
+def one_pass_loss(
+    model: torch.nn.Module,
+    batch: dict[str, Any],
+    ref: Reference,
+    z0_out: list[torch.Tensor],
+    acc: Any,
+    n_examples: float,
+    cfg: KTOConfig,
+    weights: tuple[float, float],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """`micro_batch_loss` when the step is one micro-batch on every process: the loss forward
+    gives both rows, z₀ comes from its mismatched row, detached, summed over the processes —
+    the value `reference_point` gets from a separate no-gradient forward — and the policy runs
+    once per step instead of twice. z₀ is appended to `z0_out`."""
+    logps = pair_logps(model, batch)
+    ref_logps = ref(batch).to(logps)
+    total = (logps[1].detach() - ref_logps[1]).sum()
+    if acc.num_processes > 1:
+        total = acc.reduce(total, "sum")
+    z0 = kto_reference_point(total.cpu(), n_examples)
+    z0_out.append(z0)
+    return _loss(logps[0], ref_logps[0], batch, z0, n_examples, acc.num_processes, cfg, weights)
+
+
+def _loss(
+    logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    batch: dict[str, Any],
+    z0: torch.Tensor,
+    n_examples: float,
+    world: int,
+    cfg: KTOConfig,
+    weights: tuple[float, float],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     good = batch["desirable"].to(logps.device)
     out = kto_losses(logps, ref_logps, good, z0.to(logps), cfg.beta, *weights)
     loss = out.losses.sum() / (n_examples / world)
@@ -230,6 +269,13 @@ def micro_batch_loss(
         "n_rejected": (~good).sum(),
     }
     return loss, stats
+
+
+def one_pass(micro_batches: int, world: int) -> bool:
+    """Whether a step takes z₀ from its loss forward (`one_pass_loss`): one micro-batch on
+    every process. Otherwise z₀ needs every micro-batch before the first loss: a separate
+    no-gradient forward (`reference_point`)."""
+    return micro_batches == world
 
 
 def _named(sums: dict[str, float], z0: float, prefix: str = "") -> dict[str, float]:
@@ -415,21 +461,31 @@ def train(cfg: KTOConfig) -> KTOResult:
             for b in groups[rank::world]
         ]
 
-        # 2. z₀ of the step (mismatched pairs under the current policy, no gradient); the
-        #    reference log-probs of each micro-batch are taken once, for z₀ and the loss
+        # 2. z₀ of the step (mismatched pairs under the current policy, no gradient): from the
+        #    loss forward when the step is one micro-batch per process, else a forward of its
+        #    own; the reference log-probs of each micro-batch are taken once
         ref = functools.partial(_taken, {id(b): run.ref(b) for b in batches})
-        z0 = reference_point(acc, policy, batches, ref, n_examples)
-
-        # 3. one optimiser step (a NaN/inf loss or gradient skips it: nothing moves)
-        out = loop.step(
-            step,
-            [
+        z0_out: list[torch.Tensor] = []
+        if one_pass(len(groups), world):
+            losses = [
                 functools.partial(
-                    micro_batch_loss, policy, b, ref, z0, n_examples, world, cfg, run.weights
+                    one_pass_loss, policy, batches[0], ref, z0_out, acc, n_examples, cfg,
+                    run.weights,
+                )
+            ]  # fmt: skip
+        else:
+            z0_out.append(reference_point(acc, policy, batches, ref, n_examples))
+            losses = [
+                functools.partial(
+                    micro_batch_loss, policy, b, ref, z0_out[0], n_examples, world, cfg,
+                    run.weights,
                 )
                 for b in batches
-            ],
-        )
+            ]  # fmt: skip
+
+        # 3. one optimiser step (a NaN/inf loss or gradient skips it: nothing moves)
+        out = loop.step(step, losses)
+        z0 = z0_out[0] if z0_out else torch.tensor(float("nan"))
         loop.rate.add(sum(int(b["attention_mask"].sum()) for b in batches))
 
         # 4. log, evaluate, checkpoint
