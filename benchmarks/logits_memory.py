@@ -11,6 +11,14 @@ the RSS after the inputs exist, in MiB. Defaults are SmolLM2-135M's head (H = 57
 on 2,048 tokens.
 
     OMP_NUM_THREADS=1 python -m benchmarks.logits_memory [--tokens 2048] [--chunk 170]
+
+`--chunk-sweep N [N ...]` times instead: forward + backward of `core.head_logprobs` with the
+entropy, one process, one torch thread, median of `--repeats` calls after one warm call, for
+each chunk size in tokens (0: the whole input in one piece, the unchunked autograd path) and
+`default_chunk(V)`'s choice. The anchor workload's head and the SmolLM2 head:
+
+    python -m benchmarks.logits_memory --chunk-sweep 0 2047 512 256 128 --tokens 2048 --hidden 256 --vocab 4096
+    python -m benchmarks.logits_memory --chunk-sweep 170 128 64 32 --tokens 1024
 """
 
 from __future__ import annotations
@@ -62,6 +70,39 @@ def _run(variant: str, tokens: int, hidden: int, vocab: int, chunk: int, bf16: b
     return {"variant": variant, "peak_growth_mib": round(peak - before, 1)}
 
 
+def _sweep(args: argparse.Namespace) -> None:
+    from benchmarks.common import command, median_us
+    from rlhfkit.core import head_logprobs
+    from rlhfkit.core.logprobs import default_chunk
+
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(args.tokens, args.hidden, generator=g).requires_grad_()
+    w = (torch.randn(args.vocab, args.hidden, generator=g) * 0.05).requires_grad_()
+    ids = torch.randint(0, args.vocab, (args.tokens,), generator=g)
+    coef = torch.randn(args.tokens, generator=g)
+
+    def step(chunk: int) -> None:
+        lp, ent = head_logprobs(h, w, None, ids, with_entropy=True, chunk_size=chunk)
+        ((lp + 0.01 * ent) * coef).sum().backward()
+        h.grad = w.grad = None
+
+    for chunk in args.chunk_sweep:
+        ms = median_us(lambda c=chunk or args.tokens: step(c), args.repeats) / 1e3
+        print(
+            json.dumps(
+                {
+                    "chunk_tokens": chunk or args.tokens,
+                    "fwd_bwd_ms": round(ms, 1),
+                    "tokens": args.tokens,
+                    "hidden": args.hidden,
+                    "vocab": args.vocab,
+                }
+            )
+        )
+    print(json.dumps({"default_chunk": default_chunk(args.vocab), "command": command()}))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", type=int, default=2048)
@@ -70,7 +111,12 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=170)
     ap.add_argument("--bf16", action="store_true", help="under CPU bf16 autocast")
     ap.add_argument("--variant", choices=["naive", "function", "checkpoint"])
+    ap.add_argument("--chunk-sweep", type=int, nargs="+", help="time these chunk sizes instead")
+    ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
+    if args.chunk_sweep:
+        _sweep(args)
+        return
     if args.variant:
         out = _run(args.variant, args.tokens, args.hidden, args.vocab, args.chunk, args.bf16)
         print(json.dumps(out))

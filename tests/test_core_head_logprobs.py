@@ -185,3 +185,12 @@ def test_one_output_unused(used):
     )[2]
     for a, b in zip(grads, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_default_chunk_is_the_smaller_of_the_token_and_memory_bounds():
+    from rlhfkit.core.logprobs import LOGITS_CHUNK_ELEMENTS, LOGITS_CHUNK_TOKENS, default_chunk
+
+    assert (LOGITS_CHUNK_TOKENS, LOGITS_CHUNK_ELEMENTS) == (256, 2**23)
+    assert default_chunk(4096) == 256  # the anchor vocabulary: the token bound
+    assert default_chunk(49152) == 170  # SmolLM2: the memory bound, 2**23 // 49152
+    assert default_chunk(2**24) == 1

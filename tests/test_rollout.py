@@ -527,3 +527,59 @@ def test_preallocated_kv_cache_samples_exactly_what_dynamic_cache_samples(monkey
     assert cache.get_seq_length() == 4
     with pytest.raises(RuntimeError, match="capacity 4"):
         cache.update(k[:, :, :1], k[:, :, :1], 0)
+
+
+def test_a_shared_prompt_is_prefilled_once_and_samples_what_per_row_prefill_samples(monkeypatch):
+    """GRPO's G samples of one prompt share one prefill: the distinct prompts (ids and mask;
+    what sits under the padding does not matter) are found, prefilled once, and each row starts
+    from its prompt's keys and values. The rollout equals every row prefilled on its own, bit
+    for bit, with the preallocated cache and with HF's `DynamicCache`."""
+    import importlib
+
+    from transformers import DynamicCache, GPT2Model
+
+    generate_module = importlib.import_module("rlhfkit.rollout.generate")
+    ids, mask = left_padded([PROMPTS[i] for i in (0, 1, 0, 2, 1, 0, 3, 2)])
+    ids[2, 0] = 9  # under row 2's padding: still row 0's prompt
+    first, inverse = generate_module._distinct_prompts(ids, mask)
+    assert first.tolist() == [0, 1, 3, 6]
+    assert inverse.tolist() == [0, 1, 0, 2, 1, 0, 3, 2]
+
+    prefilled = []
+    original_forward = GPT2Model.forward
+
+    def counting_forward(self, *args, **kwargs):
+        prefilled.append(kwargs["input_ids"].shape)
+        return original_forward(self, *args, **kwargs)
+
+    policy = tiny_lm(seed=6)
+    cfg = RolloutConfig(max_new_tokens=9, temperature=0.9)
+
+    def run():
+        return generate(
+            policy,
+            ids,
+            mask,
+            cfg,
+            generate_module.row_seeds((2, 5), range(8)),
+            eos_token_id=EOS,
+            pad_token_id=PAD,
+        )
+
+    monkeypatch.setattr(GPT2Model, "forward", counting_forward)
+    shared = run()
+    assert prefilled[0] == (4, ids.shape[1])  # four distinct prompts
+    monkeypatch.setattr(
+        generate_module, "_distinct_prompts", lambda i, m: (torch.arange(8), torch.arange(8))
+    )
+    per_row = run()
+    assert prefilled[-(per_row.response_ids.shape[1])] == (8, ids.shape[1])
+    monkeypatch.undo()
+    monkeypatch.setattr(generate_module, "PreallocatedCache", lambda capacity: DynamicCache())
+    dynamic = run()
+    for other in (per_row, dynamic):
+        assert torch.equal(shared.response_ids, other.response_ids)
+        assert torch.equal(shared.response_mask, other.response_mask)
+        assert torch.equal(shared.logprobs, other.logprobs)
+    # rows of one prompt differ only by their own seeds
+    assert not torch.equal(shared.response_ids[0], shared.response_ids[2])

@@ -27,7 +27,9 @@ from rlhfkit.core.stats import masked_sum
 
 __all__ = [
     "LOGITS_CHUNK_ELEMENTS",
+    "LOGITS_CHUNK_TOKENS",
     "HeadLogprobs",
+    "default_chunk",
     "entropy_from_logits",
     "gather_logprobs",
     "head_logprobs",
@@ -87,9 +89,25 @@ def perplexity(logprobs: torch.Tensor, response_mask: torch.Tensor) -> float:
 # -- log-probs straight from hidden states, chunked over tokens ------------------------------------
 
 LOGITS_CHUNK_ELEMENTS = 2**23
-"""Default chunk of `head_logprobs`: at most this many logits (tokens × vocabulary) exist at once,
-≈ 32 MiB in float32 (SmolLM2's 49,152-token vocabulary: 170 tokens a chunk). A forward of fewer
-tokens runs in one piece, with exactly the operations of the unchunked code."""
+"""Memory bound of `head_logprobs`' default chunk: at most this many logits (tokens × vocabulary)
+exist at once, ≈ 32 MiB in float32 (SmolLM2's 49,152-token vocabulary: 170 tokens a chunk)."""
+
+LOGITS_CHUNK_TOKENS = 256
+"""Speed bound of the default chunk: at most this many tokens a chunk, whatever the vocabulary.
+A chunk's logits then stay near the CPU's caches through the log-softmax, entropy and gradient
+passes: at the anchor workload's shapes (2,048 tokens, vocabulary 4,096, hidden 256, one thread)
+forward + backward with the entropy took 196 ms in one piece, 162 ms in one chunk of 2,047
+tokens, 142 ms at 512, 130 ms at 256 and 133 ms at 128 (the three matmuls alone ≈ 110 ms); at
+SmolLM2's (1,024 tokens, 49,152, 576) 170 tokens a chunk was the fastest (1.87 s; 64 tokens
+2.31 s, 21 tokens 4.21 s: below ~128 tokens the head's matmul streams its weight too often).
+`benchmarks/logits_memory.py --chunk-sweep` measures it. A forward of at most one chunk runs in
+one piece, with exactly the operations of the unchunked code."""
+
+
+def default_chunk(vocab: int) -> int:
+    """Tokens a chunk of `head_logprobs` by default: min(LOGITS_CHUNK_TOKENS,
+    LOGITS_CHUNK_ELEMENTS // vocab), at least 1."""
+    return max(1, min(LOGITS_CHUNK_TOKENS, LOGITS_CHUNK_ELEMENTS // vocab))
 
 
 class HeadLogprobs(NamedTuple):
@@ -116,7 +134,7 @@ def head_logprobs(
     the autocast dtype when autocast is on (as `nn.Linear` would), everything after it in float32.
     No mask: padding positions get finite meaningless values.
 
-    Tokens are taken `chunk_size` at a time (None: `LOGITS_CHUNK_ELEMENTS` // V); the backward
+    Tokens are taken `chunk_size` at a time (None: `default_chunk(V)`); the backward
     recomputes each chunk's logits and forms the gradient in closed form,
     ∂/∂l_v = g_lp · (1[v = id] − p_v) − g_H · p_v · (l_v − Σ_u p_u l_u), so it too holds one
     chunk at a time plus a float32 (V, H) gradient of `weight`. When all tokens fit in one chunk
@@ -129,7 +147,7 @@ def head_logprobs(
             f"head_logprobs: hidden {tuple(hidden.shape)} and ids {tuple(ids.shape)} disagree"
         )
     vocab = weight.shape[0]
-    chunk = chunk_size if chunk_size is not None else max(1, LOGITS_CHUNK_ELEMENTS // vocab)
+    chunk = chunk_size if chunk_size is not None else default_chunk(vocab)
     if chunk < 1:
         raise ValueError(f"head_logprobs: chunk_size must be ≥ 1, got {chunk}")
     if ids.numel() <= chunk:

@@ -55,6 +55,15 @@ class _PreallocatedLayer(DynamicLayer):
         self.values = self.value_buffer[:, :, :end]
         return self.keys, self.values
 
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Row b becomes a copy of row `indices[b]` (the batch may grow: a prompt prefilled
+        once serves each of its samples); `Cache.batch_select_indices` calls it per layer."""
+        if self.is_initialized:
+            self.key_buffer = self.key_buffer.index_select(0, indices)
+            self.value_buffer = self.value_buffer.index_select(0, indices)
+            self.keys = self.key_buffer[:, :, : self.length]
+            self.values = self.value_buffer[:, :, : self.length]
+
 
 class PreallocatedCache(DynamicCache):
     """`DynamicCache` for one generation of at most `capacity` positions (prompt + new tokens)."""
