@@ -54,6 +54,7 @@ from transformers import (
 
 from rlhfkit.config import ConfigError
 from rlhfkit.data import ensure_pad_token
+from rlhfkit.models.activations import use_fast_gelu
 from rlhfkit.models.attention import use_fp32_cpu_attention
 from rlhfkit.models.config import DType, LoraSettings, ModelConfig
 
@@ -303,6 +304,7 @@ def load_policy(
             **_from_pretrained_kwargs(cfg),
         )
     use_fp32_cpu_attention(model)  # "sdpa" stays float32 on CPU under bf16 (models.attention)
+    use_fast_gelu(model)  # tanh GELU in cache-sized pieces on CPU (models.activations)
     if cfg.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     if cfg.lora is not None:

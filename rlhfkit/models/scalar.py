@@ -58,6 +58,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, PreTrainedModel
 
 from rlhfkit.core import gather_logprobs, head_logprobs, last_valid_index
+from rlhfkit.models.activations import use_fast_gelu
 from rlhfkit.models.attention import block_mask, use_fp32_cpu_attention
 from rlhfkit.models.config import ModelConfig
 from rlhfkit.models.loading import (
@@ -386,6 +387,7 @@ def _load_seq_cls(cfg: ModelConfig) -> PreTrainedModel:
         **_from_pretrained_kwargs(cfg, num_labels=1),
     )
     use_fp32_cpu_attention(model)  # "sdpa" stays float32 on CPU under bf16 (models.attention)
+    use_fast_gelu(model)  # tanh GELU in cache-sized pieces on CPU (models.activations)
     # HF's own forward refuses batches without a pad id; ours never uses it, but a folder saved
     # from this model should load and run with the HF class as well.
     if model.config.pad_token_id is None:
