@@ -58,7 +58,7 @@ def main() -> None:
 
     def rollout(variant: str, call: int):
         seeds = row_seeds((0, call), range(64))
-        patch = mock.patch.object(module, "_distinct_prompts", per_row)
+        patch = mock.patch.object(module, "distinct_prompts", per_row)
         with patch if variant == "per_row" else contextlib.nullcontext():
             return generate(
                 policy, enc.input_ids, enc.attention_mask, cfg, seeds,

@@ -131,3 +131,79 @@ def test_next_token_logprobs_of_a_soft_capping_model_use_its_own_logits():
     logits = model(input_ids=ids, attention_mask=mask).logits
     want = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids[:, 1:, None])[..., 0]
     torch.testing.assert_close(got, want, rtol=0, atol=2e-6)
+
+
+def _grouped_batch():
+    """Three prompts (one left-padded, one under padding that holds other ids) × 3 samples,
+    responses of different lengths (right padding), interleaved in row order."""
+    g = torch.Generator().manual_seed(5)
+    prompt_len, resp_len = 5, 6
+    prompts = torch.randint(2, VOCAB, (3, prompt_len), generator=g)
+    prompt_mask = torch.ones(3, prompt_len, dtype=torch.long)
+    prompt_mask[1, :2] = 0
+    rows = torch.tensor([0, 1, 2, 0, 1, 2, 1, 0, 2])
+    ids = torch.cat([prompts[rows], torch.randint(2, VOCAB, (9, resp_len), generator=g)], 1)
+    ids[6, 0] = 0  # under row 6's padding (prompt 1): still prompt 1
+    mask = torch.cat([prompt_mask[rows], torch.ones(9, resp_len, dtype=torch.long)], 1)
+    for row, length in ((0, 2), (4, 5), (8, 1)):
+        mask[row, prompt_len + length :] = 0
+    return ids, mask, prompt_len
+
+
+@pytest.mark.parametrize("make", [_gpt2, _llama])
+def test_shared_prompt_forward_equals_the_full_forward(make, monkeypatch):
+    """`response_logprobs` runs each distinct prompt once and every row's response after it:
+    log-probs, entropies and parameter gradients equal the full forward of every row."""
+    import importlib
+
+    forward = importlib.import_module("rlhfkit.rollout.forward")
+    model = make()
+    ids, mask, prompt_len = _grouped_batch()
+    calls = []
+    real = forward.shared_prompt_hidden
+
+    def spy(*args):
+        out = real(*args)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(forward, "shared_prompt_hidden", spy)
+    lp, ent = response_logprobs(model, ids, mask, prompt_len, 0.8, with_entropy=True)
+    assert calls == [True]
+    valid = mask[:, prompt_len:].bool()
+    weights = torch.randn(lp.shape, generator=torch.Generator().manual_seed(6)) * valid
+    grads = _grads(model, (lp * weights).sum() + (ent * weights).sum())
+
+    monkeypatch.setattr(forward, "shared_prompt_hidden", lambda *args: None)
+    lp_full, ent_full = response_logprobs(model, ids, mask, prompt_len, 0.8, with_entropy=True)
+    grads_full = _grads(model, (lp_full * weights).sum() + (ent_full * weights).sum())
+    torch.testing.assert_close(lp[valid], lp_full[valid], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ent[valid], ent_full[valid], rtol=1e-5, atol=1e-5)
+    for g, g_full in zip(grads, grads_full, strict=True):
+        torch.testing.assert_close(g, g_full, rtol=1e-4, atol=1e-5)
+
+    # one response column: the prompt pass alone gives it
+    monkeypatch.setattr(forward, "shared_prompt_hidden", spy)
+    one, _ = response_logprobs(model, ids[:, :6], mask[:, :6], prompt_len, 0.8)
+    torch.testing.assert_close(one, lp_full[:, :1], rtol=1e-5, atol=1e-5)
+    assert calls[-1] is True
+
+
+def test_shared_prompt_forward_stays_off_where_it_would_differ():
+    """No shared prompt, active dropout, gradient checkpointing: the full forward (None)."""
+    from rlhfkit.models.loading import enable_gradient_checkpointing
+    from rlhfkit.rollout.forward import shared_prompt_hidden
+
+    ids, mask, prompt_len = _grouped_batch()
+    positions = position_ids_from_mask(mask)
+    model = _gpt2()
+    body = model.transformer
+    assert shared_prompt_hidden(body, ids, mask, positions, prompt_len) is not None
+    distinct = [0, 1, 2]
+    args = (ids[distinct], mask[distinct], positions[distinct], prompt_len)
+    assert shared_prompt_hidden(body, *args) is None
+    model.train()  # GPT-2's dropout p = 0.1 is live
+    assert shared_prompt_hidden(body, ids, mask, positions, prompt_len) is None
+    model.eval()
+    enable_gradient_checkpointing(model)
+    assert shared_prompt_hidden(model.transformer, ids, mask, positions, prompt_len) is None

@@ -541,7 +541,7 @@ def test_a_shared_prompt_is_prefilled_once_and_samples_what_per_row_prefill_samp
     generate_module = importlib.import_module("rlhfkit.rollout.generate")
     ids, mask = left_padded([PROMPTS[i] for i in (0, 1, 0, 2, 1, 0, 3, 2)])
     ids[2, 0] = 9  # under row 2's padding: still row 0's prompt
-    first, inverse = generate_module._distinct_prompts(ids, mask)
+    first, inverse = generate_module.distinct_prompts(ids, mask)
     assert first.tolist() == [0, 1, 3, 6]
     assert inverse.tolist() == [0, 1, 0, 2, 1, 0, 3, 2]
 
@@ -570,7 +570,7 @@ def test_a_shared_prompt_is_prefilled_once_and_samples_what_per_row_prefill_samp
     shared = run()
     assert prefilled[0] == (4, ids.shape[1])  # four distinct prompts
     monkeypatch.setattr(
-        generate_module, "_distinct_prompts", lambda i, m: (torch.arange(8), torch.arange(8))
+        generate_module, "distinct_prompts", lambda i, m: (torch.arange(8), torch.arange(8))
     )
     per_row = run()
     assert prefilled[-(per_row.response_ids.shape[1])] == (8, ids.shape[1])

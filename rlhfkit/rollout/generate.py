@@ -35,7 +35,6 @@ Implementation details and their sources:
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -45,7 +44,7 @@ from torch import nn
 from rlhfkit.config import ConfigBase
 from rlhfkit.models import position_ids_from_mask
 from rlhfkit.rollout.engines.config import EngineName, VLLMConfig
-from rlhfkit.rollout.forward import causal_lm_parts
+from rlhfkit.rollout.forward import cache_kwarg, causal_lm_parts, distinct_prompts
 from rlhfkit.rollout.kvcache import PreallocatedCache
 
 __all__ = [
@@ -267,33 +266,6 @@ def _concat(parts: list[Rollout], pad_token_id: int) -> Rollout:
     )
 
 
-def _distinct_prompts(
-    prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(first, inverse): `first` (U,) the first row of each distinct prompt (ids and mask), in
-    order, and `inverse` (B,) the position in `first` of each row's prompt, so rows[first][inverse]
-    equals rows. A group of G samples of one prompt (GRPO, RLOO) is prefilled once."""
-    batch = prompt_ids.shape[0]
-    key = prompt_ids.masked_fill(~prompt_mask, -1)
-    _, labels = torch.unique(key, dim=0, return_inverse=True)
-    rows = torch.arange(batch, device=prompt_ids.device)
-    firsts = torch.full((batch,), batch, device=prompt_ids.device).scatter_reduce(
-        0, labels, rows, reduce="amin"
-    )
-    first = firsts[firsts < batch].sort().values
-    position = torch.empty(batch, dtype=torch.long, device=prompt_ids.device)
-    position[first] = torch.arange(first.shape[0], device=prompt_ids.device)
-    return first, position[firsts[labels]]
-
-
-def _cache_kwarg(backbone: nn.Module) -> str:
-    """The name the backbone's forward takes its KV cache by: transformers 5.x renames
-    `past_key_values` to `cache` (the old name warns, and is removed in 5.40); earlier 5.x
-    releases know only `past_key_values`."""
-    params = inspect.signature(backbone.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
 def _generate_batch(
     policy: nn.Module,
     prompt_ids: torch.Tensor,
@@ -312,10 +284,10 @@ def _generate_batch(
     )
     batch = prompt_ids.shape[0]
     kv = PreallocatedCache(prompt_ids.shape[1] + cfg.max_new_tokens)
-    cache = {_cache_kwarg(backbone): kv}
+    cache = {cache_kwarg(backbone): kv}
     attention = prompt_mask.long()
     positions = position_ids_from_mask(attention)
-    first, inverse = _distinct_prompts(prompt_ids, prompt_mask)
+    first, inverse = distinct_prompts(prompt_ids, prompt_mask)
     out = backbone(  # the prefill: each distinct prompt once
         input_ids=prompt_ids[first],
         attention_mask=attention[first],
