@@ -189,19 +189,28 @@ def test_ppo_policy_and_critic(assets, tmp_path, monkeypatch):
     _assert_same_weights(c_off, c_on)
 
 
-def test_grpo(assets, tmp_path):
-    def run(ckpt):
+def test_grpo(assets, tmp_path, monkeypatch):
+    """Without checkpointing, GRPO's groups take the shared-prompt forward (each prompt once,
+    `rollout.forward` point 6), which checkpointing turns off: the counts compare the full
+    forward on both sides, and the shared-prompt run must end at the same weights too."""
+    import importlib
+
+    def run(ckpt, tag=""):
         cfg = make_pg_cfg(
             assets,
-            tmp_path / f"grpo_{ckpt}",
+            tmp_path / f"grpo_{ckpt}{tag}",
             iterations=1,
             **{"policy.gradient_checkpointing": ckpt},
         )
         return _weights(pg.train(cfg, reward_fn=target_fraction).policy_path)
 
+    w_shared = run(False, "_shared")
+    forward = importlib.import_module("rlhfkit.rollout.forward")
+    monkeypatch.setattr(forward, "shared_prompt_hidden", lambda *args: None)
     (off, w_off), (on, w_on) = _both(run)
     _assert_checkpointing(off, on)
     _assert_same_weights(w_off, w_on)
+    _assert_same_weights(w_shared, w_on)
 
 
 def test_online_dpo(assets, tmp_path):
