@@ -12,9 +12,10 @@ on 2,048 tokens.
 
     OMP_NUM_THREADS=1 python -m benchmarks.logits_memory [--tokens 2048] [--chunk 170]
 
-`--chunk-sweep N [N ...]` times instead: forward + backward of `core.head_logprobs` with the
-entropy, one process, one torch thread, median of `--repeats` calls after one warm call, for
-each chunk size in tokens (0: the whole input in one piece, the unchunked autograd path) and
+`--chunk-sweep N [N ...]` times instead: forward + backward of `core.head_logprobs` as the
+policy step runs it (log-probs and entropies forward, the gradient of the log-probs), one
+process, one torch thread, median of `--repeats` calls after one warm call, for each chunk size
+in tokens (0: the whole input in one piece, the unchunked autograd path) and
 `default_chunk(V)`'s choice. The anchor workload's head and the SmolLM2 head:
 
     python -m benchmarks.logits_memory --chunk-sweep 0 2047 512 256 128 --tokens 2048 --hidden 256 --vocab 4096
@@ -82,9 +83,9 @@ def _sweep(args: argparse.Namespace) -> None:
     ids = torch.randint(0, args.vocab, (args.tokens,), generator=g)
     coef = torch.randn(args.tokens, generator=g)
 
-    def step(chunk: int) -> None:
-        lp, ent = head_logprobs(h, w, None, ids, with_entropy=True, chunk_size=chunk)
-        ((lp + 0.01 * ent) * coef).sum().backward()
+    def step(chunk: int) -> None:  # the policy step's use: the entropy a metric, no gradient
+        lp, _ = head_logprobs(h, w, None, ids, with_entropy=True, chunk_size=chunk)
+        (lp * coef).sum().backward()
         h.grad = w.grad = None
 
     for chunk in args.chunk_sweep:

@@ -4,7 +4,8 @@ two speed/memory features of issue #30.
 - `--compile`: `engine.compile: true` (the decoder blocks compiled; `perf/compile_s` in the
   metrics says how much of the run was compiling);
 - `--no-chunk`: log-probs from the whole (tokens × vocabulary) logits in one piece, as before
-  `core.head_logprobs` chunked them (`LOGITS_CHUNK_ELEMENTS` set beyond any batch).
+  `core.head_logprobs` chunked them (`LOGITS_CHUNK_ELEMENTS` and `LOGITS_CHUNK_TOKENS` set
+  beyond any batch).
 
 The parent process parses the flags and `export`s them as environment variables, which the
 benchmarks' child processes inherit; a child merges `engine_switches()` into its engine settings
@@ -57,4 +58,5 @@ def engine_switches() -> dict[str, Any]:
         import rlhfkit.core.logprobs
 
         rlhfkit.core.logprobs.LOGITS_CHUNK_ELEMENTS = 2**62
+        rlhfkit.core.logprobs.LOGITS_CHUNK_TOKENS = 2**62
     return {"compile": True} if os.environ.get(COMPILE) else {}
