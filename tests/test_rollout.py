@@ -583,3 +583,43 @@ def test_a_shared_prompt_is_prefilled_once_and_samples_what_per_row_prefill_samp
         assert torch.equal(shared.logprobs, other.logprobs)
     # rows of one prompt differ only by their own seeds
     assert not torch.equal(shared.response_ids[0], shared.response_ids[2])
+
+
+@pytest.mark.parametrize("response_pad_side", ["right", "left"])
+def test_reward_model_scores_rows_that_share_a_prompt_as_the_full_forward(
+    response_pad_side, monkeypatch
+):
+    """`RewardModelScorer` hands the reward model the prompt length; rows of one prompt then
+    share its forward (`models.hidden_after_shared_prompts`, `own_columns`), and each score
+    equals the unpadded row's own forward."""
+    import importlib
+
+    prompt_sharing = importlib.import_module("rlhfkit.models.prompt_sharing")
+    shared = []
+    real = prompt_sharing.hidden_after_shared_prompts
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        shared.append(out is not None)
+        return out
+
+    monkeypatch.setattr(
+        importlib.import_module("rlhfkit.models.scalar"), "hidden_after_shared_prompts", spy
+    )
+    rm = tiny_rm()
+    prompts = [[3, 4, 5], [6, 7], [3, 4, 5], [6, 7], [3, 4, 5]]
+    responses = [[8, 9, EOS], [10, 11, 9, 8, 7], [4, EOS], [2], [9, 9, 9, 9]]
+    width = max(map(len, responses))
+    p_ids, p_mask = left_padded(prompts)
+    r_ids = torch.full((5, width), PAD)
+    r_mask = torch.zeros((5, width), dtype=torch.bool)
+    for i, r in enumerate(responses):
+        sl = slice(0, len(r)) if response_pad_side == "right" else slice(width - len(r), width)
+        r_ids[i, sl] = torch.tensor(r)
+        r_mask[i, sl] = True
+    scores = RewardModelScorer(rm)(["?"] * 5, ["?"] * 5, Rollout(p_ids, p_mask, r_ids, r_mask))
+    assert shared == [True]
+    expected = torch.tensor(
+        [naive_score(rm, p + r) for p, r in zip(prompts, responses, strict=True)]
+    )
+    torch.testing.assert_close(scores, expected, rtol=0, atol=1e-5)

@@ -39,13 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = [
-    "compile_blocks",
-    "compile_problem",
-    "compile_seconds",
-    "compiled_graphs",
-    "is_compiled",
-]
+__all__ = ["compile_blocks", "compile_problem", "compile_seconds", "compiled_graphs"]
 
 DYNAMIC: bool | None = True  # see detail 3
 
@@ -132,12 +126,6 @@ def compile_blocks(model: nn.Module, say: Callable[[str], None]) -> int:
     for block in blocks:
         block.forward = _CompiledForward(block, compiled, say)
     return len(blocks)
-
-
-def is_compiled(model: nn.Module) -> bool:
-    """Whether `compile_blocks` compiled `model`'s decoder blocks."""
-    blocks = decoder_blocks(model)
-    return blocks is not None and isinstance(blocks[0].__dict__.get("forward"), _CompiledForward)
 
 
 def compile_seconds() -> float:

@@ -31,6 +31,11 @@ from rlhfkit.models.loading import (
     resolve_dtype,
 )
 from rlhfkit.models.partial import final_hidden_at
+from rlhfkit.models.prompt_sharing import (
+    cache_kwarg,
+    distinct_prompts,
+    hidden_after_shared_prompts,
+)
 from rlhfkit.models.saving import save_policy
 from rlhfkit.models.scalar import (
     SCORE_OFFSET_KEY,
@@ -53,11 +58,14 @@ __all__ = [
     "apply_lora",
     "block_mask",
     "build_scalar_model",
+    "cache_kwarg",
     "check_fits",
     "check_source",
     "checkpointed_layers",
+    "distinct_prompts",
     "enable_gradient_checkpointing",
     "final_hidden_at",
+    "hidden_after_shared_prompts",
     "load_critic",
     "load_policy",
     "load_reward_model",

@@ -69,6 +69,7 @@ from rlhfkit.models.loading import (
     resolve_dtype,
 )
 from rlhfkit.models.partial import final_hidden_at
+from rlhfkit.models.prompt_sharing import hidden_after_shared_prompts
 
 __all__ = [
     "SCORE_OFFSET_KEY",
@@ -223,8 +224,24 @@ class ScalarModel(nn.Module):
             query = cols.expand(input_ids.shape[0], -1)
         return self._head(self.hidden_states(input_ids, attention_mask, query=query))
 
-    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """(B,) float32 score of each row, read at its last real token (from `attention_mask`)."""
+    def score(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_len: int | None = None
+    ) -> torch.Tensor:
+        """(B,) float32 score of each row, read at its last real token (from `attention_mask`).
+
+        `prompt_len`: the rows are (prompt | reply) with the prompt in the first P columns and a
+        real token in every reply; rows that share a prompt then share its forward
+        (`models.hidden_after_shared_prompts`; the caller has checked that sharing computes
+        what the full forward would, `rollout.forward.can_share_prompts`)."""
+        if prompt_len is not None and attention_mask.dim() == 2:
+            positions = position_ids_from_mask(attention_mask)
+            hidden = hidden_after_shared_prompts(
+                self.body, input_ids, attention_mask, positions, prompt_len, own_columns=True
+            )
+            last = last_valid_index(attention_mask) - prompt_len
+            if hidden is not None and bool((last >= 0).all()):
+                rows = torch.arange(input_ids.shape[0], device=last.device)
+                return self._head(hidden[rows, last])
         return self.forward(input_ids, attention_mask).scores
 
     # -- the LM head for the imitation term ----------------------------------------------------

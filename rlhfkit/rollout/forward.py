@@ -25,37 +25,39 @@ Implementation details and their sources:
 4. GPT-2's tanh GELU runs as one fused kernel: `models.loading` loads `gelu_new` configs as
    `gelu_pytorch_tanh` (the same function).
 5. Reward models and critics are `rlhfkit.models.ScalarModel`s (score at the last valid token
-   by mask, values at every token); this module only handles the causal LM side.
+   by mask, values at every token); this module only handles the causal LM side (and says
+   when prompts may be shared, `can_share_prompts`, for the reward model's scorer too).
 6. Rows that share a prompt (GRPO's and RLOO's G samples of one prompt) share its forward:
    causal attention makes a prompt's hidden states, keys and values the same in each of its
    rows, so `response_logprobs` runs each distinct prompt once with a KV cache and each row's
-   response columns after it (`shared_prompt_hidden`), for the policy's training forward and
-   the reference's and old policy's alike; gradients from all rows of a prompt meet in its one
+   response columns after it (`models.hidden_after_shared_prompts`), for the policy's training
+   forward and the reference's and old policy's alike (and `RewardModelScorer` for the reward
+   model's scores); gradients from all rows of a prompt meet in its one
    forward. Equal to the full forward to float rounding (values and gradients, tested; GPT-2
    and Llama). On the anchor GRPO batch (16 prompts × 4 samples, 32-column prompts and
    responses) the policy's forward + backward took 0.55-0.57 CPU s instead of 0.71-0.74 (one
    thread). Off (the full forward) where it would not be the same computation: no shared
-   prompt, gradient checkpointing (transformers drops the cache), live dropout, compiled blocks.
+   prompt, gradient checkpointing (transformers drops the cache), live dropout.
    vLLM's prefix caching does the same for sampling; `generate` shares the prefill likewise.
 """
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 from torch import nn
-from transformers import DynamicCache
 
 from rlhfkit.core import HeadLogprobs, entropy_from_logits, gather_logprobs, head_logprobs
 from rlhfkit.engine import wrapped_forward
-from rlhfkit.engine.compile import is_compiled
-from rlhfkit.models import checkpointed_layers, final_hidden_at, position_ids_from_mask
+from rlhfkit.models import (
+    checkpointed_layers,
+    final_hidden_at,
+    hidden_after_shared_prompts,
+    position_ids_from_mask,
+)
 
 __all__ = [
-    "cache_kwarg",
+    "can_share_prompts",
     "causal_lm_parts",
-    "distinct_prompts",
     "lm_head_logprobs",
     "next_token_logprobs",
     "response_logprobs",
@@ -89,35 +91,6 @@ def causal_lm_parts(model: nn.Module) -> tuple[nn.Module, nn.Module]:
             f"{type(hf).__name__} soft-caps its logits; response_logprobs cannot slice it"
         )
     return backbone, head
-
-
-def distinct_prompts(
-    prompt_ids: torch.Tensor, prompt_mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(first, inverse): `first` (U,) the first row of each distinct prompt, in row order, and
-    `inverse` (B,) the position in `first` of each row's prompt, so rows[first][inverse] equals
-    rows. Two rows hold the same prompt when their masks and their ids under the mask agree
-    (what sits under the padding does not matter). GRPO's and RLOO's G samples of one prompt
-    share one prompt forward this way (`generate`, `response_logprobs`)."""
-    batch = prompt_ids.shape[0]
-    key = prompt_ids.masked_fill(~prompt_mask.bool(), -1)
-    _, labels = torch.unique(key, dim=0, return_inverse=True)
-    rows = torch.arange(batch, device=prompt_ids.device)
-    firsts = torch.full((batch,), batch, device=prompt_ids.device).scatter_reduce(
-        0, labels, rows, reduce="amin"
-    )
-    first = firsts[firsts < batch].sort().values
-    position = torch.empty(batch, dtype=torch.long, device=prompt_ids.device)
-    position[first] = torch.arange(first.shape[0], device=prompt_ids.device)
-    return first, position[firsts[labels]]
-
-
-def cache_kwarg(backbone: nn.Module) -> str:
-    """The name the backbone's forward takes its KV cache by: transformers 5.x renames
-    `past_key_values` to `cache` (the old name warns, and is removed in 5.40); earlier 5.x
-    releases know only `past_key_values`."""
-    params = inspect.signature(backbone.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
 
 
 def trim_padding(
@@ -186,50 +159,23 @@ def shared_prompt_hidden(
     prompt_len: int,
 ) -> torch.Tensor | None:
     """Final hidden states at columns P − 1 … T − 2 (those that predict the response tokens),
-    (B, R, H), with each distinct prompt run once (point 6 of the module docstring); None when
-    no two rows share a prompt or the model cannot share (`_can_share_prompts`).
-
-    Two passes of the body: the distinct prompts (U rows, P columns) with a KV cache, whose
-    keys and values, copied to every row of their prompt, serve as the past of the second pass
-    over each row's response columns P … T − 2. Gradients flow through the copies back into the
-    prompt pass, so each prompt's activations get the sum of its rows' gradients, as in the
-    full forward."""
-    batch, total = input_ids.shape
-    if prompt_len < 1 or total <= prompt_len or not _can_share_prompts(backbone):
+    (B, R, H), with each distinct prompt run once (point 6 of the module docstring,
+    `models.hidden_after_shared_prompts`); None when no two rows share a prompt or sharing
+    would not compute what the full forward does (`can_share_prompts`)."""
+    if not can_share_prompts(backbone):
         return None
-    mask = attention_mask.long()
-    first, inverse = distinct_prompts(input_ids[:, :prompt_len], mask[:, :prompt_len])
-    if first.shape[0] == batch:
-        return None
-    cache = DynamicCache()
-    key = cache_kwarg(backbone)
-    prompts = backbone(
-        input_ids=input_ids[first, :prompt_len],
-        attention_mask=mask[first, :prompt_len],
-        position_ids=position_ids[first, :prompt_len],
-        use_cache=True,
-        **{key: cache},
-    ).last_hidden_state
-    last = prompts[inverse, -1:]  # column P − 1: predicts the first response token
-    if total == prompt_len + 1:
-        return last
-    cache.batch_select_indices(inverse)
-    responses = backbone(
-        input_ids=input_ids[:, prompt_len:-1],
-        attention_mask=mask[:, :-1],
-        position_ids=position_ids[:, prompt_len:-1],
-        use_cache=True,
-        **{key: cache},
-    ).last_hidden_state
-    return torch.cat([last, responses], dim=1)
+    return hidden_after_shared_prompts(
+        backbone, input_ids, attention_mask, position_ids, prompt_len
+    )
 
 
-def _can_share_prompts(backbone: nn.Module) -> bool:
+def can_share_prompts(backbone: nn.Module) -> bool:
     """Whether running a prompt once for all its rows computes what the full forward would:
-    not under gradient checkpointing (transformers drops the cache there), not with active
-    dropout (the rows would share one dropout mask over the prompt) and not with compiled
-    blocks (a block called with a cache runs eager: `engine.compile`, point 2)."""
-    if checkpointed_layers(backbone) or is_compiled(backbone):
+    not under gradient checkpointing (transformers drops the cache there) and not with active
+    dropout (the rows would share one dropout mask over the prompt). Compiled blocks share too:
+    called with a cache they run eager (`engine.compile`, point 2), which on the anchor GRPO
+    workload was faster (1.12 CPU s per iteration) than the compiled full forward (1.39)."""
+    if checkpointed_layers(backbone):
         return False
     if any(isinstance(m, nn.Dropout) and m.training and m.p > 0 for m in backbone.modules()):
         return False

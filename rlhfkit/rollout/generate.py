@@ -42,9 +42,9 @@ import torch
 from torch import nn
 
 from rlhfkit.config import ConfigBase
-from rlhfkit.models import position_ids_from_mask
+from rlhfkit.models import cache_kwarg, distinct_prompts, position_ids_from_mask
 from rlhfkit.rollout.engines.config import EngineName, VLLMConfig
-from rlhfkit.rollout.forward import cache_kwarg, causal_lm_parts, distinct_prompts
+from rlhfkit.rollout.forward import causal_lm_parts
 from rlhfkit.rollout.kvcache import PreallocatedCache
 
 __all__ = [

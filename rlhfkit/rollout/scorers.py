@@ -48,6 +48,7 @@ from torch import nn
 from rlhfkit.config import ConfigError
 from rlhfkit.errors import UserError
 from rlhfkit.models import ScalarModel
+from rlhfkit.rollout.forward import can_share_prompts
 from rlhfkit.rollout.generate import Rollout
 from rlhfkit.types import PromptRecord
 
@@ -106,13 +107,18 @@ class RewardModelScorer:
         input_ids, mask = rollout.input_ids, rollout.attention_mask
         if not bool(rollout.response_mask.any(dim=1).all()):
             raise ValueError("RewardModelScorer: a response has no valid token to score")
+        rm = self.reward_model
+        # rows that share a prompt share its forward (rollout.forward, point 6)
+        share = {"prompt_len": rollout.prompt_len} if _shares_prompts(rm) else {}
         parts = [
-            self.reward_model.score(
-                input_ids[i : i + self.batch_size], mask[i : i + self.batch_size]
-            )
+            rm.score(input_ids[i : i + self.batch_size], mask[i : i + self.batch_size], **share)
             for i in range(0, input_ids.shape[0], self.batch_size)
         ]
         return _checked(torch.cat(parts), input_ids.shape[0], "reward model")
+
+
+def _shares_prompts(model: Any) -> bool:
+    return isinstance(model, ScalarModel) and can_share_prompts(model.body)
 
 
 class RetokenizingRewardModelScorer:
