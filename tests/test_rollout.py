@@ -486,6 +486,10 @@ def test_generation_in_several_batches_equals_one_batch_per_row():
         torch.testing.assert_close(whole.logprobs[rows, :r], part.logprobs, rtol=0, atol=0)
 
 
+def _sample(policy, ids, mask, cfg, seeds):
+    return generate(policy, ids, mask, cfg, seeds, eos_token_id=EOS, pad_token_id=PAD)
+
+
 def test_preallocated_kv_cache_samples_exactly_what_dynamic_cache_samples(monkeypatch):
     """The in-place KV cache hands attention the same keys and values as HF's `DynamicCache`:
     same tokens and bit-equal log-probs (left padding, EOS, several decode steps)."""
@@ -501,15 +505,7 @@ def test_preallocated_kv_cache_samples_exactly_what_dynamic_cache_samples(monkey
     cfg = RolloutConfig(max_new_tokens=12, temperature=1.1)
 
     def run():
-        return generate(
-            policy,
-            ids,
-            mask,
-            cfg,
-            torch.Generator().manual_seed(3),
-            eos_token_id=EOS,
-            pad_token_id=PAD,
-        )
+        return _sample(policy, ids, mask, cfg, torch.Generator().manual_seed(3))
 
     ours = run()
     monkeypatch.setattr(generate_module, "PreallocatedCache", lambda capacity: DynamicCache())
@@ -556,15 +552,7 @@ def test_a_shared_prompt_is_prefilled_once_and_samples_what_per_row_prefill_samp
     cfg = RolloutConfig(max_new_tokens=9, temperature=0.9)
 
     def run():
-        return generate(
-            policy,
-            ids,
-            mask,
-            cfg,
-            generate_module.row_seeds((2, 5), range(8)),
-            eos_token_id=EOS,
-            pad_token_id=PAD,
-        )
+        return _sample(policy, ids, mask, cfg, generate_module.row_seeds((2, 5), range(8)))
 
     monkeypatch.setattr(GPT2Model, "forward", counting_forward)
     shared = run()
