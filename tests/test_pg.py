@@ -317,11 +317,16 @@ def test_nan_scores_skip_the_batch_or_stop_with_the_last_good_checkpoint(assets,
 
 
 @pytest.mark.slow  # compiles a GPT-2 block forward + backward: minutes on a CPU
-def test_one_iteration_compiled_equals_eager(assets, tmp_path):
+def test_one_iteration_compiled_equals_eager(assets, tmp_path, monkeypatch):
     """One GRPO iteration of two optimiser steps (mini-batches of 8 of its 16 replies), compiled
     against eager: generation stays eager, so both sample the same replies; the loss (absolute
     1e-6) and gradient norm (relative 1e-4; the second step after an update) are equal within
-    float32 reordering."""
+    float32 reordering. The groups' shared-prompt forward is turned off on both sides: its block
+    calls carry a KV cache and run eager, so with it on nothing would be compiled."""
+    import importlib
+
+    forward = importlib.import_module("rlhfkit.rollout.forward")
+    monkeypatch.setattr(forward, "can_share_prompts", lambda body: False)
 
     def run(compile_: bool) -> dict:
         cfg = make_cfg(
@@ -334,6 +339,7 @@ def test_one_iteration_compiled_equals_eager(assets, tmp_path):
 
     eager, compiled = run(False), run(True)
     assert compiled["perf/compile_s"] > 0 and "perf/compile_s" not in eager
+    assert compiled["perf/compiled_graphs"] >= 2  # the platform probe and the block
     assert compiled["response/length_mean"] == eager["response/length_mean"]
     # the loss is a mean of advantage-weighted ratios near 0 (advantages sum to 0 per group):
     # compared absolutely, at float32 reordering of terms of size ~1; the norm relatively
