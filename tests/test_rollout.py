@@ -213,21 +213,26 @@ def naive_score(rm, tokens: list[int]) -> float:
         return float(rm.score(hidden[0, -1]))
 
 
+def padded_rollout(prompts: list[list[int]], responses: list[list[int]], pad_side: str) -> Rollout:
+    """Left-padded prompts and responses padded on `pad_side` ("right" or "left")."""
+    width = max(map(len, responses))
+    p_ids, p_mask = left_padded(prompts)
+    r_ids = torch.full((len(responses), width), PAD)
+    r_mask = torch.zeros((len(responses), width), dtype=torch.bool)
+    for i, r in enumerate(responses):
+        sl = slice(0, len(r)) if pad_side == "right" else slice(width - len(r), width)
+        r_ids[i, sl] = torch.tensor(r)
+        r_mask[i, sl] = True
+    return Rollout(p_ids, p_mask, r_ids, r_mask)
+
+
 @pytest.mark.parametrize("response_pad_side", ["right", "left"])
 def test_reward_model_score_lands_on_the_last_real_token(response_pad_side):
     rm = tiny_rm()
     prompts = [[3, 4, 5], [6, 7], [2, 3, 4, 5]]
     # row 0 ends with EOS; row 1 is truncated without EOS; row 2 is short with EOS then padding
     responses = [[8, 9, EOS], [10, 11, 9, 8, 7], [4, EOS]]
-    width = max(map(len, responses))
-    p_ids, p_mask = left_padded(prompts)
-    r_ids = torch.full((3, width), PAD)
-    r_mask = torch.zeros((3, width), dtype=torch.bool)
-    for i, r in enumerate(responses):
-        sl = slice(0, len(r)) if response_pad_side == "right" else slice(width - len(r), width)
-        r_ids[i, sl] = torch.tensor(r)
-        r_mask[i, sl] = True
-    rollout = Rollout(p_ids, p_mask, r_ids, r_mask)
+    rollout = padded_rollout(prompts, responses, response_pad_side)
     scores = RewardModelScorer(rm)(["?"] * 3, ["?"] * 3, rollout)
     expected = torch.tensor(
         [naive_score(rm, p + r) for p, r in zip(prompts, responses, strict=True)]
@@ -597,15 +602,8 @@ def test_reward_model_scores_rows_that_share_a_prompt_as_the_full_forward(
     rm = tiny_rm()
     prompts = [[3, 4, 5], [6, 7], [3, 4, 5], [6, 7], [3, 4, 5]]
     responses = [[8, 9, EOS], [10, 11, 9, 8, 7], [4, EOS], [2], [9, 9, 9, 9]]
-    width = max(map(len, responses))
-    p_ids, p_mask = left_padded(prompts)
-    r_ids = torch.full((5, width), PAD)
-    r_mask = torch.zeros((5, width), dtype=torch.bool)
-    for i, r in enumerate(responses):
-        sl = slice(0, len(r)) if response_pad_side == "right" else slice(width - len(r), width)
-        r_ids[i, sl] = torch.tensor(r)
-        r_mask[i, sl] = True
-    scores = RewardModelScorer(rm)(["?"] * 5, ["?"] * 5, Rollout(p_ids, p_mask, r_ids, r_mask))
+    rollout = padded_rollout(prompts, responses, response_pad_side)
+    scores = RewardModelScorer(rm)(["?"] * 5, ["?"] * 5, rollout)
     assert shared == [True]
     expected = torch.tensor(
         [naive_score(rm, p + r) for p, r in zip(prompts, responses, strict=True)]
