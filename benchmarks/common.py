@@ -26,6 +26,7 @@ benchmarks share (offline: `timed_steps`; online: `iteration_times` and `result_
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -90,6 +91,17 @@ def median_us(fn: Callable[[], Any], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return round(statistics.median(times) * 1e6, 1)
+
+
+def positive(text: str) -> int:
+    """argparse type: an int ≥ 1 (a bad value is one usage line, not a traceback)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def command() -> str:

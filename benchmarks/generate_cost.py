@@ -1,14 +1,16 @@
 #!/usr/bin/env python
-"""CPU seconds of one rollout on the anchor GRPO workload: 16 prompts × 4 samples, ≤ 32 new
-tokens at temperature 1, the anchor policy loaded as the trainers load it
-(`models.load_policy`), one torch thread, float32. Variants, alternated round by round in one
-process so a slow minute of the shared host hits both:
+"""CPU seconds of the anchor GRPO batch's prompt-shared work (16 prompts × 4 samples, ≤ 32 new
+tokens at temperature 1; the anchor policy and reward model loaded as the trainers load them),
+one torch thread, float32, each variant alternated round by round in one process so a slow
+minute of the shared host hits both:
 
-- `shared`: what `rollout.generate` does: each distinct prompt prefilled once, its keys and
-  values copied to its samples (`generate` docstring, point 5);
-- `per_row`: every row prefilled on its own (the prefill before that change).
-
-The two must sample the same tokens with the same log-probs; the script checks it and says so.
+- `rollout`: `rollout.generate` with each distinct prompt prefilled once (`shared`) against
+  every row prefilled on its own (`per_row`; the prefill before that change). The two must
+  sample the same tokens with the same log-probs; the line says whether they did.
+- `policy_fwd_bwd`: `rollout.response_logprobs` over that rollout with the entropy, then the
+  backward of the summed valid log-probs, with each prompt run once (`shared`,
+  `models.prompt_sharing`) against the full forward (`per_row`).
+- `rm_score`: `RewardModelScorer` on it, the same two ways.
 
     python -m benchmarks.generate_cost [--assets DIR] [--rounds 5] [--calls 4]
 """
@@ -27,19 +29,20 @@ from unittest import mock
 import torch
 
 from benchmarks.assets import DEFAULT_DIR, anchor_assets
-from benchmarks.common import command, load_avg
+from benchmarks.common import command, load_avg, positive
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--assets", type=Path, default=DEFAULT_DIR)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--calls", type=int, default=4, help="rollouts per variant and round")
+    ap.add_argument("--rounds", type=positive, default=5)
+    ap.add_argument("--calls", type=positive, default=4, help="calls per variant and round")
     args = ap.parse_args()
     torch.set_num_threads(1)
     assets = anchor_assets(args.assets)
 
-    from rlhfkit.models import ModelConfig, load_policy, load_tokenizer
+    from rlhfkit.models import ModelConfig, load_policy, load_reward_model, load_tokenizer
+    from rlhfkit.rollout import RewardModelScorer, response_logprobs
     from rlhfkit.rollout.generate import RolloutConfig, generate, row_seeds
 
     module = sys.modules["rlhfkit.rollout.generate"]  # the package re-exports the function
@@ -67,17 +70,44 @@ def main() -> None:
 
     a, b = rollout("shared", 0), rollout("per_row", 0)
     same = torch.equal(a.response_ids, b.response_ids) and torch.equal(a.logprobs, b.logprobs)
-    seconds: dict[str, list[float]] = {"shared": [], "per_row": []}
+    reward_model = load_reward_model(str(assets / "reward"))
+
+    def unshared(variant: str) -> contextlib.AbstractContextManager:
+        """`per_row`: prompt sharing off where the policy and the scorer ask for it."""
+        stack = contextlib.ExitStack()
+        if variant == "per_row":
+            for name in ("rlhfkit.rollout.forward", "rlhfkit.rollout.scorers"):
+                no = mock.patch.object(sys.modules[name], "can_share_prompts", lambda body: False)
+                stack.enter_context(no)
+        return stack
+
+    def policy_step(variant: str, call: int) -> None:
+        with unshared(variant):
+            lp, _ = response_logprobs(
+                policy, a.input_ids, a.attention_mask, a.prompt_len, 1.0, True
+            )
+        (lp * a.response_mask).sum().backward()
+        policy.zero_grad(set_to_none=True)
+
+    def score(variant: str, call: int) -> None:
+        with unshared(variant):
+            RewardModelScorer(reward_model)(prompts, [""] * len(prompts), a)
+
+    work = {"rollout": rollout, "policy_fwd_bwd": policy_step, "rm_score": score}
+    seconds = {(w, v): [] for w in work for v in ("shared", "per_row")}
     for r in range(args.rounds):
-        for variant in seconds:
+        for (name, variant), times in seconds.items():
             start = time.process_time()
             for call in range(args.calls):
-                rollout(variant, 1 + r * args.calls + call)
-            seconds[variant].append((time.process_time() - start) / args.calls)
-    out = {v: round(statistics.median(s), 4) for v, s in seconds.items()}
+                work[name](variant, 1 + r * args.calls + call)
+            times.append((time.process_time() - start) / args.calls)
+    out = {
+        name: {v: round(statistics.median(seconds[name, v]), 4) for v in ("shared", "per_row")}
+        for name in work
+    }
     print(json.dumps({
-        "bench": "generate_cost", "cpu_s_per_rollout": out,
-        "saved": round(1 - out["shared"] / out["per_row"], 3),
+        "bench": "generate_cost", "cpu_s": out,
+        "saved": {n: round(1 - o["shared"] / o["per_row"], 3) for n, o in out.items()},
         "same_tokens_and_logprobs": same, "load_avg": load_avg(), "command": command(),
     }))  # fmt: skip
 

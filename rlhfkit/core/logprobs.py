@@ -95,13 +95,14 @@ exist at once, ≈ 32 MiB in float32 (SmolLM2's 49,152-token vocabulary: 170 tok
 LOGITS_CHUNK_TOKENS = 256
 """Speed bound of the default chunk: at most this many tokens a chunk, whatever the vocabulary.
 A chunk's logits then stay near the CPU's caches through the log-softmax, entropy and gradient
-passes: at the anchor workload's shapes (2,048 tokens, vocabulary 4,096, hidden 256, one thread)
-forward + backward with the entropy took 196 ms in one piece, 162 ms in one chunk of 2,047
-tokens, 142 ms at 512, 130 ms at 256 and 133 ms at 128 (the three matmuls alone ≈ 110 ms); at
-SmolLM2's (1,024 tokens, 49,152, 576) 170 tokens a chunk was the fastest (1.87 s; 64 tokens
-2.31 s, 21 tokens 4.21 s: below ~128 tokens the head's matmul streams its weight too often).
-`benchmarks/logits_memory.py --chunk-sweep` measures it. A forward of at most one chunk runs in
-one piece, with exactly the operations of the unchunked code."""
+passes. `python -m benchmarks.logits_memory --chunk-sweep ...` (forward + backward as the
+policy step runs it, one thread, commit 080b381): the anchor head (2,048 tokens, vocabulary
+4,096, hidden 256) took 253 ms in one piece, 162 ms in one chunk of 2,047 tokens, 138 ms at 512,
+133 ms at 256 and 127 ms at 128 (256 and 128 within the host's noise); SmolLM2's (1,024 tokens,
+49,152, 576) took 1.86 s at its memory-bound 170 tokens, 1.88 s at 128, 2.45 s at 64 and 4.35 s
+at 21: below ~128 tokens the head's matmul streams its weight too often, so the token bound
+does not go lower. A forward of at most one chunk runs in one piece, with exactly the
+operations of the unchunked code."""
 
 
 def default_chunk(vocab: int) -> int:
