@@ -30,6 +30,7 @@ import torch
 
 from benchmarks.assets import DEFAULT_DIR, anchor_assets
 from benchmarks.common import command, load_avg, positive
+from rlhfkit.engine import keep_freed_memory
 
 
 def main() -> None:
@@ -39,6 +40,7 @@ def main() -> None:
     ap.add_argument("--calls", type=positive, default=4, help="calls per variant and round")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    keep_freed_memory()  # as every trainer's Engine does: no page faults per fresh tensor
     assets = anchor_assets(args.assets)
 
     from rlhfkit.models import ModelConfig, load_policy, load_reward_model, load_tokenizer

@@ -16,8 +16,8 @@ Implementation details and their sources:
    recompile; training, scoring and log-prob forwards (no cache) run compiled. The
    shared-prompt forwards of grouped batches (GRPO's and RLOO's G replies of a prompt,
    `models.prompt_sharing`) carry a cache too and stay eager, so under `engine.compile` those
-   trainers run eager, which on the anchor workload was the faster of the two (1.12 against
-   1.39 CPU s per GRPO iteration for the compiled full forward).
+   trainers run eager: sharing removes work, where compiled blocks did not speed GRPO up on
+   this CPU (docs/scaling.md, "Against TRL").
 3. Recompilation: `dynamic=True`, every dimension symbolic from the first call, so batches of
    any length and row count reuse one graph. Measured on a 3-block GPT-2, forward + backward over
    lengths 10, 13, 17, 9 (`benchmarks/compile_recompiles.py`, graphs after each batch):

@@ -32,13 +32,13 @@ Implementation details and their sources:
    rows, so `response_logprobs` runs each distinct prompt once with a KV cache and each row's
    response columns after it (`models.hidden_after_shared_prompts`), for the policy's training
    forward and the reference's and old policy's alike (and `RewardModelScorer` for the reward
-   model's scores); gradients from all rows of a prompt meet in its one
-   forward. Equal to the full forward to float rounding (values and gradients, tested; GPT-2
-   and Llama). On the anchor GRPO batch (16 prompts × 4 samples, 32-column prompts and
-   responses) the policy's forward + backward took 0.55-0.57 CPU s instead of 0.71-0.74 (one
-   thread). Off (the full forward) where it would not be the same computation: no shared
-   prompt, gradient checkpointing (transformers drops the cache), live dropout.
-   vLLM's prefix caching does the same for sampling; `generate` shares the prefill likewise.
+   model's scores); gradients from all rows of a prompt meet in its one forward. Equal to the
+   full forward to float rounding (values and gradients, tested; GPT-2 and Llama). On the
+   anchor GRPO batch (16 prompts × 4 samples) the policy's forward + backward took 0.584 CPU s
+   instead of 0.744 (one thread, commit 40d37bd, `python -m benchmarks.generate_cost`). Off
+   (the full forward) where it would not be the same computation: no shared prompt, gradient
+   checkpointing (transformers drops the cache), live dropout. vLLM's prefix caching does the
+   same for sampling; `generate` shares the prefill likewise.
 """
 
 from __future__ import annotations
@@ -173,8 +173,8 @@ def can_share_prompts(backbone: nn.Module) -> bool:
     """Whether running a prompt once for all its rows computes what the full forward would:
     not under gradient checkpointing (transformers drops the cache there) and not with active
     dropout (the rows would share one dropout mask over the prompt). Compiled blocks share too:
-    called with a cache they run eager (`engine.compile`, point 2), which on the anchor GRPO
-    workload was faster (1.12 CPU s per iteration) than the compiled full forward (1.39)."""
+    called with a cache they run eager (`engine.compile`, point 2), which removes work where
+    compiling the blocks did not speed GRPO up (docs/scaling.md)."""
     if checkpointed_layers(backbone):
         return False
     if any(isinstance(m, nn.Dropout) and m.training and m.p > 0 for m in backbone.modules()):

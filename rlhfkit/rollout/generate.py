@@ -29,8 +29,8 @@ Implementation details and their sources:
    values and first-token logits (`Cache.batch_select_indices`), as vLLM's prefix caching
    shares a prompt's KV blocks. Causal attention makes a prompt's keys and values independent
    of what is sampled after it, so the rollout is the same (tests/test_rollout.py checks it
-   bitwise); on the anchor GRPO workload (16 prompts × 4 samples) generation took 0.352 instead
-   of 0.422 CPU s (one thread, `python -m benchmarks.generate_cost`).
+   bitwise); on the anchor GRPO workload (16 prompts × 4 samples) a rollout took 0.368 instead
+   of 0.457 CPU s (one thread, commit 40d37bd, `python -m benchmarks.generate_cost`).
 """
 
 from __future__ import annotations
