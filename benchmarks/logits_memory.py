@@ -32,6 +32,8 @@ import sys
 
 import torch
 
+from benchmarks.common import positive
+
 
 def _rss_mib() -> float:
     with open("/proc/self/statm") as f:
@@ -69,6 +71,16 @@ def _run(variant: str, tokens: int, hidden: int, vocab: int, chunk: int, bf16: b
     ((lp + 0.01 * ent) * coef).sum().backward()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"variant": variant, "peak_growth_mib": round(peak - before, 1)}
+
+
+def whole(text: str) -> int:
+    """argparse type: an int ≥ 0 (0: the whole input in one piece)."""
+    if text.strip() == "0":
+        return 0
+    try:
+        return positive(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a chunk size ≥ 0, got {text!r}") from None
 
 
 def _sweep(args: argparse.Namespace) -> None:
@@ -112,8 +124,10 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=170)
     ap.add_argument("--bf16", action="store_true", help="under CPU bf16 autocast")
     ap.add_argument("--variant", choices=["naive", "function", "checkpoint"])
-    ap.add_argument("--chunk-sweep", type=int, nargs="+", help="time these chunk sizes instead")
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument(
+        "--chunk-sweep", type=whole, nargs="+", help="time these chunk sizes instead (0: one piece)"
+    )
+    ap.add_argument("--repeats", type=positive, default=7)
     args = ap.parse_args()
     if args.chunk_sweep:
         _sweep(args)

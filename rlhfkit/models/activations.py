@@ -6,19 +6,18 @@ C₁ = 2·√(2/π), C₂ = 0.044715·C₁ (½·(1 + tanh u) = σ(2u)).
 Implementation details and their sources:
 
 1. PyTorch's fused CPU kernel (`F.gelu(approximate="tanh")`, torch 2.13) is compute-bound here:
-   7.1 ms for a (64, 64, 1024) float32 tensor at one thread, against 1.3 ms for `torch.tanh` or
-   `F.gelu` (erf) over the same tensor; `torch.compile` generates no faster code (8.2 ms). The
-   anchor GRPO iteration runs ≈ 50 M GELU elements forward (prefill, decode, reward model,
-   training), ≈ 85 ms of CPU.
+   6.7 ms for a (64, 64, 1024) float32 tensor at one thread, where one vectorised elementwise
+   pass (`torch.tanh`) over it takes 1.4 ms. The anchor GRPO iteration runs ≈ 50 M GELU
+   elements forward (prefill, decode, reward model, training).
 2. `gelu_tanh` computes the right-hand form in pieces of `CHUNK` elements (256 KiB in float32),
    four vectorised ops a piece (`addcmul`, `mul_`, `sigmoid_`, `mul`), so each piece stays in
-   the core's L2 cache between them: 3.9 ms for the tensor above, 1.8 ms for (64, 32, 1024),
-   0.056 ms (against 0.101 ms) for a decode step's (64, 1, 1024)
-   (`python -m benchmarks.gelu_cost`). The backward is PyTorch's own `gelu_backward` from the
+   the core's L2 cache between them: 3.7 ms for the tensor above, 1.9 ms (against 3.3) for
+   (64, 32, 1024), 0.066 ms (against 0.105) for a decode step's (64, 1, 1024) (commit 8f175be,
+   `python -m benchmarks.gelu_cost`). The backward is PyTorch's own `gelu_backward` from the
    saved input, as for `F.gelu`, so the memory kept for it is unchanged.
 3. Values agree with `F.gelu(approximate="tanh")` to within float32 rounding (largest
-   difference from the float64 function over a (64, 64, 1024) normal tensor: 4.2e-7 here,
-   3.9e-7 for the fused kernel; tests/test_activations.py). Other dtypes (bf16 autocast, whose
+   difference from the float64 function over a (64, 64, 1024) normal tensor: 4.6e-7 here,
+   4.1e-7 for the fused kernel, `benchmarks.gelu_cost`; tests/test_activations.py). Other dtypes (bf16 autocast, whose
    single rounding in the fused kernel is the more precise), other devices, inputs that need
    no piecing (< `CHUNK` / 16 elements) and code being traced by `torch.compile` (whose
    compiler fuses the whole function) use `F.gelu` itself.
