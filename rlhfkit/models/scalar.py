@@ -234,12 +234,14 @@ class ScalarModel(nn.Module):
         (`models.hidden_after_shared_prompts`; the caller has checked that sharing computes
         what the full forward would, `rollout.forward.can_share_prompts`)."""
         if prompt_len is not None and attention_mask.dim() == 2:
-            positions = position_ids_from_mask(attention_mask)
-            hidden = hidden_after_shared_prompts(
-                self.body, input_ids, attention_mask, positions, prompt_len, own_columns=True
-            )
             last = last_valid_index(attention_mask) - prompt_len
-            if hidden is not None and bool((last >= 0).all()):
+            hidden = None
+            if bool((last >= 0).all()):  # every row is scored on a reply column
+                positions = position_ids_from_mask(attention_mask)
+                hidden = hidden_after_shared_prompts(
+                    self.body, input_ids, attention_mask, positions, prompt_len, own_columns=True
+                )
+            if hidden is not None:
                 rows = torch.arange(input_ids.shape[0], device=last.device)
                 return self._head(hidden[rows, last])
         return self.forward(input_ids, attention_mask).scores
